@@ -1,0 +1,525 @@
+//! [`BatchEnv`]: N environments of one [`EnvModel`] in one
+//! struct-of-arrays layout, stepped together, with auto-reset.
+//!
+//! Layouts (all flat, row-major):
+//! * actions `[env][agent][action_width]` (`f32`), see
+//!   [`EnvModel::action_width`];
+//! * observations `[env][agent][obs_width]` (`f32`), see
+//!   [`EnvModel::obs_width`];
+//! * rewards `[env][agent]` (`f32`), dones `[env]`.
+//!
+//! When an env's episode ends, the step reports `done` for it and — with
+//! auto-reset — starts its next episode at once: the observation returned
+//! for it is the first of the new episode (the terminated episode needs no
+//! bootstrap value, since episodes terminate and are never truncated).
+
+use crate::alloc_prelude::*;
+use crate::error::{ResetError, StepError};
+use crate::input_rate::{GeneratorInputs, generate};
+use crate::metrics::{StepMetrics, network_delay_ms};
+use crate::model::EnvModel;
+use crate::rejects::distribute_rejects;
+use crate::rng::{Xoshiro128PlusPlus, draw_episode_seed, env_master_seed, seeded};
+use crate::split::split_requests;
+
+/// Reusable per-step buffers (one env at a time).
+#[derive(Debug, Clone)]
+struct Scratch {
+    /// Split counts `[agent][action_width]`.
+    counts: Vec<u32>,
+    /// Rejects of each forward `[agent][action_width]` (entries 1..=k).
+    forward_rejects: Vec<u32>,
+    /// Local rejects per node.
+    local_rejects: Vec<u32>,
+    /// Incoming list of one node, its senders and its rejects.
+    list: Vec<u32>,
+    list_source: Vec<usize>,
+    list_rejects: Vec<u32>,
+}
+
+/// N environments stepped together (CPU).
+#[derive(Debug, Clone)]
+pub struct BatchEnv {
+    model: EnvModel,
+    num_envs: usize,
+    auto_reset: bool,
+    /// `[env][agent][step]`.
+    input_rates: Vec<u32>,
+    /// Current step per env; `max_steps` once an episode is over.
+    steps: Vec<usize>,
+    masters: Vec<Xoshiro128PlusPlus>,
+    episode_seeds: Vec<u32>,
+    evaluation_seeds: Vec<u32>,
+    evaluation_cursor: Vec<usize>,
+    obs: Vec<f32>,
+    rewards: Vec<f32>,
+    dones: Vec<bool>,
+    started: bool,
+    scratch: Scratch,
+}
+
+impl BatchEnv {
+    /// `num_envs` environments of `model`, with auto-reset. Call
+    /// [`BatchEnv::reset`] before the first step.
+    #[must_use]
+    pub fn new(model: EnvModel, num_envs: usize) -> Self {
+        Self::with_auto_reset(model, num_envs, true)
+    }
+
+    pub(crate) fn with_auto_reset(model: EnvModel, num_envs: usize, auto_reset: bool) -> Self {
+        let n = model.num_agents();
+        let w = model.action_width();
+        let max_list = 1 + model.degrees.iter().copied().max().unwrap_or(0);
+        Self {
+            input_rates: vec![0; num_envs * n * model.max_steps()],
+            steps: vec![model.max_steps(); num_envs],
+            masters: vec![seeded(0); num_envs],
+            episode_seeds: vec![0; num_envs],
+            evaluation_seeds: Vec::new(),
+            evaluation_cursor: (0..num_envs).collect(),
+            obs: vec![0.0; num_envs * n * model.obs_width()],
+            rewards: vec![0.0; num_envs * n],
+            dones: vec![false; num_envs],
+            started: false,
+            scratch: Scratch {
+                counts: vec![0; n * w],
+                forward_rejects: vec![0; n * w],
+                local_rejects: vec![0; n],
+                list: vec![0; max_list],
+                list_source: vec![0; max_list],
+                list_rejects: vec![0; max_list],
+            },
+            model,
+            num_envs,
+            auto_reset,
+        }
+    }
+
+    /// The model.
+    #[must_use]
+    pub fn model(&self) -> &EnvModel {
+        &self.model
+    }
+
+    /// Number of environments.
+    #[must_use]
+    pub fn num_envs(&self) -> usize {
+        self.num_envs
+    }
+
+    /// Draws the evaluation episode seeds: `episodes` seeds from a stream
+    /// seeded `master_seed`. Env `i` cycles through them starting at `i mod
+    /// episodes`, so a batch of `episodes` envs covers them all at once.
+    /// Needed before the first reset in evaluation mode.
+    pub fn set_evaluation_seeds(&mut self, master_seed: u64, episodes: usize) {
+        let mut rng = seeded(master_seed);
+        self.evaluation_seeds = (0..episodes).map(|_| draw_episode_seed(&mut rng)).collect();
+        self.evaluation_cursor = (0..self.num_envs).map(|i| i % episodes.max(1)).collect();
+    }
+
+    /// Resets every env: env `i` gets the master seed
+    /// [`env_master_seed`]`(seed, i)` and starts an episode.
+    ///
+    /// # Errors
+    /// [`ResetError`] in evaluation mode without evaluation seeds, or when
+    /// a `real` trace is unusable.
+    pub fn reset(&mut self, seed: u64) -> Result<&[f32], ResetError> {
+        for i in 0..self.num_envs {
+            self.reset_env(i, Some(env_master_seed(seed, i as u64)), None)?;
+        }
+        self.started = true;
+        Ok(&self.obs)
+    }
+
+    /// Resets env `i`: reseeds its master stream when `master_seed` is given,
+    /// draws the next episode seed from it (discarded when `episode_seed`
+    /// overrides it or in evaluation mode) and generates the episode.
+    pub(crate) fn reset_env(
+        &mut self,
+        i: usize,
+        master_seed: Option<u64>,
+        episode_seed: Option<u32>,
+    ) -> Result<(), ResetError> {
+        if let Some(seed) = master_seed {
+            self.masters[i] = seeded(seed);
+        }
+        // The master stream draws a seed at every reset, used or not; an
+        // explicit episode seed overrides it, and evaluation mode overrides
+        // both with its cycle (as the reference does).
+        let drawn = draw_episode_seed(&mut self.masters[i]);
+        let mut seed = episode_seed.unwrap_or(drawn);
+        if self.model.built.evaluation() {
+            if self.evaluation_seeds.is_empty() {
+                return Err(ResetError::EvaluationSeedsMissing);
+            }
+            let cursor = self.evaluation_cursor[i];
+            self.evaluation_cursor[i] = (cursor + 1) % self.evaluation_seeds.len();
+            seed = self.evaluation_seeds[cursor];
+        }
+        self.start_episode(i, seed)
+    }
+
+    fn start_episode(&mut self, i: usize, episode_seed: u32) -> Result<(), ResetError> {
+        let (n, s) = (self.model.num_agents, self.model.max_steps);
+        let inputs = GeneratorInputs {
+            method: self.model.built.input_rate(),
+            num_agents: n,
+            max_steps: s,
+            sinusoids: &self.model.sinusoids,
+            real: self.model.real.as_ref(),
+            evaluation: self.model.built.evaluation(),
+        };
+        let mut rng = seeded(u64::from(episode_seed));
+        generate(
+            &inputs,
+            &mut rng,
+            &mut self.input_rates[i * n * s..(i + 1) * n * s],
+        )
+        .map_err(|e| match e {
+            ResetError::UnsupportedTrace {
+                agent,
+                trace,
+                reason,
+            } => {
+                let index: usize = agent.trim_start_matches("agent ").parse().unwrap_or(0);
+                let name = self
+                    .model
+                    .built
+                    .topology()
+                    .names()
+                    .get(index)
+                    .cloned()
+                    .unwrap_or(agent);
+                ResetError::UnsupportedTrace {
+                    agent: name,
+                    trace,
+                    reason,
+                }
+            }
+            other => other,
+        })?;
+        self.episode_seeds[i] = episode_seed;
+        self.steps[i] = 0;
+        self.dones[i] = false;
+        self.write_first_observation(i);
+        Ok(())
+    }
+
+    /// Observations `[env][agent][obs_width]`.
+    #[must_use]
+    pub fn observations(&self) -> &[f32] {
+        &self.obs
+    }
+
+    /// Rewards of the last step `[env][agent]`.
+    #[must_use]
+    pub fn rewards(&self) -> &[f32] {
+        &self.rewards
+    }
+
+    /// Whether each env's episode ended at the last step.
+    #[must_use]
+    pub fn dones(&self) -> &[bool] {
+        &self.dones
+    }
+
+    /// Current step of env `i` within its episode.
+    #[must_use]
+    pub fn step_index(&self, i: usize) -> usize {
+        self.steps[i]
+    }
+
+    /// Episode seed of env `i`'s current episode.
+    #[must_use]
+    pub fn episode_seed(&self, i: usize) -> u32 {
+        self.episode_seeds[i]
+    }
+
+    /// Input rates of env `i`'s current episode, `[agent][step]`.
+    #[must_use]
+    pub fn input_rates(&self, i: usize) -> &[u32] {
+        let len = self.model.num_agents * self.model.max_steps;
+        &self.input_rates[i * len..(i + 1) * len]
+    }
+
+    /// Steps every env with `actions` (`[env][agent][action_width]`).
+    ///
+    /// # Errors
+    /// [`StepError`] for a wrong length, a non-finite entry, or a step
+    /// before the first reset; nothing changes then.
+    pub fn step(&mut self, actions: &[f32]) -> Result<(), StepError> {
+        self.check(actions, 0..self.num_envs)?;
+        let stride = self.model.num_agents * self.model.action_width;
+        for (i, env_actions) in actions.chunks_exact(stride).enumerate() {
+            self.step_env(i, env_actions, None);
+        }
+        Ok(())
+    }
+
+    /// As [`BatchEnv::step`], also writing every per-step metric of env `i`
+    /// into `metrics[i]` (`metrics.len() == num_envs`, each made with
+    /// [`StepMetrics::new`]).
+    ///
+    /// # Errors
+    /// As [`BatchEnv::step`]; also when `metrics` has the wrong length.
+    pub fn step_with_metrics(
+        &mut self,
+        actions: &[f32],
+        metrics: &mut [StepMetrics],
+    ) -> Result<(), StepError> {
+        if metrics.len() != self.num_envs {
+            return Err(StepError::ActionLength {
+                expected: self.num_envs,
+                got: metrics.len(),
+            });
+        }
+        self.check(actions, 0..self.num_envs)?;
+        let stride = self.model.num_agents * self.model.action_width;
+        for (i, (env_actions, m)) in actions.chunks_exact(stride).zip(metrics).enumerate() {
+            self.step_env(i, env_actions, Some(m));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check(
+        &self,
+        actions: &[f32],
+        envs: core::ops::Range<usize>,
+    ) -> Result<(), StepError> {
+        let (n, w) = (self.model.num_agents, self.model.action_width);
+        let expected = envs.len() * n * w;
+        if actions.len() != expected {
+            return Err(StepError::ActionLength {
+                expected,
+                got: actions.len(),
+            });
+        }
+        if !self.started {
+            return Err(StepError::NeedsReset);
+        }
+        for (local, i) in envs.enumerate() {
+            if self.steps[i] >= self.model.max_steps {
+                return Err(StepError::NeedsReset);
+            }
+            for a in 0..n {
+                let row = &actions[(local * n + a) * w..][..self.model.degrees[a] + 2];
+                if let Some((index, &value)) = row.iter().enumerate().find(|(_, p)| !p.is_finite())
+                {
+                    return Err(StepError::NonFiniteAction {
+                        env: i,
+                        agent: self.model.built.topology().names()[a].clone(),
+                        index,
+                        value,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mark_started(&mut self) {
+        self.started = true;
+    }
+
+    /// One step of env `i` with its actions `[agent][action_width]`
+    /// (already checked).
+    pub(crate) fn step_env(
+        &mut self,
+        i: usize,
+        env_actions: &[f32],
+        mut metrics: Option<&mut StepMetrics>,
+    ) {
+        let model = &self.model;
+        let (n, w, s) = (model.num_agents, model.action_width, model.max_steps);
+        let t = self.steps[i];
+        let inputs = &self.input_rates[i * n * s..(i + 1) * n * s];
+        let sc = &mut self.scratch;
+        if let Some(m) = metrics.as_deref_mut() {
+            m.step = t;
+            m.observation
+                .copy_from_slice(&self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width]);
+        }
+
+        // 1. Split each agent's input by its action.
+        for a in 0..n {
+            let k = model.degrees[a];
+            let rate = inputs[a * s + t];
+            split_requests(
+                &env_actions[a * w..a * w + k + 2],
+                rate,
+                &mut sc.counts[a * w..a * w + k + 2],
+            );
+        }
+        sc.forward_rejects.fill(0);
+
+        // 2–4. Incoming list per node, model look-up, reject distribution.
+        for node in 0..n {
+            sc.list[0] = sc.counts[node * w];
+            let mut len = 1;
+            for e in model.in_offsets[node]..model.in_offsets[node + 1] {
+                let slot = model.in_senders[e] * w + model.in_action_index[e];
+                let c = sc.counts[slot];
+                if c > 0 {
+                    sc.list[len] = c;
+                    sc.list_source[len] = slot;
+                    len += 1;
+                }
+            }
+            let total: u32 = sc.list[..len].iter().sum();
+            let table = &model.tables[model.table_of[node]];
+            let rejects = table.rejects()[total as usize];
+            sc.local_rejects[node] = 0;
+            if rejects > 0 {
+                distribute_rejects(
+                    model.reject_arithmetic,
+                    &sc.list[..len],
+                    total,
+                    rejects,
+                    &mut sc.list_rejects[..len],
+                );
+                sc.local_rejects[node] = sc.list_rejects[0];
+                for e in 1..len {
+                    sc.forward_rejects[sc.list_source[e]] = sc.list_rejects[e];
+                }
+            }
+            if let Some(m) = metrics.as_deref_mut() {
+                m.incoming_rate[node] = total;
+                m.incoming_rate_local[node] = sc.list[0];
+                m.incoming_rate_forward[node] = total - sc.list[0];
+                m.incoming_rate_reject[node] = rejects;
+                m.incoming_rate_local_reject[node] = sc.local_rejects[node];
+                m.incoming_rate_forward_reject[node] = rejects - sc.local_rejects[node];
+            }
+        }
+
+        // 5. Reward: (local − local rejects + forwards − forward rejects − rejects) / input.
+        for a in 0..n {
+            let k = model.degrees[a];
+            let row = &sc.counts[a * w..a * w + k + 2];
+            let forwarded: u32 = row[1..=k].iter().sum();
+            let forward_rejected: u32 = sc.forward_rejects[a * w + 1..=a * w + k].iter().sum();
+            let numerator = i64::from(row[0]) - i64::from(sc.local_rejects[a])
+                + i64::from(forwarded)
+                - i64::from(forward_rejected)
+                - i64::from(row[k + 1]);
+            let rate = inputs[a * s + t];
+            self.rewards[i * n + a] = if rate == 0 {
+                0.0
+            } else {
+                numerator as f32 / rate as f32
+            };
+            if let Some(m) = metrics.as_deref_mut() {
+                m.input_rate[a] = rate;
+                m.action[a * w..(a + 1) * w].copy_from_slice(&sc.counts[a * w..(a + 1) * w]);
+                m.forward_rejects[a * w..(a + 1) * w]
+                    .copy_from_slice(&sc.forward_rejects[a * w..(a + 1) * w]);
+                m.forward_reject_rate[a] = forward_rejected;
+                m.reward[a] = if rate == 0 {
+                    0.0
+                } else {
+                    numerator as f64 / f64::from(rate)
+                };
+            }
+        }
+        if let Some(m) = metrics {
+            Self::record_times_and_delays(model, sc, t, m);
+        }
+
+        // 6. Advance; next observation (or the next episode's first).
+        let next = t + 1;
+        self.steps[i] = next;
+        self.dones[i] = next == s;
+        if next == s && self.auto_reset {
+            let drawn = self.reset_env(i, None, None);
+            debug_assert!(drawn.is_ok(), "a reset that succeeded once succeeds again");
+            self.dones[i] = true;
+        } else {
+            self.write_observation(i, next.min(s - 1), next - 1);
+        }
+    }
+
+    /// Response times and network delays (metrics path only).
+    fn record_times_and_delays(model: &EnvModel, sc: &Scratch, t: usize, m: &mut StepMetrics) {
+        let w = model.action_width;
+        let topology = model.built.topology();
+        let links = model.built.links();
+        let (in_bytes, out_bytes) = (
+            model.built.input_size_bytes(),
+            model.built.output_size_bytes(),
+        );
+        let node_time = |node: usize, total: u32| {
+            model.tables[model.table_of[node]].response_times()[total as usize]
+        };
+        for a in 0..model.num_agents {
+            let k = model.degrees[a];
+            m.response_time_avg_local[a] = if sc.counts[a * w] > 0 {
+                node_time(a, m.incoming_rate[a])
+            } else {
+                0.0
+            };
+            let (mut resp_sum, mut fwd_sum, mut ret_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
+            for j in 1..=k {
+                let e = a * w + j;
+                let (mut resp, mut fwd, mut ret) = (0.0, 0.0, 0.0);
+                if sc.counts[e] > 0 {
+                    let neighbour = topology.neighbours(a)[j - 1] as usize;
+                    let link = &links
+                        [topology.slot_links()[topology.offsets()[a] as usize + j - 1] as usize];
+                    resp = node_time(neighbour, m.incoming_rate[neighbour]);
+                    fwd = network_delay_ms(link.access_delay_ms, in_bytes, link.bandwidth_mbps[t]);
+                    ret = network_delay_ms(link.access_delay_ms, out_bytes, link.bandwidth_mbps[t]);
+                    resp_sum += resp;
+                    fwd_sum += fwd;
+                    ret_sum += ret;
+                    count += 1;
+                }
+                m.response_time_avg_forwarded_to[e] = resp;
+                m.network_forward_delay_avg_to[e] = fwd;
+                m.network_return_delay_avg_to[e] = ret;
+            }
+            let mean = |sum: f64| if count > 0 { sum / count as f64 } else { 0.0 };
+            m.response_time_avg_forwarded[a] = mean(resp_sum);
+            m.network_forward_delay_avg[a] = mean(fwd_sum);
+            m.network_return_delay_avg[a] = mean(ret_sum);
+        }
+    }
+
+    /// Observation at step 0: `prev_input_rate` 1, per-neighbour entries 0.
+    fn write_first_observation(&mut self, i: usize) {
+        let (n, s, ow) = (
+            self.model.num_agents,
+            self.model.max_steps,
+            self.model.obs_width,
+        );
+        for a in 0..n {
+            let row = &mut self.obs[(i * n + a) * ow..(i * n + a + 1) * ow];
+            row.fill(0.0);
+            row[0] = self.input_rates[(i * n + a) * s] as f32;
+            row[1] = 1.0;
+        }
+    }
+
+    /// Observation for step `t` after step `prev` (with the scratch of
+    /// `prev`): input at `t`, input at `prev`, forwards and forward rejects
+    /// of `prev`. After the last step `t == prev`: the terminal
+    /// observation repeats the last input rate.
+    fn write_observation(&mut self, i: usize, t: usize, prev: usize) {
+        let (n, s, w, ow) = (
+            self.model.num_agents,
+            self.model.max_steps,
+            self.model.action_width,
+            self.model.obs_width,
+        );
+        for a in 0..n {
+            let k = self.model.degrees[a];
+            let row = &mut self.obs[(i * n + a) * ow..(i * n + a + 1) * ow];
+            let trace = &self.input_rates[(i * n + a) * s..(i * n + a + 1) * s];
+            row[0] = trace[t] as f32;
+            row[1] = trace[prev] as f32;
+            for j in 1..=k {
+                row[1 + j] = self.scratch.counts[a * w + j] as f32;
+                row[1 + k + j] = self.scratch.forward_rejects[a * w + j] as f32;
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Checks of single configuration values, each returning a typed error
+//! that names the field and the value.
+
+use crate::alloc_prelude::*;
+use crate::error::ConfigError;
+
+/// A `[min, max]` range: two finite values, `0 <= min <= max`; with
+/// `integer`, both whole numbers.
+pub(super) fn range(field: &str, values: &[f64], integer: bool) -> Result<(f64, f64), ConfigError> {
+    let shown = || format!("{values:?}");
+    let [min, max] = values else {
+        return Err(ConfigError::invalid(
+            field,
+            shown(),
+            "must be [min, max] (two values)",
+        ));
+    };
+    if !min.is_finite() || !max.is_finite() || *min < 0.0 {
+        return Err(ConfigError::invalid(
+            field,
+            shown(),
+            "must be finite with min >= 0",
+        ));
+    }
+    if min > max {
+        return Err(ConfigError::invalid(field, shown(), "min must be <= max"));
+    }
+    if integer && (min.fract() != 0.0 || max.fract() != 0.0) {
+        return Err(ConfigError::invalid(
+            field,
+            shown(),
+            "must hold whole numbers",
+        ));
+    }
+    Ok((*min, *max))
+}
+
+/// A `[mean, std]` pair of finite, non-negative values.
+pub(super) fn mean_std(field: &str, values: &[f64]) -> Result<(f64, f64), ConfigError> {
+    match values {
+        [mean, std] if mean.is_finite() && std.is_finite() && *mean >= 0.0 && *std >= 0.0 => {
+            Ok((*mean, *std))
+        }
+        _ => Err(ConfigError::invalid(
+            field,
+            format!("{values:?}"),
+            "must be [mean, std] with finite values >= 0",
+        )),
+    }
+}
+
+/// A finite value strictly above 0.
+pub(super) fn positive(field: &str, value: f64) -> Result<f64, ConfigError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(field, value, "must be finite and > 0"))
+    }
+}
+
+/// A finite value at least 0.
+pub(super) fn non_negative(field: &str, value: f64) -> Result<f64, ConfigError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            value,
+            "must be finite and >= 0",
+        ))
+    }
+}
+
+/// A per-step trace of `max_steps` finite values above 0.
+pub(super) fn bandwidth_trace(
+    field: &str,
+    trace: &[f64],
+    max_steps: usize,
+) -> Result<(), ConfigError> {
+    if trace.len() != max_steps {
+        return Err(ConfigError::invalid(
+            field,
+            format!("{} values", trace.len()),
+            format!("must hold max_steps = {max_steps} values"),
+        ));
+    }
+    if let Some((step, v)) = trace
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+    {
+        return Err(ConfigError::invalid(
+            format!("{field}[{step}]"),
+            v,
+            "must be finite and > 0",
+        ));
+    }
+    Ok(())
+}

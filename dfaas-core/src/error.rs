@@ -1,0 +1,204 @@
+//! Typed errors. Every message names the field (or agent) and the value
+//! that failed, e.g.
+//! `network_links.node_0.node_1.access_delay_ms: must be >= 0, got -5`.
+
+use crate::alloc_prelude::*;
+use core::fmt;
+
+/// An invalid or unreadable environment configuration.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Occurs when the text is not valid YAML/JSON or a value has the wrong
+    /// type (the parser's message names the key path and the line).
+    Parse {
+        /// `"yaml"` or `"json"`.
+        format: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// Occurs when a key is not a configuration key.
+    UnknownKey {
+        /// Path of the unknown key, e.g. `perfmodel_params.node_0.foo`.
+        field: String,
+    },
+    /// Occurs when an entry that must exist is absent (a node of the
+    /// network missing from a per-node table, a link missing from
+    /// `network_links`).
+    Missing {
+        /// Path of the table, e.g. `perfmodel_params`.
+        field: String,
+        /// What is missing, e.g. `node 'node_2'`.
+        what: String,
+    },
+    /// Occurs when a value is out of its valid range or inconsistent with
+    /// another value.
+    Invalid {
+        /// Path of the field, e.g. `perfmodel_params.node_0.cold_service_time`.
+        field: String,
+        /// The offending value as text.
+        value: String,
+        /// What the value must satisfy.
+        reason: String,
+    },
+    /// Occurs when a file named by the configuration cannot be read.
+    Io {
+        /// The file or folder.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn missing(field: impl Into<String>, what: impl Into<String>) -> Self {
+        Self::Missing {
+            field: field.into(),
+            what: what.into(),
+        }
+    }
+
+    /// The field (key path) the error is about, when there is one.
+    #[must_use]
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::UnknownKey { field }
+            | Self::Missing { field, .. }
+            | Self::Invalid { field, .. } => Some(field),
+            Self::Parse { .. } | Self::Io { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Parse { format, message } => write!(f, "invalid {format}: {message}"),
+            Self::UnknownKey { field } => {
+                write!(
+                    f,
+                    "{field}: unknown key (check its spelling against the documented keys)"
+                )
+            }
+            Self::Missing { field, what } => write!(f, "{field}: {what} is missing"),
+            Self::Invalid {
+                field,
+                value,
+                reason,
+            } => write!(f, "{field}: {reason}, got {value}"),
+            Self::Io { path, message } => write!(f, "{path}: {message}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+/// An action batch or state that a step cannot accept. Nothing is changed
+/// when a step returns an error.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StepError {
+    /// Occurs when the action slice has the wrong length.
+    ActionLength {
+        /// Expected number of `f32` values.
+        expected: usize,
+        /// Given number.
+        got: usize,
+    },
+    /// Occurs when an action entry is NaN or infinite.
+    NonFiniteAction {
+        /// Environment index in the batch (0 for a single env).
+        env: usize,
+        /// Agent name.
+        agent: String,
+        /// Entry index in the agent's action `[local, forwards.., reject]`.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+    /// Occurs when `step` is called before the first `reset`, or after the
+    /// last step of an episode of a single [`crate::Env`].
+    NeedsReset,
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ActionLength { expected, got } => {
+                write!(f, "actions: expected {expected} values, got {got}")
+            }
+            Self::NonFiniteAction {
+                env,
+                agent,
+                index,
+                value,
+            } => write!(
+                f,
+                "actions[env {env}][{agent}][{index}]: must be finite, got {value}"
+            ),
+            Self::NeedsReset => write!(
+                f,
+                "step: the episode is over or never started; call reset first"
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for StepError {}
+
+/// A reset that cannot produce an episode.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ResetError {
+    /// Occurs in evaluation mode when no evaluation seeds were drawn
+    /// (call `set_evaluation_seeds` first).
+    EvaluationSeedsMissing,
+    /// Occurs when the first reset gives no seed.
+    SeedMissing,
+    /// Occurs when a `real` trace row is unusable (spec §4: all values below
+    /// 1 or all above 150).
+    UnsupportedTrace {
+        /// Agent name.
+        agent: String,
+        /// The row's identifier (`<HashFunction>-dXX`).
+        trace: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ResetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EvaluationSeedsMissing => write!(
+                f,
+                "reset: evaluation mode needs evaluation seeds; call set_evaluation_seeds first"
+            ),
+            Self::SeedMissing => write!(f, "reset: the first reset must give a seed"),
+            Self::UnsupportedTrace {
+                agent,
+                trace,
+                reason,
+            } => {
+                write!(f, "input_rate[{agent}]: trace {trace}: {reason}")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ResetError {}

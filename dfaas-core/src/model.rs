@@ -1,0 +1,194 @@
+//! [`EnvModel`]: everything about an environment that does not change
+//! while it runs — topology in CSR form, incoming-list order, per-node
+//! performance tables, bandwidth traces — precomputed once from a
+//! [`BuiltConfig`] and shared by every env of a batch.
+
+use crate::alloc_prelude::*;
+use crate::config::{BuiltConfig, InputRateMethod};
+use crate::error::ConfigError;
+use crate::input_rate::{RealTraces, Sinusoids};
+use crate::perfmodel::PerfTable;
+use crate::rejects::RejectArithmetic;
+
+/// Immutable, precomputed description of an environment.
+#[derive(Debug, Clone)]
+pub struct EnvModel {
+    pub(crate) built: BuiltConfig,
+    pub(crate) num_agents: usize,
+    pub(crate) max_steps: usize,
+    /// `2 + max_degree`: entries per agent in the padded action layout.
+    pub(crate) action_width: usize,
+    /// `2 + 2·max_degree`: entries per agent in the padded observation layout.
+    pub(crate) obs_width: usize,
+    pub(crate) degrees: Vec<usize>,
+    /// Incoming senders of node n: `in_senders[in_offsets[n]..in_offsets[n+1]]`
+    /// sorted by agent index, with the index of the forward in the sender's
+    /// action (`in_action_index`, 1..=degree).
+    pub(crate) in_offsets: Vec<usize>,
+    pub(crate) in_senders: Vec<usize>,
+    pub(crate) in_action_index: Vec<usize>,
+    /// Per-node tables (`tables[table_of[n]]`; nodes with equal parameters
+    /// share one).
+    pub(crate) tables: Vec<PerfTable>,
+    pub(crate) table_of: Vec<usize>,
+    pub(crate) sinusoids: Sinusoids,
+    pub(crate) real: Option<RealTraces>,
+    pub(crate) reject_arithmetic: RejectArithmetic,
+}
+
+impl EnvModel {
+    /// Precomputes the model of `built`: performance tables for every
+    /// total a node can receive, and (for `real`) reads the day files.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the `real` day files cannot be read (or the
+    /// `std` feature is off for `real`; use [`EnvModel::with_real_traces`]).
+    pub fn new(built: &BuiltConfig) -> Result<Self, ConfigError> {
+        let real = match built.input_rate() {
+            #[cfg(feature = "std")]
+            InputRateMethod::Real { dir } => Some(RealTraces::load(std::path::Path::new(dir))?),
+            #[cfg(not(feature = "std"))]
+            InputRateMethod::Real { dir } => {
+                return Err(ConfigError::Io {
+                    path: dir.clone(),
+                    message:
+                        "reading files needs the `std` feature; use EnvModel::with_real_traces"
+                            .into(),
+                });
+            }
+            _ => None,
+        };
+        Self::with_real_traces(built, real)
+    }
+
+    /// As [`EnvModel::new`] with the `real` day files given in memory.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the method is `real` and no traces are given,
+    /// or a node's performance parameters are invalid.
+    pub fn with_real_traces(
+        built: &BuiltConfig,
+        real: Option<RealTraces>,
+    ) -> Result<Self, ConfigError> {
+        let topology = built.topology();
+        let n = topology.num_agents();
+        let max_degree = topology.max_degree();
+        let max_rate = match (built.input_rate().max_rate(), &real) {
+            (Some(rate), _) => rate,
+            (None, Some(real)) => real.max_rate(),
+            (None, None) => {
+                return Err(ConfigError::missing(
+                    "real_traces_dir",
+                    "the day files of input_rate_method real",
+                ));
+            }
+        };
+        let mut in_offsets = vec![0];
+        let mut in_senders = Vec::new();
+        let mut in_action_index = Vec::new();
+        for node in 0..n {
+            let mut senders: Vec<usize> = topology
+                .neighbours(node)
+                .iter()
+                .map(|&s| s as usize)
+                .collect();
+            senders.sort_unstable();
+            for s in senders {
+                let position = topology
+                    .neighbours(s)
+                    .iter()
+                    .position(|&m| m as usize == node)
+                    .unwrap_or(0);
+                in_senders.push(s);
+                in_action_index.push(1 + position);
+            }
+            in_offsets.push(in_senders.len());
+        }
+        let mut tables: Vec<PerfTable> = Vec::new();
+        let mut table_of = Vec::with_capacity(n);
+        for node in 0..n {
+            let params = built.node_params()[node];
+            let max_total = max_rate.saturating_mul(1 + topology.degree(node) as u32);
+            match tables
+                .iter()
+                .position(|t| *t.params() == params && t.max_total() >= max_total)
+            {
+                Some(i) => table_of.push(i),
+                None => {
+                    let table = PerfTable::new(params, max_total).map_err(|e| {
+                        ConfigError::invalid(
+                            format!("perfmodel_params.{}.{}", topology.names()[node], e.field),
+                            e.value,
+                            e.reason,
+                        )
+                    })?;
+                    tables.push(table);
+                    table_of.push(tables.len() - 1);
+                }
+            }
+        }
+        Ok(Self {
+            built: built.clone(),
+            num_agents: n,
+            max_steps: built.max_steps(),
+            action_width: 2 + max_degree,
+            obs_width: 2 + 2 * max_degree,
+            degrees: (0..n).map(|a| topology.degree(a)).collect(),
+            in_offsets,
+            in_senders,
+            in_action_index,
+            tables,
+            table_of,
+            sinusoids: Sinusoids::new(n, built.max_steps()),
+            real,
+            reject_arithmetic: built.reject_arithmetic(),
+        })
+    }
+
+    /// The built configuration.
+    #[must_use]
+    pub fn built(&self) -> &BuiltConfig {
+        &self.built
+    }
+
+    /// Number of agents.
+    #[must_use]
+    pub fn num_agents(&self) -> usize {
+        self.num_agents
+    }
+
+    /// Steps per episode.
+    #[must_use]
+    pub fn max_steps(&self) -> usize {
+        self.max_steps
+    }
+
+    /// Entries per agent in the padded action layout: `2 + max_degree`.
+    /// Agent `a` with `k` neighbours reads `[local, forward_1..k, reject]`
+    /// from the first `k + 2` entries; the rest is padding and ignored.
+    #[must_use]
+    pub fn action_width(&self) -> usize {
+        self.action_width
+    }
+
+    /// Entries per agent in the padded observation layout:
+    /// `[input_rate, prev_input_rate, prev_forward_to_1..k,
+    /// prev_forward_rejects_to_1..k]` in the first `2 + 2k` entries, zeros
+    /// after (neighbours in neighbour order).
+    #[must_use]
+    pub fn obs_width(&self) -> usize {
+        self.obs_width
+    }
+
+    /// Number of neighbours of agent `a`.
+    #[must_use]
+    pub fn degree(&self, a: usize) -> usize {
+        self.degrees[a]
+    }
+
+    /// The performance table of node `n`.
+    #[must_use]
+    pub fn perf_table(&self, n: usize) -> &PerfTable {
+        &self.tables[self.table_of[n]]
+    }
+}

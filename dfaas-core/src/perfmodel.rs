@@ -213,7 +213,7 @@ pub fn evaluate(
         return Ok(PerfModelOutput::default());
     }
     let chain = build_chain(arrival_rate, params);
-    let pi = stationary_distribution(&chain, 1.0 / tc);
+    let pi = rates(&chain, 1.0 / tc).stationary_distribution();
     Ok(summarise(chain, &pi))
 }
 
@@ -295,52 +295,79 @@ fn build_chain(lambda: f64, p: &PerfModelParams) -> Chain {
     chain
 }
 
-/// Stationary distribution of the birth–death chain with up rates
-/// `b_i·c/(b_i + c)` (c = cold service rate) and down rates = kill rates.
-fn stationary_distribution(chain: &Chain, cold_service_rate: f64) -> Vec<f64> {
+/// Transition rates of the model's birth–death chain: from state `i` up
+/// with `up[i]`, down with `down[i]` (`down[0] = 0`; `up` has one entry
+/// fewer than there are states).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainRates {
+    /// `b_i·c/(b_i + c)`, c = cold service rate, b_i = blocking rate.
+    pub up: Vec<f64>,
+    /// The cumulative kill rate of each state.
+    pub down: Vec<f64>,
+}
+
+/// The chain of the model for `arrival_rate` (> 0).
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn chain_rates(arrival_rate: f64, params: &PerfModelParams) -> Result<ChainRates, PerfModelError> {
+    evaluate(arrival_rate, params)?;
+    let chain = build_chain(arrival_rate, params);
+    Ok(rates(&chain, 1.0 / params.cold_service_time))
+}
+
+fn rates(chain: &Chain, cold_service_rate: f64) -> ChainRates {
     let n = chain.block_rates.len();
-    let up: Vec<f64> = chain.block_rates[..n - 1]
+    let up = chain.block_rates[..n - 1]
         .iter()
         .map(|&b| (b * cold_service_rate) / (b + cold_service_rate))
         .collect();
-    let down = &chain.kill_rates;
-    let linked = |j: usize| up[j - 1] > 0.0 && down[j] > 0.0;
-    // Topmost closed class [lo, hi]: a maximal run of two-way links with no
-    // way out above (up[hi] = 0 or the top) and none below (down[lo] = 0).
-    let mut hi = n - 1;
-    let lo = loop {
-        let mut lo = hi;
-        while lo > 0 && linked(lo) {
-            lo -= 1;
-        }
-        let closed_above = hi == n - 1 || up[hi] <= 0.0;
-        let closed_below = lo == 0 || down[lo] <= 0.0;
-        if closed_above && closed_below {
-            break lo;
-        }
-        // [lo, hi] leaks; the closed class lies lower.
-        hi = lo - usize::from(lo > 0);
-        if lo == 0 {
-            break 0;
-        }
-    };
-    let mut pi = vec![0.0; n];
-    pi[lo] = 1.0;
-    const RESCALE_AT: f64 = 1e250;
-    for i in lo..hi {
-        let next = pi[i] * (up[i] / down[i + 1]);
-        pi[i + 1] = next;
-        if next > RESCALE_AT {
-            for w in &mut pi[lo..=i + 1] {
-                *w /= RESCALE_AT;
+    ChainRates { up, down: chain.kill_rates.clone() }
+}
+
+impl ChainRates {
+    /// Stationary distribution in product form (detailed balance). When
+    /// some rates are zero, the topmost closed class of the chain carries
+    /// all the mass.
+    #[must_use]
+    pub fn stationary_distribution(&self) -> Vec<f64> {
+        let (up, down) = (&self.up, &self.down);
+        let n = down.len();
+        let linked = |j: usize| up[j - 1] > 0.0 && down[j] > 0.0;
+        // Topmost closed class [lo, hi]: a maximal run of two-way links with
+        // no way out above (up[hi] = 0 or the top) and none below
+        // (down[lo] = 0 or the bottom).
+        let mut hi = n - 1;
+        let lo = loop {
+            let mut lo = hi;
+            while lo > 0 && linked(lo) {
+                lo -= 1;
+            }
+            let closed_above = hi == n - 1 || up[hi] <= 0.0;
+            let closed_below = lo == 0 || down[lo] <= 0.0;
+            if (closed_above && closed_below) || lo == 0 {
+                break lo;
+            }
+            hi = lo - 1; // [lo, hi] leaks downward; the closed class lies lower
+        };
+        let mut pi = vec![0.0; n];
+        pi[lo] = 1.0;
+        const RESCALE_AT: f64 = 1e250;
+        for i in lo..hi {
+            let next = pi[i] * (up[i] / down[i + 1]);
+            pi[i + 1] = next;
+            if next > RESCALE_AT {
+                for w in &mut pi[lo..=i + 1] {
+                    *w /= RESCALE_AT;
+                }
             }
         }
+        let total: f64 = pi[lo..=hi].iter().sum();
+        for w in &mut pi[lo..=hi] {
+            *w /= total;
+        }
+        pi
     }
-    let total: f64 = pi[lo..=hi].iter().sum();
-    for w in &mut pi[lo..=hi] {
-        *w /= total;
-    }
-    pi
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -499,5 +526,49 @@ mod tests {
         assert_eq!(t.rejects()[0], 0);
         assert_eq!(t.response_times()[0], 0.0);
         assert!(t.rejects()[300] > 250);
+    }
+
+    /// The product form against a dense LU solve (nalgebra) of the same
+    /// generator, with the reference's normalisation row `Q[:, 0] = 1`.
+    #[test]
+    fn product_form_matches_a_dense_solve() {
+        for (tw, tc, m) in [(0.1, 0.25, 4), (0.411, 0.667, 6), (137.0, 513.0, 7), (421.0, 685.0, 14), (0.2, 0.3, 32)] {
+            for lambda in [1.0, 7.0, 40.0, 63.0, 150.0, 400.0] {
+                let rates = chain_rates(lambda, &params(tw, tc, m)).unwrap();
+                let n = rates.down.len();
+                let mut q = nalgebra::DMatrix::<f64>::zeros(n, n);
+                for i in 0..n {
+                    let mut out = 0.0;
+                    if i > 0 {
+                        q[(i, i - 1)] = rates.down[i];
+                        out += rates.down[i];
+                    }
+                    if i + 1 < n {
+                        q[(i, i + 1)] = rates.up[i];
+                        out += rates.up[i];
+                    }
+                    q[(i, i)] = -out;
+                }
+                q.column_mut(0).fill(1.0);
+                let mut y = nalgebra::DVector::<f64>::zeros(n);
+                y[0] = 1.0;
+                let dense = q.transpose().lu().solve(&y).expect("regular chain");
+                let product = rates.stationary_distribution();
+                for (a, b) in product.iter().zip(dense.iter()) {
+                    let b = b.max(0.0);
+                    assert!((a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-13, "Tw={tw} M={m} λ={lambda}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_rates_put_the_mass_on_the_topmost_closed_class() {
+        // State 1 cannot go down: states 0 is transient, mass on [1, 2].
+        let r = ChainRates { up: vec![1.0, 2.0], down: vec![0.0, 0.0, 4.0] };
+        assert_eq!(r.stationary_distribution(), vec![0.0, 2.0 / 3.0, 1.0 / 3.0]);
+        // No way up from 0: all mass on state 0.
+        let r = ChainRates { up: vec![0.0, 2.0], down: vec![0.0, 1.0, 1.0] };
+        assert_eq!(r.stationary_distribution()[0], 1.0);
     }
 }

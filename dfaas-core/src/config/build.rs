@@ -172,6 +172,7 @@ impl EnvConfig {
     }
 
     fn build_inner(&self, base_trace: Option<&[f64]>) -> Result<BuiltConfig, ConfigError> {
+        self.check_unknown_keys()?;
         let topology = Topology::from_adjacency_lines(&self.network)?;
         for a in 0..topology.num_agents() {
             if topology.degree(a) + 2 > MAX_ACTIONS {

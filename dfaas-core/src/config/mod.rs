@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 /// Keys not known to the configuration, collected so that they can be
 /// reported by name (see [`crate::ConfigError::UnknownKey`]).
 #[cfg(feature = "serde")]
-type UnknownKeys = BTreeMap<String, serde::de::IgnoredAny>;
+pub type UnknownKeys = BTreeMap<String, serde::de::IgnoredAny>;
 #[cfg(not(feature = "serde"))]
-type UnknownKeys = BTreeMap<String, ()>;
+pub type UnknownKeys = BTreeMap<String, ()>;
 
 /// Units in which `build()` draws service times (spec §7, "Units").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,8 +66,10 @@ pub struct LinkConfig {
     /// Bandwidth per step in Mbps (> 0, `max_steps` values): given for
     /// `static-trace`, filled by the build step otherwise.
     pub bandwidth_mbps: Option<Vec<f64>>,
+    /// Keys not recognised when parsing; [`EnvConfig::build`] refuses a
+    /// configuration with any (kept so the error can name them).
     #[cfg_attr(feature = "serde", serde(flatten, skip_serializing))]
-    unknown: UnknownKeys,
+    pub unknown_keys: UnknownKeys,
 }
 
 impl Default for LinkConfig {
@@ -78,7 +80,7 @@ impl Default for LinkConfig {
             bandwidth_mbps_mean: 100.0,
             bandwidth_mbps_random_noise: 0.1,
             bandwidth_mbps: None,
-            unknown: UnknownKeys::new(),
+            unknown_keys: UnknownKeys::new(),
         }
     }
 }
@@ -97,8 +99,10 @@ pub struct NodePerfConfig {
     /// Maximum concurrency (>= 1); `floor(node_ram_gb·1024 /
     /// request_memory_mb)` when absent.
     pub maximum_concurrency: Option<i64>,
+    /// Keys not recognised when parsing; [`EnvConfig::build`] refuses a
+    /// configuration with any (kept so the error can name them).
     #[cfg_attr(feature = "serde", serde(flatten, skip_serializing))]
-    unknown: UnknownKeys,
+    pub unknown_keys: UnknownKeys,
 }
 
 impl Default for NodePerfConfig {
@@ -108,7 +112,7 @@ impl Default for NodePerfConfig {
             cold_service_time: None,
             idle_time_before_kill: 30.0,
             maximum_concurrency: None,
-            unknown: UnknownKeys::new(),
+            unknown_keys: UnknownKeys::new(),
         }
     }
 }
@@ -190,8 +194,10 @@ pub struct EnvConfig {
     /// Folder holding the 14 Azure day files for `input_rate_method: real`
     /// (default `dataset/data`).
     pub real_traces_dir: Option<String>,
+    /// Keys not recognised when parsing; [`EnvConfig::build`] refuses a
+    /// configuration with any (kept so the error can name them).
     #[cfg_attr(feature = "serde", serde(flatten, skip_serializing))]
-    unknown: UnknownKeys,
+    pub unknown_keys: UnknownKeys,
 }
 
 impl Default for EnvConfig {
@@ -224,7 +230,7 @@ impl Default for EnvConfig {
             reject_arithmetic: RejectArithmetic::default(),
             input_rate_trace: None,
             real_traces_dir: None,
-            unknown: UnknownKeys::new(),
+            unknown_keys: UnknownKeys::new(),
         }
     }
 }
@@ -317,7 +323,7 @@ impl EnvConfig {
         }
     }
 
-    fn check_unknown_keys(&self) -> Result<(), crate::ConfigError> {
+    pub(crate) fn check_unknown_keys(&self) -> Result<(), crate::ConfigError> {
         let unknown = |prefix: &str, keys: &UnknownKeys| {
             keys.keys().next().map(|k| crate::ConfigError::UnknownKey {
                 field: if prefix.is_empty() {
@@ -327,18 +333,18 @@ impl EnvConfig {
                 },
             })
         };
-        if let Some(e) = unknown("", &self.unknown) {
+        if let Some(e) = unknown("", &self.unknown_keys) {
             return Err(e);
         }
         for (u, row) in self.network_links.iter().flatten() {
             for (v, link) in row {
-                if let Some(e) = unknown(&format!("network_links.{u}.{v}"), &link.unknown) {
+                if let Some(e) = unknown(&format!("network_links.{u}.{v}"), &link.unknown_keys) {
                     return Err(e);
                 }
             }
         }
         for (node, params) in self.perfmodel_params.iter().flatten() {
-            if let Some(e) = unknown(&format!("perfmodel_params.{node}"), &params.unknown) {
+            if let Some(e) = unknown(&format!("perfmodel_params.{node}"), &params.unknown_keys) {
                 return Err(e);
             }
         }

@@ -25,7 +25,7 @@ pub(super) fn range(field: &str, values: &[f64], integer: bool) -> Result<(f64, 
     if min > max {
         return Err(ConfigError::invalid(field, shown(), "min must be <= max"));
     }
-    if integer && (min.fract() != 0.0 || max.fract() != 0.0) {
+    if integer && (libm::trunc(*min) != *min || libm::trunc(*max) != *max) {
         return Err(ConfigError::invalid(
             field,
             shown(),

@@ -310,7 +310,10 @@ pub struct ChainRates {
 ///
 /// # Errors
 /// As [`evaluate`].
-pub fn chain_rates(arrival_rate: f64, params: &PerfModelParams) -> Result<ChainRates, PerfModelError> {
+pub fn chain_rates(
+    arrival_rate: f64,
+    params: &PerfModelParams,
+) -> Result<ChainRates, PerfModelError> {
     evaluate(arrival_rate, params)?;
     let chain = build_chain(arrival_rate, params);
     Ok(rates(&chain, 1.0 / params.cold_service_time))
@@ -322,7 +325,10 @@ fn rates(chain: &Chain, cold_service_rate: f64) -> ChainRates {
         .iter()
         .map(|&b| (b * cold_service_rate) / (b + cold_service_rate))
         .collect();
-    ChainRates { up, down: chain.kill_rates.clone() }
+    ChainRates {
+        up,
+        down: chain.kill_rates.clone(),
+    }
 }
 
 impl ChainRates {
@@ -532,7 +538,13 @@ mod tests {
     /// generator, with the reference's normalisation row `Q[:, 0] = 1`.
     #[test]
     fn product_form_matches_a_dense_solve() {
-        for (tw, tc, m) in [(0.1, 0.25, 4), (0.411, 0.667, 6), (137.0, 513.0, 7), (421.0, 685.0, 14), (0.2, 0.3, 32)] {
+        for (tw, tc, m) in [
+            (0.1, 0.25, 4),
+            (0.411, 0.667, 6),
+            (137.0, 513.0, 7),
+            (421.0, 685.0, 14),
+            (0.2, 0.3, 32),
+        ] {
             for lambda in [1.0, 7.0, 40.0, 63.0, 150.0, 400.0] {
                 let rates = chain_rates(lambda, &params(tw, tc, m)).unwrap();
                 let n = rates.down.len();
@@ -556,7 +568,10 @@ mod tests {
                 let product = rates.stationary_distribution();
                 for (a, b) in product.iter().zip(dense.iter()) {
                     let b = b.max(0.0);
-                    assert!((a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-13, "Tw={tw} M={m} λ={lambda}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-13,
+                        "Tw={tw} M={m} λ={lambda}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -565,10 +580,16 @@ mod tests {
     #[test]
     fn zero_rates_put_the_mass_on_the_topmost_closed_class() {
         // State 1 cannot go down: states 0 is transient, mass on [1, 2].
-        let r = ChainRates { up: vec![1.0, 2.0], down: vec![0.0, 0.0, 4.0] };
+        let r = ChainRates {
+            up: vec![1.0, 2.0],
+            down: vec![0.0, 0.0, 4.0],
+        };
         assert_eq!(r.stationary_distribution(), vec![0.0, 2.0 / 3.0, 1.0 / 3.0]);
         // No way up from 0: all mass on state 0.
-        let r = ChainRates { up: vec![0.0, 2.0], down: vec![0.0, 1.0, 1.0] };
+        let r = ChainRates {
+            up: vec![0.0, 2.0],
+            down: vec![0.0, 1.0, 1.0],
+        };
         assert_eq!(r.stationary_distribution()[0], 1.0);
     }
 }

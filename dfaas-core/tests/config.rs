@@ -21,8 +21,11 @@ fn reference_shapes_load_and_build() {
     let mut count = 0;
     for entry in std::fs::read_dir(configs_dir()).unwrap() {
         let path = entry.unwrap().path();
-        let config = EnvConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let built = config.build_with_base_trace(&base_trace()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let config =
+            EnvConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let built = config
+            .build_with_base_trace(&base_trace())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(built.topology().num_agents() >= 2);
         count += 1;
     }
@@ -36,7 +39,12 @@ fn a_missing_base_trace_file_is_a_clear_error_and_no_path_uses_the_fallback() {
         Err(ConfigError::Io { path, .. }) => assert_eq!(path, "dataset/5G_trace.csv"),
         other => panic!("expected an Io error, got {other:?}"),
     }
-    let fallback = EnvConfig { bandwidth_base_trace_path: None, ..config.clone() }.build().unwrap();
+    let fallback = EnvConfig {
+        bandwidth_base_trace_path: None,
+        ..config.clone()
+    }
+    .build()
+    .unwrap();
     let trace = &fallback.links()[0].bandwidth_mbps;
     assert!(trace.iter().all(|&v| (90.0..=110.0).contains(&v)));
     let with_file = EnvConfig {
@@ -49,13 +57,23 @@ fn a_missing_base_trace_file_is_a_clear_error_and_no_path_uses_the_fallback() {
 }
 
 fn config_with_trace() -> dfaas_core::BuiltConfig {
-    EnvConfig::from_file(configs_dir().join("full_default.yaml")).unwrap().build_with_base_trace(&base_trace()).unwrap()
+    EnvConfig::from_file(configs_dir().join("full_default.yaml"))
+        .unwrap()
+        .build_with_base_trace(&base_trace())
+        .unwrap()
 }
 
 #[test]
 fn built_configs_write_back_and_read_back_identically() {
-    for name in ["full_default.yaml", "five_agents.yaml", "two_agents_step_change.yaml"] {
-        let built = EnvConfig::from_file(configs_dir().join(name)).unwrap().build_with_base_trace(&base_trace()).unwrap();
+    for name in [
+        "full_default.yaml",
+        "five_agents.yaml",
+        "two_agents_step_change.yaml",
+    ] {
+        let built = EnvConfig::from_file(configs_dir().join(name))
+            .unwrap()
+            .build_with_base_trace(&base_trace())
+            .unwrap();
         let yaml = built.config().to_yaml().unwrap();
         let again = EnvConfig::from_yaml(&yaml).unwrap().build().unwrap();
         assert_eq!(again, built, "{name} via YAML");
@@ -68,10 +86,23 @@ fn built_configs_write_back_and_read_back_identically() {
 #[test]
 fn conformance_configs_keep_their_concrete_values() {
     let dir = common::conformance_dir().join("episodes");
-    for (name, warm, cold, max_conc) in [("three_nodes_s", 0.411, 0.667, 6), ("two_nodes_ms", 137.0, 513.0, 7)] {
-        let built = EnvConfig::from_file(dir.join(name).join("config.yaml")).unwrap().build().unwrap();
+    for (name, warm, cold, max_conc) in [
+        ("three_nodes_s", 0.411, 0.667, 6),
+        ("two_nodes_ms", 137.0, 513.0, 7),
+    ] {
+        let built = EnvConfig::from_file(dir.join(name).join("config.yaml"))
+            .unwrap()
+            .build()
+            .unwrap();
         for p in built.node_params() {
-            assert_eq!((p.warm_service_time, p.cold_service_time, p.maximum_concurrency), (warm, cold, max_conc));
+            assert_eq!(
+                (
+                    p.warm_service_time,
+                    p.cold_service_time,
+                    p.maximum_concurrency
+                ),
+                (warm, cold, max_conc)
+            );
         }
     }
 }
@@ -79,7 +110,12 @@ fn conformance_configs_keep_their_concrete_values() {
 #[test]
 fn regimes_decide_the_units_of_drawn_service_times() {
     let seconds = EnvConfig::default().build().unwrap();
-    let reference = EnvConfig { perfmodel_regime: PerfModelRegime::Reference, ..EnvConfig::default() }.build().unwrap();
+    let reference = EnvConfig {
+        perfmodel_regime: PerfModelRegime::Reference,
+        ..EnvConfig::default()
+    }
+    .build()
+    .unwrap();
     let (s, r) = (seconds.node_params()[0], reference.node_params()[0]);
     assert!((0.1..=0.5).contains(&s.warm_service_time));
     assert!((100.0..=500.0).contains(&r.warm_service_time) && r.warm_service_time.fract() == 0.0);
@@ -90,10 +126,18 @@ fn regimes_decide_the_units_of_drawn_service_times() {
 #[test]
 fn giving_one_value_keeps_the_other_draws() {
     let drawn = EnvConfig::default().build().unwrap();
-    let given = EnvConfig { request_memory_mb: Some(512), ..EnvConfig::default() }.build().unwrap();
+    let given = EnvConfig {
+        request_memory_mb: Some(512),
+        ..EnvConfig::default()
+    }
+    .build()
+    .unwrap();
     assert_eq!(given.config().request_memory_mb, Some(512));
     assert_eq!(given.input_size_bytes(), drawn.input_size_bytes());
-    assert_eq!(given.node_params()[0].warm_service_time, drawn.node_params()[0].warm_service_time);
+    assert_eq!(
+        given.node_params()[0].warm_service_time,
+        drawn.node_params()[0].warm_service_time
+    );
     assert_eq!(given.node_params()[0].maximum_concurrency, 8);
 }
 
@@ -108,15 +152,24 @@ fn assert_invalid(yaml: &str, field: &str, value: &str) {
     let e = error_of(yaml);
     assert_eq!(e.field(), Some(field), "{e}");
     let text = e.to_string();
-    assert!(text.contains(field) && text.contains(value), "`{text}` should name {field} and {value}");
+    assert!(
+        text.contains(field) && text.contains(value),
+        "`{text}` should name {field} and {value}"
+    );
 }
 
 #[test]
 fn bad_configs_give_typed_errors_naming_field_and_value() {
     let missing = error_of("network: [\"a b c\"]\nnode_ram_gb: {a: 4, b: 4}\n");
-    assert!(matches!(&missing, ConfigError::Missing { field, what } if field == "node_ram_gb" && what.contains("'c'")), "{missing}");
+    assert!(
+        matches!(&missing, ConfigError::Missing { field, what } if field == "node_ram_gb" && what.contains("'c'")),
+        "{missing}"
+    );
     let missing = error_of("network: [\"a b\"]\nperfmodel_params: {a: {}}\n");
-    assert!(matches!(&missing, ConfigError::Missing { field, .. } if field == "perfmodel_params"), "{missing}");
+    assert!(
+        matches!(&missing, ConfigError::Missing { field, .. } if field == "perfmodel_params"),
+        "{missing}"
+    );
     assert_invalid(
         "network: [\"a b\"]\nnetwork_links: {a: {b: {access_delay_ms: -5}}}\n",
         "network_links.a.b.access_delay_ms",
@@ -128,15 +181,29 @@ fn bad_configs_give_typed_errors_naming_field_and_value() {
         "0.2",
     );
     let unknown = error_of("network: [\"a b\"]\nmax_stepz: 3\n");
-    assert_eq!(unknown, ConfigError::UnknownKey { field: "max_stepz".into() });
+    assert_eq!(
+        unknown,
+        ConfigError::UnknownKey {
+            field: "max_stepz".into()
+        }
+    );
     let unknown = error_of("network: [\"a b\"]\nnetwork_links: {a: {b: {delay: 3}}}\n");
-    assert_eq!(unknown, ConfigError::UnknownKey { field: "network_links.a.b.delay".into() });
+    assert_eq!(
+        unknown,
+        ConfigError::UnknownKey {
+            field: "network_links.a.b.delay".into()
+        }
+    );
     assert_invalid(
         "network: [\"a b\"]\nmax_steps: 3\nnetwork_links: {a: {b: {bandwidth_mbps_method: static-trace, bandwidth_mbps: [1, 2]}}}\n",
         "network_links.a.b.bandwidth_mbps",
         "2 values",
     );
-    assert_invalid("network: [\"a b\"]\nnetwork_links: {a: {z: {}}}\n", "network_links.a.z", "z");
+    assert_invalid(
+        "network: [\"a b\"]\nnetwork_links: {a: {z: {}}}\n",
+        "network_links.a.z",
+        "z",
+    );
     assert_invalid(
         "network: [\"a b\"]\nnetwork_links: {a: {b: {bandwidth_mbps_random_noise: 1.5}}}\n",
         "network_links.a.b.bandwidth_mbps_random_noise",
@@ -153,9 +220,27 @@ fn bad_configs_give_typed_errors_naming_field_and_value() {
         "carrier-pigeon",
     );
     assert_invalid("max_steps: 0\n", "max_steps", "0");
-    assert_invalid("warm_service_time_range: [500, 100]\n", "warm_service_time_range", "500");
-    assert_invalid("input_rate_method: synthetic-constant\nnetwork: [\"a b c\"]\n", "input_rate_method", "synthetic-constant");
-    assert_invalid("network: [\"a b\"]\nperfmodel_params: {a: {maximum_concurrency: 0}, b: {}}\n", "perfmodel_params.a.maximum_concurrency", "0");
-    assert!(matches!(error_of("max_steps: [1, 2]\n"), ConfigError::Parse { format: "yaml", .. }));
-    assert!(matches!(error_of("network: [\n"), ConfigError::Parse { .. }));
+    assert_invalid(
+        "warm_service_time_range: [500, 100]\n",
+        "warm_service_time_range",
+        "500",
+    );
+    assert_invalid(
+        "input_rate_method: synthetic-constant\nnetwork: [\"a b c\"]\n",
+        "input_rate_method",
+        "synthetic-constant",
+    );
+    assert_invalid(
+        "network: [\"a b\"]\nperfmodel_params: {a: {maximum_concurrency: 0}, b: {}}\n",
+        "perfmodel_params.a.maximum_concurrency",
+        "0",
+    );
+    assert!(matches!(
+        error_of("max_steps: [1, 2]\n"),
+        ConfigError::Parse { format: "yaml", .. }
+    ));
+    assert!(matches!(
+        error_of("network: [\n"),
+        ConfigError::Parse { .. }
+    ));
 }

@@ -8,11 +8,16 @@ use dfaas_core::rejects::{distribute_exact, distribute_reference};
 use dfaas_core::split::split_requests;
 
 fn column(header: &[String], name: &str) -> usize {
-    header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"))
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name}"))
 }
 
 fn numbers(cell: &str) -> Vec<f64> {
-    cell.split_whitespace().map(|v| v.parse().unwrap()).collect()
+    cell.split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
 }
 
 fn params(row: &[String], header: &[String]) -> (f64, PerfModelParams) {
@@ -38,14 +43,29 @@ fn perfmodel_matches_every_row_within_tolerance() {
         let out = perfmodel::evaluate(lambda, &p).unwrap_or_else(|e| panic!("row {r}: {e}"));
         for (name, got) in OUTPUT_COLUMNS.iter().zip(out.values()) {
             let want: f64 = row[column(&header, name)].parse().unwrap();
-            assert!(common::close(got, want, 1e-9, 1e-12), "row {r} {name}: got {got:e}, want {want:e} ({p:?}, λ={lambda})");
+            assert!(
+                common::close(got, want, 1e-9, 1e-12),
+                "row {r} {name}: got {got:e}, want {want:e} ({p:?}, λ={lambda})"
+            );
         }
-        for (name, got) in [("steady_state_prob_first", out.steady_state_prob_first), ("steady_state_prob_last", out.steady_state_prob_last)] {
+        for (name, got) in [
+            ("steady_state_prob_first", out.steady_state_prob_first),
+            ("steady_state_prob_last", out.steady_state_prob_last),
+        ] {
             let want: f64 = row[column(&header, name)].parse().unwrap();
-            assert!(common::close(got, want, 1e-9, 1e-12), "row {r} {name}: got {got:e}, want {want:e}");
+            assert!(
+                common::close(got, want, 1e-9, 1e-12),
+                "row {r} {name}: got {got:e}, want {want:e}"
+            );
         }
-        assert_eq!(out.num_states, row[column(&header, "num_states")].parse::<usize>().unwrap(), "row {r}");
-        let rounded: f64 = row[column(&header, "rejection_rate_rounded")].parse().unwrap();
+        assert_eq!(
+            out.num_states,
+            row[column(&header, "num_states")].parse::<usize>().unwrap(),
+            "row {r}"
+        );
+        let rounded: f64 = row[column(&header, "rejection_rate_rounded")]
+            .parse()
+            .unwrap();
         let reference_rate: f64 = row[column(&header, "rejection_rate")].parse().unwrap();
         if reference_rate.fract() == 0.5 {
             half_rows += 1; // exactly x.5 in the reference: one ulp decides (README)
@@ -66,9 +86,15 @@ fn perfmodel_defines_a_result_where_the_reference_crashes() {
             // λ = 0: nothing arrives, every output is 0.
             Ok(out) if lambda == 0.0 => assert!(out.values().iter().all(|&v| v == 0.0)),
             // A served share of exactly 0 (λ·Tw ≈ 1e19): finite outputs.
-            Ok(out) => assert!(out.values().iter().all(|v| v.is_finite()), "{row:?}: {out:?}"),
+            Ok(out) => assert!(
+                out.values().iter().all(|v| v.is_finite()),
+                "{row:?}: {out:?}"
+            ),
             // A zero service time has no meaning: a typed error naming it.
-            Err(e) => assert!(e.field.ends_with("service_time") && e.value == 0.0, "{row:?}: {e}"),
+            Err(e) => assert!(
+                e.field.ends_with("service_time") && e.value == 0.0,
+                "{row:?}: {e}"
+            ),
         }
     }
 }
@@ -79,8 +105,14 @@ fn split_matches_every_row_in_f32() {
     assert_eq!(rows.len(), 763);
     for (r, row) in rows.iter().enumerate() {
         let rate: u32 = row[column(&header, "input_rate")].parse().unwrap();
-        let action: Vec<f32> = numbers(&row[column(&header, "action")]).iter().map(|&p| p as f32).collect();
-        let want: Vec<u32> = numbers(&row[column(&header, "counts")]).iter().map(|&c| c as u32).collect();
+        let action: Vec<f32> = numbers(&row[column(&header, "action")])
+            .iter()
+            .map(|&p| p as f32)
+            .collect();
+        let want: Vec<u32> = numbers(&row[column(&header, "counts")])
+            .iter()
+            .map(|&c| c as u32)
+            .collect();
         let mut got = vec![0u32; action.len()];
         assert!(split_requests(&action, rate, &mut got));
         assert_eq!(got, want, "row {r}: R={rate} action={action:?}");
@@ -104,7 +136,11 @@ fn split_of_invalid_actions_follows_the_documented_policy() {
             continue;
         }
         assert!(finite);
-        assert_eq!(got.iter().sum::<u32>(), rate, "counts always sum to the rate: {row:?}");
+        assert_eq!(
+            got.iter().sum::<u32>(),
+            rate,
+            "counts always sum to the rate: {row:?}"
+        );
         // Where the reference returns non-negative counts, ours are the same.
         if let Some(counts) = outcome.strip_prefix("counts ") {
             let reference = numbers(counts);
@@ -122,11 +158,21 @@ fn rejects_match_the_reference_in_f64_and_the_exact_rule_elsewhere() {
     assert_eq!(rows.len(), 433);
     let mut differing = 0;
     for (r, row) in rows.iter().enumerate() {
-        let incoming: Vec<u32> = numbers(&row[column(&header, "incoming")]).iter().map(|&c| c as u32).collect();
+        let incoming: Vec<u32> = numbers(&row[column(&header, "incoming")])
+            .iter()
+            .map(|&c| c as u32)
+            .collect();
         let rate: f64 = row[column(&header, "rejection_rate")].parse().unwrap();
         let total_rejects: u32 = row[column(&header, "rejects_total")].parse().unwrap();
-        assert_eq!(rate.round_ties_even(), f64::from(total_rejects), "row {r}: half-to-even rounding");
-        let want: Vec<u32> = numbers(&row[column(&header, "rejects")]).iter().map(|&c| c as u32).collect();
+        assert_eq!(
+            rate.round_ties_even(),
+            f64::from(total_rejects),
+            "row {r}: half-to-even rounding"
+        );
+        let want: Vec<u32> = numbers(&row[column(&header, "rejects")])
+            .iter()
+            .map(|&c| c as u32)
+            .collect();
         let total: u32 = incoming.iter().sum();
         let mut got = vec![0u32; incoming.len()];
         distribute_reference(&incoming, total, total_rejects, &mut got);

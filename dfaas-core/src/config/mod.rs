@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 /// reported by name (see [`crate::ConfigError::UnknownKey`]).
 #[cfg(feature = "serde")]
 pub type UnknownKeys = BTreeMap<String, serde::de::IgnoredAny>;
+/// Keys not known to the configuration (empty without `serde`).
 #[cfg(not(feature = "serde"))]
 pub type UnknownKeys = BTreeMap<String, ()>;
 

@@ -20,10 +20,22 @@ pub use dfaas_policies as policies;
 pub mod io;
 
 /// The embedded default scenario: the reference's 3-agent topology
-/// (`node_0` linked to `node_1` and `node_2`, which are linked too),
-/// 288 steps, synthetic-sinusoidal input, service times drawn in seconds
-/// (where overload is real), every other value the reference's default.
+/// (`node_0` linked to `node_1` and `node_2`, which are linked too), 288
+/// steps, synthetic-sinusoidal input, and the concrete values the
+/// reference's own build step draws for its default `build_seed` 42
+/// (request memory 516 MB, so maximum concurrency 7; request sizes 1943 and
+/// 1131 bytes; warm/cold service times 137/513 drawn in ms) — fed in
+/// seconds (0.137/0.513 s), where overload is real: a node starts to
+/// reject at about 23 requests per step. Bandwidth traces are generated
+/// from the flat fallback unless a base trace is given.
 #[must_use]
 pub fn default_config() -> dfaas_core::EnvConfig {
-    dfaas_core::EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+    dfaas_core::EnvConfig {
+        request_memory_mb: Some(516),
+        request_input_data_size_bytes: Some(1943),
+        request_output_data_size_bytes: Some(1131),
+        warm_service_time: Some(0.137),
+        cold_service_time: Some(0.513),
+        ..dfaas_core::EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+    }
 }

@@ -85,6 +85,26 @@ pub fn generate(
     rng: &mut Xoshiro128PlusPlus,
     out: &mut [u32],
 ) -> Result<(), ResetError> {
+    generate_unscaled(inputs, rng, out)?;
+    if matches!(
+        inputs.method,
+        InputRateMethod::SyntheticSinusoidal | InputRateMethod::SyntheticNormal
+    ) {
+        scale_down(out, inputs.num_agents, inputs.max_steps);
+    }
+    Ok(())
+}
+
+/// As [`generate`] without the final [`scale_down`] of the sinusoidal and
+/// normal methods (the same draws: scale-down draws nothing).
+///
+/// # Errors
+/// As [`generate`].
+pub fn generate_unscaled(
+    inputs: &GeneratorInputs<'_>,
+    rng: &mut Xoshiro128PlusPlus,
+    out: &mut [u32],
+) -> Result<(), ResetError> {
     let (n, steps) = (inputs.num_agents, inputs.max_steps);
     debug_assert_eq!(out.len(), n * steps);
     match inputs.method {
@@ -97,14 +117,12 @@ pub fn generate(
                 }
             }
             permute_rows(rng, out, n, steps);
-            scale_down(out, n, steps);
         }
         InputRateMethod::SyntheticNormal => {
             for o in out.iter_mut() {
                 let x = 61.0 + 32.0 * standard_normal(rng);
                 *o = libm::trunc(x).clamp(f64::from(RATE_MIN), f64::from(RATE_MAX)) as u32;
             }
-            scale_down(out, n, steps);
         }
         InputRateMethod::SyntheticConstant => {
             out[..steps].fill(5);

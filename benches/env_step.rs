@@ -1,1 +1,110 @@
-fn main() {}
+//! Environment throughput in agent-steps per second: `Env` and `BatchEnv`
+//! (1, 64, 4096 envs) on the reference's 2-, 3- and 5-agent topologies,
+//! per-step metrics off and on, and the cost of building the performance
+//! tables. Actions come from a seeded pool of Dirichlet(1) draws, as in the
+//! reference's own speed measurement.
+//!
+//! ```text
+//! cargo bench --bench env_step
+//! ```
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dfaas::core::rng::{seeded, uniform01};
+use dfaas::core::{BatchEnv, Env, EnvConfig, EnvModel, StepMetrics};
+use std::hint::black_box;
+
+const TOPOLOGIES: [(&str, &[&str]); 3] = [
+    ("2_agents", &["node_0 node_1"]),
+    ("3_agents", &["node_0 node_1 node_2", "node_1 node_2"]),
+    ("5_agents", &["node_0 node_1 node_2", "node_3 node_2 node_0", "node_1 node_4"]),
+];
+const POOL: usize = 64;
+
+fn model(lines: &[&str]) -> EnvModel {
+    EnvModel::new(&EnvConfig::with_network(lines).build().unwrap()).unwrap()
+}
+
+/// `POOL` action batches for `envs` envs, Dirichlet(1) per agent.
+fn action_pool(model: &EnvModel, envs: usize) -> Vec<Vec<f32>> {
+    let (n, w) = (model.num_agents(), model.action_width());
+    let mut rng = seeded(7);
+    (0..POOL)
+        .map(|_| {
+            let mut actions = vec![0f32; envs * n * w];
+            for e in 0..envs {
+                for a in 0..n {
+                    let k = model.degree(a) + 2;
+                    let row = &mut actions[(e * n + a) * w..(e * n + a) * w + k];
+                    let draws: Vec<f64> = (0..k).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
+                    let total: f64 = draws.iter().sum();
+                    for (p, d) in row.iter_mut().zip(&draws) {
+                        *p = (d / total) as f32;
+                    }
+                }
+            }
+            actions
+        })
+        .collect()
+}
+
+fn bench_batch(c: &mut Criterion) {
+    for (name, lines) in TOPOLOGIES {
+        let model = model(lines);
+        let n = model.num_agents();
+        let mut group = c.benchmark_group(format!("batch_env/{name}"));
+        for envs in [1usize, 64, 4096] {
+            let pool = action_pool(&model, envs);
+            let mut batch = BatchEnv::new(model.clone(), envs);
+            batch.reset(1).unwrap();
+            group.throughput(Throughput::Elements((envs * n) as u64));
+            let mut i = 0;
+            group.bench_function(BenchmarkId::new("metrics_off", envs), |b| {
+                b.iter(|| {
+                    batch.step(black_box(&pool[i % POOL])).unwrap();
+                    i += 1;
+                });
+            });
+            let mut metrics = vec![StepMetrics::new(&model); envs];
+            group.bench_function(BenchmarkId::new("metrics_on", envs), |b| {
+                b.iter(|| {
+                    batch.step_with_metrics(black_box(&pool[i % POOL]), &mut metrics).unwrap();
+                    i += 1;
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+fn bench_single(c: &mut Criterion) {
+    let mut group = c.benchmark_group("env");
+    for (name, lines) in TOPOLOGIES {
+        let model = model(lines);
+        let pool = action_pool(&model, 1);
+        let mut env = Env::new(model.clone());
+        env.reset(Some(1)).unwrap();
+        group.throughput(Throughput::Elements(model.num_agents() as u64));
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                if env.step(black_box(&pool[i % POOL])).unwrap().done {
+                    env.reset(None).unwrap();
+                }
+                i += 1;
+            });
+        });
+    }
+    group.finish();
+}
+
+fn bench_tables(c: &mut Criterion) {
+    let mut group = c.benchmark_group("perf_tables");
+    for (name, lines) in TOPOLOGIES {
+        let built = EnvConfig::with_network(lines).build().unwrap();
+        group.bench_function(name, |b| b.iter(|| EnvModel::new(black_box(&built)).unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_batch, bench_single, bench_tables);
+criterion_main!(benches);

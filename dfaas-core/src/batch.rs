@@ -20,13 +20,15 @@ use crate::metrics::{StepMetrics, network_delay_ms};
 use crate::model::EnvModel;
 use crate::rejects::distribute_rejects;
 use crate::rng::{Xoshiro128PlusPlus, draw_episode_seed, env_master_seed, seeded};
-use crate::split::split_requests;
+use crate::split::split_finite;
 
 /// Reusable per-step buffers (one env at a time).
 #[derive(Debug, Clone)]
 struct Scratch {
     /// Split counts `[agent][action_width]`.
     counts: Vec<u32>,
+    /// Fractional parts of one agent's split.
+    fractions: Vec<f32>,
     /// Rejects of each forward `[agent][action_width]` (entries 1..=k).
     forward_rejects: Vec<u32>,
     /// Local rejects per node.
@@ -83,6 +85,7 @@ impl BatchEnv {
             started: false,
             scratch: Scratch {
                 counts: vec![0; n * w],
+                fractions: vec![0.0; w],
                 forward_rejects: vec![0; n * w],
                 local_rejects: vec![0; n],
                 list: vec![0; max_list],
@@ -344,10 +347,11 @@ impl BatchEnv {
         for a in 0..n {
             let k = model.degrees[a];
             let rate = inputs[a * s + t];
-            split_requests(
+            split_finite(
                 &env_actions[a * w..a * w + k + 2],
                 rate,
                 &mut sc.counts[a * w..a * w + k + 2],
+                &mut sc.fractions[..k + 2],
             );
         }
         sc.forward_rejects.fill(0);

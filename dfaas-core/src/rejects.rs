@@ -42,36 +42,52 @@ pub fn distribute_rejects(
     }
 }
 
+/// Largest incoming list handled without allocation (1 + the largest
+/// degree the configuration allows).
+pub const MAX_LIST: usize = 64;
+
 /// Exact rule: largest remainder over `entry·Q mod T`, each entry raised
-/// at most once.
+/// at most once. `incoming.len() <= MAX_LIST`.
 pub fn distribute_exact(incoming: &[u32], total: u32, rejects: u32, out: &mut [u32]) {
     out.fill(0);
     if rejects == 0 || total == 0 {
         return;
     }
-    let (q, t) = (u64::from(rejects), u64::from(total));
-    let mut given = 0u64;
-    for (o, &e) in out.iter_mut().zip(incoming) {
-        let share = u64::from(e) * q / t;
-        *o = share as u32;
-        given += share;
-    }
-    while given < q {
-        let mut best: Option<(usize, u64)> = None;
-        for (i, &e) in incoming.iter().enumerate() {
+    // Remainders of `entry·Q / T`; −1 marks an entry already raised.
+    let mut remainders = [0i64; MAX_LIST];
+    let mut given = 0u32;
+    if total <= u32::from(u16::MAX) {
+        // entry·Q <= T² fits in 32 bits: the cheaper division.
+        for ((o, r), &e) in out.iter_mut().zip(remainders.iter_mut()).zip(incoming) {
+            let product = e * rejects;
+            let share = product / total;
+            *o = share;
+            *r = i64::from(product - share * total);
+            given += share;
+        }
+    } else {
+        let (q, t) = (u64::from(rejects), u64::from(total));
+        for ((o, r), &e) in out.iter_mut().zip(remainders.iter_mut()).zip(incoming) {
             let product = u64::from(e) * q;
-            let already_raised = u64::from(out[i]) > product / t;
-            if already_raised {
-                continue;
-            }
-            let remainder = product % t;
-            if best.is_none_or(|(_, r)| remainder > r) {
-                best = Some((i, remainder));
+            let share = product / t;
+            *o = share as u32;
+            *r = (product - share * t) as i64;
+            given += share as u32;
+        }
+    }
+    let len = incoming.len();
+    for _ in given..rejects {
+        let mut best = 0;
+        for i in 1..len {
+            if remainders[i] > remainders[best] {
+                best = i;
             }
         }
-        let Some((i, _)) = best else { break };
-        out[i] += 1;
-        given += 1;
+        if remainders[best] < 0 {
+            break;
+        }
+        out[best] += 1;
+        remainders[best] = -1;
     }
 }
 

@@ -36,22 +36,25 @@ pub const MAX_ACTIONS: usize = 64;
 /// `action`, at most [`MAX_ACTIONS`]). Returns `false`, leaving `counts`
 /// untouched, when an entry is not finite.
 pub fn split_requests(action: &[f32], rate: u32, counts: &mut [u32]) -> bool {
-    debug_assert_eq!(action.len(), counts.len());
     if action.iter().any(|p| !p.is_finite()) {
         return false;
     }
-    let n = action.len();
-    if n == 0 {
-        return true;
-    }
-    let r = rate as f32;
     let mut fractions = [0f32; MAX_ACTIONS];
+    split_finite(action, rate, counts, &mut fractions[..action.len()]);
+    true
+}
+
+/// [`split_requests`] for an action already known to be finite, with the
+/// caller's scratch for the fractional parts (same length as `action`).
+pub(crate) fn split_finite(action: &[f32], rate: u32, counts: &mut [u32], fractions: &mut [f32]) {
+    let n = action.len();
+    let r = rate as f32;
     let mut assigned: u64 = 0;
-    for j in 0..n {
-        let product = action[j].clamp(0.0, 1.0) * r;
+    for ((&p, c), f) in action.iter().zip(counts.iter_mut()).zip(fractions.iter_mut()) {
+        let product = p.clamp(0.0, 1.0) * r;
         let whole = product as u32; // truncation toward zero
-        counts[j] = whole;
-        fractions[j] = product - whole as f32;
+        *c = whole;
+        *f = product - whole as f32;
         assigned += u64::from(whole);
     }
     let rate64 = u64::from(rate);
@@ -59,11 +62,11 @@ pub fn split_requests(action: &[f32], rate: u32, counts: &mut [u32]) -> bool {
         let mut truncated = [0u32; MAX_ACTIONS];
         truncated[..n].copy_from_slice(counts);
         distribute_exact(&truncated[..n], assigned as u32, rate, counts);
-        return true;
+        return;
     }
     let remaining = rate64 - assigned;
-    if remaining == 0 {
-        return true;
+    if remaining == 0 || n == 0 {
+        return;
     }
     let full_rounds = (remaining / n as u64) as u32;
     if full_rounds > 0 {
@@ -71,22 +74,18 @@ pub fn split_requests(action: &[f32], rate: u32, counts: &mut [u32]) -> bool {
             *c += full_rounds;
         }
     }
-    // The first `remaining mod n` entries in stable descending order of
-    // the fractional parts get one more.
-    let mut picked = [false; MAX_ACTIONS];
+    // The first `remaining mod n` entries in stable descending order of the
+    // fractional parts get one more; −1 marks an entry already served.
     for _ in 0..remaining % n as u64 {
-        let mut best: Option<usize> = None;
-        for j in 0..n {
-            if !picked[j] && best.is_none_or(|b| fractions[j] > fractions[b]) {
-                best = Some(j);
+        let mut best = 0;
+        for j in 1..n {
+            if fractions[j] > fractions[best] {
+                best = j;
             }
         }
-        if let Some(b) = best {
-            picked[b] = true;
-            counts[b] += 1;
-        }
+        counts[best] += 1;
+        fractions[best] = -1.0;
     }
-    true
 }
 
 #[cfg(test)]

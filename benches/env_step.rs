@@ -16,7 +16,14 @@ use std::hint::black_box;
 const TOPOLOGIES: [(&str, &[&str]); 3] = [
     ("2_agents", &["node_0 node_1"]),
     ("3_agents", &["node_0 node_1 node_2", "node_1 node_2"]),
-    ("5_agents", &["node_0 node_1 node_2", "node_3 node_2 node_0", "node_1 node_4"]),
+    (
+        "5_agents",
+        &[
+            "node_0 node_1 node_2",
+            "node_3 node_2 node_0",
+            "node_1 node_4",
+        ],
+    ),
 ];
 const POOL: usize = 64;
 
@@ -35,7 +42,8 @@ fn action_pool(model: &EnvModel, envs: usize) -> Vec<Vec<f32>> {
                 for a in 0..n {
                     let k = model.degree(a) + 2;
                     let row = &mut actions[(e * n + a) * w..(e * n + a) * w + k];
-                    let draws: Vec<f64> = (0..k).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
+                    let draws: Vec<f64> =
+                        (0..k).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
                     let total: f64 = draws.iter().sum();
                     for (p, d) in row.iter_mut().zip(&draws) {
                         *p = (d / total) as f32;
@@ -67,7 +75,9 @@ fn bench_batch(c: &mut Criterion) {
             let mut metrics = vec![StepMetrics::new(&model); envs];
             group.bench_function(BenchmarkId::new("metrics_on", envs), |b| {
                 b.iter(|| {
-                    batch.step_with_metrics(black_box(&pool[i % POOL]), &mut metrics).unwrap();
+                    batch
+                        .step_with_metrics(black_box(&pool[i % POOL]), &mut metrics)
+                        .unwrap();
                     i += 1;
                 });
             });
@@ -101,7 +111,9 @@ fn bench_tables(c: &mut Criterion) {
     let mut group = c.benchmark_group("perf_tables");
     for (name, lines) in TOPOLOGIES {
         let built = EnvConfig::with_network(lines).build().unwrap();
-        group.bench_function(name, |b| b.iter(|| EnvModel::new(black_box(&built)).unwrap()));
+        group.bench_function(name, |b| {
+            b.iter(|| EnvModel::new(black_box(&built)).unwrap())
+        });
     }
     group.finish();
 }

@@ -338,7 +338,7 @@ impl RealTraces {
                         .trim()
                         .parse()
                         .map_err(|_| io(format!("row {}: `{cell}` is not a number", line + 2)))?;
-                    if !(x.is_finite() && x >= 0.0 && x < 1e6) {
+                    if !(0.0..1e6).contains(&x) {
                         return Err(io(format!("row {}: value {x} outside [0, 1e6)", line + 2)));
                     }
                     values.push(libm::trunc(x) as u32);

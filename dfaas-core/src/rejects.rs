@@ -75,15 +75,18 @@ pub fn distribute_exact(incoming: &[u32], total: u32, rejects: u32, out: &mut [u
             given += share as u32;
         }
     }
-    let len = incoming.len();
+    // The `Q − given` entries first in stable descending order of their
+    // remainders get one more each (there are fewer of them than entries,
+    // since every remainder is below T).
+    let remainders = &mut remainders[..incoming.len()];
     for _ in given..rejects {
-        let mut best = 0;
-        for i in 1..len {
-            if remainders[i] > remainders[best] {
-                best = i;
+        let (mut best, mut best_value) = (0, remainders[0]);
+        for (i, &r) in remainders.iter().enumerate().skip(1) {
+            if r > best_value {
+                (best, best_value) = (i, r);
             }
         }
-        if remainders[best] < 0 {
+        if best_value < 0 {
             break;
         }
         out[best] += 1;

@@ -50,7 +50,11 @@ pub(crate) fn split_finite(action: &[f32], rate: u32, counts: &mut [u32], fracti
     let n = action.len();
     let r = rate as f32;
     let mut assigned: u64 = 0;
-    for ((&p, c), f) in action.iter().zip(counts.iter_mut()).zip(fractions.iter_mut()) {
+    for ((&p, c), f) in action
+        .iter()
+        .zip(counts.iter_mut())
+        .zip(fractions.iter_mut())
+    {
         let product = p.clamp(0.0, 1.0) * r;
         let whole = product as u32; // truncation toward zero
         *c = whole;
@@ -77,10 +81,10 @@ pub(crate) fn split_finite(action: &[f32], rate: u32, counts: &mut [u32], fracti
     // The first `remaining mod n` entries in stable descending order of the
     // fractional parts get one more; −1 marks an entry already served.
     for _ in 0..remaining % n as u64 {
-        let mut best = 0;
-        for j in 1..n {
-            if fractions[j] > fractions[best] {
-                best = j;
+        let (mut best, mut best_value) = (0, fractions[0]);
+        for (j, &f) in fractions.iter().enumerate().skip(1) {
+            if f > best_value {
+                (best, best_value) = (j, f);
             }
         }
         counts[best] += 1;

@@ -1,0 +1,103 @@
+//! Plain throughput measurement of the CPU `BatchEnv` (no criterion): steps
+//! the reference's 2-, 3- or 5-agent topology with a pool of Dirichlet(1)
+//! actions and prints agent-steps per second (median of the repeats).
+//!
+//! ```text
+//! cargo run --release --example env_throughput -- --agents 3 --envs 4096 --steps 200
+//! ```
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use dfaas::core::rng::{seeded, uniform01};
+use dfaas::core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Measure CPU BatchEnv throughput in agent-steps per second.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Agents: 2, 3 or 5 (the reference's topologies).
+    #[arg(long, default_value_t = 3)]
+    agents: usize,
+    /// Environments in the batch.
+    #[arg(long, default_value_t = 4096)]
+    envs: usize,
+    /// Batch steps per repeat.
+    #[arg(long, default_value_t = 288)]
+    steps: usize,
+    /// Repeats (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Record every per-step metric.
+    #[arg(long)]
+    metrics: bool,
+}
+
+fn run(args: Args) -> Result<()> {
+    let lines: &[&str] = match args.agents {
+        2 => &["node_0 node_1"],
+        3 => &["node_0 node_1 node_2", "node_1 node_2"],
+        5 => &[
+            "node_0 node_1 node_2",
+            "node_3 node_2 node_0",
+            "node_1 node_4",
+        ],
+        other => bail!("--agents must be 2, 3 or 5, got {other}"),
+    };
+    if args.envs == 0 || args.steps == 0 || args.repeats == 0 {
+        bail!("--envs, --steps and --repeats must be > 0");
+    }
+    let model = EnvModel::new(&EnvConfig::with_network(lines).build()?)?;
+    let (n, w) = (model.num_agents(), model.action_width());
+    let mut rng = seeded(7);
+    let pool: Vec<Vec<f32>> = (0..16)
+        .map(|_| {
+            let mut actions = vec![0f32; args.envs * n * w];
+            for row in actions.chunks_exact_mut(w) {
+                let draws: Vec<f64> = (0..w).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
+                let total: f64 = draws.iter().sum();
+                for (p, d) in row.iter_mut().zip(&draws) {
+                    *p = (d / total) as f32;
+                }
+            }
+            actions
+        })
+        .collect();
+    let mut batch = BatchEnv::new(model.clone(), args.envs);
+    batch.reset(1)?;
+    let mut metrics = vec![StepMetrics::new(&model); args.envs];
+    let mut rates = Vec::with_capacity(args.repeats);
+    for _ in 0..args.repeats {
+        let start = Instant::now();
+        for step in 0..args.steps {
+            let actions = &pool[step % pool.len()];
+            if args.metrics {
+                batch.step_with_metrics(actions, &mut metrics)?;
+            } else {
+                batch.step(actions)?;
+            }
+        }
+        rates.push((args.steps * args.envs * n) as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{} agents, {} envs, metrics {}: {:.2} M agent-steps/s (median of {})",
+        n,
+        args.envs,
+        if args.metrics { "on" } else { "off" },
+        rates[rates.len() / 2] / 1e6,
+        rates.len()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The no_std promise of `dfaas-core`: it builds without its default
+//! `std` feature (with `json`, which needs only `alloc`), and no
+//! dependency of that build turns on a `std` feature.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn cargo() -> Command {
+    let mut command = Command::new(env!("CARGO"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+#[test]
+fn dfaas_core_builds_without_std() {
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no_std");
+    let output = cargo()
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dfaas-core",
+            "--no-default-features",
+            "--features",
+            "json",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "no_std build failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let tree = cargo()
+        .args([
+            "tree",
+            "-p",
+            "dfaas-core",
+            "--no-default-features",
+            "--features",
+            "json",
+            "-e",
+            "normal,features",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        tree.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tree.stderr)
+    );
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    let with_std: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.contains("feature \"std\""))
+        .collect();
+    assert!(
+        with_std.is_empty(),
+        "dependencies turn std on:\n{}",
+        with_std.join("\n")
+    );
+}

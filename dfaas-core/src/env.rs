@@ -202,4 +202,65 @@ mod tests {
         }
         assert_eq!(again.observations(), &last[..]);
     }
+
+    #[test]
+    fn evaluation_mode_cycles_a_fixed_list_of_episode_seeds() {
+        let built = EnvConfig {
+            evaluation: true,
+            ..EnvConfig::default()
+        }
+        .build()
+        .unwrap();
+        let mut e = Env::new(EnvModel::new(&built).unwrap());
+        assert_eq!(
+            e.reset(Some(1)).unwrap_err(),
+            ResetError::EvaluationSeedsMissing
+        );
+        e.set_evaluation_seeds(11, 3);
+        e.reset(Some(1)).unwrap();
+        let first: Vec<u32> = (0..3)
+            .map(|_| {
+                let seed = e.episode_seed();
+                e.reset(None).unwrap();
+                seed
+            })
+            .collect();
+        let second: Vec<u32> = (0..3)
+            .map(|_| {
+                let seed = e.episode_seed();
+                e.reset(None).unwrap();
+                seed
+            })
+            .collect();
+        assert_eq!(first, second, "the same evaluation episodes every cycle");
+        // Reseeding the master stream does not change the evaluation cycle:
+        // the cursor stands at the second seed after seven resets.
+        e.reset(Some(99)).unwrap();
+        assert_eq!(e.episode_seed(), first[1]);
+    }
+
+    #[test]
+    fn an_input_rate_of_zero_gives_reward_zero() {
+        let mut config = EnvConfig {
+            max_steps: 2,
+            input_rate_method: "static".into(),
+            ..EnvConfig::default()
+        };
+        let traces = [
+            ("node_0".to_string(), vec![0, 5]),
+            ("node_1".to_string(), vec![3, 0]),
+        ];
+        config.input_rate_trace = Some(traces.into_iter().collect());
+        let mut e = Env::new(EnvModel::new(&config.build().unwrap()).unwrap());
+        e.reset(Some(0)).unwrap();
+        let w = e.model().action_width();
+        let mut actions = vec![0.0; 2 * w];
+        actions[0] = 1.0;
+        actions[w] = 1.0;
+        assert_eq!(e.step(&actions).unwrap().rewards, &[0.0, 1.0]);
+        assert_eq!(e.metrics().reward, vec![0.0, 1.0]);
+        let rewards = e.step(&actions).unwrap().rewards.to_vec();
+        assert_eq!(rewards[1], 0.0);
+        assert!(rewards[0] > 0.0);
+    }
 }

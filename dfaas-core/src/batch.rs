@@ -171,36 +171,14 @@ impl BatchEnv {
             sinusoids: &self.model.sinusoids,
             real: self.model.real.as_ref(),
             evaluation: self.model.built.evaluation(),
+            agent_names: self.model.built.topology().names(),
         };
         let mut rng = seeded(u64::from(episode_seed));
         generate(
             &inputs,
             &mut rng,
             &mut self.input_rates[i * n * s..(i + 1) * n * s],
-        )
-        .map_err(|e| match e {
-            ResetError::UnsupportedTrace {
-                agent,
-                trace,
-                reason,
-            } => {
-                let index: usize = agent.trim_start_matches("agent ").parse().unwrap_or(0);
-                let name = self
-                    .model
-                    .built
-                    .topology()
-                    .names()
-                    .get(index)
-                    .cloned()
-                    .unwrap_or(agent);
-                ResetError::UnsupportedTrace {
-                    agent: name,
-                    trace,
-                    reason,
-                }
-            }
-            other => other,
-        })?;
+        )?;
         self.episode_seeds[i] = episode_seed;
         self.steps[i] = 0;
         self.dones[i] = false;
@@ -250,13 +228,19 @@ impl BatchEnv {
     /// # Errors
     /// [`StepError`] for a wrong length, a non-finite entry, or a step
     /// before the first reset; nothing changes then.
+    /// [`StepError::AutoReset`] when an env's next episode cannot start
+    /// (only `real` traces can fail); every env has stepped then, and that
+    /// env stays finished until the next [`BatchEnv::reset`].
     pub fn step(&mut self, actions: &[f32]) -> Result<(), StepError> {
         self.check(actions, 0..self.num_envs)?;
         let stride = self.model.num_agents * self.model.action_width;
+        let mut first_failure = None;
         for (i, env_actions) in actions.chunks_exact(stride).enumerate() {
-            self.step_env(i, env_actions, None);
+            if let Err(error) = self.step_env(i, env_actions, None) {
+                first_failure.get_or_insert(StepError::AutoReset { env: i, error });
+            }
         }
-        Ok(())
+        first_failure.map_or(Ok(()), Err)
     }
 
     /// As [`BatchEnv::step`], also writing every per-step metric of env `i`
@@ -271,17 +255,20 @@ impl BatchEnv {
         metrics: &mut [StepMetrics],
     ) -> Result<(), StepError> {
         if metrics.len() != self.num_envs {
-            return Err(StepError::ActionLength {
+            return Err(StepError::MetricsLength {
                 expected: self.num_envs,
                 got: metrics.len(),
             });
         }
         self.check(actions, 0..self.num_envs)?;
         let stride = self.model.num_agents * self.model.action_width;
+        let mut first_failure = None;
         for (i, (env_actions, m)) in actions.chunks_exact(stride).zip(metrics).enumerate() {
-            self.step_env(i, env_actions, Some(m));
+            if let Err(error) = self.step_env(i, env_actions, Some(m)) {
+                first_failure.get_or_insert(StepError::AutoReset { env: i, error });
+            }
         }
-        Ok(())
+        first_failure.map_or(Ok(()), Err)
     }
 
     pub(crate) fn check(
@@ -326,12 +313,15 @@ impl BatchEnv {
 
     /// One step of env `i` with its actions `[agent][action_width]`
     /// (already checked).
+    ///
+    /// # Errors
+    /// The [`ResetError`] of a failed auto-reset (the step itself happened).
     pub(crate) fn step_env(
         &mut self,
         i: usize,
         env_actions: &[f32],
         mut metrics: Option<&mut StepMetrics>,
-    ) {
+    ) -> Result<(), ResetError> {
         let model = &self.model;
         let (n, w, s) = (model.num_agents, model.action_width, model.max_steps);
         let t = self.steps[i];
@@ -434,12 +424,17 @@ impl BatchEnv {
         self.steps[i] = next;
         self.dones[i] = next == s;
         if next == s && self.auto_reset {
-            let drawn = self.reset_env(i, None, None);
-            debug_assert!(drawn.is_ok(), "a reset that succeeded once succeeds again");
+            let reset = self.reset_env(i, None, None);
             self.dones[i] = true;
-        } else {
-            self.write_observation(i, next.min(s - 1), next - 1);
+            if reset.is_err() {
+                // The env stays finished, with its terminal observation.
+                self.steps[i] = s;
+                self.write_observation(i, s - 1, s - 1);
+            }
+            return reset;
         }
+        self.write_observation(i, next.min(s - 1), next - 1);
+        Ok(())
     }
 
     /// Response times and network delays (metrics path only).

@@ -114,7 +114,10 @@ impl Env {
     /// outside an episode; nothing changes then.
     pub fn step(&mut self, actions: &[f32]) -> Result<StepOutcome<'_>, StepError> {
         self.inner.check(actions, 0..1)?;
-        self.inner.step_env(0, actions, Some(&mut self.metrics));
+        // A single env never auto-resets, so this cannot fail.
+        self.inner
+            .step_env(0, actions, Some(&mut self.metrics))
+            .map_err(|error| StepError::AutoReset { env: 0, error })?;
         Ok(StepOutcome {
             observations: self.inner.observations(),
             rewards: self.inner.rewards(),

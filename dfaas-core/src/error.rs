@@ -132,6 +132,21 @@ pub enum StepError {
     /// Occurs when `step` is called before the first `reset`, or after the
     /// last step of an episode of a single [`crate::Env`].
     NeedsReset,
+    /// Occurs when the metrics slice of a batch step has the wrong length.
+    MetricsLength {
+        /// Number of environments.
+        expected: usize,
+        /// Given number of metrics records.
+        got: usize,
+    },
+    /// Occurs when an env of a [`crate::BatchEnv`] finished its episode and
+    /// its next one could not start.
+    AutoReset {
+        /// Environment index.
+        env: usize,
+        /// Why the reset failed.
+        error: ResetError,
+    },
 }
 
 impl fmt::Display for StepError {
@@ -153,6 +168,11 @@ impl fmt::Display for StepError {
                 f,
                 "step: the episode is over or never started; call reset first"
             ),
+            Self::MetricsLength { expected, got } => write!(
+                f,
+                "metrics: expected one record per env ({expected}), got {got}"
+            ),
+            Self::AutoReset { env, error } => write!(f, "auto-reset of env {env}: {error}"),
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct GeneratorInputs<'a> {
     pub real: Option<&'a RealTraces>,
     /// Evaluation mode (chooses the `real` pool).
     pub evaluation: bool,
+    /// Agent names (for error messages).
+    pub agent_names: &'a [String],
 }
 
 /// Fills `out` (`[agent][step]`, `num_agents·max_steps` values) with one
@@ -164,7 +166,7 @@ pub fn generate_unscaled(
             let real = inputs
                 .real
                 .expect("EnvModel loads real traces for the real method");
-            real.pick(rng, n, inputs.evaluation, out)?;
+            real.pick(rng, inputs.agent_names, inputs.evaluation, out)?;
         }
     }
     Ok(())
@@ -365,10 +367,11 @@ impl RealTraces {
     fn pick(
         &self,
         rng: &mut Xoshiro128PlusPlus,
-        n: usize,
+        agent_names: &[String],
         evaluation: bool,
         out: &mut [u32],
     ) -> Result<(), ResetError> {
+        let n = agent_names.len();
         let mut pool: Vec<usize> = if evaluation {
             vec![12, 13]
         } else {
@@ -383,7 +386,7 @@ impl RealTraces {
             let (hash, values) = &day.rows[below(rng, day.rows.len() as u32) as usize];
             if values.iter().all(|&v| v < RATE_MIN) || values.iter().all(|&v| v > RATE_MAX) {
                 return Err(ResetError::UnsupportedTrace {
-                    agent: format!("agent {agent}"),
+                    agent: agent_names[agent].clone(),
                     trace: format!("{hash}-d{:02}", day.day),
                     reason: "all values below 1 or all above 150".into(),
                 });

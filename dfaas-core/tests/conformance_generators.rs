@@ -94,6 +94,7 @@ fn method_of(name: &str) -> InputRateMethod {
 /// Generates N episodes of `n` agents and collects every view's samples.
 fn collect(method: &InputRateMethod, n: usize) -> HashMap<(String, i64, i64), Sample> {
     let sinusoids = Sinusoids::new(n, STEPS);
+    let names: Vec<String> = (0..n).map(|i| format!("node_{i}")).collect();
     let inputs = GeneratorInputs {
         method,
         num_agents: n,
@@ -101,6 +102,7 @@ fn collect(method: &InputRateMethod, n: usize) -> HashMap<(String, i64, i64), Sa
         sinusoids: &sinusoids,
         real: None,
         evaluation: false,
+        agent_names: &names,
     };
     let scales = matches!(
         method,

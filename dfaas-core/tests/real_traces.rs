@@ -147,3 +147,44 @@ fn real_needs_288_steps_and_at_most_two_agents_in_evaluation() {
     };
     assert_eq!(config.build().unwrap_err().field(), Some("network"));
 }
+
+#[test]
+fn a_failed_auto_reset_is_reported_and_leaves_the_env_finished() {
+    use dfaas_core::{BatchEnv, StepError};
+    let dir = temp_dir("auto-reset");
+    // Every day: row 0 usable, row 1 all zeros (unusable).
+    let rows = |d: u32, row: usize| vec![if row == 0 { f64::from(10 * d) } else { 0.0 }; 288];
+    for d in 1..=14 {
+        write_day(&dir, d, 2, Some(&rows));
+    }
+    let config = EnvConfig {
+        input_rate_method: "real".into(),
+        real_traces_dir: Some(dir.display().to_string()),
+        ..EnvConfig::default()
+    };
+    let model = EnvModel::new(&config.build().unwrap()).unwrap();
+    let mut batch = BatchEnv::new(model.clone(), 1);
+    let seed = (0..).find(|&s| batch.reset(s).is_ok()).unwrap();
+    let mut actions = vec![0.0f32; 2 * model.action_width()];
+    actions[0] = 1.0;
+    actions[model.action_width()] = 1.0;
+    let mut failure = None;
+    for _ in 0..288 * 50 {
+        if let Err(e) = batch.step(&actions) {
+            failure = Some(e);
+            break;
+        }
+    }
+    match failure {
+        Some(StepError::AutoReset {
+            env: 0,
+            error: ResetError::UnsupportedTrace { agent, .. },
+        }) => {
+            assert!(agent.starts_with("node_"), "{agent}");
+        }
+        other => panic!("expected a failed auto-reset (seed {seed}), got {other:?}"),
+    }
+    assert!(batch.dones()[0]);
+    assert_eq!(batch.step(&actions).unwrap_err(), StepError::NeedsReset);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

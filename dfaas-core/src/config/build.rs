@@ -13,6 +13,9 @@ use crate::split::MAX_ACTIONS;
 use crate::topology::Topology;
 use alloc::collections::BTreeMap;
 
+/// `network_links`: per-link parameters keyed by the two endpoints.
+type LinkTable = BTreeMap<String, BTreeMap<String, LinkConfig>>;
+
 /// Largest `max_steps` accepted (a bound on per-episode memory).
 const MAX_STEPS_LIMIT: i64 = 1 << 20;
 /// Largest input rate of a static trace (products are exact in f32 below 2²⁴).
@@ -368,22 +371,15 @@ impl EnvConfig {
     }
 
     /// Validates every link and produces its trace, in link order.
-    #[allow(clippy::type_complexity)]
     fn build_links(
         &self,
         topology: &Topology,
         max_steps: usize,
         base_trace: Option<&[f64]>,
-    ) -> Result<
-        (
-            Vec<BuiltLink>,
-            BTreeMap<String, BTreeMap<String, LinkConfig>>,
-        ),
-        ConfigError,
-    > {
+    ) -> Result<(Vec<BuiltLink>, LinkTable), ConfigError> {
         let names = topology.names();
         let given = self.network_links.clone().unwrap_or_else(|| {
-            let mut table: BTreeMap<String, BTreeMap<String, LinkConfig>> = BTreeMap::new();
+            let mut table = LinkTable::new();
             for &(a, b) in topology.links() {
                 table
                     .entry(names[a as usize].clone())

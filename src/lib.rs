@@ -39,3 +39,15 @@ pub fn default_config() -> dfaas_core::EnvConfig {
         ..dfaas_core::EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
     }
 }
+
+/// Ends an example's `main`: success, or the error (with its chain, for
+/// `anyhow` errors) on stderr and a failure exit code — never a panic.
+pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -2,51 +2,14 @@
 //! within the README's tolerance (relative 1e-9, absolute 1e-12; rounded
 //! rejects exactly except on the three exactly-half rows).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{example, read_csv as read};
 use std::process::Command;
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.is_file(),
-        "{} not built: run the whole suite or `cargo build --example {name}` first",
-        path.display()
-    );
-    path
-}
-
-fn read(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let header = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_string)
-        .collect();
-    (
-        header,
-        reader
-            .records()
-            .map(|r| r.unwrap().iter().map(str::to_string).collect())
-            .collect(),
-    )
-}
 
 #[test]
 fn perfmodel_example_reproduces_the_conformance_grid() {
-    let input =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/perfmodel.csv");
-    assert!(
-        input.is_file(),
-        "conformance vectors missing at {}",
-        input.display()
-    );
+    let input = common::conformance_dir().join("perfmodel.csv");
     let out = std::env::temp_dir().join(format!("dfaas-perfmodel-{}.csv", std::process::id()));
     let status = Command::new(example("perfmodel"))
         .arg("--in")

@@ -1,35 +1,11 @@
 //! The `replay` example reproduces every conformance episode's `stats.csv`
 //! (run as the built example binary, exactly as a user runs it).
 
+mod common;
+
+use common::{conformance_dir as conformance, example};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.is_file(),
-        "{} not built: run the whole suite (`cargo test` builds the examples) or `cargo build --example NAME` first",
-        path.display()
-    );
-    path
-}
-
-fn conformance() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
-    assert!(
-        dir.is_dir(),
-        "conformance vectors missing at {}",
-        dir.display()
-    );
-    dir
-}
 
 fn read(path: &Path) -> Vec<Vec<String>> {
     let mut reader = csv::ReaderBuilder::new()

@@ -480,7 +480,13 @@ impl EnvConfig {
                     ));
                 }
             };
-            validate::bandwidth_trace(&field("bandwidth_mbps"), &trace, max_steps)?;
+            validate::trace(
+                &field("bandwidth_mbps"),
+                &trace,
+                max_steps,
+                |v| v.is_finite() && *v > 0.0,
+                "must be finite and > 0",
+            )?;
             if let Some(entry) = concrete.get_mut(u).and_then(|r| r.get_mut(v)) {
                 entry.bandwidth_mbps = Some(trace.clone());
             }
@@ -572,25 +578,13 @@ impl EnvConfig {
                             format!("node '{name}'"),
                         ));
                     };
-                    let field = format!("input_rate_trace.{name}");
-                    if trace.len() != max_steps {
-                        return Err(ConfigError::invalid(
-                            field,
-                            format!("{} values", trace.len()),
-                            format!("must hold max_steps = {max_steps} values"),
-                        ));
-                    }
-                    if let Some((step, v)) = trace
-                        .iter()
-                        .enumerate()
-                        .find(|(_, v)| !(0..=MAX_STATIC_RATE).contains(*v))
-                    {
-                        return Err(ConfigError::invalid(
-                            format!("{field}[{step}]"),
-                            v,
-                            format!("must be in 0..={MAX_STATIC_RATE}"),
-                        ));
-                    }
+                    validate::trace(
+                        &format!("input_rate_trace.{name}"),
+                        trace,
+                        max_steps,
+                        |v| (0..=MAX_STATIC_RATE).contains(v),
+                        &format!("must be in 0..={MAX_STATIC_RATE}"),
+                    )?;
                     per_agent.push(trace.iter().map(|&v| v as u32).collect());
                 }
                 if let Some(extra) = traces.keys().find(|k| topology.index_of(k).is_none()) {

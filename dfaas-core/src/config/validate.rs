@@ -71,11 +71,14 @@ pub(super) fn non_negative(field: &str, value: f64) -> Result<f64, ConfigError> 
     }
 }
 
-/// A per-step trace of `max_steps` finite values above 0.
-pub(super) fn bandwidth_trace(
+/// A per-step trace: exactly `max_steps` values, each satisfying `valid`
+/// (described by `requirement`, e.g. "must be finite and > 0").
+pub(super) fn trace<T: core::fmt::Display>(
     field: &str,
-    trace: &[f64],
+    trace: &[T],
     max_steps: usize,
+    valid: impl Fn(&T) -> bool,
+    requirement: &str,
 ) -> Result<(), ConfigError> {
     if trace.len() != max_steps {
         return Err(ConfigError::invalid(
@@ -84,16 +87,12 @@ pub(super) fn bandwidth_trace(
             format!("must hold max_steps = {max_steps} values"),
         ));
     }
-    if let Some((step, v)) = trace
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
-    {
-        return Err(ConfigError::invalid(
+    match trace.iter().enumerate().find(|(_, v)| !valid(v)) {
+        Some((step, v)) => Err(ConfigError::invalid(
             format!("{field}[{step}]"),
             v,
-            "must be finite and > 0",
-        ));
+            requirement,
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -1,4 +1,16 @@
-//! `dfaas-policies` will hold the policies for the DFaaS environment:
-//! multi-agent PPO written once over a CPU and a GPU backend, the heuristic
-//! baselines (all-local, random, static split, the DFaaS platform's
-//! strategies) and checkpoints. Nothing is implemented yet.
+//! # dfaas-policies
+//!
+//! Policies for the DFaaS environment: multi-agent PPO with a Dirichlet
+//! actor, written once over a [`Backend`](backend::Backend) (a CPU backend
+//! here; a GPU one later), and heuristic baselines.
+//!
+//! * [`special`] — ln Γ, ψ, ψ′;
+//! * [`dirichlet`] — sampling, log-density, entropy, KL and gradients;
+//! * [`mlp`] — dense networks, forward and backward ([`gemm`]: the one
+//!   `unsafe` call, bounds-checked, into matrixmultiply);
+#![deny(unsafe_code)]
+
+pub mod dirichlet;
+pub mod gemm;
+pub mod mlp;
+pub mod special;

@@ -1,0 +1,171 @@
+//! The Dirichlet distribution of the actor head: sampling (from Gamma
+//! draws of the project's seeded RNG), log-density, entropy and the KL
+//! divergence, each with its gradient with respect to the concentrations.
+//!
+//! Values are f32 at the interface and computed in f64 inside. A sample's
+//! entries are floored at [`MIN_ENTRY`] before taking logarithms, so a
+//! Gamma draw that underflows to 0 cannot produce an infinite log-density.
+
+use crate::special::{digamma, ln_gamma, trigamma};
+use rand_core::Rng;
+use rand_distr::{Distribution, Gamma};
+
+/// Smallest entry used inside logarithms.
+pub const MIN_ENTRY: f64 = 1e-30;
+
+/// Draws a point of the simplex from Dir(α) into `out` (same length).
+pub fn sample<R: Rng + ?Sized>(alpha: &[f32], rng: &mut R, out: &mut [f32]) {
+    let mut draws = [0f64; 64];
+    let draws = &mut draws[..alpha.len()];
+    for (d, &a) in draws.iter_mut().zip(alpha) {
+        *d = Gamma::new(f64::from(a), 1.0).map_or(0.0, |g| g.sample(rng));
+    }
+    let total: f64 = draws.iter().sum();
+    if total > 0.0 && total.is_finite() {
+        for (o, d) in out.iter_mut().zip(draws.iter()) {
+            *o = (d / total) as f32;
+        }
+    } else {
+        // Every draw underflowed: the mass goes to the largest concentration.
+        let best = (0..alpha.len())
+            .max_by(|&i, &j| alpha[i].total_cmp(&alpha[j]))
+            .unwrap_or(0);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = if i == best { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+/// Mean of Dir(α): α / Σα (the deterministic action).
+pub fn mean(alpha: &[f32], out: &mut [f32]) {
+    let total: f32 = alpha.iter().sum();
+    for (o, &a) in out.iter_mut().zip(alpha) {
+        *o = a / total;
+    }
+}
+
+/// ln p(x | α); writes ∂/∂α into `grad` (same length).
+pub fn log_prob(alpha: &[f32], x: &[f32], grad: &mut [f32]) -> f32 {
+    let a0: f64 = alpha.iter().map(|&a| f64::from(a)).sum();
+    let psi0 = digamma(a0);
+    let mut value = ln_gamma(a0);
+    for ((g, &a), &xi) in grad.iter_mut().zip(alpha).zip(x) {
+        let (a, ln_x) = (f64::from(a), f64::from(xi).max(MIN_ENTRY).ln());
+        value += (a - 1.0) * ln_x - ln_gamma(a);
+        *g = (psi0 - digamma(a) + ln_x) as f32;
+    }
+    value as f32
+}
+
+/// Entropy H(Dir(α)); writes ∂H/∂α into `grad`.
+pub fn entropy(alpha: &[f32], grad: &mut [f32]) -> f32 {
+    let k = alpha.len() as f64;
+    let a0: f64 = alpha.iter().map(|&a| f64::from(a)).sum();
+    let (psi0, tri0) = (digamma(a0), trigamma(a0));
+    let mut value = -ln_gamma(a0) + (a0 - k) * psi0;
+    for (g, &a) in grad.iter_mut().zip(alpha) {
+        let a = f64::from(a);
+        value += ln_gamma(a) - (a - 1.0) * digamma(a);
+        *g = ((a0 - k) * tri0 - (a - 1.0) * trigamma(a)) as f32;
+    }
+    value as f32
+}
+
+/// KL(Dir(α_old) ‖ Dir(α_new)); writes ∂/∂α_new into `grad`.
+pub fn kl(alpha_old: &[f32], alpha_new: &[f32], grad: &mut [f32]) -> f32 {
+    let a0: f64 = alpha_old.iter().map(|&a| f64::from(a)).sum();
+    let b0: f64 = alpha_new.iter().map(|&b| f64::from(b)).sum();
+    let (psi_a0, psi_b0) = (digamma(a0), digamma(b0));
+    let mut value = ln_gamma(a0) - ln_gamma(b0);
+    for ((g, &a), &b) in grad.iter_mut().zip(alpha_old).zip(alpha_new) {
+        let (a, b) = (f64::from(a), f64::from(b));
+        let centred = digamma(a) - psi_a0;
+        value += ln_gamma(b) - ln_gamma(a) + (a - b) * centred;
+        *g = (digamma(b) - psi_b0 - centred) as f32;
+    }
+    value as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfaas_core::rng::seeded;
+
+    /// Central finite difference of `f` at `alpha` along entry `j`, in f64.
+    fn numeric(f: impl Fn(&[f32]) -> f32, alpha: &[f32], j: usize) -> f64 {
+        let h = 1e-3 * f64::from(alpha[j]).max(0.1);
+        let mut plus = alpha.to_vec();
+        let mut minus = alpha.to_vec();
+        plus[j] = (f64::from(alpha[j]) + h) as f32;
+        minus[j] = (f64::from(alpha[j]) - h) as f32;
+        let dh = f64::from(plus[j]) - f64::from(minus[j]);
+        (f64::from(f(&plus)) - f64::from(f(&minus))) / dh
+    }
+
+    fn check(analytic: &[f32], f: impl Fn(&[f32]) -> f32, alpha: &[f32]) {
+        for (j, &g) in analytic.iter().enumerate() {
+            let n = numeric(&f, alpha, j);
+            let a = f64::from(g);
+            assert!(
+                (a - n).abs() <= 2e-3 * (1.0 + n.abs()),
+                "entry {j}: analytic {a}, numeric {n} (α = {alpha:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let cases: [&[f32]; 4] = [
+            &[1.0, 1.0, 1.0],
+            &[0.3, 2.0, 5.0, 0.8],
+            &[12.0, 7.5],
+            &[0.9, 0.05, 3.0],
+        ];
+        let x: [f32; 4] = [0.2, 0.5, 0.25, 0.05];
+        for alpha in cases {
+            let k = alpha.len();
+            let mut x = x[..k].to_vec();
+            let s: f32 = x.iter().sum();
+            x.iter_mut().for_each(|v| *v /= s);
+            let mut g = vec![0f32; k];
+            log_prob(alpha, &x, &mut g);
+            check(&g, |a| log_prob(a, &x, &mut vec![0.0; k]), alpha);
+            entropy(alpha, &mut g);
+            check(&g, |a| entropy(a, &mut vec![0.0; k]), alpha);
+            let old: Vec<f32> = alpha.iter().map(|a| a * 1.3 + 0.1).collect();
+            kl(&old, alpha, &mut g);
+            check(&g, |a| kl(&old, a, &mut vec![0.0; k]), alpha);
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        let mut g = [0f32; 3];
+        // Dir(1,1,1) is uniform on the 2-simplex (area 1/2): density 2.
+        assert!((log_prob(&[1.0, 1.0, 1.0], &[0.2, 0.3, 0.5], &mut g) - 2f32.ln()).abs() < 1e-6);
+        assert!((entropy(&[1.0, 1.0, 1.0], &mut g) + 2f32.ln()).abs() < 1e-6);
+        assert!(kl(&[2.0, 3.0, 4.0], &[2.0, 3.0, 4.0], &mut g).abs() < 1e-6);
+    }
+
+    #[test]
+    fn samples_lie_on_the_simplex_with_the_right_mean() {
+        let mut rng = seeded(3);
+        let alpha = [0.5f32, 2.0, 5.5];
+        let mut x = [0f32; 3];
+        let mut sum = [0f64; 3];
+        let n = 20000;
+        for _ in 0..n {
+            sample(&alpha, &mut rng, &mut x);
+            assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-5 && x.iter().all(|&v| v >= 0.0));
+            for (s, v) in sum.iter_mut().zip(x) {
+                *s += f64::from(v);
+            }
+        }
+        for (s, a) in sum.iter().zip(alpha) {
+            assert!((s / f64::from(n) - f64::from(a) / 8.0).abs() < 0.01);
+        }
+        // Concentrations at the ε floor: no NaN.
+        sample(&[1e-7, 1e-7, 1e-7], &mut rng, &mut x);
+        assert!(x.iter().all(|v| v.is_finite()) && (x.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,323 @@
+//! A multilayer perceptron on the CPU: dense layers with a hidden
+//! activation and a linear output, batched forward and backward passes.
+//!
+//! Layout: a batch is row-major `[batch][features]`; the parameters are one
+//! flat `f32` vector, layer after layer, each layer its weights
+//! `[out][in]` (row-major) then its biases `[out]`. Products go through
+//! [`gemm`] on strided operands (matrixmultiply), without
+//! copies or transposes.
+
+use crate::gemm::{Op, gemm};
+use rand_core::Rng;
+
+/// Hidden-layer activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Hyperbolic tangent (RLlib's default for fully connected nets).
+    Tanh,
+    /// max(0, x).
+    Relu,
+}
+
+impl Activation {
+    fn apply(self, z: f32) -> f32 {
+        match self {
+            Self::Tanh => z.tanh(),
+            Self::Relu => z.max(0.0),
+        }
+    }
+
+    /// Derivative expressed through the activation's output `a`.
+    fn derivative_from_output(self, a: f32) -> f32 {
+        match self {
+            Self::Tanh => 1.0 - a * a,
+            Self::Relu => f32::from(u8::from(a > 0.0)),
+        }
+    }
+}
+
+/// Shape of an MLP: layer widths `[input, hidden.., output]` and the hidden
+/// activation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mlp {
+    widths: Vec<usize>,
+    activation: Activation,
+}
+
+/// Activations kept by [`Mlp::forward`] for [`Mlp::backward`].
+#[derive(Debug, Clone, Default)]
+pub struct MlpCache {
+    batch: usize,
+    /// Input of every layer (`layers[0]` is the network input).
+    layers: Vec<Vec<f32>>,
+    /// Output of the last layer `[batch][output]`.
+    pub output: Vec<f32>,
+    /// Gradient buffers of the backward pass.
+    delta: Vec<f32>,
+    delta_prev: Vec<f32>,
+}
+
+impl Mlp {
+    /// An MLP with layer widths `[input, hidden.., output]`.
+    #[must_use]
+    pub fn new(widths: &[usize], activation: Activation) -> Self {
+        assert!(
+            widths.len() >= 2 && widths.iter().all(|&w| w > 0),
+            "an MLP needs an input and an output width"
+        );
+        Self {
+            widths: widths.to_vec(),
+            activation,
+        }
+    }
+
+    /// Layer widths.
+    #[must_use]
+    pub fn widths(&self) -> &[usize] {
+        &self.widths
+    }
+
+    /// Input width.
+    #[must_use]
+    pub fn input(&self) -> usize {
+        self.widths[0]
+    }
+
+    /// Output width.
+    #[must_use]
+    pub fn output(&self) -> usize {
+        *self.widths.last().unwrap_or(&0)
+    }
+
+    /// Number of parameters.
+    #[must_use]
+    pub fn num_params(&self) -> usize {
+        self.widths.windows(2).map(|w| w[1] * w[0] + w[1]).sum()
+    }
+
+    /// `(name, shape, offset)` of each weight and bias tensor in the flat
+    /// parameter vector: `layer{i}.weight` `[out, in]`, `layer{i}.bias` `[out]`.
+    #[must_use]
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, usize)> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for (i, w) in self.widths.windows(2).enumerate() {
+            out.push((format!("layer{i}.weight"), vec![w[1], w[0]], offset));
+            offset += w[1] * w[0];
+            out.push((format!("layer{i}.bias"), vec![w[1]], offset));
+            offset += w[1];
+        }
+        out
+    }
+
+    /// Initial parameters: every unit's incoming weights normal, scaled to
+    /// norm 1 (hidden layers) or `output_scale` (output layer), as RLlib's
+    /// `normc_initializer`; biases 0.
+    pub fn init<R: Rng + ?Sized>(&self, rng: &mut R, output_scale: f32) -> Vec<f32> {
+        let mut params = Vec::with_capacity(self.num_params());
+        let layers = self.widths.len() - 1;
+        for (l, w) in self.widths.windows(2).enumerate() {
+            let scale = if l + 1 == layers { output_scale } else { 1.0 };
+            for _ in 0..w[1] {
+                let row: Vec<f64> = (0..w[0])
+                    .map(|_| dfaas_core::rng::standard_normal(rng))
+                    .collect();
+                let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                params.extend(row.iter().map(|v| (v / norm) as f32 * scale));
+            }
+            params.extend(std::iter::repeat_n(0.0, w[1]));
+        }
+        params
+    }
+
+    /// Forward pass of `batch` rows of `x`; the output is in `cache.output`.
+    pub fn forward(&self, params: &[f32], x: &[f32], batch: usize, cache: &mut MlpCache) {
+        let layers = self.widths.len() - 1;
+        cache.batch = batch;
+        cache.layers.resize_with(layers, Vec::new);
+        cache.layers[0].clear();
+        cache.layers[0].extend_from_slice(&x[..batch * self.widths[0]]);
+        let mut offset = 0;
+        for l in 0..layers {
+            let (n_in, n_out) = (self.widths[l], self.widths[l + 1]);
+            let weights = &params[offset..offset + n_out * n_in];
+            let bias = &params[offset + n_out * n_in..offset + n_out * n_in + n_out];
+            offset += n_out * n_in + n_out;
+            let mut z = vec![0f32; batch * n_out];
+            for row in z.chunks_exact_mut(n_out) {
+                row.copy_from_slice(bias);
+            }
+            // Z[b][o] += Σ_i X[b][i]·W[o][i]
+            gemm(
+                batch,
+                n_in,
+                n_out,
+                1.0,
+                &cache.layers[l],
+                Op::Plain,
+                weights,
+                Op::Transposed,
+                1.0,
+                &mut z,
+            );
+            if l + 1 < layers {
+                z.iter_mut().for_each(|v| *v = self.activation.apply(*v));
+                if cache.layers.len() <= l + 1 {
+                    cache.layers.push(Vec::new());
+                }
+                cache.layers[l + 1] = z;
+            } else {
+                cache.output = z;
+            }
+        }
+    }
+
+    /// Backward pass: given ∂L/∂output (`[batch][output]`) for the batch of
+    /// the last [`Mlp::forward`], writes ∂L/∂params into `grads` (overwritten).
+    pub fn backward(
+        &self,
+        params: &[f32],
+        cache: &mut MlpCache,
+        d_output: &[f32],
+        grads: &mut [f32],
+    ) {
+        let layers = self.widths.len() - 1;
+        let batch = cache.batch;
+        let offsets: Vec<usize> = self
+            .widths
+            .windows(2)
+            .scan(0, |acc, w| {
+                let start = *acc;
+                *acc += w[1] * w[0] + w[1];
+                Some(start)
+            })
+            .collect();
+        cache.delta.clear();
+        cache
+            .delta
+            .extend_from_slice(&d_output[..batch * self.output()]);
+        for l in (0..layers).rev() {
+            let (n_in, n_out) = (self.widths[l], self.widths[l + 1]);
+            let offset = offsets[l];
+            let (dw, rest) =
+                grads[offset..offset + n_out * n_in + n_out].split_at_mut(n_out * n_in);
+            // dW[o][i] = Σ_b δ[b][o]·X[b][i]
+            gemm(
+                n_out,
+                batch,
+                n_in,
+                1.0,
+                &cache.delta,
+                Op::Transposed,
+                &cache.layers[l],
+                Op::Plain,
+                0.0,
+                dw,
+            );
+            rest.fill(0.0);
+            for row in cache.delta.chunks_exact(n_out) {
+                for (db, d) in rest.iter_mut().zip(row) {
+                    *db += d;
+                }
+            }
+            if l == 0 {
+                break;
+            }
+            // δ_prev[b][i] = Σ_o δ[b][o]·W[o][i] · act′(X[b][i])
+            cache.delta_prev.clear();
+            cache.delta_prev.resize(batch * n_in, 0.0);
+            gemm(
+                batch,
+                n_out,
+                n_in,
+                1.0,
+                &cache.delta,
+                Op::Plain,
+                &params[offset..offset + n_out * n_in],
+                Op::Plain,
+                0.0,
+                &mut cache.delta_prev,
+            );
+            for (d, &a) in cache.delta_prev.iter_mut().zip(&cache.layers[l]) {
+                *d *= self.activation.derivative_from_output(a);
+            }
+            std::mem::swap(&mut cache.delta, &mut cache.delta_prev);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfaas_core::rng::{seeded, uniform};
+
+    /// L = Σ_b Σ_o c[o]·out[b][o]²/2 — a loss with a non-trivial gradient.
+    fn loss(mlp: &Mlp, params: &[f32], x: &[f32], batch: usize) -> f64 {
+        let mut cache = MlpCache::default();
+        mlp.forward(params, x, batch, &mut cache);
+        cache
+            .output
+            .chunks(mlp.output())
+            .flat_map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(o, v)| 0.5 * (o as f64 + 1.0) * f64::from(*v).powi(2))
+            })
+            .sum()
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        for activation in [Activation::Tanh, Activation::Relu] {
+            let mlp = Mlp::new(&[5, 9, 7, 3], activation);
+            let mut rng = seeded(11);
+            let params = mlp.init(&mut rng, 0.5);
+            let batch = 4;
+            let x: Vec<f32> = (0..batch * 5)
+                .map(|_| uniform(&mut rng, -2.0, 2.0) as f32)
+                .collect();
+            let mut cache = MlpCache::default();
+            mlp.forward(&params, &x, batch, &mut cache);
+            let d_out: Vec<f32> = cache
+                .output
+                .chunks(3)
+                .flat_map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .map(|(o, v)| (o as f32 + 1.0) * v)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let mut grads = vec![0f32; mlp.num_params()];
+            mlp.backward(&params, &mut cache, &d_out, &mut grads);
+            for j in (0..params.len()).step_by(7) {
+                let h = 1e-2f32;
+                let mut plus = params.clone();
+                let mut minus = params.clone();
+                plus[j] += h;
+                minus[j] -= h;
+                let numeric = (loss(&mlp, &plus, &x, batch) - loss(&mlp, &minus, &x, batch))
+                    / f64::from(2.0 * h);
+                let analytic = f64::from(grads[j]);
+                assert!(
+                    (numeric - analytic).abs() <= 2e-2 * (1.0 + numeric.abs()),
+                    "{activation:?} param {j}: analytic {analytic}, numeric {numeric}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn normc_init_scales_each_unit() {
+        let mlp = Mlp::new(&[8, 16, 4], Activation::Tanh);
+        let params = mlp.init(&mut seeded(1), 0.01);
+        let last = &mlp.tensors()[2];
+        let row: f32 = params[last.2..last.2 + 16]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt();
+        assert!((row - 0.01).abs() < 1e-6);
+        assert_eq!(params.len(), 8 * 16 + 16 + 16 * 4 + 4);
+    }
+}

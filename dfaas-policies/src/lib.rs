@@ -10,6 +10,8 @@
 //!   `unsafe` call, bounds-checked, into matrixmultiply);
 #![deny(unsafe_code)]
 
+pub mod adam;
+pub mod backend;
 pub mod dirichlet;
 pub mod gemm;
 pub mod mlp;

@@ -1,0 +1,495 @@
+//! The numeric operations PPO needs, behind one small trait so that the
+//! algorithm ([`crate::ppo`]) is written once: [`Backend::act`] (actor and
+//! critic forward for a batch) and [`Backend::update`] (one minibatch step:
+//! loss, gradients, clipping, Adam). [`CpuBackend`] implements it with
+//! [`crate::mlp`] on the CPU; a GPU backend implements the same trait.
+//!
+//! The loss of one minibatch (means over its samples), as RLlib's PPO:
+//! `−min(r·A, clip(r, 1−ε, 1+ε)·A) + c_v·min((V − R)², v_clip) − c_H·H +
+//! c_KL·KL(old ‖ new)`, where `r = exp(log π − log π_old)` and the actor's
+//! concentrations are `softplus(output) + 1e-7` (the reference's patched
+//! RLlib Dirichlet).
+
+use crate::adam::{Adam, clip_global_norm};
+use crate::dirichlet;
+use crate::mlp::{Activation, Mlp, MlpCache};
+
+/// Floor added to the concentrations.
+pub const CONCENTRATION_EPSILON: f32 = 1e-7;
+
+/// Shapes of one policy (an actor and a critic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    /// Actor input width.
+    pub obs_dim: usize,
+    /// Critic input width (the actor's for independent critics; all agents'
+    /// observations for a centralised critic).
+    pub critic_obs_dim: usize,
+    /// Dirichlet dimension (`2 + degree`).
+    pub action_dim: usize,
+    /// Hidden layer widths (both networks).
+    pub hidden: Vec<usize>,
+    /// Hidden activation.
+    pub activation: Activation,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+}
+
+/// One minibatch, row-major `[sample][..]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Minibatch<'a> {
+    /// Number of samples.
+    pub size: usize,
+    /// Actor inputs `[size][obs_dim]`.
+    pub obs: &'a [f32],
+    /// Critic inputs `[size][critic_obs_dim]`.
+    pub critic_obs: &'a [f32],
+    /// Actions taken `[size][action_dim]`.
+    pub actions: &'a [f32],
+    /// Concentrations that produced them `[size][action_dim]`.
+    pub old_alpha: &'a [f32],
+    /// Their log-densities.
+    pub old_log_prob: &'a [f32],
+    /// Advantages (already standardised if wanted).
+    pub advantages: &'a [f32],
+    /// Value targets.
+    pub returns: &'a [f32],
+}
+
+/// Coefficients of the loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossCoefficients {
+    /// PPO ratio clip ε.
+    pub clip: f32,
+    /// Value-loss weight.
+    pub value_coeff: f32,
+    /// Cap of the squared value error (RLlib's `vf_clip_param`); `None`: no cap.
+    pub value_clip: Option<f32>,
+    /// Entropy bonus weight.
+    pub entropy_coeff: f32,
+    /// KL penalty weight (0 disables it).
+    pub kl_coeff: f32,
+    /// Global gradient-norm cap; `None`: no clipping.
+    pub max_grad_norm: Option<f32>,
+}
+
+/// Statistics of one update (means over the minibatch).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct UpdateStats {
+    /// Clipped surrogate loss.
+    pub policy_loss: f32,
+    /// Value loss (before its weight).
+    pub value_loss: f32,
+    /// Entropy of the new policy.
+    pub entropy: f32,
+    /// KL(old ‖ new).
+    pub kl: f32,
+    /// Share of samples whose ratio was clipped.
+    pub clip_fraction: f32,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// The operations PPO runs on a device.
+pub trait Backend {
+    /// One policy's parameters and optimiser state on this backend.
+    type Policy: Clone;
+
+    /// A freshly initialised policy (RLlib's initialisation) from `seed`.
+    fn init_policy(&self, spec: &PolicySpec, seed: u64) -> Self::Policy;
+
+    /// Concentrations `[batch][action_dim]` and values `[batch]` for a batch.
+    fn act(
+        &mut self,
+        policy: &Self::Policy,
+        obs: &[f32],
+        critic_obs: &[f32],
+        batch: usize,
+        alpha: &mut [f32],
+        values: &mut [f32],
+    );
+
+    /// One gradient step on a minibatch.
+    fn update(
+        &mut self,
+        policy: &mut Self::Policy,
+        minibatch: &Minibatch<'_>,
+        coefficients: &LossCoefficients,
+    ) -> UpdateStats;
+
+    /// Named tensors of a policy's parameters and optimiser state: `(name,
+    /// shape, values)`, for checkpoints.
+    fn tensors(&self, policy: &Self::Policy) -> Vec<(String, Vec<usize>, Vec<f32>)>;
+}
+
+/// A policy on the CPU: actor and critic MLPs, their parameters and Adam.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuPolicy {
+    /// Actor network shape.
+    pub actor: Mlp,
+    /// Critic network shape.
+    pub critic: Mlp,
+    /// Actor parameters.
+    pub actor_params: Vec<f32>,
+    /// Critic parameters.
+    pub critic_params: Vec<f32>,
+    /// Actor optimiser.
+    pub actor_adam: Adam,
+    /// Critic optimiser.
+    pub critic_adam: Adam,
+}
+
+/// The CPU backend: plain Rust, deterministic for a seed.
+#[derive(Debug, Default)]
+pub struct CpuBackend {
+    actor_cache: MlpCache,
+    critic_cache: MlpCache,
+    actor_grads: Vec<f32>,
+    critic_grads: Vec<f32>,
+}
+
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CpuBackend {
+    /// A CPU backend.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Backend for CpuBackend {
+    type Policy = CpuPolicy;
+
+    fn init_policy(&self, spec: &PolicySpec, seed: u64) -> CpuPolicy {
+        let mut rng = dfaas_core::rng::seeded(seed);
+        let widths = |input: usize, output: usize| {
+            let mut w = vec![input];
+            w.extend(&spec.hidden);
+            w.push(output);
+            w
+        };
+        let actor = Mlp::new(&widths(spec.obs_dim, spec.action_dim), spec.activation);
+        let critic = Mlp::new(&widths(spec.critic_obs_dim, 1), spec.activation);
+        let actor_params = actor.init(&mut rng, 0.01);
+        let critic_params = critic.init(&mut rng, 0.01);
+        CpuPolicy {
+            actor_adam: Adam::new(actor_params.len(), spec.learning_rate),
+            critic_adam: Adam::new(critic_params.len(), spec.learning_rate),
+            actor,
+            critic,
+            actor_params,
+            critic_params,
+        }
+    }
+
+    fn act(
+        &mut self,
+        policy: &CpuPolicy,
+        obs: &[f32],
+        critic_obs: &[f32],
+        batch: usize,
+        alpha: &mut [f32],
+        values: &mut [f32],
+    ) {
+        policy
+            .actor
+            .forward(&policy.actor_params, obs, batch, &mut self.actor_cache);
+        for (a, &o) in alpha.iter_mut().zip(&self.actor_cache.output) {
+            *a = softplus(o) + CONCENTRATION_EPSILON;
+        }
+        policy.critic.forward(
+            &policy.critic_params,
+            critic_obs,
+            batch,
+            &mut self.critic_cache,
+        );
+        values[..batch].copy_from_slice(&self.critic_cache.output[..batch]);
+    }
+
+    fn update(
+        &mut self,
+        policy: &mut CpuPolicy,
+        mb: &Minibatch<'_>,
+        c: &LossCoefficients,
+    ) -> UpdateStats {
+        let (n, k) = (mb.size, policy.actor.output());
+        let scale = 1.0 / n as f32;
+        let mut stats = UpdateStats::default();
+
+        // Actor: loss gradient with respect to the network outputs.
+        policy
+            .actor
+            .forward(&policy.actor_params, mb.obs, n, &mut self.actor_cache);
+        let mut d_out = vec![0f32; n * k];
+        let (mut alpha, mut g_logp, mut g_ent, mut g_kl) =
+            (vec![0f32; k], vec![0f32; k], vec![0f32; k], vec![0f32; k]);
+        for s in 0..n {
+            let out = &self.actor_cache.output[s * k..(s + 1) * k];
+            for (a, &o) in alpha.iter_mut().zip(out) {
+                *a = softplus(o) + CONCENTRATION_EPSILON;
+            }
+            let action = &mb.actions[s * k..(s + 1) * k];
+            let log_prob = dirichlet::log_prob(&alpha, action, &mut g_logp);
+            let entropy = dirichlet::entropy(&alpha, &mut g_ent);
+            let kl = if c.kl_coeff != 0.0 {
+                dirichlet::kl(&mb.old_alpha[s * k..(s + 1) * k], &alpha, &mut g_kl)
+            } else {
+                g_kl.fill(0.0);
+                0.0
+            };
+            let advantage = mb.advantages[s];
+            let ratio = (log_prob - mb.old_log_prob[s]).exp();
+            let clipped = ratio.clamp(1.0 - c.clip, 1.0 + c.clip);
+            let (unclipped_term, clipped_term) = (ratio * advantage, clipped * advantage);
+            // d(−min(rA, clip(r)A))/d log π: −rA where the unclipped term is the minimum.
+            let d_log_prob = if unclipped_term <= clipped_term {
+                -ratio * advantage
+            } else {
+                0.0
+            };
+            stats.policy_loss -= unclipped_term.min(clipped_term) * scale;
+            stats.entropy += entropy * scale;
+            stats.kl += kl * scale;
+            if (ratio - clipped).abs() > 0.0 {
+                stats.clip_fraction += scale;
+            }
+            for j in 0..k {
+                let d_alpha =
+                    d_log_prob * g_logp[j] - c.entropy_coeff * g_ent[j] + c.kl_coeff * g_kl[j];
+                d_out[s * k + j] = d_alpha * sigmoid(out[j]) * scale;
+            }
+        }
+        self.actor_grads.resize(policy.actor_params.len(), 0.0);
+        policy.actor.backward(
+            &policy.actor_params,
+            &mut self.actor_cache,
+            &d_out,
+            &mut self.actor_grads,
+        );
+
+        // Critic: capped squared error.
+        policy.critic.forward(
+            &policy.critic_params,
+            mb.critic_obs,
+            n,
+            &mut self.critic_cache,
+        );
+        let mut d_value = vec![0f32; n];
+        for s in 0..n {
+            let error = self.critic_cache.output[s] - mb.returns[s];
+            let squared = error * error;
+            let capped = c.value_clip.map_or(squared, |cap| squared.min(cap));
+            stats.value_loss += capped * scale;
+            let active = c.value_clip.is_none_or(|cap| squared < cap);
+            d_value[s] = if active {
+                c.value_coeff * 2.0 * error * scale
+            } else {
+                0.0
+            };
+        }
+        self.critic_grads.resize(policy.critic_params.len(), 0.0);
+        policy.critic.backward(
+            &policy.critic_params,
+            &mut self.critic_cache,
+            &d_value,
+            &mut self.critic_grads,
+        );
+
+        stats.grad_norm = clip_global_norm(
+            &mut [&mut self.actor_grads, &mut self.critic_grads],
+            c.max_grad_norm,
+        );
+        policy
+            .actor_adam
+            .step(&mut policy.actor_params, &self.actor_grads);
+        policy
+            .critic_adam
+            .step(&mut policy.critic_params, &self.critic_grads);
+        stats
+    }
+
+    fn tensors(&self, policy: &CpuPolicy) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut out = Vec::new();
+        for (net, mlp, params, adam) in [
+            (
+                "actor",
+                &policy.actor,
+                &policy.actor_params,
+                &policy.actor_adam,
+            ),
+            (
+                "critic",
+                &policy.critic,
+                &policy.critic_params,
+                &policy.critic_adam,
+            ),
+        ] {
+            for (name, shape, offset) in mlp.tensors() {
+                let len: usize = shape.iter().product();
+                out.push((
+                    format!("{net}.{name}"),
+                    shape.clone(),
+                    params[offset..offset + len].to_vec(),
+                ));
+                out.push((
+                    format!("{net}.{name}.adam_m"),
+                    shape.clone(),
+                    adam.m[offset..offset + len].to_vec(),
+                ));
+                out.push((
+                    format!("{net}.{name}.adam_v"),
+                    shape,
+                    adam.v[offset..offset + len].to_vec(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The loss [`CpuBackend::update`] minimises, evaluated without updating
+/// (for gradient checks).
+#[must_use]
+pub fn loss(policy: &CpuPolicy, mb: &Minibatch<'_>, c: &LossCoefficients) -> f64 {
+    let (n, k) = (mb.size, policy.actor.output());
+    let mut cache = MlpCache::default();
+    policy
+        .actor
+        .forward(&policy.actor_params, mb.obs, n, &mut cache);
+    let mut total = 0f64;
+    let mut scratch = vec![0f32; k];
+    for s in 0..n {
+        let alpha: Vec<f32> = cache.output[s * k..(s + 1) * k]
+            .iter()
+            .map(|&o| softplus(o) + CONCENTRATION_EPSILON)
+            .collect();
+        let log_prob = dirichlet::log_prob(&alpha, &mb.actions[s * k..(s + 1) * k], &mut scratch);
+        let ratio = f64::from((log_prob - mb.old_log_prob[s]).exp());
+        let a = f64::from(mb.advantages[s]);
+        let clip = f64::from(c.clip);
+        total -= (ratio * a).min(ratio.clamp(1.0 - clip, 1.0 + clip) * a);
+        total -= f64::from(c.entropy_coeff) * f64::from(dirichlet::entropy(&alpha, &mut scratch));
+        if c.kl_coeff != 0.0 {
+            total += f64::from(c.kl_coeff)
+                * f64::from(dirichlet::kl(
+                    &mb.old_alpha[s * k..(s + 1) * k],
+                    &alpha,
+                    &mut scratch,
+                ));
+        }
+    }
+    policy
+        .critic
+        .forward(&policy.critic_params, mb.critic_obs, n, &mut cache);
+    for s in 0..n {
+        let e = f64::from(cache.output[s] - mb.returns[s]);
+        let sq = e * e;
+        total += f64::from(c.value_coeff) * c.value_clip.map_or(sq, |cap| sq.min(f64::from(cap)));
+    }
+    total / n as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfaas_core::rng::{seeded, uniform};
+
+    #[test]
+    fn ppo_loss_gradient_matches_finite_differences() {
+        let spec = PolicySpec {
+            obs_dim: 4,
+            critic_obs_dim: 4,
+            action_dim: 3,
+            hidden: vec![8, 8],
+            activation: Activation::Tanh,
+            learning_rate: 1e-3,
+        };
+        let mut backend = CpuBackend::new();
+        let mut policy = backend.init_policy(&spec, 5);
+        // Larger output weights so that the ratio moves away from 1.
+        policy.actor_params.iter_mut().for_each(|p| *p *= 3.0);
+        let mut rng = seeded(9);
+        let n = 6;
+        let obs: Vec<f32> = (0..n * 4)
+            .map(|_| uniform(&mut rng, -1.0, 1.0) as f32)
+            .collect();
+        let mut alpha = vec![0f32; n * 3];
+        let mut values = vec![0f32; n];
+        backend.act(&policy, &obs, &obs, n, &mut alpha, &mut values);
+        let mut actions = vec![0f32; n * 3];
+        let mut old_log_prob = vec![0f32; n];
+        let mut scratch = [0f32; 3];
+        for s in 0..n {
+            dirichlet::sample(
+                &alpha[s * 3..s * 3 + 3],
+                &mut rng,
+                &mut actions[s * 3..s * 3 + 3],
+            );
+            // An old policy slightly different from the current one.
+            old_log_prob[s] = dirichlet::log_prob(
+                &alpha[s * 3..s * 3 + 3],
+                &actions[s * 3..s * 3 + 3],
+                &mut scratch,
+            ) - 0.05 * s as f32;
+        }
+        let old_alpha: Vec<f32> = alpha.iter().map(|a| a * 1.1).collect();
+        let advantages: Vec<f32> = (0..n)
+            .map(|s| if s % 2 == 0 { 1.0 } else { -0.7 })
+            .collect();
+        let returns: Vec<f32> = (0..n).map(|s| s as f32 * 0.3 - 0.5).collect();
+        let mb = Minibatch {
+            size: n,
+            obs: &obs,
+            critic_obs: &obs,
+            actions: &actions,
+            old_alpha: &old_alpha,
+            old_log_prob: &old_log_prob,
+            advantages: &advantages,
+            returns: &returns,
+        };
+        let c = LossCoefficients {
+            clip: 0.3,
+            value_coeff: 0.5,
+            value_clip: Some(10.0),
+            entropy_coeff: 0.02,
+            kl_coeff: 0.2,
+            max_grad_norm: None,
+        };
+        // Analytic gradients: run the update with a zero learning rate.
+        let mut probe = policy.clone();
+        probe.actor_adam.lr = 0.0;
+        probe.critic_adam.lr = 0.0;
+        backend.update(&mut probe, &mb, &c);
+        let (ga, gc) = (backend.actor_grads.clone(), backend.critic_grads.clone());
+        for (grads, is_actor) in [(&ga, true), (&gc, false)] {
+            let len = grads.len();
+            for j in (0..len).step_by(5) {
+                let h = 2e-3f32;
+                let mut plus = policy.clone();
+                let mut minus = policy.clone();
+                if is_actor {
+                    plus.actor_params[j] += h;
+                    minus.actor_params[j] -= h;
+                } else {
+                    plus.critic_params[j] += h;
+                    minus.critic_params[j] -= h;
+                }
+                let numeric = (loss(&plus, &mb, &c) - loss(&minus, &mb, &c)) / f64::from(2.0 * h);
+                let analytic = f64::from(grads[j]);
+                assert!(
+                    (numeric - analytic).abs()
+                        <= 2e-2 * (1e-2 + numeric.abs().max(analytic.abs())) + 1e-4,
+                    "{} param {j}: analytic {analytic}, numeric {numeric}",
+                    if is_actor { "actor" } else { "critic" }
+                );
+            }
+        }
+    }
+}

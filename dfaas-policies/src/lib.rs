@@ -4,6 +4,10 @@
 //! actor, written once over a [`Backend`](backend::Backend) (a CPU backend
 //! here; a GPU one later), and heuristic baselines.
 //!
+//! * [`ppo`] — the trainer: rollout, GAE, minibatch epochs;
+//! * [`controller`] — the policy interface and evaluation;
+//! * [`baselines`] — all-local, random, static 60/40, Recalc, Node-Margin,
+//!   the single-node upper bound;
 //! * [`special`] — ln Γ, ψ, ψ′;
 //! * [`dirichlet`] — sampling, log-density, entropy, KL and gradients;
 //! * [`mlp`] — dense networks, forward and backward ([`gemm`]: the one
@@ -12,7 +16,10 @@
 
 pub mod adam;
 pub mod backend;
+pub mod baselines;
+pub mod controller;
 pub mod dirichlet;
 pub mod gemm;
 pub mod mlp;
+pub mod ppo;
 pub mod special;

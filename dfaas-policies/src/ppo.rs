@@ -1,0 +1,652 @@
+//! Multi-agent PPO, written once over a [`Backend`], read top to bottom:
+//! configuration, rollout, GAE, the update, evaluation.
+//!
+//! Layout: one independent policy (actor + critic) per agent, as the
+//! reference trains them. Each agent's actor sees its own observation
+//! `[input_rate, prev_input_rate, prev_forward_to.., prev_forward_rejects_to..]`
+//! and outputs the concentrations of a Dirichlet over `[local, forward..,
+//! reject]`.
+//!
+//! Random streams (all seeded from [`PpoConfig::seed`]): the env batch is
+//! reset with `seed`; policy `a` is initialised from `seed + 1 + a`; action
+//! sampling and minibatch shuffles use one stream seeded `seed ^ 0x5EED`.
+//! Everything runs on one thread in a fixed order, so a seed gives the same
+//! metrics bit for bit.
+
+use crate::backend::{Backend, LossCoefficients, Minibatch, PolicySpec, UpdateStats};
+use crate::controller::{Controller, Tally};
+use crate::dirichlet;
+use crate::mlp::Activation;
+use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
+use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
+
+/// PPO hyperparameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PpoConfig {
+    /// Hidden layer widths of actor and critic.
+    pub hidden: Vec<usize>,
+    /// Hidden activation.
+    pub activation: Activation,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// Discount γ.
+    pub gamma: f32,
+    /// GAE λ.
+    pub lambda: f32,
+    /// PPO ratio clip ε.
+    pub clip: f32,
+    /// Value-loss weight.
+    pub value_coeff: f32,
+    /// Cap of the squared value error (RLlib's `vf_clip_param`).
+    pub value_clip: Option<f32>,
+    /// Entropy coefficient at the start.
+    pub entropy_coeff: f32,
+    /// Entropy coefficient at the end of the decay.
+    pub entropy_coeff_final: f32,
+    /// Share of all training agent-steps over which the entropy coefficient
+    /// decays linearly (0: constant).
+    pub entropy_decay_fraction: f32,
+    /// Initial KL penalty coefficient (0 disables the penalty), adapted
+    /// after each iteration as RLlib does: ×1.5 when KL > 2·target, ×0.5
+    /// when KL < target/2.
+    pub kl_coeff: f32,
+    /// KL target of the adaptation.
+    pub kl_target: f32,
+    /// SGD epochs per iteration.
+    pub epochs: usize,
+    /// Minibatch size (samples of one agent's policy).
+    pub minibatch_size: usize,
+    /// Environments stepped together.
+    pub num_envs: usize,
+    /// Steps per env per iteration.
+    pub rollout_steps: usize,
+    /// Global gradient-norm cap.
+    pub max_grad_norm: Option<f32>,
+    /// Standardise advantages over each policy's batch (RLlib does).
+    pub normalize_advantages: bool,
+    /// Normalise observations with running mean/variance (the reference
+    /// feeds raw counts).
+    pub normalize_observations: bool,
+    /// Weight β of the team reward: each agent learns from
+    /// `(1 − β)·own reward + β·mean reward of all agents`. 0 is the
+    /// reference (selfish agents); 1 aligns every agent with the mean
+    /// per-agent reward the evaluation reports.
+    pub team_reward: f32,
+    /// Training iterations.
+    pub iterations: usize,
+    /// Seed of every random stream.
+    pub seed: u64,
+}
+
+impl PpoConfig {
+    /// The reference's settings: RLlib's fully connected net (2 × 256,
+    /// tanh), learning rate 5e-5, γ 0.7, λ 0.3, clip 0.3, value weight 1
+    /// with squared error capped at 10, entropy 0.02 decaying to 1e-6 over
+    /// 70 % of training, adaptive KL from 0.2 (target 0.01), 30 epochs of
+    /// minibatches of 144 over one 288-step episode per iteration, no
+    /// gradient clipping, raw observations, standardised advantages.
+    #[must_use]
+    pub fn reference() -> Self {
+        Self {
+            hidden: vec![256, 256],
+            activation: Activation::Tanh,
+            learning_rate: 5e-5,
+            gamma: 0.7,
+            lambda: 0.3,
+            clip: 0.3,
+            value_coeff: 1.0,
+            value_clip: Some(10.0),
+            entropy_coeff: 0.02,
+            entropy_coeff_final: 1e-6,
+            entropy_decay_fraction: 0.7,
+            kl_coeff: 0.2,
+            kl_target: 0.01,
+            epochs: 30,
+            minibatch_size: 144,
+            num_envs: 1,
+            rollout_steps: 288,
+            max_grad_norm: None,
+            normalize_advantages: true,
+            normalize_observations: false,
+            team_reward: 0.0,
+            iterations: 100,
+            seed: 42,
+        }
+    }
+}
+
+impl Default for PpoConfig {
+    /// The project's defaults (see the README for how they were chosen).
+    fn default() -> Self {
+        Self {
+            hidden: vec![64, 64],
+            activation: Activation::Tanh,
+            learning_rate: 1e-3,
+            gamma: 0.0,
+            lambda: 0.0,
+            clip: 0.2,
+            value_coeff: 0.5,
+            value_clip: None,
+            entropy_coeff: 0.003,
+            entropy_coeff_final: 1e-6,
+            entropy_decay_fraction: 0.7,
+            kl_coeff: 0.0,
+            kl_target: 0.01,
+            epochs: 4,
+            minibatch_size: 1152,
+            num_envs: 16,
+            rollout_steps: 288,
+            max_grad_norm: Some(0.5),
+            normalize_advantages: true,
+            normalize_observations: true,
+            team_reward: 1.0,
+            iterations: 300,
+            seed: 42,
+        }
+    }
+}
+
+/// Running mean and variance of observations (Welford, per feature).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningNorm {
+    count: f64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl RunningNorm {
+    fn new(dim: usize) -> Self {
+        Self {
+            count: 0.0,
+            mean: vec![0.0; dim],
+            m2: vec![0.0; dim],
+        }
+    }
+
+    fn update(&mut self, rows: &[f32]) {
+        let dim = self.mean.len();
+        for row in rows.chunks_exact(dim) {
+            self.count += 1.0;
+            for ((m, s), &x) in self.mean.iter_mut().zip(&mut self.m2).zip(row) {
+                let delta = f64::from(x) - *m;
+                *m += delta / self.count;
+                *s += delta * (f64::from(x) - *m);
+            }
+        }
+    }
+
+    fn apply(&self, rows: &mut [f32]) {
+        let dim = self.mean.len();
+        for row in rows.chunks_exact_mut(dim) {
+            for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.m2) {
+                let std = if self.count > 1.0 {
+                    (s / self.count).sqrt()
+                } else {
+                    1.0
+                };
+                *x = ((f64::from(*x) - m) / std.max(1e-4)).clamp(-10.0, 10.0) as f32;
+            }
+        }
+    }
+}
+
+/// One iteration's numbers (a row of `metrics.csv`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IterationMetrics {
+    /// 1-based iteration.
+    pub iteration: usize,
+    /// Env steps so far.
+    pub env_steps: u64,
+    /// Agent steps so far.
+    pub agent_steps: u64,
+    /// Mean per-step reward of each agent in this iteration's rollout.
+    pub agent_rewards: Vec<f64>,
+    /// Mean per-agent per-step reward.
+    pub mean_reward: f64,
+    /// Rejected % of the rollout's requests.
+    pub reject_pct: f64,
+    /// Mean over agents and updates.
+    pub policy_loss: f64,
+    /// Mean over agents and updates.
+    pub value_loss: f64,
+    /// Mean over agents and updates.
+    pub entropy: f64,
+    /// Mean over agents and updates.
+    pub kl: f64,
+    /// Mean over agents and updates.
+    pub clip_fraction: f64,
+    /// Entropy coefficient used.
+    pub entropy_coeff: f64,
+}
+
+/// Per-agent rollout storage, `[step][env][..]`.
+#[derive(Debug, Clone, Default)]
+struct Rollout {
+    obs: Vec<f32>,
+    actions: Vec<f32>,
+    alpha: Vec<f32>,
+    log_prob: Vec<f32>,
+    values: Vec<f32>,
+    rewards: Vec<f32>,
+    dones: Vec<f32>,
+}
+
+/// The trainer: environments, one policy per agent, and their state.
+pub struct Trainer<B: Backend> {
+    config: PpoConfig,
+    env: BatchEnv,
+    backend: B,
+    policies: Vec<B::Policy>,
+    specs: Vec<PolicySpec>,
+    norms: Vec<RunningNorm>,
+    kl_coeffs: Vec<f32>,
+    rng: Xoshiro128PlusPlus,
+    iteration: usize,
+    env_steps: u64,
+    metrics: Vec<StepMetrics>,
+}
+
+impl<B: Backend> Trainer<B> {
+    /// A trainer of `model` with `config` on `backend`.
+    ///
+    /// # Errors
+    /// An invalid configuration or a failed first reset, as text.
+    pub fn new(model: EnvModel, config: PpoConfig, backend: B) -> Result<Self, String> {
+        if config.num_envs == 0
+            || config.rollout_steps == 0
+            || config.minibatch_size == 0
+            || config.epochs == 0
+        {
+            return Err("num_envs, rollout_steps, minibatch_size and epochs must be > 0".into());
+        }
+        if !(0.0..=1.0).contains(&config.gamma) || !(0.0..=1.0).contains(&config.lambda) {
+            return Err(format!(
+                "gamma and lambda must be in [0, 1], got {} and {}",
+                config.gamma, config.lambda
+            ));
+        }
+        let n = model.num_agents();
+        let specs: Vec<PolicySpec> = (0..n)
+            .map(|a| {
+                let k = model.degree(a);
+                PolicySpec {
+                    obs_dim: 2 + 2 * k,
+                    critic_obs_dim: 2 + 2 * k,
+                    action_dim: 2 + k,
+                    hidden: config.hidden.clone(),
+                    activation: config.activation,
+                    learning_rate: config.learning_rate,
+                }
+            })
+            .collect();
+        let policies = specs
+            .iter()
+            .enumerate()
+            .map(|(a, s)| backend.init_policy(s, config.seed + 1 + a as u64))
+            .collect();
+        let mut env = BatchEnv::new(model.clone(), config.num_envs);
+        env.reset(config.seed).map_err(|e| e.to_string())?;
+        Ok(Self {
+            norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
+            kl_coeffs: vec![config.kl_coeff; n],
+            rng: seeded(config.seed ^ 0x5EED),
+            metrics: vec![StepMetrics::new(&model); config.num_envs],
+            config,
+            env,
+            backend,
+            policies,
+            specs,
+            iteration: 0,
+            env_steps: 0,
+        })
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &PpoConfig {
+        &self.config
+    }
+
+    /// The environment model.
+    #[must_use]
+    pub fn model(&self) -> &EnvModel {
+        self.env.model()
+    }
+
+    /// Iterations done.
+    #[must_use]
+    pub fn iteration(&self) -> usize {
+        self.iteration
+    }
+
+    /// The policies (one per agent).
+    #[must_use]
+    pub fn policies(&self) -> &[B::Policy] {
+        &self.policies
+    }
+
+    /// The backend.
+    #[must_use]
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Entropy coefficient at the current progress.
+    fn entropy_coeff(&self) -> f32 {
+        let c = &self.config;
+        if c.entropy_decay_fraction <= 0.0 {
+            return c.entropy_coeff;
+        }
+        let progress =
+            self.iteration as f32 / (c.entropy_decay_fraction * c.iterations.max(1) as f32);
+        let t = progress.min(1.0);
+        c.entropy_coeff + (c.entropy_coeff_final - c.entropy_coeff) * t
+    }
+
+    /// Agent `a`'s observations `[env][obs_dim]` from the batch's padded
+    /// layout (raw counts).
+    fn agent_obs(&self, a: usize, out: &mut Vec<f32>) {
+        let model = self.env.model();
+        let (n, ow, d) = (model.num_agents(), model.obs_width(), self.specs[a].obs_dim);
+        out.clear();
+        for e in 0..self.env.num_envs() {
+            out.extend_from_slice(&self.env.observations()[(e * n + a) * ow..(e * n + a) * ow + d]);
+        }
+    }
+
+    /// One iteration: a rollout of `rollout_steps` steps in every env, GAE,
+    /// then `epochs` passes of minibatch updates for every agent's policy.
+    ///
+    /// # Errors
+    /// A step error of the environment, as text.
+    pub fn train_iteration(&mut self) -> Result<IterationMetrics, String> {
+        let model = self.env.model().clone();
+        let (n, w) = (model.num_agents(), model.action_width());
+        let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
+        let mut rollouts = vec![Rollout::default(); n];
+        let mut actions = vec![0f32; envs * n * w];
+        let mut obs = Vec::new();
+        let (mut alpha, mut values, mut sample) = (Vec::new(), vec![0f32; envs], vec![0f32; 64]);
+        let mut grad = vec![0f32; 64];
+        let mut tally = Tally::new(n);
+
+        // ---- Rollout ----
+        for _ in 0..steps {
+            for a in 0..n {
+                let (d, k) = (self.specs[a].obs_dim, self.specs[a].action_dim);
+                self.agent_obs(a, &mut obs);
+                if self.config.normalize_observations {
+                    self.norms[a].update(&obs);
+                    self.norms[a].apply(&mut obs);
+                }
+                alpha.resize(envs * k, 0.0);
+                self.backend
+                    .act(&self.policies[a], &obs, &obs, envs, &mut alpha, &mut values);
+                let r = &mut rollouts[a];
+                r.obs.extend_from_slice(&obs[..envs * d]);
+                r.alpha.extend_from_slice(&alpha);
+                r.values.extend_from_slice(&values);
+                for e in 0..envs {
+                    let row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
+                    row.fill(0.0);
+                    dirichlet::sample(&alpha[e * k..(e + 1) * k], &mut self.rng, &mut sample[..k]);
+                    row[..k].copy_from_slice(&sample[..k]);
+                    r.actions.extend_from_slice(&sample[..k]);
+                    r.log_prob.push(dirichlet::log_prob(
+                        &alpha[e * k..(e + 1) * k],
+                        &sample[..k],
+                        &mut grad[..k],
+                    ));
+                }
+            }
+            self.env
+                .step_with_metrics(&actions, &mut self.metrics)
+                .map_err(|e| e.to_string())?;
+            for m in &self.metrics {
+                tally.add(&model, m);
+            }
+            let beta = self.config.team_reward;
+            for e in 0..envs {
+                let rewards = &self.env.rewards()[e * n..(e + 1) * n];
+                let team = rewards.iter().sum::<f32>() / n as f32;
+                let done = f32::from(u8::from(self.env.dones()[e]));
+                for (r, &own) in rollouts.iter_mut().zip(rewards) {
+                    r.rewards.push((1.0 - beta) * own + beta * team);
+                    r.dones.push(done);
+                }
+            }
+        }
+        self.env_steps += (steps * envs) as u64;
+
+        // ---- Update each agent's policy ----
+        let coefficients = |kl_coeff: f32, entropy_coeff: f32, c: &PpoConfig| LossCoefficients {
+            clip: c.clip,
+            value_coeff: c.value_coeff,
+            value_clip: c.value_clip,
+            entropy_coeff,
+            kl_coeff,
+            max_grad_norm: c.max_grad_norm,
+        };
+        let entropy_coeff = self.entropy_coeff();
+        let mut sums = UpdateSums::default();
+        for a in 0..n {
+            // Bootstrap values of the observations after the rollout.
+            self.agent_obs(a, &mut obs);
+            if self.config.normalize_observations {
+                self.norms[a].apply(&mut obs);
+            }
+            alpha.resize(envs * self.specs[a].action_dim, 0.0);
+            self.backend
+                .act(&self.policies[a], &obs, &obs, envs, &mut alpha, &mut values);
+            let r = &rollouts[a];
+            let (advantages, returns) = gae(
+                r,
+                &values,
+                steps,
+                envs,
+                self.config.gamma,
+                self.config.lambda,
+                self.config.normalize_advantages,
+            );
+            let coefs = coefficients(self.kl_coeffs[a], entropy_coeff, &self.config);
+            let mut kl_last_epoch = 0.0;
+            for epoch in 0..self.config.epochs {
+                let order = permutation(&mut self.rng, steps * envs);
+                let (mut epoch_kl, mut updates) = (0.0, 0);
+                for chunk in order.chunks(self.config.minibatch_size) {
+                    let stats = self.update_minibatch(a, r, chunk, &advantages, &returns, &coefs);
+                    sums.add(&stats);
+                    epoch_kl += f64::from(stats.kl);
+                    updates += 1;
+                }
+                if epoch + 1 == self.config.epochs {
+                    kl_last_epoch = epoch_kl / f64::from(updates.max(1));
+                }
+            }
+            if self.kl_coeffs[a] > 0.0 {
+                let target = f64::from(self.config.kl_target);
+                if kl_last_epoch > 2.0 * target {
+                    self.kl_coeffs[a] *= 1.5;
+                } else if kl_last_epoch < 0.5 * target {
+                    self.kl_coeffs[a] *= 0.5;
+                }
+            }
+        }
+        self.iteration += 1;
+        Ok(IterationMetrics {
+            iteration: self.iteration,
+            env_steps: self.env_steps,
+            agent_steps: self.env_steps * n as u64,
+            agent_rewards: tally.agent_rewards(),
+            mean_reward: tally.mean_reward(),
+            reject_pct: tally.reject_pct(),
+            policy_loss: sums.mean(|s| s.policy_loss),
+            value_loss: sums.mean(|s| s.value_loss),
+            entropy: sums.mean(|s| s.entropy),
+            kl: sums.mean(|s| s.kl),
+            clip_fraction: sums.mean(|s| s.clip_fraction),
+            entropy_coeff: f64::from(entropy_coeff),
+        })
+    }
+
+    /// Gathers the samples `indices` of agent `a`'s rollout and updates its
+    /// policy on them.
+    fn update_minibatch(
+        &mut self,
+        a: usize,
+        r: &Rollout,
+        indices: &[usize],
+        advantages: &[f32],
+        returns: &[f32],
+        coefs: &LossCoefficients,
+    ) -> UpdateStats {
+        let (d, k) = (self.specs[a].obs_dim, self.specs[a].action_dim);
+        let gather = |source: &[f32], width: usize| -> Vec<f32> {
+            indices
+                .iter()
+                .flat_map(|&i| source[i * width..(i + 1) * width].iter().copied())
+                .collect()
+        };
+        let obs = gather(&r.obs, d);
+        let mb = Minibatch {
+            size: indices.len(),
+            obs: &obs,
+            critic_obs: &obs,
+            actions: &gather(&r.actions, k),
+            old_alpha: &gather(&r.alpha, k),
+            old_log_prob: &gather(&r.log_prob, 1),
+            advantages: &gather(advantages, 1),
+            returns: &gather(returns, 1),
+        };
+        self.backend.update(&mut self.policies[a], &mb, coefs)
+    }
+
+    /// The trained policies acting deterministically (the Dirichlet mean).
+    #[must_use]
+    pub fn controller(&mut self) -> PpoController<'_, B> {
+        PpoController {
+            trainer: self,
+            obs: Vec::new(),
+            alpha: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+/// Means of update statistics.
+#[derive(Debug, Default)]
+struct UpdateSums {
+    count: f64,
+    all: Vec<UpdateStats>,
+}
+
+impl UpdateSums {
+    fn add(&mut self, s: &UpdateStats) {
+        self.count += 1.0;
+        self.all.push(*s);
+    }
+
+    fn mean(&self, field: impl Fn(&UpdateStats) -> f32) -> f64 {
+        self.all.iter().map(|s| f64::from(field(s))).sum::<f64>() / self.count.max(1.0)
+    }
+}
+
+/// A uniform random permutation of `0..n` (Fisher–Yates on `rng`).
+fn permutation(rng: &mut Xoshiro128PlusPlus, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, below(rng, (i + 1) as u32) as usize);
+    }
+    order
+}
+
+/// Generalised advantage estimation over `[step][env]` samples, with
+/// `last_values` the values after the rollout; episode ends cut the
+/// bootstrap. Returns (advantages, value targets).
+fn gae(
+    r: &Rollout,
+    last_values: &[f32],
+    steps: usize,
+    envs: usize,
+    gamma: f32,
+    lambda: f32,
+    standardise: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut advantages = vec![0f32; steps * envs];
+    for e in 0..envs {
+        let mut next_advantage = 0.0;
+        let mut next_value = last_values[e];
+        for t in (0..steps).rev() {
+            let i = t * envs + e;
+            let live = 1.0 - r.dones[i];
+            let delta = r.rewards[i] + gamma * next_value * live - r.values[i];
+            next_advantage = delta + gamma * lambda * live * next_advantage;
+            advantages[i] = next_advantage;
+            next_value = r.values[i];
+        }
+    }
+    let returns: Vec<f32> = advantages
+        .iter()
+        .zip(&r.values)
+        .map(|(a, v)| a + v)
+        .collect();
+    if standardise && advantages.len() > 1 {
+        let mean = advantages.iter().map(|&a| f64::from(a)).sum::<f64>() / advantages.len() as f64;
+        let var = advantages
+            .iter()
+            .map(|&a| (f64::from(a) - mean).powi(2))
+            .sum::<f64>()
+            / advantages.len() as f64;
+        let std = var.sqrt().max(1e-8);
+        advantages
+            .iter_mut()
+            .for_each(|a| *a = ((f64::from(*a) - mean) / std) as f32);
+    }
+    (advantages, returns)
+}
+
+/// The trained policies as a [`Controller`] (deterministic: Dirichlet mean).
+pub struct PpoController<'a, B: Backend> {
+    trainer: &'a mut Trainer<B>,
+    obs: Vec<f32>,
+    alpha: Vec<f32>,
+    values: Vec<f32>,
+}
+
+impl<B: Backend> Controller for PpoController<'_, B> {
+    fn name(&self) -> &str {
+        "ppo"
+    }
+
+    fn act(&mut self, model: &EnvModel, observations: &[f32], actions: &mut [f32]) {
+        let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
+        let envs = observations.len() / (n * ow);
+        for a in 0..n {
+            let spec = &self.trainer.specs[a];
+            let (d, k) = (spec.obs_dim, spec.action_dim);
+            self.obs.clear();
+            for e in 0..envs {
+                self.obs
+                    .extend_from_slice(&observations[(e * n + a) * ow..(e * n + a) * ow + d]);
+            }
+            if self.trainer.config.normalize_observations {
+                self.trainer.norms[a].apply(&mut self.obs);
+            }
+            self.alpha.resize(envs * k, 0.0);
+            self.values.resize(envs, 0.0);
+            self.trainer.backend.act(
+                &self.trainer.policies[a],
+                &self.obs,
+                &self.obs,
+                envs,
+                &mut self.alpha,
+                &mut self.values,
+            );
+            for e in 0..envs {
+                let row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
+                row.fill(0.0);
+                dirichlet::mean(&self.alpha[e * k..(e + 1) * k], &mut row[..k]);
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! PPO end to end on a small scenario: same seed ⇒ identical metrics, and
+//! a short training beats the random policy and improves over its first
+//! iteration (no timing assertions).
+
+use dfaas_core::{EnvConfig, EnvModel};
+use dfaas_policies::backend::CpuBackend;
+use dfaas_policies::baselines::Random;
+use dfaas_policies::controller::{evaluate, evaluation_env};
+use dfaas_policies::ppo::{PpoConfig, Trainer};
+
+/// The embedded default's node parameters on a 3-agent topology, with
+/// short episodes.
+fn env_config() -> EnvConfig {
+    EnvConfig {
+        max_steps: 48,
+        request_memory_mb: Some(516),
+        warm_service_time: Some(0.137),
+        cold_service_time: Some(0.513),
+        ..EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+    }
+}
+
+fn ppo_config(iterations: usize) -> PpoConfig {
+    PpoConfig {
+        hidden: vec![32, 32],
+        num_envs: 8,
+        rollout_steps: 48,
+        minibatch_size: 192,
+        iterations,
+        seed: 7,
+        ..PpoConfig::default()
+    }
+}
+
+fn trainer(iterations: usize) -> Trainer<CpuBackend> {
+    let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+    Trainer::new(model, ppo_config(iterations), CpuBackend::new()).unwrap()
+}
+
+#[test]
+fn same_seed_gives_identical_metrics() {
+    let (mut a, mut b) = (trainer(3), trainer(3));
+    for _ in 0..3 {
+        let (ma, mb) = (a.train_iteration().unwrap(), b.train_iteration().unwrap());
+        assert_eq!(format!("{ma:?}"), format!("{mb:?}"));
+    }
+    assert_eq!(a.policies(), b.policies());
+}
+
+#[test]
+fn short_training_beats_random_and_improves() {
+    let iterations = 40;
+    let mut t = trainer(iterations);
+    let first = t.train_iteration().unwrap().mean_reward;
+    let mut last = Vec::new();
+    for _ in 1..iterations {
+        last.push(t.train_iteration().unwrap().mean_reward);
+    }
+    let late: f64 = last[last.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(
+        late > first + 0.05,
+        "late training reward {late:.3} vs first iteration {first:.3}"
+    );
+    let config = env_config().build().unwrap().config().clone();
+    let mut env = evaluation_env(&config, 4, 99).unwrap();
+    let ppo = evaluate(&mut t.controller(), &mut env).unwrap();
+    let mut env = evaluation_env(&config, 4, 99).unwrap();
+    let random = evaluate(&mut Random::new(1), &mut env).unwrap();
+    assert!(
+        ppo.mean_reward > random.mean_reward + 0.1,
+        "ppo {:.3} vs random {:.3}",
+        ppo.mean_reward,
+        random.mean_reward
+    );
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+    let bad = PpoConfig {
+        gamma: 1.5,
+        ..ppo_config(1)
+    };
+    assert!(Trainer::new(model.clone(), bad, CpuBackend::new()).is_err());
+    let bad = PpoConfig {
+        minibatch_size: 0,
+        ..ppo_config(1)
+    };
+    assert!(Trainer::new(model, bad, CpuBackend::new()).is_err());
+}

@@ -282,13 +282,17 @@ impl Backend for CpuBackend {
             &mut self.critic_cache,
         );
         let mut d_value = vec![0f32; n];
-        for s in 0..n {
-            let error = self.critic_cache.output[s] - mb.returns[s];
+        for ((d, &value), &target) in d_value
+            .iter_mut()
+            .zip(&self.critic_cache.output)
+            .zip(mb.returns)
+        {
+            let error = value - target;
             let squared = error * error;
             let capped = c.value_clip.map_or(squared, |cap| squared.min(cap));
             stats.value_loss += capped * scale;
             let active = c.value_clip.is_none_or(|cap| squared < cap);
-            d_value[s] = if active {
+            *d = if active {
                 c.value_coeff * 2.0 * error * scale
             } else {
                 0.0

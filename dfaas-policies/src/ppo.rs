@@ -429,7 +429,7 @@ impl<B: Backend> Trainer<B> {
         };
         let entropy_coeff = self.entropy_coeff();
         let mut sums = UpdateSums::default();
-        for a in 0..n {
+        for (a, r) in rollouts.iter().enumerate() {
             // Bootstrap values of the observations after the rollout.
             self.agent_obs(a, &mut obs);
             if self.config.normalize_observations {
@@ -438,7 +438,6 @@ impl<B: Backend> Trainer<B> {
             alpha.resize(envs * self.specs[a].action_dim, 0.0);
             self.backend
                 .act(&self.policies[a], &obs, &obs, envs, &mut alpha, &mut values);
-            let r = &rollouts[a];
             let (advantages, returns) = gae(
                 r,
                 &values,
@@ -573,9 +572,9 @@ fn gae(
     standardise: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut advantages = vec![0f32; steps * envs];
-    for e in 0..envs {
+    for (e, &last_value) in last_values.iter().enumerate().take(envs) {
         let mut next_advantage = 0.0;
-        let mut next_value = last_values[e];
+        let mut next_value = last_value;
         for t in (0..steps).rev() {
             let i = t * envs + e;
             let live = 1.0 - r.dones[i];

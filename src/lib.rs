@@ -10,14 +10,14 @@
 //! * [`gpu`] (`dfaas-gpu`): GPU compute kernels (not built yet);
 //! * [`policies`] (`dfaas-policies`): policies and PPO (not built yet);
 //! * [`default_config`]: the embedded default scenario;
-//! * [`io`]: atomic file output.
+//! * [`io`]: atomic file output (from `dfaas-core`).
 #![forbid(unsafe_code)]
 
 pub use dfaas_core as core;
 pub use dfaas_gpu as gpu;
 pub use dfaas_policies as policies;
 
-pub mod io;
+pub use dfaas_core::io;
 
 /// The embedded default scenario: the reference's 3-agent topology
 /// (`node_0` linked to `node_1` and `node_2`, which are linked too), 288

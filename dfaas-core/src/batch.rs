@@ -39,6 +39,36 @@ struct Scratch {
     list_rejects: Vec<u32>,
 }
 
+/// Everything that changes while a [`BatchEnv`] runs, to save and restore
+/// it exactly (checkpoints): random streams, episodes, steps, outputs.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    all(feature = "serde", feature = "std"),
+    derive(serde::Serialize, serde::Deserialize)
+)]
+pub struct BatchEnvState {
+    /// `[env][agent][step]`.
+    pub input_rates: Vec<u32>,
+    /// Current step per env.
+    pub steps: Vec<usize>,
+    /// Master random stream per env.
+    pub masters: Vec<Xoshiro128PlusPlus>,
+    /// Current episode seed per env.
+    pub episode_seeds: Vec<u32>,
+    /// Evaluation seed list.
+    pub evaluation_seeds: Vec<u32>,
+    /// Position of each env in that list.
+    pub evaluation_cursor: Vec<usize>,
+    /// Observations `[env][agent][obs_width]`.
+    pub obs: Vec<f32>,
+    /// Last rewards `[env][agent]`.
+    pub rewards: Vec<f32>,
+    /// Last dones.
+    pub dones: Vec<bool>,
+    /// Whether the batch was reset at least once.
+    pub started: bool,
+}
+
 /// N environments stepped together (CPU).
 #[derive(Debug, Clone)]
 pub struct BatchEnv {
@@ -183,6 +213,83 @@ impl BatchEnv {
         self.steps[i] = 0;
         self.dones[i] = false;
         self.write_first_observation(i);
+        Ok(())
+    }
+
+    /// A copy of everything that changes while the batch runs.
+    #[must_use]
+    pub fn state(&self) -> BatchEnvState {
+        BatchEnvState {
+            input_rates: self.input_rates.clone(),
+            steps: self.steps.clone(),
+            masters: self.masters.clone(),
+            episode_seeds: self.episode_seeds.clone(),
+            evaluation_seeds: self.evaluation_seeds.clone(),
+            evaluation_cursor: self.evaluation_cursor.clone(),
+            obs: self.obs.clone(),
+            rewards: self.rewards.clone(),
+            dones: self.dones.clone(),
+            started: self.started,
+        }
+    }
+
+    /// Restores a state taken by [`BatchEnv::state`] from a batch of the same
+    /// model and size; the batch then continues exactly as the original.
+    ///
+    /// # Errors
+    /// [`StepError::StateShape`] naming the first field that does not fit
+    /// (nothing changes then).
+    pub fn restore(&mut self, state: BatchEnvState) -> Result<(), StepError> {
+        let checks: [(&'static str, usize, usize); 9] = [
+            (
+                "input_rates",
+                state.input_rates.len(),
+                self.input_rates.len(),
+            ),
+            ("steps", state.steps.len(), self.steps.len()),
+            ("masters", state.masters.len(), self.masters.len()),
+            (
+                "episode_seeds",
+                state.episode_seeds.len(),
+                self.episode_seeds.len(),
+            ),
+            (
+                "evaluation_cursor",
+                state.evaluation_cursor.len(),
+                self.evaluation_cursor.len(),
+            ),
+            ("obs", state.obs.len(), self.obs.len()),
+            ("rewards", state.rewards.len(), self.rewards.len()),
+            ("dones", state.dones.len(), self.dones.len()),
+            (
+                "steps (values)",
+                state
+                    .steps
+                    .iter()
+                    .filter(|&&s| s > self.model.max_steps)
+                    .count(),
+                0,
+            ),
+        ];
+        if let Some(&(field, got, expected)) =
+            checks.iter().find(|(_, got, expected)| got != expected)
+        {
+            return Err(StepError::StateShape {
+                field,
+                expected,
+                got,
+            });
+        }
+        self.input_rates = state.input_rates;
+        self.steps = state.steps;
+        self.masters = state.masters;
+        self.episode_seeds = state.episode_seeds;
+        self.evaluation_seeds = state.evaluation_seeds;
+        self.evaluation_cursor = state.evaluation_cursor;
+        self.obs = state.obs;
+        self.rewards = state.rewards;
+        self.dones = state.dones;
+        self.started = state.started;
         Ok(())
     }
 

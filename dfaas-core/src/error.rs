@@ -139,6 +139,16 @@ pub enum StepError {
         /// Given number of metrics records.
         got: usize,
     },
+    /// Occurs when a saved [`crate::batch::BatchEnvState`] does not fit the
+    /// batch it is restored into.
+    StateShape {
+        /// The field that does not fit.
+        field: &'static str,
+        /// Its size in this batch.
+        expected: usize,
+        /// Its size in the saved state.
+        got: usize,
+    },
     /// Occurs when an env of a [`crate::BatchEnv`] finished its episode and
     /// its next one could not start.
     AutoReset {
@@ -173,6 +183,14 @@ impl fmt::Display for StepError {
                 "metrics: expected one record per env ({expected}), got {got}"
             ),
             Self::AutoReset { env, error } => write!(f, "auto-reset of env {env}: {error}"),
+            Self::StateShape {
+                field,
+                expected,
+                got,
+            } => write!(
+                f,
+                "state.{field}: {got} entries do not fit this batch ({expected}); restore into a batch of the same model and size"
+            ),
         }
     }
 }

@@ -56,11 +56,13 @@ pub(crate) mod alloc_prelude {
 }
 
 pub mod bandwidth;
-mod batch;
+pub mod batch;
 pub mod config;
 mod env;
 mod error;
 pub mod input_rate;
+#[cfg(feature = "std")]
+pub mod io;
 mod metrics;
 mod model;
 pub mod perfmodel;
@@ -73,7 +75,7 @@ pub mod split;
 pub mod stats;
 mod topology;
 
-pub use batch::BatchEnv;
+pub use batch::{BatchEnv, BatchEnvState};
 pub use config::{
     BuiltConfig, EnvConfig, InputRateMethod, LinkConfig, NodePerfConfig, PerfModelRegime,
 };

@@ -120,6 +120,17 @@ pub trait Backend {
     /// Named tensors of a policy's parameters and optimiser state: `(name,
     /// shape, values)`, for checkpoints.
     fn tensors(&self, policy: &Self::Policy) -> Vec<(String, Vec<usize>, Vec<f32>)>;
+
+    /// A policy of `spec` rebuilt from the tensors [`Backend::tensors`]
+    /// wrote, looked up by name.
+    ///
+    /// # Errors
+    /// A missing tensor or one of the wrong size, named.
+    fn load_policy(
+        &self,
+        spec: &PolicySpec,
+        tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
+    ) -> Result<Self::Policy, String>;
 }
 
 /// A policy on the CPU: actor and critic MLPs, their parameters and Adam.
@@ -353,8 +364,55 @@ impl Backend for CpuBackend {
                     adam.v[offset..offset + len].to_vec(),
                 ));
             }
+            // Adam's step count (exact in f32 up to 2^24 updates).
+            out.push((format!("{net}.adam_t"), vec![1], vec![adam.t as f32]));
         }
         out
+    }
+
+    fn load_policy(
+        &self,
+        spec: &PolicySpec,
+        tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
+    ) -> Result<CpuPolicy, String> {
+        let mut policy = self.init_policy(spec, 0);
+        let CpuPolicy {
+            actor,
+            critic,
+            actor_params,
+            critic_params,
+            actor_adam,
+            critic_adam,
+        } = &mut policy;
+        for (net, mlp, params, adam) in [
+            ("actor", &*actor, actor_params, actor_adam),
+            ("critic", &*critic, critic_params, critic_adam),
+        ] {
+            for (name, shape, offset) in mlp.tensors() {
+                let len: usize = shape.iter().product();
+                for (suffix, target) in [
+                    ("", &mut **params),
+                    (".adam_m", &mut adam.m[..]),
+                    (".adam_v", &mut adam.v[..]),
+                ] {
+                    let key = format!("{net}.{name}{suffix}");
+                    let values = tensor(&key).ok_or_else(|| format!("tensor {key} is missing"))?;
+                    if values.len() != len {
+                        return Err(format!(
+                            "tensor {key}: {} values, expected {len} (shape {shape:?})",
+                            values.len()
+                        ));
+                    }
+                    target[offset..offset + len].copy_from_slice(&values);
+                }
+            }
+            let key = format!("{net}.adam_t");
+            let t = tensor(&key)
+                .and_then(|v| v.first().copied())
+                .ok_or_else(|| format!("tensor {key} is missing"))?;
+            adam.t = t as u64;
+        }
+        Ok(policy)
     }
 }
 

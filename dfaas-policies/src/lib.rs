@@ -6,6 +6,7 @@
 //!
 //! * [`ppo`] — the trainer: rollout, GAE, minibatch epochs;
 //! * [`controller`] — the policy interface and evaluation;
+//! * [`checkpoint`] — safetensors + JSON checkpoints, exact resume;
 //! * [`baselines`] — all-local, random, static 60/40, Recalc, Node-Margin,
 //!   the single-node upper bound;
 //! * [`special`] — ln Γ, ψ, ψ′;
@@ -17,6 +18,7 @@
 pub mod adam;
 pub mod backend;
 pub mod baselines;
+pub mod checkpoint;
 pub mod controller;
 pub mod dirichlet;
 pub mod gemm;

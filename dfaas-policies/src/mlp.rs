@@ -11,7 +11,8 @@ use crate::gemm::{Op, gemm};
 use rand_core::Rng;
 
 /// Hidden-layer activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// Hyperbolic tangent (RLlib's default for fully connected nets).
     Tanh,

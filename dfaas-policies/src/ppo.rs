@@ -21,7 +21,7 @@ use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
 use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
 
 /// PPO hyperparameters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PpoConfig {
     /// Hidden layer widths of actor and critic.
     pub hidden: Vec<usize>,
@@ -147,7 +147,7 @@ impl Default for PpoConfig {
 }
 
 /// Running mean and variance of observations (Welford, per feature).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunningNorm {
     count: f64,
     mean: Vec<f64>,
@@ -188,6 +188,24 @@ impl RunningNorm {
             }
         }
     }
+}
+
+/// Everything a [`Trainer`] carries between iterations besides its
+/// policies (which checkpoints store as tensors).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainerState {
+    /// Iterations done.
+    pub iteration: usize,
+    /// Env steps done.
+    pub env_steps: u64,
+    /// Current KL coefficient per agent.
+    pub kl_coeffs: Vec<f32>,
+    /// Observation statistics per agent.
+    pub norms: Vec<RunningNorm>,
+    /// The sampling/shuffling stream.
+    pub rng: Xoshiro128PlusPlus,
+    /// The environments.
+    pub env: dfaas_core::BatchEnvState,
 }
 
 /// One iteration's numbers (a row of `metrics.csv`).
@@ -299,6 +317,64 @@ impl<B: Backend> Trainer<B> {
             iteration: 0,
             env_steps: 0,
         })
+    }
+
+    /// The state to save besides the policies.
+    #[must_use]
+    pub fn state(&self) -> TrainerState {
+        TrainerState {
+            iteration: self.iteration,
+            env_steps: self.env_steps,
+            kl_coeffs: self.kl_coeffs.clone(),
+            norms: self.norms.clone(),
+            rng: self.rng.clone(),
+            env: self.env.state(),
+        }
+    }
+
+    /// A trainer continuing from a saved `state`, its policies read with
+    /// `tensor` (names `agent{a}.{tensor name}`).
+    ///
+    /// # Errors
+    /// A state or tensor that does not fit `model` and `config`, named.
+    pub fn restore(
+        model: EnvModel,
+        config: PpoConfig,
+        backend: B,
+        state: TrainerState,
+        tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
+    ) -> Result<Self, String> {
+        let mut trainer = Self::new(model, config, backend)?;
+        let n = trainer.specs.len();
+        if state.kl_coeffs.len() != n || state.norms.len() != n {
+            return Err(format!(
+                "state: {} KL coefficients and {} normalisers for {n} agents",
+                state.kl_coeffs.len(),
+                state.norms.len()
+            ));
+        }
+        if let Some(a) = (0..n).find(|&a| state.norms[a].mean.len() != trainer.specs[a].obs_dim) {
+            return Err(format!(
+                "state.norms[{a}]: {} features, the policy has {}",
+                state.norms[a].mean.len(),
+                trainer.specs[a].obs_dim
+            ));
+        }
+        let mut policies = Vec::with_capacity(n);
+        for (a, spec) in trainer.specs.iter().enumerate() {
+            let policy = trainer
+                .backend
+                .load_policy(spec, &|name| tensor(&format!("agent{a}.{name}")))?;
+            policies.push(policy);
+        }
+        trainer.policies = policies;
+        trainer.env.restore(state.env).map_err(|e| e.to_string())?;
+        trainer.iteration = state.iteration;
+        trainer.env_steps = state.env_steps;
+        trainer.kl_coeffs = state.kl_coeffs;
+        trainer.norms = state.norms;
+        trainer.rng = state.rng;
+        Ok(trainer)
     }
 
     /// The configuration.

@@ -88,3 +88,34 @@ fn bad_settings_are_refused() {
     };
     assert!(Trainer::new(model, bad, CpuBackend::new()).is_err());
 }
+
+#[test]
+fn resuming_a_checkpoint_gives_the_uninterrupted_run() {
+    use dfaas_policies::checkpoint;
+    let mut straight = trainer(4);
+    let mut straight_metrics = Vec::new();
+    for _ in 0..4 {
+        straight_metrics.push(format!("{:?}", straight.train_iteration().unwrap()));
+    }
+    let dir = std::env::temp_dir().join(format!("dfaas-ckpt-{}", std::process::id()));
+    let mut first = trainer(4);
+    for _ in 0..2 {
+        first.train_iteration().unwrap();
+    }
+    checkpoint::save(&first, &dir.join(checkpoint::folder_name(2))).unwrap();
+    drop(first);
+    let latest = checkpoint::latest(&dir).unwrap();
+    let mut resumed = checkpoint::load(&latest, CpuBackend::new()).unwrap();
+    assert_eq!(resumed.iteration(), 2);
+    let mut resumed_metrics = Vec::new();
+    for _ in 0..2 {
+        resumed_metrics.push(format!("{:?}", resumed.train_iteration().unwrap()));
+    }
+    assert_eq!(resumed_metrics, straight_metrics[2..]);
+    assert_eq!(resumed.policies(), straight.policies());
+    // A damaged checkpoint is a clear error, not a panic.
+    std::fs::write(latest.join("policies.safetensors"), b"not safetensors").unwrap();
+    let err = checkpoint::load(&latest, CpuBackend::new()).err().unwrap();
+    assert!(err.contains("policies.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

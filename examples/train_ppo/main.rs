@@ -8,8 +8,10 @@
 //!
 //! The run folder holds `env_config.yaml` (the built environment
 //! configuration), `ppo_config.txt`, `metrics.csv` (one row per iteration),
+//! `checkpoints/iter_NNNNNN/` (see `dfaas_policies::checkpoint`),
 //! `evaluation.csv` (one row per policy), `learning_curve.svg` and
-//! `agent_shares.svg` (the PPO policy's split per agent).
+//! `agent_shares.svg` (the PPO policy's split per agent). A killed run
+//! continues with `--resume` and ends exactly as if never interrupted.
 
 mod plots;
 
@@ -18,6 +20,7 @@ use clap::{Parser, ValueEnum};
 use dfaas::core::{EnvConfig, EnvModel};
 use dfaas::policies::backend::CpuBackend;
 use dfaas::policies::baselines::{self, AllLocal, NodeMargin, Random, Recalc, Static6040};
+use dfaas::policies::checkpoint;
 use dfaas::policies::controller::{Controller, Evaluation, evaluate, evaluation_env};
 use dfaas::policies::ppo::{PpoConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -114,6 +117,14 @@ struct Args {
     /// Override: weight of the team reward in [0, 1].
     #[arg(long)]
     team_reward: Option<f32>,
+    /// Save a checkpoint every N iterations (and after the last one).
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    /// Continue the run in `--out` from its latest checkpoint (same random
+    /// streams: the result equals an uninterrupted run); `--iterations` may
+    /// raise the total.
+    #[arg(long)]
+    resume: bool,
 }
 
 fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
@@ -121,32 +132,15 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn run(args: Args) -> Result<()> {
-    if args.layout != Layout::Independent {
-        bail!(
-            "--layout {:?}: only `independent` is implemented so far",
-            args.layout
-        );
-    }
-    if args.backend == BackendChoice::Gpu {
-        bail!("--backend gpu: the GPU backend is not implemented yet (use cpu or auto)");
-    }
-    if args.eval_episodes == 0 {
-        bail!("--eval-episodes must be > 0");
-    }
-    let env_config = match &args.config {
-        Some(path) => EnvConfig::from_file(path)?,
-        None => dfaas::default_config(),
-    };
-    let built = env_config
-        .build()
-        .context("building the environment configuration")?;
+/// The preset with the command line's overrides.
+fn hyperparameters(args: &Args) -> Result<PpoConfig> {
     let mut config = match args.preset {
         Preset::Default => PpoConfig::default(),
         Preset::Reference => PpoConfig::reference(),
     };
-    if let Some(iterations) = args.iterations {
-        config.iterations = iterations;
+    config.seed = args.seed;
+    if let Some(v) = args.iterations {
+        config.iterations = v;
     }
     if let Some(v) = args.lr {
         config.learning_rate = v;
@@ -178,34 +172,141 @@ fn run(args: Args) -> Result<()> {
         }
         config.team_reward = v;
     }
-    config.seed = args.seed;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    write_file(
-        &args.out.join("env_config.yaml"),
-        &built.config().to_yaml()?,
-    )?;
-    write_file(&args.out.join("ppo_config.txt"), &format!("{config:#?}\n"))?;
+    Ok(config)
+}
 
-    let model = EnvModel::new(&built)?;
-    let names = built.topology().names().to_vec();
-    let mut trainer =
-        Trainer::new(model, config.clone(), CpuBackend::new()).map_err(anyhow::Error::msg)?;
-    let mut metrics = String::from("iteration,env_steps,agent_steps,wall_seconds,mean_reward");
-    for name in &names {
-        write!(metrics, ",reward_{name}")?;
+/// `metrics.csv`'s header for these agents.
+fn metrics_header(names: &[String]) -> String {
+    let mut header = String::from("iteration,env_steps,agent_steps,wall_seconds,mean_reward");
+    for name in names {
+        header.push_str(&format!(",reward_{name}"));
     }
-    metrics.push_str(",reject_pct,policy_loss,value_loss,entropy,kl,clip_fraction,entropy_coeff\n");
+    header.push_str(",reject_pct,policy_loss,value_loss,entropy,kl,clip_fraction,entropy_coeff\n");
+    header
+}
+
+/// What a run has logged so far: `metrics.csv`'s text, the learning curve
+/// `(iteration, mean reward)` and the wall time reached.
+struct Logged {
+    metrics: String,
+    curve: Vec<(usize, f64)>,
+    wall_seconds: f64,
+}
+
+/// On resume: the rows of an earlier `metrics.csv` up to `iteration`.
+fn earlier_metrics(path: &std::path::Path, names: &[String], iteration: usize) -> Result<Logged> {
+    let mut kept = metrics_header(names);
+    let (mut curve, mut wall) = (Vec::new(), 0.0);
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let (Some(Ok(i)), Some(Ok(w)), Some(Ok(r))) = (
+            cells.first().map(|c| c.parse::<usize>()),
+            cells.get(3).map(|c| c.parse::<f64>()),
+            cells.get(4).map(|c| c.parse::<f64>()),
+        ) else {
+            bail!("{}: malformed row `{line}`", path.display());
+        };
+        if i <= iteration {
+            kept.push_str(line);
+            kept.push('\n');
+            curve.push((i, r));
+            wall = w;
+        }
+    }
+    Ok(Logged {
+        metrics: kept,
+        curve,
+        wall_seconds: wall,
+    })
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.layout != Layout::Independent {
+        bail!(
+            "--layout {:?}: only `independent` is implemented so far",
+            args.layout
+        );
+    }
+    if args.backend == BackendChoice::Gpu {
+        bail!("--backend gpu: the GPU backend is not implemented yet (use cpu or auto)");
+    }
+    if args.eval_episodes == 0 || args.checkpoint_every == 0 {
+        bail!("--eval-episodes and --checkpoint-every must be > 0");
+    }
+    let checkpoints = args.out.join("checkpoints");
+    let (mut trainer, built) = if args.resume {
+        if args.config.is_some() {
+            bail!("--resume continues the run's own configuration; drop --config");
+        }
+        let latest = checkpoint::latest(&checkpoints).with_context(|| {
+            format!(
+                "--resume: no complete checkpoint in {}",
+                checkpoints.display()
+            )
+        })?;
+        let trainer = checkpoint::load(&latest, CpuBackend::new()).map_err(anyhow::Error::msg)?;
+        println!(
+            "resuming from {} (iteration {})",
+            latest.display(),
+            trainer.iteration()
+        );
+        let built = trainer.model().built().clone();
+        (trainer, built)
+    } else {
+        let env_config = match &args.config {
+            Some(path) => EnvConfig::from_file(path)?,
+            None => dfaas::default_config(),
+        };
+        let built = env_config
+            .build()
+            .context("building the environment configuration")?;
+        let config = hyperparameters(&args)?;
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+        write_file(
+            &args.out.join("env_config.yaml"),
+            &built.config().to_yaml()?,
+        )?;
+        write_file(&args.out.join("ppo_config.txt"), &format!("{config:#?}\n"))?;
+        let trainer = Trainer::new(EnvModel::new(&built)?, config, CpuBackend::new())
+            .map_err(anyhow::Error::msg)?;
+        (trainer, built)
+    };
+    let mut config = trainer.config().clone();
+    if args.resume {
+        if let Some(v) = args.iterations {
+            config.iterations = v;
+        }
+    }
+    let names = built.topology().names().to_vec();
+    let metrics_path = args.out.join("metrics.csv");
+    let Logged {
+        mut metrics,
+        mut curve,
+        wall_seconds: wall_before,
+    } = if args.resume {
+        earlier_metrics(&metrics_path, &names, trainer.iteration())?
+    } else {
+        Logged {
+            metrics: metrics_header(&names),
+            curve: Vec::new(),
+            wall_seconds: 0.0,
+        }
+    };
+
+    // ---- Training ----
     let bar = ProgressBar::new(config.iterations as u64);
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} iterations, {elapsed} {msg}",
     )?);
+    bar.set_position(trainer.iteration() as u64);
     let start = Instant::now();
-    let mut curve = Vec::with_capacity(config.iterations);
-    for _ in 0..config.iterations {
+    let first_iteration = trainer.iteration();
+    while trainer.iteration() < config.iterations {
         let m = trainer.train_iteration().map_err(anyhow::Error::msg)?;
         curve.push((m.iteration, m.mean_reward));
-        let wall = start.elapsed().as_secs_f64();
+        let wall = wall_before + start.elapsed().as_secs_f64();
         write!(
             metrics,
             "{},{},{},{wall:.3},{:.6}",
@@ -225,40 +326,40 @@ fn run(args: Args) -> Result<()> {
             m.clip_fraction,
             m.entropy_coeff
         )?;
-        bar.set_message(format!(
-            "reward {:.3}, {:.0} agent-steps/s",
-            m.mean_reward,
-            m.agent_steps as f64 / wall
-        ));
+        if m.iteration % args.checkpoint_every == 0 || m.iteration == config.iterations {
+            write_file(&metrics_path, &metrics)?;
+            checkpoint::save(
+                &trainer,
+                &checkpoints.join(checkpoint::folder_name(m.iteration)),
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
+        bar.set_message(format!("reward {:.3}", m.mean_reward));
         bar.inc(1);
     }
     bar.finish();
     let train_seconds = start.elapsed().as_secs_f64();
-    write_file(&args.out.join("metrics.csv"), &metrics)?;
+    write_file(&metrics_path, &metrics)?;
 
     // ---- Evaluation: PPO and every baseline on the same episodes ----
-    let eval_seed = args.seed.wrapping_add(1_000_003);
+    let eval_seed = config.seed.wrapping_add(1_000_003);
+    let fresh_env = || {
+        evaluation_env(built.config(), args.eval_episodes, eval_seed).map_err(anyhow::Error::msg)
+    };
     let mut results: Vec<Evaluation> = Vec::new();
-    let mut controllers: Vec<Box<dyn Controller>> = vec![
+    results
+        .push(evaluate(&mut trainer.controller(), &mut fresh_env()?).map_err(anyhow::Error::msg)?);
+    let baselines: Vec<Box<dyn Controller>> = vec![
         Box::new(AllLocal),
-        Box::new(Random::new(args.seed)),
+        Box::new(Random::new(config.seed)),
         Box::new(Static6040),
         Box::new(Recalc::default()),
         Box::new(NodeMargin::default()),
     ];
-    {
-        let mut env = evaluation_env(built.config(), args.eval_episodes, eval_seed)
-            .map_err(anyhow::Error::msg)?;
-        results.push(evaluate(&mut trainer.controller(), &mut env).map_err(anyhow::Error::msg)?);
+    for mut c in baselines {
+        results.push(evaluate(c.as_mut(), &mut fresh_env()?).map_err(anyhow::Error::msg)?);
     }
-    for c in &mut controllers {
-        let mut env = evaluation_env(built.config(), args.eval_episodes, eval_seed)
-            .map_err(anyhow::Error::msg)?;
-        results.push(evaluate(c.as_mut(), &mut env).map_err(anyhow::Error::msg)?);
-    }
-    let mut env = evaluation_env(built.config(), args.eval_episodes, eval_seed)
-        .map_err(anyhow::Error::msg)?;
-    results.push(baselines::upper_bound(&mut env).map_err(anyhow::Error::msg)?);
+    results.push(baselines::upper_bound(&mut fresh_env()?).map_err(anyhow::Error::msg)?);
 
     let mut csv = String::from("policy,mean_reward,reject_pct,local_pct,forward_pct\n");
     println!(
@@ -285,12 +386,11 @@ fn run(args: Args) -> Result<()> {
         &args.out.join("agent_shares.svg"),
         &plots::agent_shares("ppo", &names, &results[0].per_agent)?,
     )?;
-    let agent_steps =
-        trainer.iteration() as f64 * (config.rollout_steps * config.num_envs * names.len()) as f64;
+    let iterations = trainer.iteration() - first_iteration;
+    let agent_steps = (iterations * config.rollout_steps * config.num_envs * names.len()) as f64;
     println!(
-        "\ntrained {} iterations in {train_seconds:.1} s ({:.0} agent-steps/s); wrote {}",
-        trainer.iteration(),
-        agent_steps / train_seconds,
+        "\ntrained {iterations} iterations in {train_seconds:.1} s ({:.0} agent-steps/s); wrote {}",
+        agent_steps / train_seconds.max(1e-9),
         args.out.display()
     );
     Ok(())

@@ -1,5 +1,6 @@
-//! File output that never leaves a half-written file behind.
+//! File output that never leaves a half-written file behind (`std`).
 
+use std::format;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;

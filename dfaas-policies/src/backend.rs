@@ -151,7 +151,7 @@ pub struct CpuPolicy {
 }
 
 /// The CPU backend: plain Rust, deterministic for a seed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CpuBackend {
     actor_cache: MlpCache,
     critic_cache: MlpCache,

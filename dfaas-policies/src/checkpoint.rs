@@ -38,7 +38,10 @@ struct StateFile {
 ///
 /// # Errors
 /// I/O or serialisation errors, naming the file.
-pub fn save<B: Backend>(trainer: &Trainer<B>, dir: &Path) -> Result<(), String> {
+pub fn save<B: Backend + Clone + Send>(trainer: &Trainer<B>, dir: &Path) -> Result<(), String>
+where
+    B::Policy: Send,
+{
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (a, policy) in trainer.policies().iter().enumerate() {
@@ -74,7 +77,10 @@ pub fn save<B: Backend>(trainer: &Trainer<B>, dir: &Path) -> Result<(), String> 
 /// # Errors
 /// A missing or malformed file, a tensor that does not fit, or a state that
 /// does not fit the configuration, named.
-pub fn load<B: Backend>(dir: &Path, backend: B) -> Result<Trainer<B>, String> {
+pub fn load<B: Backend + Clone + Send>(dir: &Path, backend: B) -> Result<Trainer<B>, String>
+where
+    B::Policy: Send,
+{
     let read = |name: &str| {
         std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };

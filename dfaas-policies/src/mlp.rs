@@ -20,10 +20,32 @@ pub enum Activation {
     Relu,
 }
 
+/// tanh by a rational minimax approximation (odd degree-13 numerator,
+/// even degree-6 denominator, as in Eigen's fast float tanh): within a few
+/// ulp of `f32::tanh`, branch-free and vectorisable — the library `tanhf`
+/// took half of the reference preset's training time.
+#[must_use]
+pub fn fast_tanh(x: f32) -> f32 {
+    const CLAMP: f32 = 7.998_811_7;
+    let x = x.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    let mut p = x2 * -2.760_768_5e-16 + 2.000_187_9e-13;
+    p = x2 * p + -8.604_671_5e-11;
+    p = x2 * p + 5.122_297e-8;
+    p = x2 * p + 1.485_722_4e-5;
+    p = x2 * p + 6.372_619_3e-4;
+    p = x2 * p + 4.893_524_6e-3;
+    p *= x;
+    let mut q = x2 * 1.198_258_4e-6 + 1.185_347_1e-4;
+    q = x2 * q + 2.268_434_6e-3;
+    q = x2 * q + 4.893_525_2e-3;
+    p / q
+}
+
 impl Activation {
     fn apply(self, z: f32) -> f32 {
         match self {
-            Self::Tanh => z.tanh(),
+            Self::Tanh => fast_tanh(z),
             Self::Relu => z.max(0.0),
         }
     }
@@ -306,6 +328,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn fast_tanh_is_within_a_few_ulp() {
+        let mut worst = 0f32;
+        for i in -20_000..=20_000 {
+            let x = i as f32 * 1e-3;
+            worst = worst.max((fast_tanh(x) - x.tanh()).abs());
+        }
+        assert!(worst < 4e-7, "max error {worst}");
+        assert_eq!(fast_tanh(100.0), fast_tanh(8.0));
+        assert!((fast_tanh(100.0) - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //!
 //! Random streams (all seeded from [`PpoConfig::seed`]): the env batch is
 //! reset with `seed`; policy `a` is initialised from `seed + 1 + a`; action
-//! sampling and minibatch shuffles use one stream seeded `seed ^ 0x5EED`.
-//! Everything runs on one thread in a fixed order, so a seed gives the same
-//! metrics bit for bit.
+//! sampling uses a stream seeded `seed ^ 0x5EED`, and agent `a`'s minibatch
+//! shuffles one seeded `seed ^ 0x5EED ^ ((a + 1) << 32)`. The agents'
+//! updates run in parallel (one thread per core), each on its own policy and
+//! stream, and their statistics are summed in agent order: a seed gives the
+//! same metrics bit for bit, whatever the number of cores.
 
 use crate::backend::{Backend, LossCoefficients, Minibatch, PolicySpec, UpdateStats};
 use crate::controller::{Controller, Tally};
@@ -202,8 +204,10 @@ pub struct TrainerState {
     pub kl_coeffs: Vec<f32>,
     /// Observation statistics per agent.
     pub norms: Vec<RunningNorm>,
-    /// The sampling/shuffling stream.
+    /// The action-sampling stream.
     pub rng: Xoshiro128PlusPlus,
+    /// Each agent's minibatch-shuffling stream.
+    pub shuffle_rngs: Vec<Xoshiro128PlusPlus>,
     /// The environments.
     pub env: dfaas_core::BatchEnvState,
 }
@@ -259,12 +263,16 @@ pub struct Trainer<B: Backend> {
     norms: Vec<RunningNorm>,
     kl_coeffs: Vec<f32>,
     rng: Xoshiro128PlusPlus,
+    shuffle_rngs: Vec<Xoshiro128PlusPlus>,
     iteration: usize,
     env_steps: u64,
     metrics: Vec<StepMetrics>,
 }
 
-impl<B: Backend> Trainer<B> {
+impl<B: Backend + Clone + Send> Trainer<B>
+where
+    B::Policy: Send,
+{
     /// A trainer of `model` with `config` on `backend`.
     ///
     /// # Errors
@@ -308,6 +316,9 @@ impl<B: Backend> Trainer<B> {
             norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
             kl_coeffs: vec![config.kl_coeff; n],
             rng: seeded(config.seed ^ 0x5EED),
+            shuffle_rngs: (0..n as u64)
+                .map(|a| seeded(config.seed ^ 0x5EED ^ ((a + 1) << 32)))
+                .collect(),
             metrics: vec![StepMetrics::new(&model); config.num_envs],
             config,
             env,
@@ -328,6 +339,7 @@ impl<B: Backend> Trainer<B> {
             kl_coeffs: self.kl_coeffs.clone(),
             norms: self.norms.clone(),
             rng: self.rng.clone(),
+            shuffle_rngs: self.shuffle_rngs.clone(),
             env: self.env.state(),
         }
     }
@@ -346,7 +358,7 @@ impl<B: Backend> Trainer<B> {
     ) -> Result<Self, String> {
         let mut trainer = Self::new(model, config, backend)?;
         let n = trainer.specs.len();
-        if state.kl_coeffs.len() != n || state.norms.len() != n {
+        if state.kl_coeffs.len() != n || state.norms.len() != n || state.shuffle_rngs.len() != n {
             return Err(format!(
                 "state: {} KL coefficients and {} normalisers for {n} agents",
                 state.kl_coeffs.len(),
@@ -374,6 +386,7 @@ impl<B: Backend> Trainer<B> {
         trainer.kl_coeffs = state.kl_coeffs;
         trainer.norms = state.norms;
         trainer.rng = state.rng;
+        trainer.shuffle_rngs = state.shuffle_rngs;
         Ok(trainer)
     }
 
@@ -494,17 +507,9 @@ impl<B: Backend> Trainer<B> {
         }
         self.env_steps += (steps * envs) as u64;
 
-        // ---- Update each agent's policy ----
-        let coefficients = |kl_coeff: f32, entropy_coeff: f32, c: &PpoConfig| LossCoefficients {
-            clip: c.clip,
-            value_coeff: c.value_coeff,
-            value_clip: c.value_clip,
-            entropy_coeff,
-            kl_coeff,
-            max_grad_norm: c.max_grad_norm,
-        };
+        // ---- Update each agent's policy (agents in parallel) ----
         let entropy_coeff = self.entropy_coeff();
-        let mut sums = UpdateSums::default();
+        let mut targets = Vec::with_capacity(n);
         for (a, r) in rollouts.iter().enumerate() {
             // Bootstrap values of the observations after the rollout.
             self.agent_obs(a, &mut obs);
@@ -514,39 +519,62 @@ impl<B: Backend> Trainer<B> {
             alpha.resize(envs * self.specs[a].action_dim, 0.0);
             self.backend
                 .act(&self.policies[a], &obs, &obs, envs, &mut alpha, &mut values);
-            let (advantages, returns) = gae(
+            let c = &self.config;
+            targets.push(gae(
                 r,
                 &values,
                 steps,
                 envs,
-                self.config.gamma,
-                self.config.lambda,
-                self.config.normalize_advantages,
-            );
-            let coefs = coefficients(self.kl_coeffs[a], entropy_coeff, &self.config);
-            let mut kl_last_epoch = 0.0;
-            for epoch in 0..self.config.epochs {
-                let order = permutation(&mut self.rng, steps * envs);
-                let (mut epoch_kl, mut updates) = (0.0, 0);
-                for chunk in order.chunks(self.config.minibatch_size) {
-                    let stats = self.update_minibatch(a, r, chunk, &advantages, &returns, &coefs);
-                    sums.add(&stats);
-                    epoch_kl += f64::from(stats.kl);
-                    updates += 1;
-                }
-                if epoch + 1 == self.config.epochs {
-                    kl_last_epoch = epoch_kl / f64::from(updates.max(1));
-                }
-            }
-            if self.kl_coeffs[a] > 0.0 {
-                let target = f64::from(self.config.kl_target);
-                if kl_last_epoch > 2.0 * target {
-                    self.kl_coeffs[a] *= 1.5;
-                } else if kl_last_epoch < 0.5 * target {
-                    self.kl_coeffs[a] *= 0.5;
-                }
-            }
+                c.gamma,
+                c.lambda,
+                c.normalize_advantages,
+            ));
         }
+        let jobs: Vec<AgentUpdate<'_, B>> = self
+            .policies
+            .iter_mut()
+            .zip(&mut self.shuffle_rngs)
+            .zip(&mut self.kl_coeffs)
+            .zip(&rollouts)
+            .zip(&targets)
+            .zip(&self.specs)
+            .map(
+                |(((((policy, rng), kl_coeff), rollout), (advantages, returns)), spec)| {
+                    AgentUpdate {
+                        policy,
+                        rng,
+                        kl_coeff,
+                        rollout,
+                        advantages,
+                        returns,
+                        spec,
+                        stats: Vec::new(),
+                    }
+                },
+            )
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(n)
+            .max(1);
+        let config = &self.config;
+        let mut jobs = jobs;
+        let per_thread = n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for group in jobs.chunks_mut(per_thread) {
+                let mut backend = self.backend.clone();
+                scope.spawn(move || {
+                    for job in group {
+                        job.run(&mut backend, config, entropy_coeff);
+                    }
+                });
+            }
+        });
+        let mut sums = UpdateSums::default();
+        for job in &jobs {
+            job.stats.iter().for_each(|s| sums.add(s));
+        }
+        drop(jobs);
         self.iteration += 1;
         Ok(IterationMetrics {
             iteration: self.iteration,
@@ -564,38 +592,6 @@ impl<B: Backend> Trainer<B> {
         })
     }
 
-    /// Gathers the samples `indices` of agent `a`'s rollout and updates its
-    /// policy on them.
-    fn update_minibatch(
-        &mut self,
-        a: usize,
-        r: &Rollout,
-        indices: &[usize],
-        advantages: &[f32],
-        returns: &[f32],
-        coefs: &LossCoefficients,
-    ) -> UpdateStats {
-        let (d, k) = (self.specs[a].obs_dim, self.specs[a].action_dim);
-        let gather = |source: &[f32], width: usize| -> Vec<f32> {
-            indices
-                .iter()
-                .flat_map(|&i| source[i * width..(i + 1) * width].iter().copied())
-                .collect()
-        };
-        let obs = gather(&r.obs, d);
-        let mb = Minibatch {
-            size: indices.len(),
-            obs: &obs,
-            critic_obs: &obs,
-            actions: &gather(&r.actions, k),
-            old_alpha: &gather(&r.alpha, k),
-            old_log_prob: &gather(&r.log_prob, 1),
-            advantages: &gather(advantages, 1),
-            returns: &gather(returns, 1),
-        };
-        self.backend.update(&mut self.policies[a], &mb, coefs)
-    }
-
     /// The trained policies acting deterministically (the Dirichlet mean).
     #[must_use]
     pub fn controller(&mut self) -> PpoController<'_, B> {
@@ -604,6 +600,73 @@ impl<B: Backend> Trainer<B> {
             obs: Vec::new(),
             alpha: Vec::new(),
             values: Vec::new(),
+        }
+    }
+}
+
+/// One agent's share of an update: its policy, streams and samples.
+struct AgentUpdate<'a, B: Backend> {
+    policy: &'a mut B::Policy,
+    rng: &'a mut Xoshiro128PlusPlus,
+    kl_coeff: &'a mut f32,
+    rollout: &'a Rollout,
+    advantages: &'a [f32],
+    returns: &'a [f32],
+    spec: &'a PolicySpec,
+    stats: Vec<UpdateStats>,
+}
+
+impl<B: Backend> AgentUpdate<'_, B> {
+    /// `epochs` passes of shuffled minibatches, then the KL adaptation.
+    fn run(&mut self, backend: &mut B, c: &PpoConfig, entropy_coeff: f32) {
+        let coefficients = LossCoefficients {
+            clip: c.clip,
+            value_coeff: c.value_coeff,
+            value_clip: c.value_clip,
+            entropy_coeff,
+            kl_coeff: *self.kl_coeff,
+            max_grad_norm: c.max_grad_norm,
+        };
+        let (d, k) = (self.spec.obs_dim, self.spec.action_dim);
+        let r = self.rollout;
+        let mut kl_last_epoch = 0.0;
+        for epoch in 0..c.epochs {
+            let order = permutation(self.rng, self.advantages.len());
+            let (mut epoch_kl, mut updates) = (0.0, 0u32);
+            for indices in order.chunks(c.minibatch_size) {
+                let gather = |source: &[f32], width: usize| -> Vec<f32> {
+                    indices
+                        .iter()
+                        .flat_map(|&i| source[i * width..(i + 1) * width].iter().copied())
+                        .collect()
+                };
+                let obs = gather(&r.obs, d);
+                let minibatch = Minibatch {
+                    size: indices.len(),
+                    obs: &obs,
+                    critic_obs: &obs,
+                    actions: &gather(&r.actions, k),
+                    old_alpha: &gather(&r.alpha, k),
+                    old_log_prob: &gather(&r.log_prob, 1),
+                    advantages: &gather(self.advantages, 1),
+                    returns: &gather(self.returns, 1),
+                };
+                let stats = backend.update(self.policy, &minibatch, &coefficients);
+                epoch_kl += f64::from(stats.kl);
+                updates += 1;
+                self.stats.push(stats);
+            }
+            if epoch + 1 == c.epochs {
+                kl_last_epoch = epoch_kl / f64::from(updates.max(1));
+            }
+        }
+        if *self.kl_coeff > 0.0 {
+            let target = f64::from(c.kl_target);
+            if kl_last_epoch > 2.0 * target {
+                *self.kl_coeff *= 1.5;
+            } else if kl_last_epoch < 0.5 * target {
+                *self.kl_coeff *= 0.5;
+            }
         }
     }
 }
@@ -688,7 +751,10 @@ pub struct PpoController<'a, B: Backend> {
     values: Vec<f32>,
 }
 
-impl<B: Backend> Controller for PpoController<'_, B> {
+impl<B: Backend + Clone + Send> Controller for PpoController<'_, B>
+where
+    B::Policy: Send,
+{
     fn name(&self) -> &str {
         "ppo"
     }

@@ -1,6 +1,7 @@
-//! `train_ppo` as a user runs it: the same seed gives the same metrics and
-//! parameters, and a run killed after a checkpoint and continued with
-//! `--resume` ends with exactly the parameters of an uninterrupted run.
+//! `train_ppo` and `evaluate` as a user runs them: the same seed gives the
+//! same metrics and parameters, a run killed after a checkpoint and
+//! continued with `--resume` ends with exactly the parameters of an
+//! uninterrupted run, and `evaluate` writes its table and per-episode stats.
 
 mod common;
 
@@ -68,6 +69,38 @@ fn same_seed_same_run_and_resume_after_a_kill_matches() {
     assert_eq!(metrics(&a), metrics(&c), "same seed, same metrics");
     assert_eq!(final_parameters(&a), final_parameters(&c));
     assert_eq!(metrics(&a).len(), 9);
+
+    // `evaluate` reads the run's latest checkpoint.
+    let evaluation = Command::new(example("evaluate"))
+        .arg("--checkpoint")
+        .arg(&a)
+        .args(["--episodes", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        evaluation.status.success(),
+        "{}",
+        String::from_utf8_lossy(&evaluation.stderr)
+    );
+    let folder = a.join("checkpoints/iter_000008/evaluation");
+    let table = std::fs::read_to_string(folder.join("evaluation.csv")).unwrap();
+    assert_eq!(
+        table.lines().count(),
+        8,
+        "header + ppo + 5 baselines + upper bound:\n{table}"
+    );
+    for policy in ["ppo", "all_local", "node_margin"] {
+        for episode in 0..2 {
+            let stats =
+                std::fs::read_to_string(folder.join(policy).join(format!("episode_{episode}.csv")))
+                    .unwrap();
+            assert_eq!(
+                stats.lines().count(),
+                1 + 288 * 3,
+                "{policy} episode {episode}"
+            );
+        }
+    }
 
     // Kill a run once its second checkpoint is complete, then resume it.
     let mut child = train(&b, &[]).spawn().unwrap();

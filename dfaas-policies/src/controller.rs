@@ -164,6 +164,19 @@ pub fn evaluation_env(config: &EnvConfig, episodes: usize, seed: u64) -> Result<
 /// # Errors
 /// Step errors, as text.
 pub fn evaluate(controller: &mut dyn Controller, env: &mut BatchEnv) -> Result<Evaluation, String> {
+    evaluate_with(controller, env, |_, _, _| Ok(()))
+}
+
+/// As [`evaluate`], calling `on_step(env index, model, metrics)` after every
+/// step of every env (to write per-step statistics).
+///
+/// # Errors
+/// Step errors, or the first error of `on_step`, as text.
+pub fn evaluate_with(
+    controller: &mut dyn Controller,
+    env: &mut BatchEnv,
+    mut on_step: impl FnMut(usize, &EnvModel, &StepMetrics) -> Result<(), String>,
+) -> Result<Evaluation, String> {
     let model = env.model().clone();
     let (envs, n) = (env.num_envs(), model.num_agents());
     let mut actions = vec![0f32; envs * n * model.action_width()];
@@ -173,8 +186,9 @@ pub fn evaluate(controller: &mut dyn Controller, env: &mut BatchEnv) -> Result<E
         controller.act(&model, env.observations(), &mut actions);
         env.step_with_metrics(&actions, &mut metrics)
             .map_err(|e| e.to_string())?;
-        for m in &metrics {
+        for (i, m) in metrics.iter().enumerate() {
             tally.add(&model, m);
+            on_step(i, &model, m)?;
         }
     }
     Ok(tally.summary(controller.name()))

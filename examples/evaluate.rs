@@ -1,0 +1,133 @@
+//! Evaluates a trained checkpoint and every baseline on the environment's
+//! evaluation episodes: prints a table per policy (mean reward, reject %,
+//! local/forward % overall and per agent) and writes the reference's
+//! per-step `stats.csv` of every episode.
+//!
+//! ```text
+//! cargo run --release --example evaluate -- --checkpoint runs/default
+//! ```
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use dfaas::core::stats::StatsWriter;
+use dfaas::policies::backend::CpuBackend;
+use dfaas::policies::baselines::{self, AllLocal, NodeMargin, Random, Recalc, Static6040};
+use dfaas::policies::checkpoint;
+use dfaas::policies::controller::{Controller, Evaluation, evaluate_with, evaluation_env};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Evaluate a PPO checkpoint and every baseline on the evaluation episodes.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// A checkpoint folder (`…/checkpoints/iter_NNNNNN`) or a run folder
+    /// (its latest checkpoint is used).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Evaluation episodes.
+    #[arg(long, default_value_t = 6)]
+    episodes: usize,
+    /// Seed of the evaluation episode list; default: the one `train_ppo`
+    /// used (its seed + 1000003).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output folder for `<policy>/episode_<i>.csv` and `evaluation.csv`;
+    /// default: `evaluation/` inside the checkpoint folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.episodes == 0 {
+        bail!("--episodes must be > 0");
+    }
+    let dir = if args.checkpoint.join("state.json").is_file() {
+        args.checkpoint.clone()
+    } else {
+        checkpoint::latest(&args.checkpoint.join("checkpoints")).with_context(|| {
+            format!(
+                "{}: neither a checkpoint nor a run folder with checkpoints",
+                args.checkpoint.display()
+            )
+        })?
+    };
+    let mut trainer = checkpoint::load(&dir, CpuBackend::new()).map_err(anyhow::Error::msg)?;
+    let built = trainer.model().built().clone();
+    let seed = args
+        .seed
+        .unwrap_or(trainer.config().seed.wrapping_add(1_000_003));
+    let out = args.out.clone().unwrap_or_else(|| dir.join("evaluation"));
+    let names = built.topology().names().to_vec();
+    let fresh_env =
+        || evaluation_env(built.config(), args.episodes, seed).map_err(anyhow::Error::msg);
+
+    let mut results: Vec<Evaluation> = Vec::new();
+    let mut controllers: Vec<Box<dyn Controller + '_>> = vec![
+        Box::new(trainer.controller()),
+        Box::new(AllLocal),
+        Box::new(Random::new(seed)),
+        Box::new(Static6040),
+        Box::new(Recalc::default()),
+        Box::new(NodeMargin::default()),
+    ];
+    for controller in &mut controllers {
+        let policy_dir = out.join(controller.name());
+        std::fs::create_dir_all(&policy_dir)
+            .with_context(|| format!("creating {}", policy_dir.display()))?;
+        let mut env = fresh_env()?;
+        let mut writers: Vec<StatsWriter<Vec<u8>>> = (0..args.episodes)
+            .map(|_| StatsWriter::new(env.model(), Vec::new()))
+            .collect::<std::io::Result<_>>()?;
+        let result = evaluate_with(controller.as_mut(), &mut env, |i, model, metrics| {
+            writers[i]
+                .write_step(model, metrics)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(anyhow::Error::msg)?;
+        for (i, writer) in writers.into_iter().enumerate() {
+            let bytes = writer.finish()?;
+            let path = policy_dir.join(format!("episode_{i}.csv"));
+            dfaas::io::write_atomically(&path, |w| w.write_all(&bytes))?;
+        }
+        results.push(result);
+    }
+    drop(controllers);
+    results.push(baselines::upper_bound(&mut fresh_env()?).map_err(anyhow::Error::msg)?);
+
+    let mut csv = String::from("policy,mean_reward,reject_pct,local_pct,forward_pct\n");
+    println!(
+        "checkpoint {} (iteration {}), {} evaluation episodes",
+        dir.display(),
+        trainer.iteration(),
+        args.episodes
+    );
+    for r in &results {
+        csv.push_str(&format!(
+            "{},{:.6},{:.4},{:.4},{:.4}\n",
+            r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
+        ));
+        println!(
+            "\n{}: mean reward {:.4}, rejected {:.2} %, local {:.2} %, forwarded {:.2} %",
+            r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
+        );
+        println!(
+            "  {:<10} {:>11} {:>8} {:>10} {:>9}",
+            "agent", "mean_reward", "local_%", "forward_%", "reject_%"
+        );
+        for (name, a) in names.iter().zip(&r.per_agent) {
+            println!(
+                "  {name:<10} {:>11.4} {:>8.2} {:>10.2} {:>9.2}",
+                a.mean_reward, a.local_pct, a.forward_pct, a.reject_pct
+            );
+        }
+    }
+    dfaas::io::write_atomically(&out.join("evaluation.csv"), |w| w.write_all(csv.as_bytes()))?;
+    println!("\nwrote {}", out.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    dfaas::exit_code(run(Args::parse()))
+}

@@ -1,0 +1,60 @@
+//! PPO throughput: inference (agent actions per second from the trained
+//! policies' deterministic controller) and training (agent-steps per second
+//! of one iteration, sampling + learning) with the default and the
+//! reference presets, on the embedded default scenario.
+//!
+//! ```text
+//! cargo bench --bench ppo
+//! ```
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dfaas::core::{BatchEnv, EnvModel};
+use dfaas::policies::backend::CpuBackend;
+use dfaas::policies::controller::Controller;
+use dfaas::policies::ppo::{PpoConfig, Trainer};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn model() -> EnvModel {
+    EnvModel::new(&dfaas::default_config().build().unwrap()).unwrap()
+}
+
+fn bench_inference(c: &mut Criterion) {
+    let model = model();
+    let mut trainer = Trainer::new(model.clone(), PpoConfig::default(), CpuBackend::new()).unwrap();
+    let mut group = c.benchmark_group("ppo_inference");
+    for envs in [1usize, 64, 4096] {
+        let mut batch = BatchEnv::new(model.clone(), envs);
+        batch.reset(1).unwrap();
+        let obs = batch.observations().to_vec();
+        let mut actions = vec![0f32; envs * model.num_agents() * model.action_width()];
+        let mut controller = trainer.controller();
+        group.throughput(Throughput::Elements((envs * model.num_agents()) as u64));
+        group.bench_function(BenchmarkId::new("actions", envs), |b| {
+            b.iter(|| controller.act(&model, black_box(&obs), &mut actions));
+        });
+    }
+    group.finish();
+}
+
+fn bench_training(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ppo_training");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    for (name, config) in [
+        ("default", PpoConfig::default()),
+        ("reference", PpoConfig::reference()),
+    ] {
+        let agent_steps = config.num_envs * config.rollout_steps * 3;
+        let mut trainer = Trainer::new(model(), config, CpuBackend::new()).unwrap();
+        group.throughput(Throughput::Elements(agent_steps as u64));
+        group.bench_function(BenchmarkId::new("iteration", name), |b| {
+            b.iter(|| trainer.train_iteration().unwrap());
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_inference, bench_training);
+criterion_main!(benches);

@@ -154,12 +154,12 @@ fn bad_arguments_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no complete checkpoint"));
     let out = Command::new(example("train_ppo"))
-        .args(["--layout", "shared"])
+        .args(["--backend", "gpu"])
         .arg("--out")
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("independent"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("GPU backend"));
     let out = Command::new(example("train_ppo"))
         .args(["--team-reward", "2"])
         .arg("--out")

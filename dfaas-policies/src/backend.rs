@@ -54,6 +54,11 @@ pub struct Minibatch<'a> {
     pub advantages: &'a [f32],
     /// Value targets.
     pub returns: &'a [f32],
+    /// Which outputs form each sample's Dirichlet, `[size][action_dim]` (1 =
+    /// used), for a policy shared by agents with different numbers of
+    /// neighbours; `None`: every output. Unused entries of `actions` and
+    /// `old_alpha` are ignored.
+    pub mask: Option<&'a [u8]>,
 }
 
 /// Coefficients of the loss.
@@ -239,18 +244,34 @@ impl Backend for CpuBackend {
             .actor
             .forward(&policy.actor_params, mb.obs, n, &mut self.actor_cache);
         let mut d_out = vec![0f32; n * k];
-        let (mut alpha, mut g_logp, mut g_ent, mut g_kl) =
-            (vec![0f32; k], vec![0f32; k], vec![0f32; k], vec![0f32; k]);
+        let (mut alpha, mut action, mut old_alpha) = (
+            Vec::with_capacity(k),
+            Vec::with_capacity(k),
+            Vec::with_capacity(k),
+        );
+        let (mut g_logp, mut g_ent, mut g_kl) = (vec![0f32; k], vec![0f32; k], vec![0f32; k]);
+        let mut used: Vec<usize> = Vec::with_capacity(k);
         for s in 0..n {
             let out = &self.actor_cache.output[s * k..(s + 1) * k];
-            for (a, &o) in alpha.iter_mut().zip(out) {
-                *a = softplus(o) + CONCENTRATION_EPSILON;
+            used.clear();
+            match mb.mask {
+                Some(mask) => used.extend((0..k).filter(|&j| mask[s * k + j] != 0)),
+                None => used.extend(0..k),
             }
-            let action = &mb.actions[s * k..(s + 1) * k];
-            let log_prob = dirichlet::log_prob(&alpha, action, &mut g_logp);
-            let entropy = dirichlet::entropy(&alpha, &mut g_ent);
+            let m = used.len();
+            alpha.clear();
+            alpha.extend(
+                used.iter()
+                    .map(|&j| softplus(out[j]) + CONCENTRATION_EPSILON),
+            );
+            action.clear();
+            action.extend(used.iter().map(|&j| mb.actions[s * k + j]));
+            let log_prob = dirichlet::log_prob(&alpha, &action, &mut g_logp[..m]);
+            let entropy = dirichlet::entropy(&alpha, &mut g_ent[..m]);
             let kl = if c.kl_coeff != 0.0 {
-                dirichlet::kl(&mb.old_alpha[s * k..(s + 1) * k], &alpha, &mut g_kl)
+                old_alpha.clear();
+                old_alpha.extend(used.iter().map(|&j| mb.old_alpha[s * k + j]));
+                dirichlet::kl(&old_alpha, &alpha, &mut g_kl[..m])
             } else {
                 g_kl.fill(0.0);
                 0.0
@@ -271,9 +292,9 @@ impl Backend for CpuBackend {
             if (ratio - clipped).abs() > 0.0 {
                 stats.clip_fraction += scale;
             }
-            for j in 0..k {
+            for (i, &j) in used.iter().enumerate() {
                 let d_alpha =
-                    d_log_prob * g_logp[j] - c.entropy_coeff * g_ent[j] + c.kl_coeff * g_kl[j];
+                    d_log_prob * g_logp[i] - c.entropy_coeff * g_ent[i] + c.kl_coeff * g_kl[i];
                 d_out[s * k + j] = d_alpha * sigmoid(out[j]) * scale;
             }
         }
@@ -428,22 +449,28 @@ pub fn loss(policy: &CpuPolicy, mb: &Minibatch<'_>, c: &LossCoefficients) -> f64
     let mut total = 0f64;
     let mut scratch = vec![0f32; k];
     for s in 0..n {
-        let alpha: Vec<f32> = cache.output[s * k..(s + 1) * k]
-            .iter()
-            .map(|&o| softplus(o) + CONCENTRATION_EPSILON)
+        let used: Vec<usize> = (0..k)
+            .filter(|&j| mb.mask.is_none_or(|m| m[s * k + j] != 0))
             .collect();
-        let log_prob = dirichlet::log_prob(&alpha, &mb.actions[s * k..(s + 1) * k], &mut scratch);
+        let pick = |v: &[f32]| -> Vec<f32> { used.iter().map(|&j| v[s * k + j]).collect() };
+        let alpha: Vec<f32> = used
+            .iter()
+            .map(|&j| softplus(cache.output[s * k + j]) + CONCENTRATION_EPSILON)
+            .collect();
+        let m = used.len();
+        let log_prob = dirichlet::log_prob(&alpha, &pick(mb.actions), &mut scratch[..m]);
         let ratio = f64::from((log_prob - mb.old_log_prob[s]).exp());
         let a = f64::from(mb.advantages[s]);
         let clip = f64::from(c.clip);
         total -= (ratio * a).min(ratio.clamp(1.0 - clip, 1.0 + clip) * a);
-        total -= f64::from(c.entropy_coeff) * f64::from(dirichlet::entropy(&alpha, &mut scratch));
+        total -=
+            f64::from(c.entropy_coeff) * f64::from(dirichlet::entropy(&alpha, &mut scratch[..m]));
         if c.kl_coeff != 0.0 {
             total += f64::from(c.kl_coeff)
                 * f64::from(dirichlet::kl(
-                    &mb.old_alpha[s * k..(s + 1) * k],
+                    &pick(mb.old_alpha),
                     &alpha,
-                    &mut scratch,
+                    &mut scratch[..m],
                 ));
         }
     }
@@ -506,16 +533,6 @@ mod tests {
             .map(|s| if s % 2 == 0 { 1.0 } else { -0.7 })
             .collect();
         let returns: Vec<f32> = (0..n).map(|s| s as f32 * 0.3 - 0.5).collect();
-        let mb = Minibatch {
-            size: n,
-            obs: &obs,
-            critic_obs: &obs,
-            actions: &actions,
-            old_alpha: &old_alpha,
-            old_log_prob: &old_log_prob,
-            advantages: &advantages,
-            returns: &returns,
-        };
         let c = LossCoefficients {
             clip: 0.3,
             value_coeff: 0.5,
@@ -524,33 +541,59 @@ mod tests {
             kl_coeff: 0.2,
             max_grad_norm: None,
         };
-        // Analytic gradients: run the update with a zero learning rate.
-        let mut probe = policy.clone();
-        probe.actor_adam.lr = 0.0;
-        probe.critic_adam.lr = 0.0;
-        backend.update(&mut probe, &mb, &c);
-        let (ga, gc) = (backend.actor_grads.clone(), backend.critic_grads.clone());
-        for (grads, is_actor) in [(&ga, true), (&gc, false)] {
-            let len = grads.len();
-            for j in (0..len).step_by(5) {
-                let h = 2e-3f32;
-                let mut plus = policy.clone();
-                let mut minus = policy.clone();
-                if is_actor {
-                    plus.actor_params[j] += h;
-                    minus.actor_params[j] -= h;
-                } else {
-                    plus.critic_params[j] += h;
-                    minus.critic_params[j] -= h;
+        // Sample s uses all 3 outputs when even, outputs {0, 2} when odd
+        // (an agent with fewer neighbours under a shared policy).
+        let mask: Vec<u8> = (0..n)
+            .flat_map(|s| if s % 2 == 0 { [1, 1, 1] } else { [1, 0, 1] })
+            .collect();
+        let mut masked_actions = actions.clone();
+        for s in (1..n).step_by(2) {
+            let (x0, x2) = (actions[s * 3], actions[s * 3 + 2]);
+            masked_actions[s * 3] = x0 / (x0 + x2);
+            masked_actions[s * 3 + 1] = 0.0;
+            masked_actions[s * 3 + 2] = x2 / (x0 + x2);
+        }
+        for masked in [false, true] {
+            let mb = Minibatch {
+                size: n,
+                obs: &obs,
+                critic_obs: &obs,
+                actions: if masked { &masked_actions } else { &actions },
+                old_alpha: &old_alpha,
+                old_log_prob: &old_log_prob,
+                advantages: &advantages,
+                returns: &returns,
+                mask: masked.then_some(&mask[..]),
+            };
+            // Analytic gradients: run the update with a zero learning rate.
+            let mut probe = policy.clone();
+            probe.actor_adam.lr = 0.0;
+            probe.critic_adam.lr = 0.0;
+            backend.update(&mut probe, &mb, &c);
+            let (ga, gc) = (backend.actor_grads.clone(), backend.critic_grads.clone());
+            for (grads, is_actor) in [(&ga, true), (&gc, false)] {
+                let len = grads.len();
+                for j in (0..len).step_by(5) {
+                    let h = 2e-3f32;
+                    let mut plus = policy.clone();
+                    let mut minus = policy.clone();
+                    if is_actor {
+                        plus.actor_params[j] += h;
+                        minus.actor_params[j] -= h;
+                    } else {
+                        plus.critic_params[j] += h;
+                        minus.critic_params[j] -= h;
+                    }
+                    let numeric =
+                        (loss(&plus, &mb, &c) - loss(&minus, &mb, &c)) / f64::from(2.0 * h);
+                    let analytic = f64::from(grads[j]);
+                    assert!(
+                        (numeric - analytic).abs()
+                            <= 2e-2 * (1e-2 + numeric.abs().max(analytic.abs())) + 1e-4,
+                        "{} param {j}: analytic {analytic}, numeric {numeric}",
+                        if is_actor { "actor" } else { "critic" }
+                    );
                 }
-                let numeric = (loss(&plus, &mb, &c) - loss(&minus, &mb, &c)) / f64::from(2.0 * h);
-                let analytic = f64::from(grads[j]);
-                assert!(
-                    (numeric - analytic).abs()
-                        <= 2e-2 * (1e-2 + numeric.abs().max(analytic.abs())) + 1e-4,
-                    "{} param {j}: analytic {analytic}, numeric {numeric}",
-                    if is_actor { "actor" } else { "critic" }
-                );
             }
         }
     }

@@ -1,10 +1,11 @@
 //! Checkpoints of a [`Trainer`]: a folder holding
 //!
-//! * `policies.safetensors` — every agent's actor and critic parameters and
-//!   Adam moments, named `agent{a}.{actor|critic}.layer{i}.{weight|bias}`
+//! * `policies.safetensors` — every policy's actor and critic parameters
+//!   and Adam moments, named `policy{p}.{actor|critic}.layer{i}.{weight|bias}`
 //!   (`[out, in]` / `[out]`, f32), with `.adam_m` / `.adam_v` twins and
-//!   `agent{a}.{actor|critic}.adam_t` (`[1]`); loadable with PyTorch's
-//!   `safetensors.torch.load_file`;
+//!   `policy{p}.{actor|critic}.adam_t` (`[1]`); policy `p` is agent `p`'s
+//!   in the independent and MAPPO layouts, the only one in the shared
+//!   layout; loadable with PyTorch's `safetensors.torch.load_file`;
 //! * `state.json` — the PPO configuration, the built environment
 //!   configuration, and the trainer's state: iteration, step counts, KL
 //!   coefficients, observation statistics, its random stream, and the
@@ -47,7 +48,7 @@ where
     for (a, policy) in trainer.policies().iter().enumerate() {
         for (name, shape, values) in trainer.backend().tensors(policy) {
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            tensors.push((format!("agent{a}.{name}"), shape, bytes));
+            tensors.push((format!("policy{a}.{name}"), shape, bytes));
         }
     }
     let views = tensors

@@ -22,9 +22,29 @@ use crate::mlp::Activation;
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
 use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
 
+/// Which agents share which networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One actor and one critic per agent, each seeing its own observation
+    /// (the reference).
+    #[default]
+    Independent,
+    /// One actor and one critic for all agents: the observation padded to
+    /// the widest agent plus a one-hot agent id; each agent's Dirichlet uses
+    /// the outputs `[local, forward_1..k, reject]` of its own neighbours.
+    Shared,
+    /// Independent actors; each agent's critic sees every agent's
+    /// observation (centralised critic, MAPPO).
+    Mappo,
+}
+
 /// PPO hyperparameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PpoConfig {
+    /// Policy layout.
+    #[serde(default)]
+    pub layout: Layout,
     /// Hidden layer widths of actor and critic.
     pub hidden: Vec<usize>,
     /// Hidden activation.
@@ -90,6 +110,7 @@ impl PpoConfig {
     #[must_use]
     pub fn reference() -> Self {
         Self {
+            layout: Layout::Independent,
             hidden: vec![256, 256],
             activation: Activation::Tanh,
             learning_rate: 5e-5,
@@ -121,6 +142,7 @@ impl Default for PpoConfig {
     /// The project's defaults (see the README for how they were chosen).
     fn default() -> Self {
         Self {
+            layout: Layout::Independent,
             hidden: vec![64, 64],
             activation: Activation::Tanh,
             learning_rate: 1e-3,
@@ -241,10 +263,14 @@ pub struct IterationMetrics {
     pub entropy_coeff: f64,
 }
 
-/// Per-agent rollout storage, `[step][env][..]`.
+/// Per-policy rollout storage, `[step][env][member][..]`.
 #[derive(Debug, Clone, Default)]
 struct Rollout {
     obs: Vec<f32>,
+    critic_obs: Vec<f32>,
+    /// `[..][action_dim]`, 1 where the sample's Dirichlet uses the output
+    /// (shared layout only).
+    mask: Vec<u8>,
     actions: Vec<f32>,
     alpha: Vec<f32>,
     log_prob: Vec<f32>,
@@ -260,6 +286,11 @@ pub struct Trainer<B: Backend> {
     backend: B,
     policies: Vec<B::Policy>,
     specs: Vec<PolicySpec>,
+    /// Agents of each policy.
+    members: Vec<Vec<usize>>,
+    /// For each agent, its policy's outputs forming its Dirichlet, in the
+    /// order `[local, forward_1..k, reject]`.
+    entries: Vec<Vec<usize>>,
     norms: Vec<RunningNorm>,
     kl_coeffs: Vec<f32>,
     rng: Xoshiro128PlusPlus,
@@ -292,31 +323,54 @@ where
             ));
         }
         let n = model.num_agents();
-        let specs: Vec<PolicySpec> = (0..n)
-            .map(|a| {
-                let k = model.degree(a);
-                PolicySpec {
-                    obs_dim: 2 + 2 * k,
-                    critic_obs_dim: 2 + 2 * k,
-                    action_dim: 2 + k,
-                    hidden: config.hidden.clone(),
-                    activation: config.activation,
-                    learning_rate: config.learning_rate,
-                }
-            })
-            .collect();
+        let (ow, width) = (model.obs_width(), model.action_width());
+        let spec = |obs_dim: usize, critic_obs_dim: usize, action_dim: usize| PolicySpec {
+            obs_dim,
+            critic_obs_dim,
+            action_dim,
+            hidden: config.hidden.clone(),
+            activation: config.activation,
+            learning_rate: config.learning_rate,
+        };
+        let own = |a: usize| 2 + 2 * model.degree(a);
+        let all_own: usize = (0..n).map(own).sum();
+        let (specs, members, entries): (Vec<PolicySpec>, Vec<Vec<usize>>, Vec<Vec<usize>>) =
+            match config.layout {
+                Layout::Independent | Layout::Mappo => (
+                    (0..n)
+                        .map(|a| {
+                            let critic = if config.layout == Layout::Mappo {
+                                all_own
+                            } else {
+                                own(a)
+                            };
+                            spec(own(a), critic, 2 + model.degree(a))
+                        })
+                        .collect(),
+                    (0..n).map(|a| vec![a]).collect(),
+                    (0..n).map(|a| (0..2 + model.degree(a)).collect()).collect(),
+                ),
+                Layout::Shared => (
+                    vec![spec(ow + n, ow + n, width)],
+                    vec![(0..n).collect()],
+                    (0..n)
+                        .map(|a| (0..=model.degree(a)).chain([width - 1]).collect())
+                        .collect(),
+                ),
+            };
+        let count = specs.len();
         let policies = specs
             .iter()
             .enumerate()
-            .map(|(a, s)| backend.init_policy(s, config.seed + 1 + a as u64))
+            .map(|(p, s)| backend.init_policy(s, config.seed + 1 + p as u64))
             .collect();
         let mut env = BatchEnv::new(model.clone(), config.num_envs);
         env.reset(config.seed).map_err(|e| e.to_string())?;
         Ok(Self {
             norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
-            kl_coeffs: vec![config.kl_coeff; n],
+            kl_coeffs: vec![config.kl_coeff; count],
             rng: seeded(config.seed ^ 0x5EED),
-            shuffle_rngs: (0..n as u64)
+            shuffle_rngs: (0..count as u64)
                 .map(|a| seeded(config.seed ^ 0x5EED ^ ((a + 1) << 32)))
                 .collect(),
             metrics: vec![StepMetrics::new(&model); config.num_envs],
@@ -325,6 +379,8 @@ where
             backend,
             policies,
             specs,
+            members,
+            entries,
             iteration: 0,
             env_steps: 0,
         })
@@ -357,10 +413,10 @@ where
         tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
     ) -> Result<Self, String> {
         let mut trainer = Self::new(model, config, backend)?;
-        let n = trainer.specs.len();
+        let n = trainer.specs.len(); // policies
         if state.kl_coeffs.len() != n || state.norms.len() != n || state.shuffle_rngs.len() != n {
             return Err(format!(
-                "state: {} KL coefficients and {} normalisers for {n} agents",
+                "state: {} KL coefficients and {} normalisers for {n} policies",
                 state.kl_coeffs.len(),
                 state.norms.len()
             ));
@@ -376,7 +432,7 @@ where
         for (a, spec) in trainer.specs.iter().enumerate() {
             let policy = trainer
                 .backend
-                .load_policy(spec, &|name| tensor(&format!("agent{a}.{name}")))?;
+                .load_policy(spec, &|name| tensor(&format!("policy{a}.{name}")))?;
             policies.push(policy);
         }
         trainer.policies = policies;
@@ -432,19 +488,60 @@ where
         c.entropy_coeff + (c.entropy_coeff_final - c.entropy_coeff) * t
     }
 
-    /// Agent `a`'s observations `[env][obs_dim]` from the batch's padded
-    /// layout (raw counts).
-    fn agent_obs(&self, a: usize, out: &mut Vec<f32>) {
+    /// Actor and critic inputs of every policy for `observations`
+    /// (`[env][agent][obs_width]`), rows `[env][member]`; normalised (and,
+    /// with `learn`, the statistics updated first) when configured.
+    fn inputs(&mut self, observations: &[f32], learn: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         let model = self.env.model();
-        let (n, ow, d) = (model.num_agents(), model.obs_width(), self.specs[a].obs_dim);
-        out.clear();
-        for e in 0..self.env.num_envs() {
-            out.extend_from_slice(&self.env.observations()[(e * n + a) * ow..(e * n + a) * ow + d]);
+        let (n, ow) = (model.num_agents(), model.obs_width());
+        let envs = observations.len() / (n * ow);
+        let row = |e: usize, a: usize| &observations[(e * n + a) * ow..(e * n + a + 1) * ow];
+        let mut actor: Vec<Vec<f32>> = Vec::with_capacity(self.members.len());
+        for (p, members) in self.members.iter().enumerate() {
+            let mut rows = Vec::with_capacity(envs * members.len() * self.specs[p].obs_dim);
+            for e in 0..envs {
+                for &a in members {
+                    match self.config.layout {
+                        Layout::Shared => {
+                            rows.extend_from_slice(row(e, a));
+                            rows.extend((0..n).map(|b| f32::from(u8::from(a == b))));
+                        }
+                        Layout::Independent | Layout::Mappo => {
+                            rows.extend_from_slice(&row(e, a)[..2 + 2 * model.degree(a)]);
+                        }
+                    }
+                }
+            }
+            if self.config.normalize_observations {
+                if learn {
+                    self.norms[p].update(&rows);
+                }
+                self.norms[p].apply(&mut rows);
+            }
+            actor.push(rows);
         }
+        let critic = match self.config.layout {
+            Layout::Independent | Layout::Shared => actor.clone(),
+            Layout::Mappo => {
+                // Every agent's critic sees all agents' (normalised) inputs.
+                let widths: Vec<usize> = self.specs.iter().map(|s| s.obs_dim).collect();
+                let global: Vec<f32> = (0..envs)
+                    .flat_map(|e| {
+                        actor
+                            .iter()
+                            .zip(&widths)
+                            .flat_map(move |(rows, &w)| rows[e * w..(e + 1) * w].iter().copied())
+                    })
+                    .collect();
+                vec![global; n]
+            }
+        };
+        (actor, critic)
     }
 
     /// One iteration: a rollout of `rollout_steps` steps in every env, GAE,
-    /// then `epochs` passes of minibatch updates for every agent's policy.
+    /// then `epochs` passes of minibatch updates for every policy (in
+    /// parallel).
     ///
     /// # Errors
     /// A step error of the environment, as text.
@@ -452,40 +549,60 @@ where
         let model = self.env.model().clone();
         let (n, w) = (model.num_agents(), model.action_width());
         let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
-        let mut rollouts = vec![Rollout::default(); n];
+        let shared = self.config.layout == Layout::Shared;
+        let policies = self.policies.len();
+        let mut rollouts = vec![Rollout::default(); policies];
         let mut actions = vec![0f32; envs * n * w];
-        let mut obs = Vec::new();
-        let (mut alpha, mut values, mut sample) = (Vec::new(), vec![0f32; envs], vec![0f32; 64]);
-        let mut grad = vec![0f32; 64];
+        let (mut alpha, mut values) = (Vec::new(), Vec::new());
+        let (mut sub_alpha, mut sample, mut grad) = (Vec::new(), vec![0f32; 64], vec![0f32; 64]);
         let mut tally = Tally::new(n);
 
         // ---- Rollout ----
         for _ in 0..steps {
-            for a in 0..n {
-                let (d, k) = (self.specs[a].obs_dim, self.specs[a].action_dim);
-                self.agent_obs(a, &mut obs);
-                if self.config.normalize_observations {
-                    self.norms[a].update(&obs);
-                    self.norms[a].apply(&mut obs);
-                }
-                alpha.resize(envs * k, 0.0);
-                self.backend
-                    .act(&self.policies[a], &obs, &obs, envs, &mut alpha, &mut values);
-                let r = &mut rollouts[a];
-                r.obs.extend_from_slice(&obs[..envs * d]);
+            let observations = self.env.observations().to_vec();
+            let (actor, critic) = self.inputs(&observations, true);
+            for p in 0..policies {
+                let (rows, k) = (envs * self.members[p].len(), self.specs[p].action_dim);
+                alpha.resize(rows * k, 0.0);
+                values.resize(rows, 0.0);
+                self.backend.act(
+                    &self.policies[p],
+                    &actor[p],
+                    &critic[p],
+                    rows,
+                    &mut alpha,
+                    &mut values,
+                );
+                let r = &mut rollouts[p];
+                r.obs.extend_from_slice(&actor[p]);
+                r.critic_obs.extend_from_slice(&critic[p]);
                 r.alpha.extend_from_slice(&alpha);
                 r.values.extend_from_slice(&values);
                 for e in 0..envs {
-                    let row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
-                    row.fill(0.0);
-                    dirichlet::sample(&alpha[e * k..(e + 1) * k], &mut self.rng, &mut sample[..k]);
-                    row[..k].copy_from_slice(&sample[..k]);
-                    r.actions.extend_from_slice(&sample[..k]);
-                    r.log_prob.push(dirichlet::log_prob(
-                        &alpha[e * k..(e + 1) * k],
-                        &sample[..k],
-                        &mut grad[..k],
-                    ));
+                    for (i, &a) in self.members[p].iter().enumerate() {
+                        let row_alpha = &alpha[(e * self.members[p].len() + i) * k..][..k];
+                        let used = &self.entries[a];
+                        sub_alpha.clear();
+                        sub_alpha.extend(used.iter().map(|&j| row_alpha[j]));
+                        let m = used.len();
+                        dirichlet::sample(&sub_alpha, &mut self.rng, &mut sample[..m]);
+                        let env_row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
+                        env_row.fill(0.0);
+                        env_row[..m].copy_from_slice(&sample[..m]);
+                        let start = r.actions.len();
+                        r.actions.resize(start + k, 0.0);
+                        for (&j, &x) in used.iter().zip(&sample[..m]) {
+                            r.actions[start + j] = x;
+                        }
+                        if shared {
+                            r.mask.extend((0..k).map(|j| u8::from(used.contains(&j))));
+                        }
+                        r.log_prob.push(dirichlet::log_prob(
+                            &sub_alpha,
+                            &sample[..m],
+                            &mut grad[..m],
+                        ));
+                    }
                 }
             }
             self.env
@@ -499,38 +616,46 @@ where
                 let rewards = &self.env.rewards()[e * n..(e + 1) * n];
                 let team = rewards.iter().sum::<f32>() / n as f32;
                 let done = f32::from(u8::from(self.env.dones()[e]));
-                for (r, &own) in rollouts.iter_mut().zip(rewards) {
-                    r.rewards.push((1.0 - beta) * own + beta * team);
-                    r.dones.push(done);
+                for (r, members) in rollouts.iter_mut().zip(&self.members) {
+                    for &a in members {
+                        r.rewards.push((1.0 - beta) * rewards[a] + beta * team);
+                        r.dones.push(done);
+                    }
                 }
             }
         }
         self.env_steps += (steps * envs) as u64;
 
-        // ---- Update each agent's policy (agents in parallel) ----
+        // ---- Update every policy (in parallel) ----
         let entropy_coeff = self.entropy_coeff();
-        let mut targets = Vec::with_capacity(n);
-        for (a, r) in rollouts.iter().enumerate() {
+        let observations = self.env.observations().to_vec();
+        let (actor, critic) = self.inputs(&observations, false);
+        let mut targets = Vec::with_capacity(policies);
+        for (p, r) in rollouts.iter().enumerate() {
             // Bootstrap values of the observations after the rollout.
-            self.agent_obs(a, &mut obs);
-            if self.config.normalize_observations {
-                self.norms[a].apply(&mut obs);
-            }
-            alpha.resize(envs * self.specs[a].action_dim, 0.0);
-            self.backend
-                .act(&self.policies[a], &obs, &obs, envs, &mut alpha, &mut values);
+            let rows = envs * self.members[p].len();
+            alpha.resize(rows * self.specs[p].action_dim, 0.0);
+            values.resize(rows, 0.0);
+            self.backend.act(
+                &self.policies[p],
+                &actor[p],
+                &critic[p],
+                rows,
+                &mut alpha,
+                &mut values,
+            );
             let c = &self.config;
             targets.push(gae(
                 r,
                 &values,
                 steps,
-                envs,
+                rows,
                 c.gamma,
                 c.lambda,
                 c.normalize_advantages,
             ));
         }
-        let jobs: Vec<AgentUpdate<'_, B>> = self
+        let mut jobs: Vec<PolicyUpdate<'_, B>> = self
             .policies
             .iter_mut()
             .zip(&mut self.shuffle_rngs)
@@ -540,7 +665,7 @@ where
             .zip(&self.specs)
             .map(
                 |(((((policy, rng), kl_coeff), rollout), (advantages, returns)), spec)| {
-                    AgentUpdate {
+                    PolicyUpdate {
                         policy,
                         rng,
                         kl_coeff,
@@ -555,11 +680,10 @@ where
             .collect();
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
-            .min(n)
+            .min(policies)
             .max(1);
         let config = &self.config;
-        let mut jobs = jobs;
-        let per_thread = n.div_ceil(threads);
+        let per_thread = policies.div_ceil(threads);
         std::thread::scope(|scope| {
             for group in jobs.chunks_mut(per_thread) {
                 let mut backend = self.backend.clone();
@@ -604,8 +728,8 @@ where
     }
 }
 
-/// One agent's share of an update: its policy, streams and samples.
-struct AgentUpdate<'a, B: Backend> {
+/// One policy's share of an update: its parameters, streams and samples.
+struct PolicyUpdate<'a, B: Backend> {
     policy: &'a mut B::Policy,
     rng: &'a mut Xoshiro128PlusPlus,
     kl_coeff: &'a mut f32,
@@ -616,7 +740,7 @@ struct AgentUpdate<'a, B: Backend> {
     stats: Vec<UpdateStats>,
 }
 
-impl<B: Backend> AgentUpdate<'_, B> {
+impl<B: Backend> PolicyUpdate<'_, B> {
     /// `epochs` passes of shuffled minibatches, then the KL adaptation.
     fn run(&mut self, backend: &mut B, c: &PpoConfig, entropy_coeff: f32) {
         let coefficients = LossCoefficients {
@@ -640,16 +764,26 @@ impl<B: Backend> AgentUpdate<'_, B> {
                         .flat_map(|&i| source[i * width..(i + 1) * width].iter().copied())
                         .collect()
                 };
-                let obs = gather(&r.obs, d);
+                let mask: Vec<u8> = indices
+                    .iter()
+                    .flat_map(|&i| {
+                        r.mask
+                            .get(i * k..(i + 1) * k)
+                            .unwrap_or(&[])
+                            .iter()
+                            .copied()
+                    })
+                    .collect();
                 let minibatch = Minibatch {
                     size: indices.len(),
-                    obs: &obs,
-                    critic_obs: &obs,
+                    obs: &gather(&r.obs, d),
+                    critic_obs: &gather(&r.critic_obs, self.spec.critic_obs_dim),
                     actions: &gather(&r.actions, k),
                     old_alpha: &gather(&r.alpha, k),
                     old_log_prob: &gather(&r.log_prob, 1),
                     advantages: &gather(self.advantages, 1),
                     returns: &gather(self.returns, 1),
+                    mask: (!r.mask.is_empty()).then_some(&mask[..]),
                 };
                 let stats = backend.update(self.policy, &minibatch, &coefficients);
                 epoch_kl += f64::from(stats.kl);
@@ -760,33 +894,31 @@ where
     }
 
     fn act(&mut self, model: &EnvModel, observations: &[f32], actions: &mut [f32]) {
-        let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
-        let envs = observations.len() / (n * ow);
-        for a in 0..n {
-            let spec = &self.trainer.specs[a];
-            let (d, k) = (spec.obs_dim, spec.action_dim);
-            self.obs.clear();
-            for e in 0..envs {
-                self.obs
-                    .extend_from_slice(&observations[(e * n + a) * ow..(e * n + a) * ow + d]);
-            }
-            if self.trainer.config.normalize_observations {
-                self.trainer.norms[a].apply(&mut self.obs);
-            }
-            self.alpha.resize(envs * k, 0.0);
-            self.values.resize(envs, 0.0);
-            self.trainer.backend.act(
-                &self.trainer.policies[a],
-                &self.obs,
-                &self.obs,
-                envs,
+        let (n, w) = (model.num_agents(), model.action_width());
+        let envs = observations.len() / (n * model.obs_width());
+        let (actor, critic) = self.trainer.inputs(observations, false);
+        let t = &mut *self.trainer;
+        for (p, members) in t.members.iter().enumerate() {
+            let (rows, k) = (envs * members.len(), t.specs[p].action_dim);
+            self.alpha.resize(rows * k, 0.0);
+            self.values.resize(rows, 0.0);
+            t.backend.act(
+                &t.policies[p],
+                &actor[p],
+                &critic[p],
+                rows,
                 &mut self.alpha,
                 &mut self.values,
             );
             for e in 0..envs {
-                let row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
-                row.fill(0.0);
-                dirichlet::mean(&self.alpha[e * k..(e + 1) * k], &mut row[..k]);
+                for (i, &a) in members.iter().enumerate() {
+                    let row_alpha = &self.alpha[(e * members.len() + i) * k..][..k];
+                    self.obs.clear();
+                    self.obs.extend(t.entries[a].iter().map(|&j| row_alpha[j]));
+                    let env_row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
+                    env_row.fill(0.0);
+                    dirichlet::mean(&self.obs, &mut env_row[..self.obs.len()]);
+                }
             }
         }
     }

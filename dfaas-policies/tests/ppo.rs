@@ -6,7 +6,7 @@ use dfaas_core::{EnvConfig, EnvModel};
 use dfaas_policies::backend::CpuBackend;
 use dfaas_policies::baselines::Random;
 use dfaas_policies::controller::{evaluate, evaluation_env};
-use dfaas_policies::ppo::{PpoConfig, Trainer};
+use dfaas_policies::ppo::{Layout, PpoConfig, Trainer};
 
 /// The embedded default's node parameters on a 3-agent topology, with
 /// short episodes.
@@ -118,4 +118,38 @@ fn resuming_a_checkpoint_gives_the_uninterrupted_run() {
     let err = checkpoint::load(&latest, CpuBackend::new()).err().unwrap();
     assert!(err.contains("policies.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_layout_learns_and_resumes_exactly() {
+    use dfaas_policies::checkpoint;
+    for layout in [Layout::Independent, Layout::Shared, Layout::Mappo] {
+        let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+        let config = PpoConfig {
+            layout,
+            ..ppo_config(30)
+        };
+        let mut t = Trainer::new(model.clone(), config.clone(), CpuBackend::new()).unwrap();
+        let first = t.train_iteration().unwrap().mean_reward;
+        for _ in 1..25 {
+            t.train_iteration().unwrap();
+        }
+        let dir =
+            std::env::temp_dir().join(format!("dfaas-layout-{layout:?}-{}", std::process::id()));
+        checkpoint::save(&t, &dir).unwrap();
+        let mut late = 0.0;
+        for _ in 0..5 {
+            late += t.train_iteration().unwrap().mean_reward / 5.0;
+        }
+        assert!(
+            late > first + 0.05,
+            "{layout:?}: late {late:.3} vs first {first:.3}"
+        );
+        let mut resumed = checkpoint::load(&dir, CpuBackend::new()).unwrap();
+        for _ in 0..5 {
+            resumed.train_iteration().unwrap();
+        }
+        assert_eq!(resumed.policies(), t.policies(), "{layout:?}: resume");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -44,9 +44,9 @@ enum Preset {
 enum Layout {
     /// One actor and one critic per agent (the reference).
     Independent,
-    /// One policy shared by all agents with an agent-id input (not built yet).
+    /// One policy shared by all agents, with an agent-id input.
     Shared,
-    /// Independent actors with a centralised critic (not built yet).
+    /// Independent actors with centralised critics (MAPPO).
     Mappo,
 }
 
@@ -139,6 +139,11 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
         Preset::Reference => PpoConfig::reference(),
     };
     config.seed = args.seed;
+    config.layout = match args.layout {
+        Layout::Independent => dfaas::policies::ppo::Layout::Independent,
+        Layout::Shared => dfaas::policies::ppo::Layout::Shared,
+        Layout::Mappo => dfaas::policies::ppo::Layout::Mappo,
+    };
     if let Some(v) = args.iterations {
         config.iterations = v;
     }
@@ -222,12 +227,6 @@ fn earlier_metrics(path: &std::path::Path, names: &[String], iteration: usize) -
 }
 
 fn run(args: Args) -> Result<()> {
-    if args.layout != Layout::Independent {
-        bail!(
-            "--layout {:?}: only `independent` is implemented so far",
-            args.layout
-        );
-    }
     if args.backend == BackendChoice::Gpu {
         bail!("--backend gpu: the GPU backend is not implemented yet (use cpu or auto)");
     }

@@ -138,6 +138,117 @@ impl PpoConfig {
     }
 }
 
+impl PpoConfig {
+    /// Checks every setting; the error names the field and the value.
+    ///
+    /// # Errors
+    /// The first setting out of its range.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |ok: bool, field: &str, value: String, rule: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{field}: {rule}, got {value}"))
+            }
+        };
+        check(
+            self.num_envs > 0,
+            "num_envs",
+            self.num_envs.to_string(),
+            "must be > 0",
+        )?;
+        check(
+            self.rollout_steps > 0,
+            "rollout_steps",
+            self.rollout_steps.to_string(),
+            "must be > 0",
+        )?;
+        check(
+            self.minibatch_size > 0,
+            "minibatch_size",
+            self.minibatch_size.to_string(),
+            "must be > 0",
+        )?;
+        check(
+            self.epochs > 0,
+            "epochs",
+            self.epochs.to_string(),
+            "must be > 0",
+        )?;
+        check(
+            self.hidden.iter().all(|&w| w > 0),
+            "hidden",
+            format!("{:?}", self.hidden),
+            "widths must be > 0",
+        )?;
+        let unit = |v: f32| (0.0..=1.0).contains(&v);
+        check(
+            unit(self.gamma),
+            "gamma",
+            self.gamma.to_string(),
+            "must be in [0, 1]",
+        )?;
+        check(
+            unit(self.lambda),
+            "lambda",
+            self.lambda.to_string(),
+            "must be in [0, 1]",
+        )?;
+        check(
+            unit(self.team_reward),
+            "team_reward",
+            self.team_reward.to_string(),
+            "must be in [0, 1]",
+        )?;
+        check(
+            unit(self.entropy_decay_fraction),
+            "entropy_decay_fraction",
+            self.entropy_decay_fraction.to_string(),
+            "must be in [0, 1]",
+        )?;
+        check(
+            self.learning_rate.is_finite() && self.learning_rate > 0.0,
+            "learning_rate",
+            self.learning_rate.to_string(),
+            "must be finite and > 0",
+        )?;
+        check(
+            self.clip > 0.0 && self.clip < 1.0,
+            "clip",
+            self.clip.to_string(),
+            "must be in (0, 1)",
+        )?;
+        for (field, v) in [
+            ("value_coeff", self.value_coeff),
+            ("entropy_coeff", self.entropy_coeff),
+            ("entropy_coeff_final", self.entropy_coeff_final),
+            ("kl_coeff", self.kl_coeff),
+            ("kl_target", self.kl_target),
+        ] {
+            check(
+                v.is_finite() && v >= 0.0,
+                field,
+                v.to_string(),
+                "must be finite and >= 0",
+            )?;
+        }
+        for (field, v) in [
+            ("value_clip", self.value_clip),
+            ("max_grad_norm", self.max_grad_norm),
+        ] {
+            if let Some(v) = v {
+                check(
+                    v.is_finite() && v > 0.0,
+                    field,
+                    v.to_string(),
+                    "must be finite and > 0 when set",
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for PpoConfig {
     /// The project's defaults (see the README for how they were chosen).
     fn default() -> Self {
@@ -309,19 +420,7 @@ where
     /// # Errors
     /// An invalid configuration or a failed first reset, as text.
     pub fn new(model: EnvModel, config: PpoConfig, backend: B) -> Result<Self, String> {
-        if config.num_envs == 0
-            || config.rollout_steps == 0
-            || config.minibatch_size == 0
-            || config.epochs == 0
-        {
-            return Err("num_envs, rollout_steps, minibatch_size and epochs must be > 0".into());
-        }
-        if !(0.0..=1.0).contains(&config.gamma) || !(0.0..=1.0).contains(&config.lambda) {
-            return Err(format!(
-                "gamma and lambda must be in [0, 1], got {} and {}",
-                config.gamma, config.lambda
-            ));
-        }
+        config.validate()?;
         let n = model.num_agents();
         let (ow, width) = (model.obs_width(), model.action_width());
         let spec = |obs_dim: usize, critic_obs_dim: usize, action_dim: usize| PolicySpec {

@@ -50,6 +50,15 @@ enum Layout {
     Mappo,
 }
 
+/// Hidden activations.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum ActivationChoice {
+    /// Hyperbolic tangent.
+    Tanh,
+    /// max(0, x).
+    Relu,
+}
+
 /// Compute backends.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum BackendChoice {
@@ -93,6 +102,9 @@ struct Args {
     /// Override: learning rate.
     #[arg(long)]
     lr: Option<f32>,
+    /// Override: hidden activation.
+    #[arg(long, value_enum)]
+    activation: Option<ActivationChoice>,
     /// Override: hidden layer widths, e.g. `64,64`.
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
@@ -149,6 +161,12 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
     }
     if let Some(v) = args.lr {
         config.learning_rate = v;
+    }
+    if let Some(v) = args.activation {
+        config.activation = match v {
+            ActivationChoice::Tanh => dfaas::policies::mlp::Activation::Tanh,
+            ActivationChoice::Relu => dfaas::policies::mlp::Activation::Relu,
+        };
     }
     if let Some(v) = &args.hidden {
         config.hidden.clone_from(v);

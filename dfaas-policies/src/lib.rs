@@ -4,7 +4,9 @@
 //! actor, written once over a [`Backend`](backend::Backend) (a CPU backend
 //! here; a GPU one later), and heuristic baselines.
 //!
-//! * [`ppo`] — the trainer: rollout, GAE, minibatch epochs;
+//! * [`ppo`] — the trainer: layouts, rollout, GAE, minibatch epochs;
+//! * [`backend`] — the `Backend` trait, the PPO loss, the CPU backend;
+//! * [`adam`] — Adam and gradient clipping;
 //! * [`controller`] — the policy interface and evaluation;
 //! * [`checkpoint`] — safetensors + JSON checkpoints, exact resume;
 //! * [`baselines`] — all-local, random, static 60/40, Recalc, Node-Margin,

@@ -1,0 +1,105 @@
+//! Getting a GPU: adapter and device, kept apart from the kernels so tests
+//! and programs can share one.
+
+use std::fmt;
+
+/// Why no GPU work can be done.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// Occurs when no adapter (no Vulkan driver, not even Mesa's lavapipe)
+    /// exists on this machine.
+    NoAdapter(String),
+    /// Occurs when the adapter refuses to create a device.
+    Device(String),
+    /// Occurs when a buffer cannot be read back.
+    Readback(String),
+    /// Occurs when an input does not fit a kernel (sizes, value ranges).
+    Input {
+        /// The input.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoAdapter(why) => write!(
+                f,
+                "no GPU adapter: {why} (install a Vulkan driver; `apt-get install mesa-vulkan-drivers libvulkan1` gives a software one)"
+            ),
+            Self::Device(why) => write!(f, "GPU device request failed: {why}"),
+            Self::Readback(why) => write!(f, "GPU readback failed: {why}"),
+            Self::Input { field, reason } => write!(f, "{field}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+/// A device and its queue, with the adapter's description.
+#[derive(Debug)]
+pub struct GpuContext {
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+}
+
+impl GpuContext {
+    /// The high-performance adapter of the Vulkan backend and a device with
+    /// the adapter's own limits.
+    ///
+    /// # Errors
+    /// [`GpuError::NoAdapter`] when there is none, [`GpuError::Device`] when
+    /// the device cannot be created.
+    pub fn new() -> Result<Self, GpuError> {
+        pollster::block_on(Self::request())
+    }
+
+    async fn request() -> Result<Self, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("dfaas"),
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(Self {
+            device,
+            queue,
+            info,
+        })
+    }
+
+    /// The adapter in use, e.g. `NVIDIA H100 (Vulkan, DiscreteGpu)`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// The adapter's details.
+    #[must_use]
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+}

@@ -22,6 +22,16 @@ pub fn capacity(model: &EnvModel, node: usize) -> u32 {
         .map_or(rejects.len() as u32 - 1, |first| first as u32 - 1)
 }
 
+/// Every node's [`capacity`], computed once per model into `cache`.
+fn cached_capacities<'a>(cache: &'a mut Vec<u32>, model: &EnvModel) -> &'a [u32] {
+    if cache.len() != model.num_agents() {
+        *cache = (0..model.num_agents())
+            .map(|a| capacity(model, a))
+            .collect();
+    }
+    cache
+}
+
 /// Fills every env's actions by calling `per_agent(env, agent, k, row)`.
 fn for_each_agent(
     model: &EnvModel,
@@ -128,12 +138,7 @@ impl Controller for Recalc {
         "recalc"
     }
     fn act(&mut self, model: &EnvModel, obs: &[f32], actions: &mut [f32]) {
-        if self.capacities.len() != model.num_agents() {
-            self.capacities = (0..model.num_agents())
-                .map(|a| capacity(model, a))
-                .collect();
-        }
-        let capacities = &self.capacities;
+        let capacities = cached_capacities(&mut self.capacities, model);
         for_each_agent(model, actions, |e, a, k, row| {
             let (rate, neighbours) = rates(model, obs, e, a);
             if rate <= 0.0 {
@@ -184,12 +189,7 @@ impl Controller for NodeMargin {
         "node_margin"
     }
     fn act(&mut self, model: &EnvModel, obs: &[f32], actions: &mut [f32]) {
-        if self.capacities.len() != model.num_agents() {
-            self.capacities = (0..model.num_agents())
-                .map(|a| capacity(model, a))
-                .collect();
-        }
-        let capacities = &self.capacities;
+        let capacities = cached_capacities(&mut self.capacities, model);
         for_each_agent(model, actions, |e, a, k, row| {
             let (rate, neighbours) = rates(model, obs, e, a);
             let cap = f64::from(capacities[a]).max(1e-9);

@@ -587,6 +587,23 @@ where
         c.entropy_coeff + (c.entropy_coeff_final - c.entropy_coeff) * t
     }
 
+    /// Concentrations and values of policy `p` for `rows` input rows
+    /// (buffers resized to fit).
+    fn act_policy(
+        &mut self,
+        p: usize,
+        actor: &[f32],
+        critic: &[f32],
+        rows: usize,
+        alpha: &mut Vec<f32>,
+        values: &mut Vec<f32>,
+    ) {
+        alpha.resize(rows * self.specs[p].action_dim, 0.0);
+        values.resize(rows, 0.0);
+        self.backend
+            .act(&self.policies[p], actor, critic, rows, alpha, values);
+    }
+
     /// Actor and critic inputs of every policy for `observations`
     /// (`[env][agent][obs_width]`), rows `[env][member]`; normalised (and,
     /// with `learn`, the statistics updated first) when configured.
@@ -662,16 +679,7 @@ where
             let (actor, critic) = self.inputs(&observations, true);
             for p in 0..policies {
                 let (rows, k) = (envs * self.members[p].len(), self.specs[p].action_dim);
-                alpha.resize(rows * k, 0.0);
-                values.resize(rows, 0.0);
-                self.backend.act(
-                    &self.policies[p],
-                    &actor[p],
-                    &critic[p],
-                    rows,
-                    &mut alpha,
-                    &mut values,
-                );
+                self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values);
                 let r = &mut rollouts[p];
                 r.obs.extend_from_slice(&actor[p]);
                 r.critic_obs.extend_from_slice(&critic[p]);
@@ -733,16 +741,7 @@ where
         for (p, r) in rollouts.iter().enumerate() {
             // Bootstrap values of the observations after the rollout.
             let rows = envs * self.members[p].len();
-            alpha.resize(rows * self.specs[p].action_dim, 0.0);
-            values.resize(rows, 0.0);
-            self.backend.act(
-                &self.policies[p],
-                &actor[p],
-                &critic[p],
-                rows,
-                &mut alpha,
-                &mut values,
-            );
+            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values);
             let c = &self.config;
             targets.push(gae(
                 r,

@@ -15,7 +15,6 @@
 
 use crate::alloc_prelude::*;
 use crate::error::{ResetError, StepError};
-use crate::input_rate::{GeneratorInputs, generate};
 use crate::metrics::{StepMetrics, network_delay_ms};
 use crate::model::EnvModel;
 use crate::rejects::distribute_rejects;
@@ -194,19 +193,8 @@ impl BatchEnv {
 
     fn start_episode(&mut self, i: usize, episode_seed: u32) -> Result<(), ResetError> {
         let (n, s) = (self.model.num_agents, self.model.max_steps);
-        let inputs = GeneratorInputs {
-            method: self.model.built.input_rate(),
-            num_agents: n,
-            max_steps: s,
-            sinusoids: &self.model.sinusoids,
-            real: self.model.real.as_ref(),
-            evaluation: self.model.built.evaluation(),
-            agent_names: self.model.built.topology().names(),
-        };
-        let mut rng = seeded(u64::from(episode_seed));
-        generate(
-            &inputs,
-            &mut rng,
+        self.model.generate_episode(
+            episode_seed,
             &mut self.input_rates[i * n * s..(i + 1) * n * s],
         )?;
         self.episode_seeds[i] = episode_seed;

@@ -186,6 +186,30 @@ impl EnvModel {
         self.degrees[a]
     }
 
+    /// Generates the input rates of the episode with seed `episode_seed`
+    /// into `out` (`[agent][step]`), exactly as a [`crate::BatchEnv`] does at
+    /// reset.
+    ///
+    /// # Errors
+    /// As [`crate::input_rate::generate`].
+    pub fn generate_episode(
+        &self,
+        episode_seed: u32,
+        out: &mut [u32],
+    ) -> Result<(), crate::ResetError> {
+        let inputs = crate::input_rate::GeneratorInputs {
+            method: self.built.input_rate(),
+            num_agents: self.num_agents,
+            max_steps: self.max_steps,
+            sinusoids: &self.sinusoids,
+            real: self.real.as_ref(),
+            evaluation: self.built.evaluation(),
+            agent_names: self.built.topology().names(),
+        };
+        let mut rng = crate::rng::seeded(u64::from(episode_seed));
+        crate::input_rate::generate(&inputs, &mut rng, out)
+    }
+
     /// The performance table of node `n`.
     #[must_use]
     pub fn perf_table(&self, n: usize) -> &PerfTable {

@@ -1,0 +1,218 @@
+// One step of every environment of a batch, one invocation per env, with
+// the semantics of dfaas_core::BatchEnv (exact-integer rejects): split,
+// incoming lists in sender order, performance-table look-up, reject
+// distribution, reward, next observation, episode bookkeeping and
+// auto-reset onto the next trace of the pool.
+
+struct Params {
+    envs: u32,
+    agents: u32,
+    width: u32,        // action entries per agent: 2 + max degree
+    obs_width: u32,    // 2 + 2·max degree
+    max_steps: u32,
+    pool_size: u32,
+    // Sections of `topology` (offsets in u32 words).
+    degrees: u32,
+    in_offsets: u32,
+    in_senders: u32,
+    in_index: u32,
+    table_offsets: u32,
+    tables: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> topology: array<u32>;        // static sections, see Params
+@group(0) @binding(2) var<storage, read> pool: array<u32>;            // [pool][agent][step]
+@group(0) @binding(3) var<storage, read> actions: array<f32>;         // [env][agent][width]
+@group(0) @binding(4) var<storage, read_write> counts: array<u32>;    // [env][agent][width]
+@group(0) @binding(5) var<storage, read_write> rejects: array<u32>;   // [env][agent][width]: 0 local, 1..=k forwards
+@group(0) @binding(6) var<storage, read_write> obs: array<f32>;       // [env][agent][obs_width]
+@group(0) @binding(7) var<storage, read_write> rewards: array<f32>;   // [env][agent]
+@group(0) @binding(8) var<storage, read_write> state: array<u32>;     // [env]: step, episode, done
+
+const MAX_ENTRIES: u32 = 64u;
+
+fn degree(a: u32) -> u32 {
+    return topology[params.degrees + a];
+}
+
+// Input rate of agent `a` at step `t` of env `e`'s current episode: pool
+// entry (e + episode·envs) mod pool_size.
+fn rate(e: u32, a: u32, t: u32) -> u32 {
+    let episode = state[e * 3u + 1u];
+    let entry = (e + episode * params.envs) % params.pool_size;
+    return pool[(entry * params.agents + a) * params.max_steps + t];
+}
+
+// Split of agent `a`'s rate by its action (dfaas_core::split semantics).
+fn split(e: u32, a: u32, total: u32) {
+    let n = degree(a) + 2u;
+    let base = (e * params.agents + a) * params.width;
+    let total_f = f32(total);
+    var whole: array<u32, MAX_ENTRIES>;
+    var frac: array<f32, MAX_ENTRIES>;
+    var assigned = 0u;
+    for (var j = 0u; j < n; j++) {
+        let p = clamp(actions[base + j], 0.0, 1.0);
+        let product = bitcast<f32>(bitcast<u32>(p * total_f));
+        let w = u32(product);
+        whole[j] = w;
+        frac[j] = product - f32(w);
+        assigned += w;
+    }
+    if (assigned > total) {
+        var remainder: array<u32, MAX_ENTRIES>;
+        var given = 0u;
+        for (var j = 0u; j < n; j++) {
+            let product = whole[j] * total;
+            let share = product / assigned;
+            remainder[j] = product - share * assigned;
+            whole[j] = share;
+            given += share;
+        }
+        let extra = total - given;
+        for (var j = 0u; j < n; j++) {
+            var rank = 0u;
+            for (var i = 0u; i < n; i++) {
+                rank += select(0u, 1u, remainder[i] > remainder[j] || (remainder[i] == remainder[j] && i < j));
+            }
+            counts[base + j] = whole[j] + select(0u, 1u, rank < extra);
+        }
+    } else {
+        let remaining = total - assigned;
+        let full = remaining / n;
+        let extra = remaining % n;
+        for (var j = 0u; j < n; j++) {
+            var rank = 0u;
+            for (var i = 0u; i < n; i++) {
+                rank += select(0u, 1u, frac[i] > frac[j] || (frac[i] == frac[j] && i < j));
+            }
+            counts[base + j] = whole[j] + full + select(0u, 1u, rank < extra);
+        }
+    }
+}
+
+// Node `node`'s incoming list (own local count first, then every positive
+// forward, senders in agent order), its rejects from the table, and their
+// exact largest-remainder distribution.
+fn serve(e: u32, node: u32) {
+    var list: array<u32, MAX_ENTRIES>;
+    var slot: array<u32, MAX_ENTRIES>;      // index into counts/rejects
+    let own = (e * params.agents + node) * params.width;
+    list[0] = counts[own];
+    slot[0] = own;
+    var len = 1u;
+    var total = list[0];
+    for (var x = topology[params.in_offsets + node]; x < topology[params.in_offsets + node + 1u]; x++) {
+        let sender = topology[params.in_senders + x];
+        let s = (e * params.agents + sender) * params.width + topology[params.in_index + x];
+        let c = counts[s];
+        if (c > 0u) {
+            list[len] = c;
+            slot[len] = s;
+            len += 1u;
+            total += c;
+        }
+    }
+    let q = topology[params.tables + topology[params.table_offsets + node] + total];
+    if (q == 0u || total == 0u) {
+        return;
+    }
+    var remainder: array<u32, MAX_ENTRIES>;
+    var share: array<u32, MAX_ENTRIES>;
+    var given = 0u;
+    for (var j = 0u; j < len; j++) {
+        let product = list[j] * q;
+        share[j] = product / total;
+        remainder[j] = product - share[j] * total;
+        given += share[j];
+    }
+    let extra = q - given;
+    for (var j = 0u; j < len; j++) {
+        var rank = 0u;
+        for (var i = 0u; i < len; i++) {
+            rank += select(0u, 1u, remainder[i] > remainder[j] || (remainder[i] == remainder[j] && i < j));
+        }
+        rejects[slot[j]] = share[j] + select(0u, 1u, rank < extra);
+    }
+}
+
+// Observation of every agent of env `e` for step `t` after step `prev`
+// (`first`: the start of an episode).
+fn observe(e: u32, t: u32, prev: u32, first: bool) {
+    for (var a = 0u; a < params.agents; a++) {
+        let k = degree(a);
+        let o = (e * params.agents + a) * params.obs_width;
+        let c = (e * params.agents + a) * params.width;
+        obs[o] = f32(rate(e, a, t));
+        obs[o + 1u] = select(f32(rate(e, a, prev)), 1.0, first);
+        for (var j = 1u; j <= k; j++) {
+            obs[o + 1u + j] = select(f32(counts[c + j]), 0.0, first);
+            obs[o + 1u + k + j] = select(f32(rejects[c + j]), 0.0, first);
+        }
+        for (var j = 2u + 2u * k; j < params.obs_width; j++) {
+            obs[o + j] = 0.0;
+        }
+    }
+}
+
+fn env_index(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.x + id.y * groups.x * 64u;
+}
+
+@compute @workgroup_size(64)
+fn step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = env_index(id, groups);
+    if (e >= params.envs) {
+        return;
+    }
+    let t = state[e * 3u];
+    for (var a = 0u; a < params.agents; a++) {
+        split(e, a, rate(e, a, t));
+        let base = (e * params.agents + a) * params.width;
+        for (var j = 0u; j < params.width; j++) {
+            rejects[base + j] = 0u;
+        }
+    }
+    for (var node = 0u; node < params.agents; node++) {
+        serve(e, node);
+    }
+    for (var a = 0u; a < params.agents; a++) {
+        let k = degree(a);
+        let c = (e * params.agents + a) * params.width;
+        var forwarded = 0u;
+        var forward_rejected = 0u;
+        for (var j = 1u; j <= k; j++) {
+            forwarded += counts[c + j];
+            forward_rejected += rejects[c + j];
+        }
+        let numerator = i32(counts[c]) - i32(rejects[c]) + i32(forwarded) - i32(forward_rejected) - i32(counts[c + k + 1u]);
+        let total = rate(e, a, t);
+        rewards[e * params.agents + a] = select(f32(numerator) / f32(total), 0.0, total == 0u);
+    }
+    let next = t + 1u;
+    if (next == params.max_steps) {
+        state[e * 3u] = 0u;
+        state[e * 3u + 1u] += 1u;
+        state[e * 3u + 2u] = 1u;
+        observe(e, 0u, 0u, true);
+    } else {
+        state[e * 3u] = next;
+        state[e * 3u + 2u] = 0u;
+        observe(e, next, t, false);
+    }
+}
+
+@compute @workgroup_size(64)
+fn reset(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = env_index(id, groups);
+    if (e >= params.envs) {
+        return;
+    }
+    state[e * 3u] = 0u;
+    state[e * 3u + 1u] = 0u;
+    state[e * 3u + 2u] = 0u;
+    observe(e, 0u, 0u, true);
+}

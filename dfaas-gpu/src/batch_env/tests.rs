@@ -1,0 +1,195 @@
+//! GPU batch ≡ CPU `BatchEnv` (exact-integer rejects): same traces, same
+//! actions ⇒ identical splits, rejects, observations and dones, and the
+//! same rewards, on the 2-, 3- and 5-agent topologies, 1024 envs, more than
+//! two episodes each (auto-reset included).
+
+use super::*;
+use dfaas_core::rng::{below, seeded, uniform01};
+use dfaas_core::{BatchEnv, EnvConfig, StepMetrics};
+use std::collections::BTreeMap;
+
+fn context() -> Option<GpuContext> {
+    match GpuContext::new() {
+        Ok(ctx) => Some(ctx),
+        Err(GpuError::NoAdapter(why))
+            if std::env::var("DFAAS_REQUIRE_GPU").as_deref() != Ok("1") =>
+        {
+            eprintln!("skipping GPU test: no adapter ({why})");
+            None
+        }
+        Err(e) => panic!("GPU required here: {e}"),
+    }
+}
+
+/// The topology with static random traces (zeros included), service times
+/// in seconds (rejects at almost every step) and exact rejects.
+fn model(lines: &[&str], max_steps: usize, seed: u64) -> EnvModel {
+    let mut config = EnvConfig {
+        max_steps: max_steps as i64,
+        input_rate_method: "static".into(),
+        ..EnvConfig::with_network(lines)
+    };
+    config.request_memory_mb = Some(516);
+    config.warm_service_time = Some(0.137);
+    config.cold_service_time = Some(0.513);
+    let names: Vec<String> = dfaas_core::Topology::from_adjacency_lines(lines)
+        .unwrap()
+        .names()
+        .to_vec();
+    let mut rng = seeded(seed);
+    let traces: BTreeMap<String, Vec<i64>> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                (0..max_steps)
+                    .map(|_| i64::from(below(&mut rng, 151)))
+                    .collect(),
+            )
+        })
+        .collect();
+    config.input_rate_trace = Some(traces);
+    EnvModel::new(&config.build().unwrap()).unwrap()
+}
+
+fn random_actions(
+    model: &EnvModel,
+    envs: usize,
+    rng: &mut dfaas_core::rng::Xoshiro128PlusPlus,
+) -> Vec<f32> {
+    let (n, w) = (model.num_agents(), model.action_width());
+    let mut actions = vec![0f32; envs * n * w];
+    for (i, row) in actions.chunks_exact_mut(w).enumerate() {
+        let k = model.degree(i % n) + 2;
+        if i % 11 == 0 {
+            row[..k]
+                .iter_mut()
+                .for_each(|p| *p = (uniform01(rng) * 2.0 - 0.5) as f32);
+        } else {
+            let draws: Vec<f64> = (0..k).map(|_| -(1.0 - uniform01(rng)).ln()).collect();
+            let total: f64 = draws.iter().sum();
+            row[..k]
+                .iter_mut()
+                .zip(&draws)
+                .for_each(|(p, d)| *p = (d / total) as f32);
+        }
+    }
+    actions
+}
+
+#[test]
+fn gpu_batch_equals_cpu_batch_on_reference_topologies() {
+    let Some(ctx) = context() else { return };
+    eprintln!("adapter: {}", ctx.describe());
+    let topologies: [&[&str]; 3] = [
+        &["node_0 node_1"],
+        &["node_0 node_1 node_2", "node_1 node_2"],
+        &[
+            "node_0 node_1 node_2",
+            "node_3 node_2 node_0",
+            "node_1 node_4",
+        ],
+    ];
+    let (envs, max_steps) = (1024, 48);
+    for (t, lines) in topologies.iter().enumerate() {
+        let model = model(lines, max_steps, 10 + t as u64);
+        let (n, w) = (model.num_agents(), model.action_width());
+        let mut cpu = BatchEnv::new(model.clone(), envs);
+        cpu.reset(3).unwrap();
+        let pool = TracePool::generate(&model, 1, 0).unwrap();
+        let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
+        assert_eq!(
+            gpu.observations(&ctx).unwrap(),
+            cpu.observations(),
+            "{n} agents: first observations"
+        );
+        let mut metrics = vec![StepMetrics::new(&model); envs];
+        let mut rng = seeded(77 + t as u64);
+        let (mut rewards_exact, mut rewards_total) = (0usize, 0usize);
+        for step in 0..2 * max_steps + 5 {
+            let actions = random_actions(&model, envs, &mut rng);
+            cpu.step_with_metrics(&actions, &mut metrics).unwrap();
+            gpu.step(&ctx, &actions).unwrap();
+            let (splits, rejects) = gpu.splits_and_rejects(&ctx).unwrap();
+            for (e, m) in metrics.iter().enumerate() {
+                for a in 0..n {
+                    let k = model.degree(a);
+                    let at = (e * n + a) * w;
+                    assert_eq!(
+                        &splits[at..at + k + 2],
+                        &m.action[at - e * n * w..at - e * n * w + k + 2],
+                        "{n} agents step {step} env {e} agent {a}: split"
+                    );
+                    assert_eq!(
+                        rejects[at], m.incoming_rate_local_reject[a],
+                        "step {step} env {e} agent {a}: local rejects"
+                    );
+                    assert_eq!(
+                        &rejects[at + 1..=at + k],
+                        &m.forward_rejects[a * w + 1..=a * w + k],
+                        "step {step} env {e} agent {a}: forward rejects"
+                    );
+                }
+            }
+            assert_eq!(
+                gpu.observations(&ctx).unwrap(),
+                cpu.observations(),
+                "{n} agents step {step}: observations"
+            );
+            assert_eq!(
+                gpu.dones(&ctx).unwrap(),
+                cpu.dones(),
+                "{n} agents step {step}: dones"
+            );
+            for (g, c) in gpu.rewards(&ctx).unwrap().iter().zip(cpu.rewards()) {
+                rewards_total += 1;
+                rewards_exact += usize::from(g == c);
+                // WGSL division is within 2.5 ulp, not correctly rounded.
+                assert!(
+                    (g - c).abs() <= 4.0 * f32::EPSILON * c.abs().max(1e-30),
+                    "{n} agents step {step}: reward {g} vs {c}"
+                );
+            }
+        }
+        eprintln!(
+            "{n} agents: {rewards_exact} of {rewards_total} rewards bit-identical, all within 4 ulp"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let Some(ctx) = context() else { return };
+    let model = model(&["a b"], 8, 1);
+    let pool = TracePool::generate(&model, 2, 0).unwrap();
+    let mut gpu = GpuBatchEnv::new(&ctx, &model, 4, &pool).unwrap();
+    assert!(matches!(
+        gpu.step(&ctx, &[0.5; 3]),
+        Err(GpuError::Input {
+            field: "actions",
+            ..
+        })
+    ));
+    let mut nan = vec![0.25f32; 4 * 2 * model.action_width()];
+    nan[5] = f32::NAN;
+    assert!(matches!(
+        gpu.step(&ctx, &nan),
+        Err(GpuError::Input {
+            field: "actions",
+            ..
+        })
+    ));
+    let reference = EnvConfig {
+        reject_arithmetic: RejectArithmetic::Reference,
+        ..model.built().config().clone()
+    };
+    let reference = EnvModel::new(&reference.build().unwrap()).unwrap();
+    assert!(matches!(
+        GpuBatchEnv::new(&ctx, &reference, 4, &pool),
+        Err(GpuError::Input {
+            field: "reject_arithmetic",
+            ..
+        })
+    ));
+    assert!(TracePool::generate(&model, 0, 0).is_err());
+}

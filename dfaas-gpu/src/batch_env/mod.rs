@@ -365,8 +365,26 @@ impl GpuBatchEnv {
         }
         ctx.queue
             .write_buffer(&self.actions, 0, bytemuck::cast_slice(actions));
-        self.dispatch(ctx, &self.step_pipeline);
+        self.advance(ctx);
         Ok(())
+    }
+
+    /// Steps every env with the actions already on the device (those of the
+    /// last [`GpuBatchEnv::step`]): for throughput measurements, and for a
+    /// policy that writes its actions on the device.
+    pub fn advance(&mut self, ctx: &GpuContext) {
+        self.dispatch(ctx, &self.step_pipeline);
+    }
+
+    /// Waits until the device has finished every submitted step.
+    ///
+    /// # Errors
+    /// [`GpuError::Readback`] if the device is lost.
+    pub fn wait(&self, ctx: &GpuContext) -> Result<(), GpuError> {
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(drop)
+            .map_err(|e| GpuError::Readback(e.to_string()))
     }
 
     fn read<T: bytemuck::Pod>(

@@ -178,6 +178,24 @@ impl GpuBatchEnv {
                 format!("rate {v} is above {}", crate::split::MAX_RATE),
             ));
         }
+        // Every buffer must fit the device's limits (lavapipe: 128 MiB per
+        // storage binding), or wgpu would fail later without a typed error.
+        let limits = ctx.device.limits();
+        let largest = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let widest = (num_envs * n * model.action_width().max(model.obs_width())) as u64 * 4;
+        for (field, bytes) in [("num_envs", widest), ("pool", pool.rates.len() as u64 * 4)] {
+            if bytes > largest {
+                return Err(input(
+                    field,
+                    format!(
+                        "needs a {bytes}-byte buffer; this device allows {largest} (use fewer envs or a smaller pool)"
+                    ),
+                ));
+            }
+        }
+        if num_envs > u32::MAX as usize / 3 {
+            return Err(input("num_envs", format!("{num_envs} is too many")));
+        }
         let (words, sections) = topology_words(model);
         let params = Params {
             envs: num_envs as u32,

@@ -192,4 +192,17 @@ fn bad_inputs_are_typed_errors() {
         })
     ));
     assert!(TracePool::generate(&model, 0, 0).is_err());
+    // A batch larger than the device's buffers is refused, not a panic.
+    let too_many = ctx.device.limits().max_storage_buffer_binding_size as usize;
+    assert!(matches!(
+        GpuBatchEnv::new(&ctx, &model, too_many, &pool),
+        Err(GpuError::Input {
+            field: "num_envs",
+            ..
+        })
+    ));
+    assert!(matches!(
+        GpuBatchEnv::new(&ctx, &model, 0, &pool),
+        Err(GpuError::Input { .. })
+    ));
 }

@@ -98,6 +98,14 @@ impl SplitKernel {
         if rows == 0 {
             return Ok(Vec::new());
         }
+        let limits = ctx.device.limits();
+        let largest = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        if (rows * width * 4) as u64 > largest {
+            return Err(input(
+                "actions",
+                format!("{rows} rows of width {width} exceed this device's {largest}-byte buffers"),
+            ));
+        }
         let device = &ctx.device;
         let storage = |label: &str, bytes: &[u8]| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

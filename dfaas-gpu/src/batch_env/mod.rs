@@ -181,7 +181,9 @@ impl GpuBatchEnv {
         // Every buffer must fit the device's limits (lavapipe: 128 MiB per
         // storage binding), or wgpu would fail later without a typed error.
         let limits = ctx.device.limits();
-        let largest = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let largest = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         let widest = (num_envs * n * model.action_width().max(model.obs_width())) as u64 * 4;
         for (field, bytes) in [("num_envs", widest), ("pool", pool.rates.len() as u64 * 4)] {
             if bytes > largest {

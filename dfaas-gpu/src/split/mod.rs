@@ -99,7 +99,9 @@ impl SplitKernel {
             return Ok(Vec::new());
         }
         let limits = ctx.device.limits();
-        let largest = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let largest = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         if (rows * width * 4) as u64 > largest {
             return Err(input(
                 "actions",

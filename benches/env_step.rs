@@ -9,7 +9,6 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dfaas::core::rng::{seeded, uniform01};
 use dfaas::core::{BatchEnv, Env, EnvConfig, EnvModel, StepMetrics};
 use std::hint::black_box;
 
@@ -33,25 +32,8 @@ fn model(lines: &[&str]) -> EnvModel {
 
 /// `POOL` action batches for `envs` envs, Dirichlet(1) per agent.
 fn action_pool(model: &EnvModel, envs: usize) -> Vec<Vec<f32>> {
-    let (n, w) = (model.num_agents(), model.action_width());
-    let mut rng = seeded(7);
-    (0..POOL)
-        .map(|_| {
-            let mut actions = vec![0f32; envs * n * w];
-            for e in 0..envs {
-                for a in 0..n {
-                    let k = model.degree(a) + 2;
-                    let row = &mut actions[(e * n + a) * w..(e * n + a) * w + k];
-                    let draws: Vec<f64> =
-                        (0..k).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
-                    let total: f64 = draws.iter().sum();
-                    for (p, d) in row.iter_mut().zip(&draws) {
-                        *p = (d / total) as f32;
-                    }
-                }
-            }
-            actions
-        })
+    (0..POOL as u64)
+        .map(|i| dfaas::random_actions(model, envs, 7 + i))
         .collect()
 }
 

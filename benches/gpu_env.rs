@@ -9,7 +9,6 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dfaas::core::rng::{seeded, uniform01};
 use dfaas::core::{BatchEnv, EnvConfig, EnvModel};
 use dfaas::gpu::{GpuBatchEnv, GpuContext, TracePool};
 use std::time::Duration;
@@ -20,22 +19,6 @@ fn model() -> EnvModel {
         ..dfaas::default_config()
     };
     EnvModel::new(&config.build().unwrap()).unwrap()
-}
-
-fn actions(model: &EnvModel, envs: usize) -> Vec<f32> {
-    let (n, w) = (model.num_agents(), model.action_width());
-    let mut rng = seeded(7);
-    let mut out = vec![0f32; envs * n * w];
-    for (i, row) in out.chunks_exact_mut(w).enumerate() {
-        let k = model.degree(i % n) + 2;
-        let draws: Vec<f64> = (0..k).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
-        let total: f64 = draws.iter().sum();
-        row[..k]
-            .iter_mut()
-            .zip(&draws)
-            .for_each(|(p, d)| *p = (d / total) as f32);
-    }
-    out
 }
 
 fn sizes() -> Vec<usize> {
@@ -62,7 +45,8 @@ fn bench(c: &mut Criterion) {
             let pool = TracePool::generate(&model, 64, 1).unwrap();
             for envs in sizes() {
                 let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
-                gpu.step(&ctx, &actions(&model, envs)).unwrap();
+                gpu.step(&ctx, &dfaas::random_actions(&model, envs, 7))
+                    .unwrap();
                 group.throughput(Throughput::Elements(envs as u64 * n));
                 group.bench_function(BenchmarkId::new("gpu", envs), |b| {
                     b.iter(|| {
@@ -77,7 +61,7 @@ fn bench(c: &mut Criterion) {
     for envs in sizes().into_iter().filter(|&e| e <= 65_536) {
         let mut cpu = BatchEnv::new(model.clone(), envs);
         cpu.reset(1).unwrap();
-        let acts = actions(&model, envs);
+        let acts = dfaas::random_actions(&model, envs, 7);
         group.throughput(Throughput::Elements(envs as u64 * n));
         group.bench_function(BenchmarkId::new("cpu", envs), |b| {
             b.iter(|| cpu.step(&acts).unwrap())

@@ -8,7 +8,6 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use dfaas::core::rng::{seeded, uniform01};
 use dfaas::core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -49,20 +48,9 @@ fn run(args: Args) -> Result<()> {
         bail!("--envs, --steps and --repeats must be > 0");
     }
     let model = EnvModel::new(&EnvConfig::with_network(lines).build()?)?;
-    let (n, w) = (model.num_agents(), model.action_width());
-    let mut rng = seeded(7);
+    let n = model.num_agents();
     let pool: Vec<Vec<f32>> = (0..16)
-        .map(|_| {
-            let mut actions = vec![0f32; args.envs * n * w];
-            for row in actions.chunks_exact_mut(w) {
-                let draws: Vec<f64> = (0..w).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
-                let total: f64 = draws.iter().sum();
-                for (p, d) in row.iter_mut().zip(&draws) {
-                    *p = (d / total) as f32;
-                }
-            }
-            actions
-        })
+        .map(|i| dfaas::random_actions(&model, args.envs, 7 + i))
         .collect();
     let mut batch = BatchEnv::new(model.clone(), args.envs);
     batch.reset(1)?;

@@ -10,7 +10,6 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use dfaas::core::rng::{seeded, uniform01};
 use dfaas::core::{BatchEnv, EnvConfig, EnvModel};
 use dfaas::gpu::{GpuBatchEnv, GpuContext, TracePool};
 use std::process::ExitCode;
@@ -32,23 +31,6 @@ struct Args {
     /// Largest batch also measured on the CPU (one core).
     #[arg(long, default_value_t = 65536)]
     cpu_max_envs: usize,
-}
-
-fn actions(model: &EnvModel, envs: usize) -> Vec<f32> {
-    let w = model.action_width();
-    let n = model.num_agents();
-    let mut rng = seeded(7);
-    let mut out = vec![0f32; envs * n * w];
-    for (i, row) in out.chunks_exact_mut(w).enumerate() {
-        let k = model.degree(i % n) + 2;
-        let draws: Vec<f64> = (0..k).map(|_| -(1.0 - uniform01(&mut rng)).ln()).collect();
-        let total: f64 = draws.iter().sum();
-        row[..k]
-            .iter_mut()
-            .zip(&draws)
-            .for_each(|(p, d)| *p = (d / total) as f32);
-    }
-    out
 }
 
 fn run(args: Args) -> Result<()> {
@@ -80,7 +62,7 @@ fn run(args: Args) -> Result<()> {
         "envs", "GPU agent-steps/s", "CPU agent-steps/s", "GPU/CPU"
     );
     for &envs in &args.envs {
-        let acts = actions(&model, envs);
+        let acts = dfaas::random_actions(&model, envs, 7);
         let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool)?;
         gpu.step(&ctx, &acts)?;
         for _ in 0..10 {

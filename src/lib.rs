@@ -51,3 +51,25 @@ pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::E
         }
     }
 }
+
+/// Actions `[env][agent][action_width]` drawn uniformly on each agent's
+/// simplex (Dirichlet(1), the reference's random actions) from a stream
+/// seeded `seed` — for benchmarks and examples.
+#[must_use]
+pub fn random_actions(model: &dfaas_core::EnvModel, envs: usize, seed: u64) -> Vec<f32> {
+    let (n, w) = (model.num_agents(), model.action_width());
+    let mut rng = dfaas_core::rng::seeded(seed);
+    let mut actions = vec![0f32; envs * n * w];
+    for (i, row) in actions.chunks_exact_mut(w).enumerate() {
+        let k = model.degree(i % n) + 2;
+        let draws: Vec<f64> = (0..k)
+            .map(|_| -(1.0 - dfaas_core::rng::uniform01(&mut rng)).ln())
+            .collect();
+        let total: f64 = draws.iter().sum();
+        row[..k]
+            .iter_mut()
+            .zip(&draws)
+            .for_each(|(p, d)| *p = (d / total) as f32);
+    }
+    actions
+}

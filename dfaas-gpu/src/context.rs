@@ -88,6 +88,82 @@ impl GpuContext {
         })
     }
 
+    /// As [`GpuContext::new`], but `Ok(None)` (with a message on stderr) when
+    /// this machine has no adapter at all — for tests and tools that may run
+    /// without a GPU. With `DFAAS_REQUIRE_GPU=1` (set by CI, where lavapipe
+    /// is installed) a missing adapter stays an error.
+    ///
+    /// # Errors
+    /// As [`GpuContext::new`], except a missing adapter when not required.
+    pub fn new_or_skip() -> Result<Option<Self>, GpuError> {
+        match Self::new() {
+            Ok(ctx) => Ok(Some(ctx)),
+            Err(GpuError::NoAdapter(why))
+                if std::env::var("DFAAS_REQUIRE_GPU").as_deref() != Ok("1") =>
+            {
+                eprintln!("skipping GPU work: no adapter ({why})");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Compiles `source` with the shared WGSL functions (`split.wgsl`)
+    /// prepended.
+    pub(crate) fn shader(&self, label: &str, source: &str) -> wgpu::ShaderModule {
+        let full = format!("{}\n{source}", include_str!("split.wgsl"));
+        self.device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(full.into()),
+            })
+    }
+
+    /// Copies `buffer` (with `COPY_SRC` usage) back to the host.
+    ///
+    /// # Errors
+    /// [`GpuError::Readback`] if the copy or the map fails.
+    pub(crate) fn read_buffer<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+    ) -> Result<Vec<T>, GpuError> {
+        let size = buffer.size();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(size));
+        let submission = self.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        let failed = |e: &dyn fmt::Display| GpuError::Readback(e.to_string());
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
+            .map_err(|e| failed(&e))?;
+        receiver
+            .recv()
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
+        let mapped = slice.get_mapped_range().map_err(|e| failed(&e))?;
+        let values = bytemuck::cast_slice(&mapped).to_vec();
+        drop(mapped);
+        staging.unmap();
+        Ok(values)
+    }
+
     /// The adapter in use, e.g. `NVIDIA H100 (Vulkan, DiscreteGpu)`.
     #[must_use]
     pub fn describe(&self) -> String {

@@ -8,21 +8,8 @@
 
 use dfaas_core::replay::{Episode, EpisodeFiles};
 use dfaas_core::{Env, EnvConfig, EnvModel, RejectArithmetic};
-use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuError, TracePool};
+use dfaas_gpu::{GpuBatchEnv, GpuContext, TracePool};
 use std::path::PathBuf;
-
-fn context() -> Option<GpuContext> {
-    match GpuContext::new() {
-        Ok(ctx) => Some(ctx),
-        Err(GpuError::NoAdapter(why))
-            if std::env::var("DFAAS_REQUIRE_GPU").as_deref() != Ok("1") =>
-        {
-            eprintln!("skipping GPU test: no adapter ({why})");
-            None
-        }
-        Err(e) => panic!("GPU required here: {e}"),
-    }
-}
 
 #[test]
 fn conformance_episodes_replay_on_the_gpu() {
@@ -32,7 +19,9 @@ fn conformance_episodes_replay_on_the_gpu() {
         "conformance vectors missing at {}",
         dir.display()
     );
-    let Some(ctx) = context() else { return };
+    let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
+        return;
+    };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -242,7 +242,7 @@ impl GpuBatchEnv {
         let obs = zeroed("env.obs", num_envs * n * model.obs_width(), readable);
         let rewards = zeroed("env.rewards", num_envs * n, readable);
         let state = zeroed("env.state", num_envs * 3, readable);
-        let module = device.create_shader_module(wgpu::include_wgsl!("shader.wgsl"));
+        let module = ctx.shader("env", include_str!("shader.wgsl"));
         // The kernel's signature, shared by both entry points: binding 0 the
         // uniform parameters, 1–3 read-only inputs, 4–8 the state.
         let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
@@ -407,55 +407,12 @@ impl GpuBatchEnv {
             .map_err(|e| GpuError::Readback(e.to_string()))
     }
 
-    fn read<T: bytemuck::Pod>(
-        &self,
-        ctx: &GpuContext,
-        buffer: &wgpu::Buffer,
-    ) -> Result<Vec<T>, GpuError> {
-        let size = buffer.size();
-        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("env.readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(size));
-        let submission = ctx.queue.submit([encoder.finish()]);
-        let slice = staging.slice(..);
-        let (sender, receiver) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = sender.send(r);
-        });
-        ctx.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(submission),
-                timeout: None,
-            })
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        receiver
-            .recv()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let mapped = slice
-            .get_mapped_range()
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let values = bytemuck::cast_slice(&mapped).to_vec();
-        drop(mapped);
-        staging.unmap();
-        Ok(values)
-    }
-
     /// Observations `[env][agent][obs_width]` (read back).
     ///
     /// # Errors
     /// [`GpuError::Readback`].
     pub fn observations(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
-        self.read(ctx, &self.obs)
+        ctx.read_buffer(&self.obs)
     }
 
     /// Rewards of the last step `[env][agent]` (read back).
@@ -463,7 +420,7 @@ impl GpuBatchEnv {
     /// # Errors
     /// [`GpuError::Readback`].
     pub fn rewards(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
-        self.read(ctx, &self.rewards)
+        ctx.read_buffer(&self.rewards)
     }
 
     /// Whether each env's episode ended at the last step (read back).
@@ -471,8 +428,8 @@ impl GpuBatchEnv {
     /// # Errors
     /// [`GpuError::Readback`].
     pub fn dones(&self, ctx: &GpuContext) -> Result<Vec<bool>, GpuError> {
-        Ok(self
-            .read::<u32>(ctx, &self.state)?
+        Ok(ctx
+            .read_buffer::<u32>(&self.state)?
             .chunks_exact(3)
             .map(|s| s[2] != 0)
             .collect())
@@ -486,8 +443,8 @@ impl GpuBatchEnv {
     /// [`GpuError::Readback`].
     pub fn splits_and_rejects(&self, ctx: &GpuContext) -> Result<(Vec<u32>, Vec<u32>), GpuError> {
         Ok((
-            self.read(ctx, &self.counts)?,
-            self.read(ctx, &self.rejects)?,
+            ctx.read_buffer(&self.counts)?,
+            ctx.read_buffer(&self.rejects)?,
         ))
     }
 }

@@ -1,4 +1,5 @@
-// One step of every environment of a batch, one invocation per env, with
+// One step of every environment of a batch, one invocation per env (the
+// split is `split_into` of split.wgsl, prepended), with
 // the semantics of dfaas_core::BatchEnv (exact-integer rejects): split,
 // incoming lists in sender order, performance-table look-up, reject
 // distribution, reward, next observation, episode bookkeeping and
@@ -32,8 +33,6 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> rewards: array<f32>;   // [env][agent]
 @group(0) @binding(8) var<storage, read_write> state: array<u32>;     // [env]: step, episode, done
 
-const MAX_ENTRIES: u32 = 64u;
-
 fn degree(a: u32) -> u32 {
     return topology[params.degrees + a];
 }
@@ -44,54 +43,6 @@ fn rate(e: u32, a: u32, t: u32) -> u32 {
     let episode = state[e * 3u + 1u];
     let entry = (e + episode * params.envs) % params.pool_size;
     return pool[(entry * params.agents + a) * params.max_steps + t];
-}
-
-// Split of agent `a`'s rate by its action (dfaas_core::split semantics).
-fn split(e: u32, a: u32, total: u32) {
-    let n = degree(a) + 2u;
-    let base = (e * params.agents + a) * params.width;
-    let total_f = f32(total);
-    var whole: array<u32, MAX_ENTRIES>;
-    var frac: array<f32, MAX_ENTRIES>;
-    var assigned = 0u;
-    for (var j = 0u; j < n; j++) {
-        let p = clamp(actions[base + j], 0.0, 1.0);
-        let product = bitcast<f32>(bitcast<u32>(p * total_f));
-        let w = u32(product);
-        whole[j] = w;
-        frac[j] = product - f32(w);
-        assigned += w;
-    }
-    if (assigned > total) {
-        var remainder: array<u32, MAX_ENTRIES>;
-        var given = 0u;
-        for (var j = 0u; j < n; j++) {
-            let product = whole[j] * total;
-            let share = product / assigned;
-            remainder[j] = product - share * assigned;
-            whole[j] = share;
-            given += share;
-        }
-        let extra = total - given;
-        for (var j = 0u; j < n; j++) {
-            var rank = 0u;
-            for (var i = 0u; i < n; i++) {
-                rank += select(0u, 1u, remainder[i] > remainder[j] || (remainder[i] == remainder[j] && i < j));
-            }
-            counts[base + j] = whole[j] + select(0u, 1u, rank < extra);
-        }
-    } else {
-        let remaining = total - assigned;
-        let full = remaining / n;
-        let extra = remaining % n;
-        for (var j = 0u; j < n; j++) {
-            var rank = 0u;
-            for (var i = 0u; i < n; i++) {
-                rank += select(0u, 1u, frac[i] > frac[j] || (frac[i] == frac[j] && i < j));
-            }
-            counts[base + j] = whole[j] + full + select(0u, 1u, rank < extra);
-        }
-    }
 }
 
 // Node `node`'s incoming list (own local count first, then every positive
@@ -170,7 +121,7 @@ fn step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     }
     let t = state[e * 3u];
     for (var a = 0u; a < params.agents; a++) {
-        split(e, a, rate(e, a, t));
+        split_into((e * params.agents + a) * params.width, degree(a) + 2u, rate(e, a, t));
         let base = (e * params.agents + a) * params.width;
         for (var j = 0u; j < params.width; j++) {
             rejects[base + j] = 0u;

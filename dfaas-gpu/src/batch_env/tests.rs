@@ -8,19 +8,6 @@ use dfaas_core::rng::{below, seeded, uniform01};
 use dfaas_core::{BatchEnv, EnvConfig, StepMetrics};
 use std::collections::BTreeMap;
 
-fn context() -> Option<GpuContext> {
-    match GpuContext::new() {
-        Ok(ctx) => Some(ctx),
-        Err(GpuError::NoAdapter(why))
-            if std::env::var("DFAAS_REQUIRE_GPU").as_deref() != Ok("1") =>
-        {
-            eprintln!("skipping GPU test: no adapter ({why})");
-            None
-        }
-        Err(e) => panic!("GPU required here: {e}"),
-    }
-}
-
 /// The topology with static random traces (zeros included), service times
 /// in seconds (rejects at almost every step) and exact rejects.
 fn model(lines: &[&str], max_steps: usize, seed: u64) -> EnvModel {
@@ -79,7 +66,9 @@ fn random_actions(
 
 #[test]
 fn gpu_batch_equals_cpu_batch_on_reference_topologies() {
-    let Some(ctx) = context() else { return };
+    let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
+        return;
+    };
     eprintln!("adapter: {}", ctx.describe());
     let topologies: [&[&str]; 3] = [
         &["node_0 node_1"],
@@ -159,7 +148,9 @@ fn gpu_batch_equals_cpu_batch_on_reference_topologies() {
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    let Some(ctx) = context() else { return };
+    let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
+        return;
+    };
     let model = model(&["a b"], 8, 1);
     let pool = TracePool::generate(&model, 2, 0).unwrap();
     let mut gpu = GpuBatchEnv::new(&ctx, &model, 4, &pool).unwrap();

@@ -29,9 +29,7 @@ impl SplitKernel {
     /// Compiles the kernel on `ctx`'s device.
     #[must_use]
     pub fn new(ctx: &GpuContext) -> Self {
-        let module = ctx
-            .device
-            .create_shader_module(wgpu::include_wgsl!("shader.wgsl"));
+        let module = ctx.shader("split", include_str!("shader.wgsl"));
         let pipeline = ctx
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -135,12 +133,6 @@ impl SplitKernel {
             contents: bytemuck::bytes_of(&params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let readback = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("split.readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("split.bindings"),
             layout: &self.pipeline.get_bind_group_layout(0),
@@ -181,30 +173,8 @@ impl SplitKernel {
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
-        encoder.copy_buffer_to_buffer(&counts_buf, 0, &readback, 0, Some(size));
-        let submission = ctx.queue.submit([encoder.finish()]);
-        let slice = readback.slice(..);
-        let (sender, receiver) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |result| {
-            let _ = sender.send(result);
-        });
-        device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(submission),
-                timeout: None,
-            })
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        receiver
-            .recv()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let mapped = slice
-            .get_mapped_range()
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let counts = bytemuck::cast_slice(&mapped).to_vec();
-        drop(mapped);
-        readback.unmap();
-        Ok(counts)
+        ctx.queue.submit([encoder.finish()]);
+        ctx.read_buffer(&counts_buf)
     }
 }
 

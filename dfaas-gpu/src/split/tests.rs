@@ -4,24 +4,11 @@ use super::*;
 use dfaas_core::rng::{below, seeded, uniform01};
 use dfaas_core::split::split_requests;
 
-/// The GPU context, or `None` (with a message) when this machine has no
-/// adapter at all; with `DFAAS_REQUIRE_GPU=1` (CI) a missing adapter fails.
-fn context() -> Option<GpuContext> {
-    match GpuContext::new() {
-        Ok(ctx) => Some(ctx),
-        Err(GpuError::NoAdapter(why))
-            if std::env::var("DFAAS_REQUIRE_GPU").as_deref() != Ok("1") =>
-        {
-            eprintln!("skipping GPU test: no adapter ({why})");
-            None
-        }
-        Err(e) => panic!("GPU required here: {e}"),
-    }
-}
-
 #[test]
 fn gpu_split_equals_the_cpu_split() {
-    let Some(ctx) = context() else { return };
+    let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
+        return;
+    };
     eprintln!("adapter: {}", ctx.describe());
     let kernel = SplitKernel::new(&ctx);
     let (rows, width) = (70_000usize, 8usize);
@@ -79,7 +66,9 @@ fn gpu_split_equals_the_cpu_split() {
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    let Some(ctx) = context() else { return };
+    let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
+        return;
+    };
     let kernel = SplitKernel::new(&ctx);
     assert!(matches!(
         kernel.run(&ctx, &[0.5, 0.5], &[2], &[70_000], 2),

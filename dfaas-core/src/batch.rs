@@ -15,7 +15,7 @@
 
 use crate::alloc_prelude::*;
 use crate::error::{ResetError, StepError};
-use crate::metrics::{StepMetrics, network_delay_ms};
+use crate::metrics::{StepMetrics, reward_numerator};
 use crate::model::EnvModel;
 use crate::rejects::distribute_rejects;
 use crate::rng::{Xoshiro128PlusPlus, draw_episode_seed, env_master_seed, seeded};
@@ -28,10 +28,9 @@ struct Scratch {
     counts: Vec<u32>,
     /// Fractional parts of one agent's split.
     fractions: Vec<f32>,
-    /// Rejects of each forward `[agent][action_width]` (entries 1..=k).
-    forward_rejects: Vec<u32>,
-    /// Local rejects per node.
-    local_rejects: Vec<u32>,
+    /// Rejects `[agent][action_width]`: entry 0 the agent's local requests
+    /// rejected at its own node, entries 1..=k its forwards rejected there.
+    rejects: Vec<u32>,
     /// Incoming list of one node, its senders and its rejects.
     list: Vec<u32>,
     list_source: Vec<usize>,
@@ -115,8 +114,7 @@ impl BatchEnv {
             scratch: Scratch {
                 counts: vec![0; n * w],
                 fractions: vec![0.0; w],
-                forward_rejects: vec![0; n * w],
-                local_rejects: vec![0; n],
+                rejects: vec![0; n * w],
                 list: vec![0; max_list],
                 list_source: vec![0; max_list],
                 list_rejects: vec![0; max_list],
@@ -423,7 +421,6 @@ impl BatchEnv {
         let inputs = &self.input_rates[i * n * s..(i + 1) * n * s];
         let sc = &mut self.scratch;
         if let Some(m) = metrics.as_deref_mut() {
-            m.step = t;
             m.observation
                 .copy_from_slice(&self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width]);
         }
@@ -439,7 +436,7 @@ impl BatchEnv {
                 &mut sc.fractions[..k + 2],
             );
         }
-        sc.forward_rejects.fill(0);
+        sc.rejects.fill(0);
 
         // 2–4. Incoming list per node, model look-up, reject distribution.
         for node in 0..n {
@@ -457,7 +454,6 @@ impl BatchEnv {
             let total: u32 = sc.list[..len].iter().sum();
             let table = &model.tables[model.table_of[node]];
             let rejects = table.rejects()[total as usize];
-            sc.local_rejects[node] = 0;
             if rejects > 0 {
                 distribute_rejects(
                     model.reject_arithmetic,
@@ -466,52 +462,30 @@ impl BatchEnv {
                     rejects,
                     &mut sc.list_rejects[..len],
                 );
-                sc.local_rejects[node] = sc.list_rejects[0];
+                sc.rejects[node * w] = sc.list_rejects[0];
                 for e in 1..len {
-                    sc.forward_rejects[sc.list_source[e]] = sc.list_rejects[e];
+                    sc.rejects[sc.list_source[e]] = sc.list_rejects[e];
                 }
-            }
-            if let Some(m) = metrics.as_deref_mut() {
-                m.incoming_rate[node] = total;
-                m.incoming_rate_local[node] = sc.list[0];
-                m.incoming_rate_forward[node] = total - sc.list[0];
-                m.incoming_rate_reject[node] = rejects;
-                m.incoming_rate_local_reject[node] = sc.local_rejects[node];
-                m.incoming_rate_forward_reject[node] = rejects - sc.local_rejects[node];
             }
         }
 
         // 5. Reward: (local − local rejects + forwards − forward rejects − rejects) / input.
         for a in 0..n {
             let k = model.degrees[a];
-            let row = &sc.counts[a * w..a * w + k + 2];
-            let forwarded: u32 = row[1..=k].iter().sum();
-            let forward_rejected: u32 = sc.forward_rejects[a * w + 1..=a * w + k].iter().sum();
-            let numerator = i64::from(row[0]) - i64::from(sc.local_rejects[a])
-                + i64::from(forwarded)
-                - i64::from(forward_rejected)
-                - i64::from(row[k + 1]);
+            let numerator = reward_numerator(
+                &sc.counts[a * w..a * w + k + 2],
+                &sc.rejects[a * w..a * w + k + 1],
+            );
             let rate = inputs[a * s + t];
             self.rewards[i * n + a] = if rate == 0 {
                 0.0
             } else {
                 numerator as f32 / rate as f32
             };
-            if let Some(m) = metrics.as_deref_mut() {
-                m.input_rate[a] = rate;
-                m.action[a * w..(a + 1) * w].copy_from_slice(&sc.counts[a * w..(a + 1) * w]);
-                m.forward_rejects[a * w..(a + 1) * w]
-                    .copy_from_slice(&sc.forward_rejects[a * w..(a + 1) * w]);
-                m.forward_reject_rate[a] = forward_rejected;
-                m.reward[a] = if rate == 0 {
-                    0.0
-                } else {
-                    numerator as f64 / f64::from(rate)
-                };
-            }
         }
         if let Some(m) = metrics {
-            Self::record_times_and_delays(model, sc, t, m);
+            let rates: Vec<u32> = (0..n).map(|a| inputs[a * s + t]).collect();
+            m.record(model, t, &rates, &sc.counts, &sc.rejects);
         }
 
         // 6. Advance; next observation (or the next episode's first).
@@ -530,52 +504,6 @@ impl BatchEnv {
         }
         self.write_observation(i, next.min(s - 1), next - 1);
         Ok(())
-    }
-
-    /// Response times and network delays (metrics path only).
-    fn record_times_and_delays(model: &EnvModel, sc: &Scratch, t: usize, m: &mut StepMetrics) {
-        let w = model.action_width;
-        let topology = model.built.topology();
-        let links = model.built.links();
-        let (in_bytes, out_bytes) = (
-            model.built.input_size_bytes(),
-            model.built.output_size_bytes(),
-        );
-        let node_time = |node: usize, total: u32| {
-            model.tables[model.table_of[node]].response_times()[total as usize]
-        };
-        for a in 0..model.num_agents {
-            let k = model.degrees[a];
-            m.response_time_avg_local[a] = if sc.counts[a * w] > 0 {
-                node_time(a, m.incoming_rate[a])
-            } else {
-                0.0
-            };
-            let (mut resp_sum, mut fwd_sum, mut ret_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
-            for j in 1..=k {
-                let e = a * w + j;
-                let (mut resp, mut fwd, mut ret) = (0.0, 0.0, 0.0);
-                if sc.counts[e] > 0 {
-                    let neighbour = topology.neighbours(a)[j - 1] as usize;
-                    let link = &links
-                        [topology.slot_links()[topology.offsets()[a] as usize + j - 1] as usize];
-                    resp = node_time(neighbour, m.incoming_rate[neighbour]);
-                    fwd = network_delay_ms(link.access_delay_ms, in_bytes, link.bandwidth_mbps[t]);
-                    ret = network_delay_ms(link.access_delay_ms, out_bytes, link.bandwidth_mbps[t]);
-                    resp_sum += resp;
-                    fwd_sum += fwd;
-                    ret_sum += ret;
-                    count += 1;
-                }
-                m.response_time_avg_forwarded_to[e] = resp;
-                m.network_forward_delay_avg_to[e] = fwd;
-                m.network_return_delay_avg_to[e] = ret;
-            }
-            let mean = |sum: f64| if count > 0 { sum / count as f64 } else { 0.0 };
-            m.response_time_avg_forwarded[a] = mean(resp_sum);
-            m.network_forward_delay_avg[a] = mean(fwd_sum);
-            m.network_return_delay_avg[a] = mean(ret_sum);
-        }
     }
 
     /// Observation at step 0: `prev_input_rate` 1, per-neighbour entries 0.
@@ -612,7 +540,7 @@ impl BatchEnv {
             row[1] = trace[prev] as f32;
             for j in 1..=k {
                 row[1 + j] = self.scratch.counts[a * w + j] as f32;
-                row[1 + k + j] = self.scratch.forward_rejects[a * w + j] as f32;
+                row[1 + k + j] = self.scratch.rejects[a * w + j] as f32;
             }
         }
     }

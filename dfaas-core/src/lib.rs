@@ -81,7 +81,7 @@ pub use config::{
 };
 pub use env::{Env, StepOutcome};
 pub use error::{ConfigError, ResetError, StepError};
-pub use metrics::{StepMetrics, network_delay_ms};
+pub use metrics::{StepMetrics, network_delay_ms, reward_numerator};
 pub use model::EnvModel;
 pub use perfmodel::{PerfModelParams, PerfTable};
 pub use rejects::RejectArithmetic;

@@ -35,7 +35,9 @@ pub struct StepMetrics {
     pub incoming_rate_forward_reject: Vec<u32>,
     /// The agent's forwarded requests rejected by its neighbours.
     pub forward_reject_rate: Vec<u32>,
-    /// Per neighbour, `[agent][action_width]`.
+    /// Rejects of the agent's requests, `[agent][action_width]`: entry 0 its
+    /// local requests rejected at its own node, entry `1 + i` its forwards
+    /// rejected by its i-th neighbour.
     pub forward_rejects: Vec<u32>,
     /// Reward per agent (f64, as the reference computes it).
     pub reward: Vec<f64>,
@@ -82,6 +84,115 @@ impl StepMetrics {
             network_forward_delay_avg_to: vec![0.0; wide],
             network_return_delay_avg: vec![0.0; n],
             network_return_delay_avg_to: vec![0.0; wide],
+        }
+    }
+}
+
+/// Numerator of an agent's reward, `local − local rejects + forwards −
+/// forward rejects − rejects`, from its split `[local, forward_1..k,
+/// reject]` and its rejects `[local, forward_1..k]`.
+#[must_use]
+pub fn reward_numerator(split: &[u32], rejects: &[u32]) -> i64 {
+    let k = split.len() - 2;
+    let forwarded: i64 = split[1..=k].iter().map(|&c| i64::from(c)).sum();
+    let forward_rejected: i64 = rejects[1..=k].iter().map(|&c| i64::from(c)).sum();
+    i64::from(split[0]) - i64::from(rejects[0]) + forwarded
+        - forward_rejected
+        - i64::from(split[k + 1])
+}
+
+impl StepMetrics {
+    /// Derives every metric of step `step` from the step's integer state —
+    /// input rates `[agent]`, splits and rejects `[agent][action_width]`
+    /// (rejects: entry 0 local, `1 + i` of the i-th forward) — for the CPU
+    /// batch and for state read back from the GPU. `observation` is left to
+    /// the caller (the observation the agents received before the step).
+    pub fn record(
+        &mut self,
+        model: &EnvModel,
+        step: usize,
+        rates: &[u32],
+        counts: &[u32],
+        rejects: &[u32],
+    ) {
+        let (n, w) = (model.num_agents(), model.action_width());
+        self.step = step;
+        self.input_rate.copy_from_slice(&rates[..n]);
+        self.action.copy_from_slice(&counts[..n * w]);
+        self.forward_rejects.copy_from_slice(&rejects[..n * w]);
+        for node in 0..n {
+            let (mut forwarded_in, mut rejected_in) = (0u32, 0u32);
+            for e in model.in_offsets[node]..model.in_offsets[node + 1] {
+                let slot = model.in_senders[e] * w + model.in_action_index[e];
+                forwarded_in += counts[slot];
+                rejected_in += rejects[slot];
+            }
+            let local = counts[node * w];
+            self.incoming_rate_local[node] = local;
+            self.incoming_rate_forward[node] = forwarded_in;
+            self.incoming_rate[node] = local + forwarded_in;
+            self.incoming_rate_local_reject[node] = rejects[node * w];
+            self.incoming_rate_forward_reject[node] = rejected_in;
+            self.incoming_rate_reject[node] = rejects[node * w] + rejected_in;
+        }
+        for a in 0..n {
+            let k = model.degree(a);
+            self.forward_reject_rate[a] = rejects[a * w + 1..=a * w + k].iter().sum();
+            let numerator = reward_numerator(
+                &counts[a * w..a * w + k + 2],
+                &rejects[a * w..a * w + k + 1],
+            );
+            self.reward[a] = if rates[a] == 0 {
+                0.0
+            } else {
+                numerator as f64 / f64::from(rates[a])
+            };
+        }
+        self.record_times_and_delays(model, step, counts);
+    }
+
+    /// Response times and network delays of the forwards.
+    fn record_times_and_delays(&mut self, model: &EnvModel, t: usize, counts: &[u32]) {
+        let w = model.action_width();
+        let topology = model.built().topology();
+        let links = model.built().links();
+        let (in_bytes, out_bytes) = (
+            model.built().input_size_bytes(),
+            model.built().output_size_bytes(),
+        );
+        let node_time =
+            |node: usize, total: u32| model.perf_table(node).response_times()[total as usize];
+        for a in 0..model.num_agents() {
+            let k = model.degree(a);
+            self.response_time_avg_local[a] = if counts[a * w] > 0 {
+                node_time(a, self.incoming_rate[a])
+            } else {
+                0.0
+            };
+            let (mut resp_sum, mut fwd_sum, mut ret_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
+            for j in 1..=k {
+                let e = a * w + j;
+                let (mut resp, mut fwd, mut ret) = (0.0, 0.0, 0.0);
+                if counts[e] > 0 {
+                    let neighbour = topology.neighbours(a)[j - 1] as usize;
+                    let link = &links
+                        [topology.slot_links()[topology.offsets()[a] as usize + j - 1] as usize];
+                    resp = node_time(neighbour, self.incoming_rate[neighbour]);
+                    fwd = network_delay_ms(link.access_delay_ms, in_bytes, link.bandwidth_mbps[t]);
+                    ret = network_delay_ms(link.access_delay_ms, out_bytes, link.bandwidth_mbps[t]);
+                    resp_sum += resp;
+                    fwd_sum += fwd;
+                    ret_sum += ret;
+                    count += 1;
+                }
+                self.response_time_avg_forwarded_to[e] = resp;
+                self.network_forward_delay_avg_to[e] = fwd;
+                self.network_return_delay_avg_to[e] = ret;
+            }
+            let mean = |sum: f64| if count > 0 { sum / count as f64 } else { 0.0 };
+            self.response_time_avg_forwarded[a] = mean(resp_sum);
+            self.network_forward_delay_avg[a] = mean(fwd_sum);
+            self.network_return_delay_avg[a] = mean(ret_sum);
         }
     }
 }

@@ -7,10 +7,12 @@
 //! the model's own generator: env `i` plays pool entry `(i + j·N) mod P` in
 //! its `j`-th episode, so new episodes never wait for the CPU. Everything
 //! stays on the device between steps; only what the caller asks for is
-//! read back. Pipelines, buffers and the bind group are built once.
+//! read back (per-step metrics are derived on the host from the read-back
+//! integer state, with the CPU's own code). Pipelines, buffers and the bind
+//! group are built once.
 
 use crate::{GpuContext, GpuError};
-use dfaas_core::{EnvModel, RejectArithmetic};
+use dfaas_core::{EnvModel, RejectArithmetic, StepMetrics};
 use wgpu::util::DeviceExt;
 
 /// Uniform parameters, mirrored field for field in `shader.wgsl`.
@@ -84,6 +86,8 @@ impl TracePool {
 /// The batch on the device.
 #[derive(Debug)]
 pub struct GpuBatchEnv {
+    model: EnvModel,
+    pool: TracePool,
     params: Params,
     step_pipeline: wgpu::ComputePipeline,
     reset_pipeline: wgpu::ComputePipeline,
@@ -326,6 +330,8 @@ impl GpuBatchEnv {
             ],
         });
         let env = Self {
+            model: model.clone(),
+            pool: pool.clone(),
             params,
             step_pipeline,
             reset_pipeline,
@@ -386,6 +392,53 @@ impl GpuBatchEnv {
         ctx.queue
             .write_buffer(&self.actions, 0, bytemuck::cast_slice(actions));
         self.advance(ctx);
+        Ok(())
+    }
+
+    /// As [`GpuBatchEnv::step`], also filling `metrics[i]` (made with
+    /// `StepMetrics::new`) with every per-step metric of env `i` — the same
+    /// values as `BatchEnv::step_with_metrics`. Off the hot path: it reads
+    /// the state back and derives the metrics on the host.
+    ///
+    /// # Errors
+    /// As [`GpuBatchEnv::step`]; [`GpuError::Input`] when `metrics` does not
+    /// hold one record per env; [`GpuError::Readback`].
+    pub fn step_with_metrics(
+        &mut self,
+        ctx: &GpuContext,
+        actions: &[f32],
+        metrics: &mut [StepMetrics],
+    ) -> Result<(), GpuError> {
+        let envs = self.params.envs as usize;
+        if metrics.len() != envs {
+            return Err(GpuError::Input {
+                field: "metrics",
+                reason: format!("expected {envs} records, got {}", metrics.len()),
+            });
+        }
+        let observations = self.observations(ctx)?;
+        let state: Vec<u32> = ctx.read_buffer(&self.state)?;
+        self.step(ctx, actions)?;
+        let (counts, rejects) = self.splits_and_rejects(ctx)?;
+        let (n, s) = (self.model.num_agents(), self.model.max_steps());
+        let (wide, ow) = (n * self.model.action_width(), n * self.model.obs_width());
+        let mut rates = vec![0u32; n];
+        for (e, m) in metrics.iter_mut().enumerate() {
+            let (t, episode) = (state[3 * e] as usize, state[3 * e + 1] as usize);
+            let entry = (e + episode * envs) % self.pool.episodes;
+            for (a, r) in rates.iter_mut().enumerate() {
+                *r = self.pool.rates[(entry * n + a) * s + t];
+            }
+            m.observation
+                .copy_from_slice(&observations[e * ow..(e + 1) * ow]);
+            m.record(
+                &self.model,
+                t,
+                &rates,
+                &counts[e * wide..(e + 1) * wide],
+                &rejects[e * wide..(e + 1) * wide],
+            );
+        }
         Ok(())
     }
 

@@ -93,12 +93,23 @@ fn gpu_batch_equals_cpu_batch_on_reference_topologies() {
             "{n} agents: first observations"
         );
         let mut metrics = vec![StepMetrics::new(&model); envs];
+        let mut gpu_metrics = vec![StepMetrics::new(&model); envs];
         let mut rng = seeded(77 + t as u64);
         let (mut rewards_exact, mut rewards_total) = (0usize, 0usize);
         for step in 0..2 * max_steps + 5 {
             let actions = random_actions(&model, envs, &mut rng);
             cpu.step_with_metrics(&actions, &mut metrics).unwrap();
-            gpu.step(&ctx, &actions).unwrap();
+            // Every few steps, the full per-step metrics must agree too.
+            if step % 7 == 0 {
+                gpu.step_with_metrics(&ctx, &actions, &mut gpu_metrics)
+                    .unwrap();
+                assert_eq!(
+                    gpu_metrics, metrics,
+                    "{n} agents step {step}: per-step metrics"
+                );
+            } else {
+                gpu.step(&ctx, &actions).unwrap();
+            }
             let (splits, rejects) = gpu.splits_and_rejects(&ctx).unwrap();
             for (e, m) in metrics.iter().enumerate() {
                 for a in 0..n {

@@ -109,9 +109,20 @@ impl GpuContext {
     }
 
     /// Compiles `source` with the shared WGSL functions (`split.wgsl`)
-    /// prepended.
-    pub(crate) fn shader(&self, label: &str, source: &str) -> wgpu::ShaderModule {
-        let full = format!("{}\n{source}", include_str!("split.wgsl"));
+    /// prepended, their private arrays sized for `max_entries` entries (a
+    /// split row or an incoming list): the smaller, the less private memory
+    /// per invocation on a real GPU.
+    pub(crate) fn shader(
+        &self,
+        label: &str,
+        source: &str,
+        max_entries: usize,
+    ) -> wgpu::ShaderModule {
+        let shared = include_str!("split.wgsl").replace(
+            "const MAX_ENTRIES: u32 = 64u;",
+            &format!("const MAX_ENTRIES: u32 = {}u;", max_entries.clamp(1, 64)),
+        );
+        let full = format!("{shared}\n{source}");
         self.device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),

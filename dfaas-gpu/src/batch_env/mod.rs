@@ -246,7 +246,7 @@ impl GpuBatchEnv {
         let obs = zeroed("env.obs", num_envs * n * model.obs_width(), readable);
         let rewards = zeroed("env.rewards", num_envs * n, readable);
         let state = zeroed("env.state", num_envs * 3, readable);
-        let module = ctx.shader("env", include_str!("shader.wgsl"));
+        let module = ctx.shader("env", include_str!("shader.wgsl"), model.action_width());
         // The kernel's signature, shared by both entry points: binding 0 the
         // uniform parameters, 1–3 read-only inputs, 4–8 the state.
         let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {

@@ -29,7 +29,7 @@ impl SplitKernel {
     /// Compiles the kernel on `ctx`'s device.
     #[must_use]
     pub fn new(ctx: &GpuContext) -> Self {
-        let module = ctx.shader("split", include_str!("shader.wgsl"));
+        let module = ctx.shader("split", include_str!("shader.wgsl"), MAX_ENTRIES);
         let pipeline = ctx
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

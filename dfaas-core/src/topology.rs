@@ -149,12 +149,6 @@ impl Topology {
         &self.offsets
     }
 
-    /// CSR neighbour array (one entry per slot).
-    #[must_use]
-    pub fn neighbour_slots(&self) -> &[u32] {
-        &self.neighbours
-    }
-
     /// Link index of every slot.
     #[must_use]
     pub fn slot_links(&self) -> &[u32] {
@@ -181,17 +175,6 @@ impl Topology {
             .iter()
             .position(|&n| n as usize == b)
             .map(|i| self.slot_link[start + i] as usize)
-    }
-
-    /// The slot `a → b` (position of `b` among `a`'s neighbours, as an
-    /// index into the CSR arrays), if they are linked.
-    #[must_use]
-    pub fn slot(&self, a: usize, b: usize) -> Option<usize> {
-        let start = self.offsets[a] as usize;
-        self.neighbours(a)
-            .iter()
-            .position(|&n| n as usize == b)
-            .map(|i| start + i)
     }
 
     /// Nodes that are a neighbour of at least one agent, in agent order.

@@ -94,18 +94,6 @@ impl Mlp {
         }
     }
 
-    /// Layer widths.
-    #[must_use]
-    pub fn widths(&self) -> &[usize] {
-        &self.widths
-    }
-
-    /// Input width.
-    #[must_use]
-    pub fn input(&self) -> usize {
-        self.widths[0]
-    }
-
     /// Output width.
     #[must_use]
     pub fn output(&self) -> usize {

@@ -208,3 +208,51 @@ fn bad_inputs_are_typed_errors() {
         Err(GpuError::Input { .. })
     ));
 }
+
+/// Adjacency lines of a random graph on `n` nodes (isolated nodes allowed).
+fn random_lines(n: usize, edges: &[bool]) -> Vec<String> {
+    let mut lines: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    let mut e = 0;
+    for (i, line) in lines.iter_mut().enumerate() {
+        for j in i + 1..n {
+            if edges[e % edges.len()] {
+                line.push_str(&format!(" n{j}"));
+            }
+            e += 1;
+        }
+    }
+    lines
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Any topology (isolated nodes, uneven degrees, several tables): the
+    /// GPU batch equals the CPU batch, metrics included.
+    #[test]
+    fn gpu_batch_equals_cpu_batch_on_random_topologies(
+        n in 1usize..7,
+        edges in proptest::collection::vec(proptest::prelude::any::<bool>(), 1..21),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else { return Ok(()) };
+        let lines = random_lines(n, &edges);
+        let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let model = model(&line_refs, 8, seed);
+        let envs = 64;
+        let mut cpu = BatchEnv::new(model.clone(), envs);
+        cpu.reset(seed).unwrap();
+        let pool = TracePool::generate(&model, 1, 0).unwrap();
+        let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
+        let (mut cpu_metrics, mut gpu_metrics) = (vec![StepMetrics::new(&model); envs], vec![StepMetrics::new(&model); envs]);
+        let mut rng = seeded(seed ^ 1);
+        for step in 0..17 {
+            let actions = random_actions(&model, envs, &mut rng);
+            cpu.step_with_metrics(&actions, &mut cpu_metrics).unwrap();
+            gpu.step_with_metrics(&ctx, &actions, &mut gpu_metrics).unwrap();
+            proptest::prop_assert_eq!(&gpu_metrics, &cpu_metrics, "step {}", step);
+            proptest::prop_assert_eq!(gpu.observations(&ctx).unwrap(), cpu.observations().to_vec());
+            proptest::prop_assert_eq!(gpu.dones(&ctx).unwrap(), cpu.dones().to_vec());
+        }
+    }
+}

@@ -251,6 +251,9 @@ fn run(args: Args) -> Result<()> {
     if args.eval_episodes == 0 || args.checkpoint_every == 0 {
         bail!("--eval-episodes and --checkpoint-every must be > 0");
     }
+    if args.backend == BackendChoice::Auto {
+        println!("backend: cpu (the GPU training backend is not built yet)");
+    }
     let checkpoints = args.out.join("checkpoints");
     let (mut trainer, built) = if args.resume {
         if args.config.is_some() {

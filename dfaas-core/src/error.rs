@@ -207,6 +207,10 @@ pub enum ResetError {
     EvaluationSeedsMissing,
     /// Occurs when the first reset gives no seed.
     SeedMissing,
+    /// Occurs when the `real` method is asked for input rates without its
+    /// day files (an `EnvModel` loads them; a hand-made `GeneratorInputs`
+    /// may not).
+    RealTracesMissing,
     /// Occurs when a `real` trace row is unusable (spec §4: all values below
     /// 1 or all above 150).
     UnsupportedTrace {
@@ -227,6 +231,9 @@ impl fmt::Display for ResetError {
                 "reset: evaluation mode needs evaluation seeds; call set_evaluation_seeds first"
             ),
             Self::SeedMissing => write!(f, "reset: the first reset must give a seed"),
+            Self::RealTracesMissing => {
+                write!(f, "input_rate_method real: no day files were loaded")
+            }
             Self::UnsupportedTrace {
                 agent,
                 trace,

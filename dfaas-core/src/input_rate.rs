@@ -163,9 +163,7 @@ pub fn generate_unscaled(
             }
         }
         InputRateMethod::Real { .. } => {
-            let real = inputs
-                .real
-                .expect("EnvModel loads real traces for the real method");
+            let real = inputs.real.ok_or(ResetError::RealTracesMissing)?;
             real.pick(rng, inputs.agent_names, inputs.evaluation, out)?;
         }
     }

@@ -12,18 +12,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use dfaas::core::{BatchEnv, Env, EnvConfig, EnvModel, StepMetrics};
 use std::hint::black_box;
 
-const TOPOLOGIES: [(&str, &[&str]); 3] = [
-    ("2_agents", &["node_0 node_1"]),
-    ("3_agents", &["node_0 node_1 node_2", "node_1 node_2"]),
-    (
-        "5_agents",
-        &[
-            "node_0 node_1 node_2",
-            "node_3 node_2 node_0",
-            "node_1 node_4",
-        ],
-    ),
-];
+const AGENTS: [usize; 3] = [2, 3, 5];
 const POOL: usize = 64;
 
 fn model(lines: &[&str]) -> EnvModel {
@@ -38,7 +27,11 @@ fn action_pool(model: &EnvModel, envs: usize) -> Vec<Vec<f32>> {
 }
 
 fn bench_batch(c: &mut Criterion) {
-    for (name, lines) in TOPOLOGIES {
+    for agents in AGENTS {
+        let (name, lines) = (
+            format!("{agents}_agents"),
+            dfaas::reference_topology(agents).unwrap(),
+        );
         let model = model(lines);
         let n = model.num_agents();
         let mut group = c.benchmark_group(format!("batch_env/{name}"));
@@ -70,7 +63,11 @@ fn bench_batch(c: &mut Criterion) {
 
 fn bench_single(c: &mut Criterion) {
     let mut group = c.benchmark_group("env");
-    for (name, lines) in TOPOLOGIES {
+    for agents in AGENTS {
+        let (name, lines) = (
+            format!("{agents}_agents"),
+            dfaas::reference_topology(agents).unwrap(),
+        );
         let model = model(lines);
         let pool = action_pool(&model, 1);
         let mut env = Env::new(model.clone());
@@ -91,7 +88,11 @@ fn bench_single(c: &mut Criterion) {
 
 fn bench_tables(c: &mut Criterion) {
     let mut group = c.benchmark_group("perf_tables");
-    for (name, lines) in TOPOLOGIES {
+    for agents in AGENTS {
+        let (name, lines) = (
+            format!("{agents}_agents"),
+            dfaas::reference_topology(agents).unwrap(),
+        );
         let built = EnvConfig::with_network(lines).build().unwrap();
         group.bench_function(name, |b| {
             b.iter(|| EnvModel::new(black_box(&built)).unwrap())

@@ -34,15 +34,8 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<()> {
-    let lines: &[&str] = match args.agents {
-        2 => &["node_0 node_1"],
-        3 => &["node_0 node_1 node_2", "node_1 node_2"],
-        5 => &[
-            "node_0 node_1 node_2",
-            "node_3 node_2 node_0",
-            "node_1 node_4",
-        ],
-        other => bail!("--agents must be 2, 3 or 5, got {other}"),
+    let Some(lines) = dfaas::reference_topology(args.agents) else {
+        bail!("--agents must be 2, 3 or 5, got {}", args.agents);
     };
     if args.envs == 0 || args.steps == 0 || args.repeats == 0 {
         bail!("--envs, --steps and --repeats must be > 0");

@@ -34,15 +34,8 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<()> {
-    let lines: &[&str] = match args.agents {
-        2 => &["node_0 node_1"],
-        3 => &["node_0 node_1 node_2", "node_1 node_2"],
-        5 => &[
-            "node_0 node_1 node_2",
-            "node_3 node_2 node_0",
-            "node_1 node_4",
-        ],
-        other => bail!("--agents must be 2, 3 or 5, got {other}"),
+    let Some(lines) = dfaas::reference_topology(args.agents) else {
+        bail!("--agents must be 2, 3 or 5, got {}", args.agents);
     };
     if args.steps == 0 || args.envs.contains(&0) {
         bail!("--steps and every --envs value must be > 0");

@@ -73,3 +73,19 @@ pub fn random_actions(model: &dfaas_core::EnvModel, envs: usize, seed: u64) -> V
     }
     actions
 }
+
+/// Adjacency lines of the reference's `configs/env/{two,three,five}_agents.yaml`
+/// topologies, for `agents` = 2, 3 or 5 (`None` otherwise).
+#[must_use]
+pub fn reference_topology(agents: usize) -> Option<&'static [&'static str]> {
+    match agents {
+        2 => Some(&["node_0 node_1"]),
+        3 => Some(&["node_0 node_1 node_2", "node_1 node_2"]),
+        5 => Some(&[
+            "node_0 node_1 node_2",
+            "node_3 node_2 node_0",
+            "node_1 node_4",
+        ]),
+        _ => None,
+    }
+}

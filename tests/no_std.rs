@@ -63,3 +63,32 @@ fn dfaas_core_builds_without_std() {
         with_std.join("\n")
     );
 }
+
+/// `std` alone switches on no optional feature it does not need: no serde.
+#[test]
+fn std_alone_pulls_in_no_serde() {
+    let tree = cargo()
+        .args([
+            "tree",
+            "-p",
+            "dfaas-core",
+            "--no-default-features",
+            "--features",
+            "std",
+            "-e",
+            "normal",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        tree.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tree.stderr)
+    );
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    // (csv's own `serde_core` is a hard dependency of csv, not a feature.)
+    assert!(
+        !tree.lines().any(|l| l.contains("── serde v")),
+        "std pulls in serde:\n{tree}"
+    );
+}

@@ -15,9 +15,10 @@
 
 use crate::alloc_prelude::*;
 use crate::error::{ResetError, StepError};
-use crate::metrics::{StepMetrics, reward_numerator};
+use crate::metrics::StepMetrics;
 use crate::model::EnvModel;
-use crate::rejects::distribute_rejects;
+use crate::rejects::distribute_unchecked;
+use crate::reward;
 use crate::rng::{Xoshiro128PlusPlus, draw_episode_seed, env_master_seed, seeded};
 use crate::split::split_finite;
 
@@ -40,10 +41,7 @@ struct Scratch {
 /// Everything that changes while a [`BatchEnv`] runs, to save and restore
 /// it exactly (checkpoints): random streams, episodes, steps, outputs.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(
-    all(feature = "serde", feature = "std"),
-    derive(serde::Serialize, serde::Deserialize)
-)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct BatchEnvState {
     /// `[env][agent][step]`.
     pub input_rates: Vec<u32>,
@@ -65,6 +63,11 @@ pub struct BatchEnvState {
     pub dones: Vec<bool>,
     /// Whether the batch was reset at least once.
     pub started: bool,
+}
+
+/// Index and value of the first of `values` above `max`.
+fn first_above(values: impl Iterator<Item = u64>, max: u64) -> Option<(usize, u64)> {
+    values.enumerate().find(|&(_, v)| v > max)
 }
 
 /// N environments stepped together (CPU).
@@ -223,10 +226,11 @@ impl BatchEnv {
     /// model and size; the batch then continues exactly as the original.
     ///
     /// # Errors
-    /// [`StepError::StateShape`] naming the first field that does not fit
-    /// (nothing changes then).
+    /// [`StepError::StateShape`] naming the first field whose size does not
+    /// fit, [`StepError::StateValue`] the first value this batch cannot
+    /// continue from (nothing changes then).
     pub fn restore(&mut self, state: BatchEnvState) -> Result<(), StepError> {
-        let checks: [(&'static str, usize, usize); 9] = [
+        let checks: [(&'static str, usize, usize); 8] = [
             (
                 "input_rates",
                 state.input_rates.len(),
@@ -247,15 +251,6 @@ impl BatchEnv {
             ("obs", state.obs.len(), self.obs.len()),
             ("rewards", state.rewards.len(), self.rewards.len()),
             ("dones", state.dones.len(), self.dones.len()),
-            (
-                "steps (values)",
-                state
-                    .steps
-                    .iter()
-                    .filter(|&&s| s > self.model.max_steps)
-                    .count(),
-                0,
-            ),
         ];
         if let Some(&(field, got, expected)) =
             checks.iter().find(|(_, got, expected)| got != expected)
@@ -264,6 +259,41 @@ impl BatchEnv {
                 field,
                 expected,
                 got,
+            });
+        }
+        let max_cursor = state.evaluation_seeds.len().saturating_sub(1);
+        let values: [(&'static str, Option<(usize, u64)>, u64); 3] = [
+            (
+                "steps",
+                first_above(state.steps.iter().map(|&s| s as u64), self.model.max_steps as u64),
+                self.model.max_steps as u64,
+            ),
+            (
+                "input_rates",
+                first_above(
+                    state.input_rates.iter().map(|&r| u64::from(r)),
+                    u64::from(self.model.max_rate),
+                ),
+                u64::from(self.model.max_rate),
+            ),
+            (
+                "evaluation_cursor",
+                first_above(
+                    state.evaluation_cursor.iter().map(|&c| c as u64),
+                    max_cursor as u64,
+                )
+                .filter(|_| !state.evaluation_seeds.is_empty()),
+                max_cursor as u64,
+            ),
+        ];
+        if let Some(&(field, Some((index, value)), max)) =
+            values.iter().find(|(_, first, _)| first.is_some())
+        {
+            return Err(StepError::StateValue {
+                field,
+                index,
+                value,
+                max,
             });
         }
         self.input_rates = state.input_rates;
@@ -337,8 +367,8 @@ impl BatchEnv {
     }
 
     /// As [`BatchEnv::step`], also writing every per-step metric of env `i`
-    /// into `metrics[i]` (`metrics.len() == num_envs`, each made with
-    /// [`StepMetrics::new`]).
+    /// into `metrics[i]` (`metrics.len() == num_envs`; records of another
+    /// shape, e.g. `StepMetrics::default()`, are resized to the model).
     ///
     /// # Errors
     /// As [`BatchEnv::step`]; also when `metrics` has the wrong length.
@@ -413,17 +443,13 @@ impl BatchEnv {
         &mut self,
         i: usize,
         env_actions: &[f32],
-        mut metrics: Option<&mut StepMetrics>,
+        metrics: Option<&mut StepMetrics>,
     ) -> Result<(), ResetError> {
         let model = &self.model;
         let (n, w, s) = (model.num_agents, model.action_width, model.max_steps);
         let t = self.steps[i];
         let inputs = &self.input_rates[i * n * s..(i + 1) * n * s];
         let sc = &mut self.scratch;
-        if let Some(m) = metrics.as_deref_mut() {
-            m.observation
-                .copy_from_slice(&self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width]);
-        }
 
         // 1. Split each agent's input by its action.
         for a in 0..n {
@@ -455,7 +481,7 @@ impl BatchEnv {
             let table = &model.tables[model.table_of[node]];
             let rejects = table.rejects()[total as usize];
             if rejects > 0 {
-                distribute_rejects(
+                distribute_unchecked(
                     model.reject_arithmetic,
                     &sc.list[..len],
                     total,
@@ -472,20 +498,17 @@ impl BatchEnv {
         // 5. Reward: (local − local rejects + forwards − forward rejects − rejects) / input.
         for a in 0..n {
             let k = model.degrees[a];
-            let numerator = reward_numerator(
+            let numerator = reward::numerator_unchecked(
                 &sc.counts[a * w..a * w + k + 2],
                 &sc.rejects[a * w..a * w + k + 1],
             );
-            let rate = inputs[a * s + t];
-            self.rewards[i * n + a] = if rate == 0 {
-                0.0
-            } else {
-                numerator as f32 / rate as f32
-            };
+            self.rewards[i * n + a] = reward::of_agent(numerator, inputs[a * s + t]);
         }
         if let Some(m) = metrics {
             let rates: Vec<u32> = (0..n).map(|a| inputs[a * s + t]).collect();
-            m.record(model, t, &rates, &sc.counts, &sc.rejects);
+            let observation = &self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width];
+            // The slices are this model's own: recording cannot fail.
+            let _ = m.record(model, t, observation, &rates, &sc.counts, &sc.rejects);
         }
 
         // 6. Advance; next observation (or the next episode's first).
@@ -543,5 +566,131 @@ impl BatchEnv {
                 row[1 + k + j] = self.scratch.rejects[a * w + j] as f32;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EnvConfig;
+
+    fn batch(num_envs: usize, evaluation: bool) -> BatchEnv {
+        let config = EnvConfig {
+            evaluation,
+            ..EnvConfig::default()
+        };
+        let model = EnvModel::new(&config.build().unwrap()).unwrap();
+        let mut batch = BatchEnv::new(model, num_envs);
+        if evaluation {
+            batch.set_evaluation_seeds(3, 2);
+        }
+        batch.reset(11).unwrap();
+        batch
+    }
+
+    fn thirds(batch: &BatchEnv) -> Vec<f32> {
+        let m = batch.model();
+        vec![1.0 / 3.0; batch.num_envs() * m.num_agents() * m.action_width()]
+    }
+
+    #[test]
+    fn restored_state_continues_exactly() {
+        let mut a = batch(3, false);
+        let actions = thirds(&a);
+        for _ in 0..5 {
+            a.step(&actions).unwrap();
+        }
+        let mut b = batch(3, false);
+        b.restore(a.state()).unwrap();
+        for _ in 0..300 {
+            a.step(&actions).unwrap();
+            b.step(&actions).unwrap();
+        }
+        assert_eq!(a.state(), b.state());
+    }
+
+    #[test]
+    fn states_with_values_out_of_range_are_refused_and_change_nothing() {
+        let mut b = batch(2, true);
+        let before = b.state();
+        let max_rate = b.model().max_input_rate();
+        let mut state = before.clone();
+        state.input_rates[7] = max_rate + 1;
+        assert_eq!(
+            b.restore(state),
+            Err(StepError::StateValue {
+                field: "input_rates",
+                index: 7,
+                value: u64::from(max_rate) + 1,
+                max: u64::from(max_rate),
+            })
+        );
+        let mut state = before.clone();
+        state.evaluation_cursor[1] = 2; // two seeds: cursors 0 and 1
+        assert!(matches!(
+            b.restore(state),
+            Err(StepError::StateValue {
+                field: "evaluation_cursor",
+                index: 1,
+                value: 2,
+                max: 1
+            })
+        ));
+        let mut state = before.clone();
+        state.steps[0] = b.model().max_steps() + 1;
+        assert!(matches!(
+            b.restore(state),
+            Err(StepError::StateValue { field: "steps", .. })
+        ));
+        let mut state = before.clone();
+        state.obs.pop();
+        assert!(matches!(
+            b.restore(state),
+            Err(StepError::StateShape { field: "obs", .. })
+        ));
+        assert_eq!(b.state(), before);
+        // The batch still steps (the refused states left no trace).
+        let actions = thirds(&b);
+        for _ in 0..b.model().max_steps() + 1 {
+            b.step(&actions).unwrap();
+        }
+    }
+
+    #[test]
+    fn metrics_of_any_shape_are_resized_to_the_model() {
+        let (mut a, mut b) = (batch(2, false), batch(2, false));
+        let actions = thirds(&a);
+        let mut sized = vec![StepMetrics::new(a.model()); 2];
+        // One default record and one sized for a 5-agent model.
+        let other = EnvModel::new(
+            &EnvConfig::with_network(&["a b c d e", "b c"])
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut odd = vec![StepMetrics::default(), StepMetrics::new(&other)];
+        for _ in 0..3 {
+            a.step_with_metrics(&actions, &mut sized).unwrap();
+            b.step_with_metrics(&actions, &mut odd).unwrap();
+            assert_eq!(sized, odd);
+        }
+        assert_eq!(
+            a.step_with_metrics(&actions, &mut sized[..1]),
+            Err(StepError::MetricsLength {
+                expected: 2,
+                got: 1
+            })
+        );
+    }
+
+    #[test]
+    fn auto_reset_errors_chain_their_cause() {
+        let e = StepError::AutoReset {
+            env: 4,
+            error: ResetError::RealTracesMissing,
+        };
+        let source = core::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source, Some(ResetError::RealTracesMissing.to_string()));
+        assert!(!e.to_string().contains("day files"), "cause not repeated");
     }
 }

@@ -103,8 +103,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for ConfigError {}
+impl core::error::Error for ConfigError {}
 
 /// An action batch or state that a step cannot accept. Nothing is changed
 /// when a step returns an error.
@@ -139,6 +138,16 @@ pub enum StepError {
         /// Given number of metrics records.
         got: usize,
     },
+    /// Occurs when a slice given to [`crate::StepMetrics::record`] does not
+    /// fit the model.
+    InputLength {
+        /// The slice.
+        field: &'static str,
+        /// Its length for this model.
+        expected: usize,
+        /// The given length.
+        got: usize,
+    },
     /// Occurs when a saved [`crate::batch::BatchEnvState`] does not fit the
     /// batch it is restored into.
     StateShape {
@@ -148,6 +157,19 @@ pub enum StepError {
         expected: usize,
         /// Its size in the saved state.
         got: usize,
+    },
+    /// Occurs when a saved [`crate::batch::BatchEnvState`] has the right
+    /// shapes but a value this batch cannot continue from (an input rate
+    /// above the model's tables, a cursor past the evaluation seeds).
+    StateValue {
+        /// The field.
+        field: &'static str,
+        /// Index of the first offending entry.
+        index: usize,
+        /// Its value.
+        value: u64,
+        /// The largest value accepted there.
+        max: u64,
     },
     /// Occurs when an env of a [`crate::BatchEnv`] finished its episode and
     /// its next one could not start.
@@ -182,7 +204,24 @@ impl fmt::Display for StepError {
                 f,
                 "metrics: expected one record per env ({expected}), got {got}"
             ),
-            Self::AutoReset { env, error } => write!(f, "auto-reset of env {env}: {error}"),
+            Self::InputLength {
+                field,
+                expected,
+                got,
+            } => write!(f, "{field}: expected {expected} values, got {got}"),
+            Self::StateValue {
+                field,
+                index,
+                value,
+                max,
+            } => write!(
+                f,
+                "state.{field}[{index}]: must be <= {max} for this batch, got {value}"
+            ),
+            // The reset error itself is the `source()`.
+            Self::AutoReset { env, .. } => {
+                write!(f, "env {env}: its next episode could not start")
+            }
             Self::StateShape {
                 field,
                 expected,
@@ -195,8 +234,14 @@ impl fmt::Display for StepError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for StepError {}
+impl core::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::AutoReset { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// A reset that cannot produce an episode.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,5 +290,4 @@ impl fmt::Display for ResetError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for ResetError {}
+impl core::error::Error for ResetError {}

@@ -21,6 +21,11 @@ use crate::rng::{Xoshiro128PlusPlus, below, inclusive, shuffle, standard_normal,
 pub const RATE_MIN: u32 = 1;
 /// See [`RATE_MIN`].
 pub const RATE_MAX: u32 = 150;
+/// Largest input rate the environment accepts from any method: static
+/// traces are checked against it at build, real day-file values are below
+/// 10⁶, synthetic ones at most [`RATE_MAX`]. Products of a rate with an
+/// action entry are exact in f32 below 2²⁴.
+pub const MAX_INPUT_RATE: u32 = 1 << 20;
 /// Per-agent capacity of scale-down: the sum over agents is capped at
 /// `63·n` at every step.
 pub const SCALE_DOWN_PER_AGENT: u32 = 63;

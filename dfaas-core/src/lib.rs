@@ -34,9 +34,12 @@
 //! values, link validation).
 //!
 //! ## Features
-//! * `std` (default): reading files (base trace, Azure day files) and
-//!   `std::error::Error`. Without it the crate is `no_std` + `alloc`.
+//! * `std` (default): reading files (base trace, Azure day files), atomic
+//!   file output. Without it the crate is `no_std` + `alloc` (the error
+//!   types implement `core::error::Error` either way).
 //! * `serde`: `Serialize`/`Deserialize` on the configuration.
+//! * `serde-state` (implies `std`, `serde`): `Serialize`/`Deserialize` on
+//!   [`BatchEnvState`], for checkpoints.
 //! * `yaml` (default; implies `std`, `serde`), `json` (default; works
 //!   without `std`): `EnvConfig::{from,to}_{yaml,json}`.
 #![no_std]
@@ -67,6 +70,7 @@ mod metrics;
 mod model;
 pub mod perfmodel;
 pub mod rejects;
+pub mod reward;
 #[cfg(all(feature = "yaml", feature = "json"))]
 pub mod replay;
 pub mod rng;
@@ -81,8 +85,8 @@ pub use config::{
 };
 pub use env::{Env, StepOutcome};
 pub use error::{ConfigError, ResetError, StepError};
-pub use metrics::{StepMetrics, network_delay_ms, reward_numerator};
-pub use model::EnvModel;
+pub use metrics::{StepMetrics, network_delay_ms};
+pub use model::{EnvModel, Incoming};
 pub use perfmodel::{PerfModelParams, PerfTable};
 pub use rejects::RejectArithmetic;
 pub use topology::Topology;

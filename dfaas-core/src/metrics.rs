@@ -8,7 +8,9 @@
 //! service times; network delays in milliseconds.
 
 use crate::alloc_prelude::*;
+use crate::error::StepError;
 use crate::model::EnvModel;
+use crate::reward;
 
 /// Metrics of one step of one environment.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -88,38 +90,49 @@ impl StepMetrics {
     }
 }
 
-/// Numerator of an agent's reward, `local − local rejects + forwards −
-/// forward rejects − rejects`, from its split `[local, forward_1..k,
-/// reject]` and its rejects `[local, forward_1..k]`.
-#[must_use]
-pub fn reward_numerator(split: &[u32], rejects: &[u32]) -> i64 {
-    let k = split.len() - 2;
-    let forwarded: i64 = split[1..=k].iter().map(|&c| i64::from(c)).sum();
-    let forward_rejected: i64 = rejects[1..=k].iter().map(|&c| i64::from(c)).sum();
-    i64::from(split[0]) - i64::from(rejects[0]) + forwarded
-        - forward_rejected
-        - i64::from(split[k + 1])
-}
-
 impl StepMetrics {
     /// Derives every metric of step `step` from the step's integer state —
+    /// the observation the agents received before it (`[agent][obs_width]`),
     /// input rates `[agent]`, splits and rejects `[agent][action_width]`
     /// (rejects: entry 0 local, `1 + i` of the i-th forward) — for the CPU
-    /// batch and for state read back from the GPU. `observation` is left to
-    /// the caller (the observation the agents received before the step).
+    /// batch and for state read back from the GPU. Any `StepMetrics` (e.g.
+    /// `StepMetrics::default()`) is resized to `model` first.
+    ///
+    /// # Errors
+    /// [`StepError::InputLength`] naming a slice that does not fit `model`
+    /// (nothing is written then).
     pub fn record(
         &mut self,
         model: &EnvModel,
         step: usize,
+        observation: &[f32],
         rates: &[u32],
         counts: &[u32],
         rejects: &[u32],
-    ) {
+    ) -> Result<(), StepError> {
         let (n, w) = (model.num_agents(), model.action_width());
+        for (field, expected, got) in [
+            ("observation", n * model.obs_width(), observation.len()),
+            ("rates", n, rates.len()),
+            ("counts", n * w, counts.len()),
+            ("rejects", n * w, rejects.len()),
+        ] {
+            if expected != got {
+                return Err(StepError::InputLength {
+                    field,
+                    expected,
+                    got,
+                });
+            }
+        }
+        if !self.fits(n, w, observation.len()) {
+            *self = Self::new(model);
+        }
+        self.observation.copy_from_slice(observation);
         self.step = step;
-        self.input_rate.copy_from_slice(&rates[..n]);
-        self.action.copy_from_slice(&counts[..n * w]);
-        self.forward_rejects.copy_from_slice(&rejects[..n * w]);
+        self.input_rate.copy_from_slice(rates);
+        self.action.copy_from_slice(counts);
+        self.forward_rejects.copy_from_slice(rejects);
         for node in 0..n {
             let (mut forwarded_in, mut rejected_in) = (0u32, 0u32);
             for e in model.in_offsets[node]..model.in_offsets[node + 1] {
@@ -138,17 +151,47 @@ impl StepMetrics {
         for a in 0..n {
             let k = model.degree(a);
             self.forward_reject_rate[a] = rejects[a * w + 1..=a * w + k].iter().sum();
-            let numerator = reward_numerator(
+            let numerator = reward::numerator_unchecked(
                 &counts[a * w..a * w + k + 2],
                 &rejects[a * w..a * w + k + 1],
             );
-            self.reward[a] = if rates[a] == 0 {
-                0.0
-            } else {
-                numerator as f64 / f64::from(rates[a])
-            };
+            self.reward[a] = reward::of_agent_f64(numerator, rates[a]);
         }
         self.record_times_and_delays(model, step, counts);
+        Ok(())
+    }
+
+    /// Whether every array has its length for `n` agents, action width `w`
+    /// and `obs` observation entries.
+    fn fits(&self, n: usize, w: usize, obs: usize) -> bool {
+        let per_agent = [
+            &self.input_rate,
+            &self.incoming_rate,
+            &self.incoming_rate_local,
+            &self.incoming_rate_forward,
+            &self.incoming_rate_reject,
+            &self.incoming_rate_local_reject,
+            &self.incoming_rate_forward_reject,
+            &self.forward_reject_rate,
+        ];
+        let per_agent_f64 = [
+            &self.reward,
+            &self.response_time_avg_local,
+            &self.response_time_avg_forwarded,
+            &self.network_forward_delay_avg,
+            &self.network_return_delay_avg,
+        ];
+        let per_entry_f64 = [
+            &self.response_time_avg_forwarded_to,
+            &self.network_forward_delay_avg_to,
+            &self.network_return_delay_avg_to,
+        ];
+        self.observation.len() == obs
+            && self.action.len() == n * w
+            && self.forward_rejects.len() == n * w
+            && per_agent.iter().all(|v| v.len() == n)
+            && per_agent_f64.iter().all(|v| v.len() == n)
+            && per_entry_f64.iter().all(|v| v.len() == n * w)
     }
 
     /// Response times and network delays of the forwards.
@@ -201,7 +244,8 @@ impl StepMetrics {
 /// (bandwidth·10⁶) · 1000`, in the reference's order of operations.
 #[must_use]
 pub fn network_delay_ms(access_delay_ms: f64, bytes: u64, bandwidth_mbps: f64) -> f64 {
-    let bits = (bytes * 8) as f64;
+    // In f64 (exact below 2⁵³ bits), so no size can overflow.
+    let bits = bytes as f64 * 8.0;
     let bandwidth_bps = bandwidth_mbps * 1_000_000.0;
     access_delay_ms + bits / bandwidth_bps * 1000.0
 }

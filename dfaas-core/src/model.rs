@@ -10,6 +10,21 @@ use crate::input_rate::{RealTraces, Sinusoids};
 use crate::perfmodel::PerfTable;
 use crate::rejects::RejectArithmetic;
 
+/// The incoming lists of all nodes in CSR form: node `n` receives forwards
+/// from `senders[offsets[n]..offsets[n + 1]]` (sorted by agent index), each
+/// through entry `action_index[e]` (1..=degree) of the sender's action.
+/// That order is the order of the node's incoming list after its own
+/// local count (spec §6.4).
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// `num_agents + 1` offsets into `senders` / `action_index`.
+    pub offsets: &'a [usize],
+    /// Sending agent of each incoming edge.
+    pub senders: &'a [usize],
+    /// Index of the forward in the sender's action, `1..=degree`.
+    pub action_index: &'a [usize],
+}
+
 /// Immutable, precomputed description of an environment.
 #[derive(Debug, Clone)]
 pub struct EnvModel {
@@ -34,6 +49,9 @@ pub struct EnvModel {
     pub(crate) sinusoids: Sinusoids,
     pub(crate) real: Option<RealTraces>,
     pub(crate) reject_arithmetic: RejectArithmetic,
+    /// Largest input rate of an agent (the tables cover `max_rate·(1 +
+    /// degree)` at each node).
+    pub(crate) max_rate: u32,
 }
 
 impl EnvModel {
@@ -142,6 +160,7 @@ impl EnvModel {
             sinusoids: Sinusoids::new(n, built.max_steps()),
             real,
             reject_arithmetic: built.reject_arithmetic(),
+            max_rate,
         })
     }
 
@@ -180,6 +199,13 @@ impl EnvModel {
         self.obs_width
     }
 
+    /// Largest input rate an agent can receive (the performance tables
+    /// cover every total up to `max_input_rate·(1 + degree)` at each node).
+    #[must_use]
+    pub fn max_input_rate(&self) -> u32 {
+        self.max_rate
+    }
+
     /// Number of neighbours of agent `a`.
     #[must_use]
     pub fn degree(&self, a: usize) -> usize {
@@ -208,6 +234,17 @@ impl EnvModel {
         };
         let mut rng = crate::rng::seeded(u64::from(episode_seed));
         crate::input_rate::generate(&inputs, &mut rng, out)
+    }
+
+    /// The incoming lists of every node in CSR form (built once here; the
+    /// GPU env uploads them as they are).
+    #[must_use]
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            offsets: &self.in_offsets,
+            senders: &self.in_senders,
+            action_index: &self.in_action_index,
+        }
     }
 
     /// The performance table of node `n`.

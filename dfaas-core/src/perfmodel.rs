@@ -137,8 +137,7 @@ impl fmt::Display for PerfModelError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for PerfModelError {}
+impl core::error::Error for PerfModelError {}
 
 fn check(
     field: &'static str,

@@ -26,26 +26,101 @@
 //! returns the same counts (given the f32/f64 rule of the conformance
 //! vectors).
 
-use crate::rejects::distribute_exact;
+use crate::input_rate::MAX_INPUT_RATE;
+use crate::rejects::distribute_exact_unchecked;
+use core::fmt;
 
 /// Largest number of action entries [`split_requests`] handles without
 /// allocation (2 + the degree of the node).
 pub const MAX_ACTIONS: usize = 64;
 
+/// Why [`split_requests`] refused its input (nothing is written then).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SplitError {
+    /// Occurs when `counts` is not as long as `action`.
+    Length {
+        /// Entries of the action.
+        action: usize,
+        /// Entries of `counts`.
+        counts: usize,
+    },
+    /// Occurs when the action has more than [`MAX_ACTIONS`] entries.
+    TooManyEntries {
+        /// Entries of the action.
+        entries: usize,
+    },
+    /// Occurs when an entry is NaN or ±∞.
+    NonFinite {
+        /// Index of the entry.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// Occurs when the rate is above [`MAX_INPUT_RATE`] (f32 products
+    /// would no longer be exact).
+    RateTooLarge {
+        /// The rate.
+        rate: u32,
+    },
+}
+
+impl fmt::Display for SplitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length { action, counts } => write!(
+                f,
+                "counts: must have one entry per action entry ({action}), got {counts}"
+            ),
+            Self::TooManyEntries { entries } => write!(
+                f,
+                "action: at most {MAX_ACTIONS} entries, got {entries}"
+            ),
+            Self::NonFinite { index, value } => {
+                write!(f, "action[{index}]: must be finite, got {value}")
+            }
+            Self::RateTooLarge { rate } => {
+                write!(f, "rate: must be <= {MAX_INPUT_RATE}, got {rate}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for SplitError {}
+
 /// Splits `rate` requests by `action` into `counts` (same length as
-/// `action`, at most [`MAX_ACTIONS`]). Returns `false`, leaving `counts`
-/// untouched, when an entry is not finite.
-pub fn split_requests(action: &[f32], rate: u32, counts: &mut [u32]) -> bool {
-    if action.iter().any(|p| !p.is_finite()) {
-        return false;
+/// `action`, at most [`MAX_ACTIONS`] entries, `rate <=`
+/// [`MAX_INPUT_RATE`]).
+///
+/// # Errors
+/// [`SplitError`] naming the input that does not fit; `counts` is then
+/// untouched.
+pub fn split_requests(action: &[f32], rate: u32, counts: &mut [u32]) -> Result<(), SplitError> {
+    if counts.len() != action.len() {
+        return Err(SplitError::Length {
+            action: action.len(),
+            counts: counts.len(),
+        });
+    }
+    if action.len() > MAX_ACTIONS {
+        return Err(SplitError::TooManyEntries {
+            entries: action.len(),
+        });
+    }
+    if let Some((index, &value)) = action.iter().enumerate().find(|(_, p)| !p.is_finite()) {
+        return Err(SplitError::NonFinite { index, value });
+    }
+    if rate > MAX_INPUT_RATE {
+        return Err(SplitError::RateTooLarge { rate });
     }
     let mut fractions = [0f32; MAX_ACTIONS];
     split_finite(action, rate, counts, &mut fractions[..action.len()]);
-    true
+    Ok(())
 }
 
-/// [`split_requests`] for an action already known to be finite, with the
-/// caller's scratch for the fractional parts (same length as `action`).
+/// [`split_requests`] for an input already checked (finite action of at
+/// most [`MAX_ACTIONS`] entries, `counts` and the caller's scratch
+/// `fractions` as long as `action`, `rate <= MAX_INPUT_RATE`).
 pub(crate) fn split_finite(action: &[f32], rate: u32, counts: &mut [u32], fractions: &mut [f32]) {
     let n = action.len();
     let r = rate as f32;
@@ -65,7 +140,7 @@ pub(crate) fn split_finite(action: &[f32], rate: u32, counts: &mut [u32], fracti
     if assigned > rate64 {
         let mut truncated = [0u32; MAX_ACTIONS];
         truncated[..n].copy_from_slice(counts);
-        distribute_exact(&truncated[..n], assigned as u32, rate, counts);
+        distribute_exact_unchecked(&truncated[..n], assigned as u32, rate, counts);
         return;
     }
     let remaining = rate64 - assigned;
@@ -98,7 +173,7 @@ mod tests {
 
     fn split(action: &[f32], rate: u32) -> [u32; 8] {
         let mut out = [0u32; 8];
-        assert!(split_requests(action, rate, &mut out[..action.len()]));
+        split_requests(action, rate, &mut out[..action.len()]).unwrap();
         out
     }
 
@@ -117,8 +192,42 @@ mod tests {
         assert_eq!(split(&[2.0, -1.0, 0.0], 5)[..3], [5, 0, 0]);
         assert_eq!(split(&[0.5, 0.51], 10)[..2], [5, 5]);
         let mut out = [0u32; 3];
-        assert!(!split_requests(&[f32::NAN, 0.5, 0.5], 10, &mut out));
-        assert!(!split_requests(&[f32::INFINITY, 0.0, 0.0], 10, &mut out));
+        assert!(matches!(
+            split_requests(&[0.5, f32::NAN, 0.5], 10, &mut out),
+            Err(SplitError::NonFinite { index: 1, .. })
+        ));
+        assert!(split_requests(&[f32::INFINITY, 0.0, 0.0], 10, &mut out).is_err());
         assert_eq!(out, [0, 0, 0]);
+    }
+
+    #[test]
+    fn inputs_that_do_not_fit_are_refused() {
+        let mut out = [7u32; 2];
+        assert_eq!(
+            split_requests(&[0.5, 0.5, 0.0], 10, &mut out),
+            Err(SplitError::Length {
+                action: 3,
+                counts: 2
+            })
+        );
+        let wide = [0.0f32; MAX_ACTIONS + 1];
+        let mut counts = [0u32; MAX_ACTIONS + 1];
+        assert_eq!(
+            split_requests(&wide, 10, &mut counts),
+            Err(SplitError::TooManyEntries { entries: 65 })
+        );
+        assert_eq!(
+            split_requests(&[1.0, 0.0], MAX_INPUT_RATE + 1, &mut out),
+            Err(SplitError::RateTooLarge {
+                rate: MAX_INPUT_RATE + 1
+            })
+        );
+        assert_eq!(out, [7, 7], "nothing written on error");
+        // The largest rate with every entry at 1 (sum far above 1): the
+        // rescale takes the exact 64-bit path: equal shares, the one left
+        // over to the first entry.
+        let mut big = [0u32; 3];
+        split_requests(&[1.0, 1.0, 1.0], MAX_INPUT_RATE, &mut big).unwrap();
+        assert_eq!(big, [349_526, 349_525, 349_525]);
     }
 }

@@ -220,6 +220,18 @@ fn bad_configs_give_typed_errors_naming_field_and_value() {
         "carrier-pigeon",
     );
     assert_invalid("max_steps: 0\n", "max_steps", "0");
+    // Sizes whose bit count would overflow (`bytes·8` in u64) or lose
+    // exactness in f64 are refused.
+    assert_invalid(
+        "request_input_data_size_bytes: 18446744073709551615\n",
+        "request_input_data_size_bytes",
+        "18446744073709551615",
+    );
+    assert_invalid(
+        "request_output_data_size_bytes_range: [100, 1.0e17]\n",
+        "request_output_data_size_bytes_range",
+        "100000000000000000",
+    );
     assert_invalid(
         "warm_service_time_range: [500, 100]\n",
         "warm_service_time_range",

@@ -5,7 +5,7 @@ mod common;
 
 use dfaas_core::perfmodel::{self, OUTPUT_COLUMNS, PerfModelParams};
 use dfaas_core::rejects::{distribute_exact, distribute_reference};
-use dfaas_core::split::split_requests;
+use dfaas_core::split::{SplitError, split_requests};
 
 fn column(header: &[String], name: &str) -> usize {
     header
@@ -114,7 +114,7 @@ fn split_matches_every_row_in_f32() {
             .map(|&c| c as u32)
             .collect();
         let mut got = vec![0u32; action.len()];
-        assert!(split_requests(&action, rate, &mut got));
+        split_requests(&action, rate, &mut got).unwrap();
         assert_eq!(got, want, "row {r}: R={rate} action={action:?}");
     }
 }
@@ -130,12 +130,15 @@ fn split_of_invalid_actions_follows_the_documented_policy() {
             .collect();
         let outcome = &row[column(&header, "outcome")];
         let mut got = vec![0u32; action.len()];
-        let finite = split_requests(&action, rate, &mut got);
+        let split = split_requests(&action, rate, &mut got);
         if action.iter().any(|p| !p.is_finite()) {
-            assert!(!finite, "non-finite actions are refused: {row:?}");
+            assert!(
+                matches!(split, Err(SplitError::NonFinite { .. })),
+                "non-finite actions are refused: {row:?}"
+            );
             continue;
         }
-        assert!(finite);
+        split.unwrap();
         assert_eq!(
             got.iter().sum::<u32>(),
             rate,
@@ -175,9 +178,9 @@ fn rejects_match_the_reference_in_f64_and_the_exact_rule_elsewhere() {
             .collect();
         let total: u32 = incoming.iter().sum();
         let mut got = vec![0u32; incoming.len()];
-        distribute_reference(&incoming, total, total_rejects, &mut got);
+        distribute_reference(&incoming, total, total_rejects, &mut got).unwrap();
         assert_eq!(got, want, "row {r} (reference arithmetic): {incoming:?}");
-        distribute_exact(&incoming, total, total_rejects, &mut got);
+        distribute_exact(&incoming, total, total_rejects, &mut got).unwrap();
         if row[column(&header, "differs_from_exact")] == "1" {
             differing += 1;
             assert_ne!(got, want, "row {r}: marked as differing");

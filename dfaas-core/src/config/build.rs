@@ -6,6 +6,7 @@ use super::{EnvConfig, LinkConfig, NodePerfConfig, PerfModelRegime};
 use crate::alloc_prelude::*;
 use crate::bandwidth::generate_trace;
 use crate::error::ConfigError;
+use crate::input_rate::MAX_INPUT_RATE;
 use crate::perfmodel::PerfModelParams;
 use crate::rejects::RejectArithmetic;
 use crate::rng::{inclusive, seeded, truncated_normal};
@@ -18,8 +19,9 @@ type LinkTable = BTreeMap<String, BTreeMap<String, LinkConfig>>;
 
 /// Largest `max_steps` accepted (a bound on per-episode memory).
 const MAX_STEPS_LIMIT: i64 = 1 << 20;
-/// Largest input rate of a static trace (products are exact in f32 below 2²⁴).
-const MAX_STATIC_RATE: i64 = 1 << 20;
+/// Largest request input/output size (1 PiB): sizes in bits stay exact in
+/// f64 (below 2⁵³).
+const MAX_DATA_SIZE_BYTES: u64 = 1 << 50;
 /// Largest maximum concurrency (bounds the model's chain).
 const MAX_CONCURRENCY_LIMIT: i64 = 100_000;
 
@@ -361,6 +363,33 @@ impl EnvConfig {
                 format!("must be >= warm_service_time ({warm})"),
             ));
         }
+        for (field, given, range_max) in [
+            (
+                "request_input_data_size_bytes",
+                self.request_input_data_size_bytes,
+                in_hi,
+            ),
+            (
+                "request_output_data_size_bytes",
+                self.request_output_data_size_bytes,
+                out_hi,
+            ),
+        ] {
+            if range_max > MAX_DATA_SIZE_BYTES as f64 {
+                return Err(ConfigError::invalid(
+                    format!("{field}_range"),
+                    range_max,
+                    format!("max must be <= {MAX_DATA_SIZE_BYTES} bytes"),
+                ));
+            }
+            if let Some(bytes) = given.filter(|&b| b > MAX_DATA_SIZE_BYTES) {
+                return Err(ConfigError::invalid(
+                    field,
+                    bytes,
+                    format!("must be <= {MAX_DATA_SIZE_BYTES} bytes"),
+                ));
+            }
+        }
         Ok(Draws {
             input_size: self.request_input_data_size_bytes.unwrap_or(input_size),
             output_size: self.request_output_data_size_bytes.unwrap_or(output_size),
@@ -582,8 +611,8 @@ impl EnvConfig {
                         &format!("input_rate_trace.{name}"),
                         trace,
                         max_steps,
-                        |v| (0..=MAX_STATIC_RATE).contains(v),
-                        &format!("must be in 0..={MAX_STATIC_RATE}"),
+                        |v| (0..=i64::from(MAX_INPUT_RATE)).contains(v),
+                        &format!("must be in 0..={MAX_INPUT_RATE}"),
                     )?;
                     per_agent.push(trace.iter().map(|&v| v as u32).collect());
                 }

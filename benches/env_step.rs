@@ -22,7 +22,7 @@ fn model(lines: &[&str]) -> EnvModel {
 /// `POOL` action batches for `envs` envs, Dirichlet(1) per agent.
 fn action_pool(model: &EnvModel, envs: usize) -> Vec<Vec<f32>> {
     (0..POOL as u64)
-        .map(|i| dfaas::random_actions(model, envs, 7 + i))
+        .map(|i| dfaas_support::random_actions(model, envs, 7 + i))
         .collect()
 }
 
@@ -30,7 +30,7 @@ fn bench_batch(c: &mut Criterion) {
     for agents in AGENTS {
         let (name, lines) = (
             format!("{agents}_agents"),
-            dfaas::reference_topology(agents).unwrap(),
+            dfaas_support::reference_topology(agents).unwrap(),
         );
         let model = model(lines);
         let n = model.num_agents();
@@ -66,7 +66,7 @@ fn bench_single(c: &mut Criterion) {
     for agents in AGENTS {
         let (name, lines) = (
             format!("{agents}_agents"),
-            dfaas::reference_topology(agents).unwrap(),
+            dfaas_support::reference_topology(agents).unwrap(),
         );
         let model = model(lines);
         let pool = action_pool(&model, 1);
@@ -91,7 +91,7 @@ fn bench_tables(c: &mut Criterion) {
     for agents in AGENTS {
         let (name, lines) = (
             format!("{agents}_agents"),
-            dfaas::reference_topology(agents).unwrap(),
+            dfaas_support::reference_topology(agents).unwrap(),
         );
         let built = EnvConfig::with_network(lines).build().unwrap();
         group.bench_function(name, |b| {

@@ -31,7 +31,11 @@ fn bench_inference(c: &mut Criterion) {
         let mut controller = trainer.controller();
         group.throughput(Throughput::Elements((envs * model.num_agents()) as u64));
         group.bench_function(BenchmarkId::new("actions", envs), |b| {
-            b.iter(|| controller.act(&model, black_box(&obs), &mut actions));
+            b.iter(|| {
+                controller
+                    .act(&model, black_box(&obs), &mut actions)
+                    .unwrap()
+            });
         });
     }
     group.finish();
@@ -82,6 +86,7 @@ fn bench_gemm(c: &mut Criterion) {
                 0.0,
                 &mut out,
             )
+            .unwrap()
         });
     });
     group.bench_function("plain_loops", |bench| {

@@ -9,7 +9,6 @@
 use anyhow::{Result, bail};
 use clap::Parser;
 use dfaas::core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
-use std::process::ExitCode;
 use std::time::Instant;
 
 /// Measure CPU BatchEnv throughput in agent-steps per second.
@@ -33,8 +32,9 @@ struct Args {
     metrics: bool,
 }
 
-fn run(args: Args) -> Result<()> {
-    let Some(lines) = dfaas::reference_topology(args.agents) else {
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let Some(lines) = dfaas_support::reference_topology(args.agents) else {
         bail!("--agents must be 2, 3 or 5, got {}", args.agents);
     };
     if args.envs == 0 || args.steps == 0 || args.repeats == 0 {
@@ -43,7 +43,7 @@ fn run(args: Args) -> Result<()> {
     let model = EnvModel::new(&EnvConfig::with_network(lines).build()?)?;
     let n = model.num_agents();
     let pool: Vec<Vec<f32>> = (0..16)
-        .map(|i| dfaas::random_actions(&model, args.envs, 7 + i))
+        .map(|i| dfaas_support::random_actions(&model, args.envs, 7 + i))
         .collect();
     let mut batch = BatchEnv::new(model.clone(), args.envs);
     batch.reset(1)?;
@@ -71,8 +71,4 @@ fn run(args: Args) -> Result<()> {
         rates.len()
     );
     Ok(())
-}
-
-fn main() -> ExitCode {
-    dfaas::exit_code(run(Args::parse()))
 }

@@ -14,7 +14,6 @@ use dfaas::core::stats::StatsWriter;
 use dfaas::core::{Env, EnvConfig, EnvModel};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Heuristic policies.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -49,7 +48,8 @@ struct Args {
     out: PathBuf,
 }
 
-fn run(args: Args) -> Result<()> {
+fn main() -> Result<()> {
+    let args = Args::parse();
     let mut config = match &args.config {
         Some(path) => EnvConfig::from_file(path)?,
         None => dfaas::default_config(),
@@ -122,8 +122,4 @@ fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
-}
-
-fn main() -> ExitCode {
-    dfaas::exit_code(run(Args::parse()))
 }

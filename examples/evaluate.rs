@@ -7,16 +7,17 @@
 //! cargo run --release --example evaluate -- --checkpoint runs/default
 //! ```
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use dfaas::core::stats::StatsWriter;
 use dfaas::policies::backend::CpuBackend;
-use dfaas::policies::baselines::{self, AllLocal, NodeMargin, Random, Recalc, Static6040};
+use dfaas::policies::baselines;
 use dfaas::policies::checkpoint;
-use dfaas::policies::controller::{Controller, Evaluation, evaluate_with, evaluation_env};
+use dfaas::policies::controller::{
+    Controller, Evaluation, evaluate_with, evaluation_env, evaluation_seed, write_evaluation_csv,
+};
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Evaluate a PPO checkpoint and every baseline on the evaluation episodes.
 #[derive(Parser, Debug)]
@@ -39,10 +40,8 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-fn run(args: Args) -> Result<()> {
-    if args.episodes == 0 {
-        bail!("--episodes must be > 0");
-    }
+fn main() -> Result<()> {
+    let args = Args::parse();
     let dir = if args.checkpoint.join("state.json").is_file() {
         args.checkpoint.clone()
     } else {
@@ -53,25 +52,16 @@ fn run(args: Args) -> Result<()> {
             )
         })?
     };
-    let mut trainer = checkpoint::load(&dir, CpuBackend::new()).map_err(anyhow::Error::msg)?;
+    let mut trainer = checkpoint::load(&dir, CpuBackend::new())?;
     let built = trainer.model().built().clone();
-    let seed = args
-        .seed
-        .unwrap_or(trainer.config().seed.wrapping_add(1_000_003));
+    let seed = args.seed.unwrap_or(evaluation_seed(trainer.config().seed));
     let out = args.out.clone().unwrap_or_else(|| dir.join("evaluation"));
     let names = built.topology().names().to_vec();
-    let fresh_env =
-        || evaluation_env(built.config(), args.episodes, seed).map_err(anyhow::Error::msg);
+    let fresh_env = || evaluation_env(built.config(), args.episodes, seed);
 
     let mut results: Vec<Evaluation> = Vec::new();
-    let mut controllers: Vec<Box<dyn Controller + '_>> = vec![
-        Box::new(trainer.controller()),
-        Box::new(AllLocal),
-        Box::new(Random::new(seed)),
-        Box::new(Static6040),
-        Box::new(Recalc::default()),
-        Box::new(NodeMargin::default()),
-    ];
+    let mut controllers: Vec<Box<dyn Controller + '_>> = vec![Box::new(trainer.controller())];
+    controllers.extend(baselines::all(seed));
     for controller in &mut controllers {
         let policy_dir = out.join(controller.name());
         std::fs::create_dir_all(&policy_dir)
@@ -81,11 +71,8 @@ fn run(args: Args) -> Result<()> {
             .map(|_| StatsWriter::new(env.model(), Vec::new()))
             .collect::<std::io::Result<_>>()?;
         let result = evaluate_with(controller.as_mut(), &mut env, |i, model, metrics| {
-            writers[i]
-                .write_step(model, metrics)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(anyhow::Error::msg)?;
+            writers[i].write_step(model, metrics)
+        })?;
         for (i, writer) in writers.into_iter().enumerate() {
             let bytes = writer.finish()?;
             let path = policy_dir.join(format!("episode_{i}.csv"));
@@ -94,9 +81,8 @@ fn run(args: Args) -> Result<()> {
         results.push(result);
     }
     drop(controllers);
-    results.push(baselines::upper_bound(&mut fresh_env()?).map_err(anyhow::Error::msg)?);
+    results.push(baselines::upper_bound(&mut fresh_env()?)?);
 
-    let mut csv = String::from("policy,mean_reward,reject_pct,local_pct,forward_pct\n");
     println!(
         "checkpoint {} (iteration {}), {} evaluation episodes",
         dir.display(),
@@ -104,10 +90,6 @@ fn run(args: Args) -> Result<()> {
         args.episodes
     );
     for r in &results {
-        csv.push_str(&format!(
-            "{},{:.6},{:.4},{:.4},{:.4}\n",
-            r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
-        ));
         println!(
             "\n{}: mean reward {:.4}, rejected {:.2} %, local {:.2} %, forwarded {:.2} %",
             r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
@@ -123,11 +105,7 @@ fn run(args: Args) -> Result<()> {
             );
         }
     }
-    dfaas::io::write_atomically(&out.join("evaluation.csv"), |w| w.write_all(csv.as_bytes()))?;
+    write_evaluation_csv(&out.join("evaluation.csv"), &results)?;
     println!("\nwrote {}", out.display());
     Ok(())
-}
-
-fn main() -> ExitCode {
-    dfaas::exit_code(run(Args::parse()))
 }

@@ -15,7 +15,6 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use dfaas::core::perfmodel::{self, OUTPUT_COLUMNS, PerfModelParams};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 const INPUT_COLUMNS: [&str; 5] = [
     "arrival_rate",
@@ -43,7 +42,8 @@ struct Args {
     out: PathBuf,
 }
 
-fn run(args: Args) -> Result<()> {
+fn main() -> Result<()> {
+    let args = Args::parse();
     let mut reader = csv::Reader::from_path(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
     let header = reader.headers()?.clone();
@@ -118,8 +118,4 @@ fn run(args: Args) -> Result<()> {
     dfaas::io::write_atomically(&args.out, |w| std::io::Write::write_all(w, &bytes))?;
     println!("evaluated {rows} rows; wrote {}", args.out.display());
     Ok(())
-}
-
-fn main() -> ExitCode {
-    dfaas::exit_code(run(Args::parse()))
 }

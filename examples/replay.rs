@@ -11,7 +11,6 @@ use clap::Parser;
 use dfaas::core::replay::{Episode, EpisodeFiles};
 use dfaas::core::stats::StatsWriter;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Replay a recorded DFaaS episode (the conformance episodes' file formats)
 /// and write its per-step statistics.
@@ -38,7 +37,8 @@ struct Args {
     out: PathBuf,
 }
 
-fn run(args: Args) -> Result<()> {
+fn main() -> Result<()> {
+    let args = Args::parse();
     let files = match (
         &args.episode,
         &args.config,
@@ -87,8 +87,4 @@ fn run(args: Args) -> Result<()> {
     dfaas::io::write_atomically(&args.out, |out| std::io::Write::write_all(out, &bytes))?;
     println!("replayed {steps} steps; wrote {}", args.out.display());
     Ok(())
-}
-
-fn main() -> ExitCode {
-    dfaas::exit_code(run(Args::parse()))
 }

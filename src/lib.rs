@@ -7,13 +7,16 @@
 //! * [`core`] (`dfaas-core`): the deterministic environment — topology,
 //!   configuration and its build step, the serverless performance model,
 //!   trace generators, the step, [`core::Env`] and [`core::BatchEnv`];
-//! * [`gpu`] (`dfaas-gpu`): GPU compute kernels (not built yet);
-//! * [`policies`] (`dfaas-policies`): policies and PPO (not built yet);
+//! * [`gpu`] (`dfaas-gpu`, feature `gpu`, on by default): wgpu compute
+//!   kernels — the GPU batch environment;
+//! * [`policies`] (`dfaas-policies`): Dirichlet PPO, baselines,
+//!   evaluation, checkpoints;
 //! * [`default_config`]: the embedded default scenario;
 //! * [`io`]: atomic file output (from `dfaas-core`).
 #![forbid(unsafe_code)]
 
 pub use dfaas_core as core;
+#[cfg(feature = "gpu")]
 pub use dfaas_gpu as gpu;
 pub use dfaas_policies as policies;
 
@@ -37,55 +40,5 @@ pub fn default_config() -> dfaas_core::EnvConfig {
         warm_service_time: Some(0.137),
         cold_service_time: Some(0.513),
         ..dfaas_core::EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
-    }
-}
-
-/// Ends an example's `main`: success, or the error (with its chain, for
-/// `anyhow` errors) on stderr and a failure exit code — never a panic.
-pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Actions `[env][agent][action_width]` drawn uniformly on each agent's
-/// simplex (Dirichlet(1), the reference's random actions) from a stream
-/// seeded `seed` — for benchmarks and examples.
-#[must_use]
-pub fn random_actions(model: &dfaas_core::EnvModel, envs: usize, seed: u64) -> Vec<f32> {
-    let (n, w) = (model.num_agents(), model.action_width());
-    let mut rng = dfaas_core::rng::seeded(seed);
-    let mut actions = vec![0f32; envs * n * w];
-    for (i, row) in actions.chunks_exact_mut(w).enumerate() {
-        let k = model.degree(i % n) + 2;
-        let draws: Vec<f64> = (0..k)
-            .map(|_| -(1.0 - dfaas_core::rng::uniform01(&mut rng)).ln())
-            .collect();
-        let total: f64 = draws.iter().sum();
-        row[..k]
-            .iter_mut()
-            .zip(&draws)
-            .for_each(|(p, d)| *p = (d / total) as f32);
-    }
-    actions
-}
-
-/// Adjacency lines of the reference's `configs/env/{two,three,five}_agents.yaml`
-/// topologies, for `agents` = 2, 3 or 5 (`None` otherwise).
-#[must_use]
-pub fn reference_topology(agents: usize) -> Option<&'static [&'static str]> {
-    match agents {
-        2 => Some(&["node_0 node_1"]),
-        3 => Some(&["node_0 node_1 node_2", "node_1 node_2"]),
-        5 => Some(&[
-            "node_0 node_1 node_2",
-            "node_3 node_2 node_0",
-            "node_1 node_4",
-        ]),
-        _ => None,
     }
 }

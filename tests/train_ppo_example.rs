@@ -1,7 +1,8 @@
 //! `train_ppo` and `evaluate` as a user runs them: the same seed gives the
-//! same metrics and parameters, a run killed after a checkpoint and
-//! continued with `--resume` ends with exactly the parameters of an
-//! uninterrupted run, and `evaluate` writes its table and per-episode stats.
+//! same metrics and parameters, a run killed mid-run and continued with
+//! `--resume` (past a corrupt newest checkpoint) ends with exactly the
+//! parameters of an uninterrupted run, and `evaluate` writes its table and
+//! per-episode stats.
 
 mod common;
 
@@ -10,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// 24 iterations, so that a run killed at its first checkpoints still has
+/// most of its work left.
 const ARGS: [&str; 10] = [
     "--iterations",
-    "8",
+    "24",
     "--checkpoint-every",
-    "2",
+    "4",
     "--num-envs",
     "4",
     "--hidden",
@@ -22,12 +25,6 @@ const ARGS: [&str; 10] = [
     "--eval-episodes",
     "1",
 ];
-
-fn run_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dfaas-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn train(out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(example("train_ppo"));
@@ -41,34 +38,53 @@ fn train(out: &Path, extra: &[&str]) -> Command {
     command
 }
 
-/// metrics.csv without the wall-time column.
-fn metrics(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            l.split(',')
+/// metrics.csv's rows (header first) without the wall-time column.
+fn metrics(dir: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(dir.join("metrics.csv"))
+        .unwrap();
+    reader
+        .records()
+        .map(|r| {
+            r.unwrap()
+                .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != 3)
-                .map(|(_, c)| c)
-                .collect::<Vec<_>>()
-                .join(",")
+                .map(|(_, c)| c.to_string())
+                .collect()
         })
         .collect()
 }
 
+/// The complete checkpoints of a run, oldest first.
+fn checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("state.json").is_file())
+        .collect();
+    all.sort();
+    all
+}
+
 fn final_parameters(dir: &Path) -> Vec<u8> {
-    std::fs::read(dir.join("checkpoints/iter_000008/policies.safetensors")).unwrap()
+    std::fs::read(dir.join("checkpoints/iter_000024/policies.safetensors")).unwrap()
 }
 
 #[test]
 fn same_seed_same_run_and_resume_after_a_kill_matches() {
-    let (a, b, c) = (run_dir("a"), run_dir("b"), run_dir("c"));
+    let temp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        temp.path().join("a"),
+        temp.path().join("b"),
+        temp.path().join("c"),
+    );
     assert!(train(&a, &[]).status().unwrap().success());
     assert!(train(&c, &[]).status().unwrap().success());
     assert_eq!(metrics(&a), metrics(&c), "same seed, same metrics");
     assert_eq!(final_parameters(&a), final_parameters(&c));
-    assert_eq!(metrics(&a).len(), 9);
+    assert_eq!(metrics(&a).len(), 25);
 
     // `evaluate` reads the run's latest checkpoint.
     let evaluation = Command::new(example("evaluate"))
@@ -82,7 +98,7 @@ fn same_seed_same_run_and_resume_after_a_kill_matches() {
         "{}",
         String::from_utf8_lossy(&evaluation.stderr)
     );
-    let folder = a.join("checkpoints/iter_000008/evaluation");
+    let folder = a.join("checkpoints/iter_000024/evaluation");
     let table = std::fs::read_to_string(folder.join("evaluation.csv")).unwrap();
     assert_eq!(
         table.lines().count(),
@@ -102,26 +118,52 @@ fn same_seed_same_run_and_resume_after_a_kill_matches() {
         }
     }
 
-    // Kill a run once its second checkpoint is complete, then resume it.
+    // Kill a run once its second checkpoint (iteration 8) is complete — while it still
+    // runs, with checkpoints left to write — then damage its newest
+    // checkpoint and resume.
     let mut child = train(&b, &[]).spawn().unwrap();
     let started = Instant::now();
-    while !b.join("checkpoints/iter_000004/state.json").is_file()
-        && started.elapsed() < Duration::from_secs(60)
+    while !b.join("checkpoints/iter_000008/state.json").is_file()
+        && started.elapsed() < Duration::from_secs(120)
     {
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it could be killed"
+    );
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed, not finished: {status}");
+    let left = checkpoints(&b);
+    let newest = left.last().unwrap().clone();
+    assert!(
+        left.len() >= 2 && newest < b.join("checkpoints/iter_000024"),
+        "killed mid-run: {left:?}"
+    );
+    let tensors = newest.join("policies.safetensors");
+    let bytes = std::fs::read(&tensors).unwrap();
+    std::fs::write(&tensors, &bytes[..bytes.len() / 3]).unwrap();
     let resumed = Command::new(example("train_ppo"))
         .arg("--out")
         .arg(&b)
         .args(["--resume", "--eval-episodes", "1"])
         .output()
         .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr),
+    );
+    assert!(resumed.status.success(), "{stderr}");
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
+        stderr.contains("skipping checkpoint") && stderr.contains(&name(&newest)),
+        "{stderr}"
+    );
+    let previous = &left[left.len() - 2];
+    assert!(
+        stdout.contains(&format!("resuming from {}", previous.display())),
+        "{stdout}"
     );
     assert_eq!(
         final_parameters(&a),
@@ -137,14 +179,12 @@ fn same_seed_same_run_and_resume_after_a_kill_matches() {
     ] {
         assert!(b.join(file).is_file(), "{file} missing");
     }
-    for dir in [a, b, c] {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
 }
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let dir = run_dir("bad");
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("bad");
     let out = Command::new(example("train_ppo"))
         .arg("--out")
         .arg(&dir)
@@ -152,7 +192,11 @@ fn bad_arguments_are_clear_errors() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no complete checkpoint"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no complete checkpoint") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     let out = Command::new(example("train_ppo"))
         .args(["--backend", "gpu"])
         .arg("--out")
@@ -167,5 +211,15 @@ fn bad_arguments_are_clear_errors() {
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("team-reward"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(example("train_ppo"))
+        .args(["--layout", "ring"])
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("ring") && stderr.contains("mappo"),
+        "{stderr}"
+    );
 }

@@ -12,6 +12,7 @@
 
 use crate::adam::{Adam, clip_global_norm};
 use crate::dirichlet;
+use crate::error::{BackendError, ShapeError, length, product};
 use crate::mlp::{Activation, Mlp, MlpCache};
 
 /// Floor added to the concentrations.
@@ -35,7 +36,8 @@ pub struct PolicySpec {
     pub learning_rate: f32,
 }
 
-/// One minibatch, row-major `[sample][..]`.
+/// One minibatch, row-major `[sample][..]`; [`Minibatch::check`] tells
+/// whether its slices fit a policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Minibatch<'a> {
     /// Number of samples.
@@ -59,6 +61,45 @@ pub struct Minibatch<'a> {
     /// neighbours; `None`: every output. Unused entries of `actions` and
     /// `old_alpha` are ignored.
     pub mask: Option<&'a [u8]>,
+}
+
+impl Minibatch<'_> {
+    /// Checks every slice's length against `size` and the policy's widths.
+    ///
+    /// # Errors
+    /// [`ShapeError`] naming the first slice that does not fit.
+    pub fn check(&self, spec: &PolicySpec) -> Result<(), ShapeError> {
+        let n = self.size;
+        let k = spec.action_dim;
+        length(
+            "minibatch.obs",
+            product("minibatch.obs", &[n, spec.obs_dim])?,
+            self.obs.len(),
+        )?;
+        length(
+            "minibatch.critic_obs",
+            product("minibatch.critic_obs", &[n, spec.critic_obs_dim])?,
+            self.critic_obs.len(),
+        )?;
+        let wide = product("minibatch.actions", &[n, k])?;
+        length("minibatch.actions", wide, self.actions.len())?;
+        length("minibatch.old_alpha", wide, self.old_alpha.len())?;
+        length("minibatch.old_log_prob", n, self.old_log_prob.len())?;
+        length("minibatch.advantages", n, self.advantages.len())?;
+        length("minibatch.returns", n, self.returns.len())?;
+        if let Some(mask) = self.mask {
+            length("minibatch.mask", wide, mask.len())?;
+        }
+        if k > dirichlet::MAX_ENTRIES {
+            return Err(ShapeError::OutOfRange {
+                field: "action_dim",
+                min: 1,
+                max: dirichlet::MAX_ENTRIES,
+                got: k,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Coefficients of the loss.
@@ -101,9 +142,17 @@ pub trait Backend {
     type Policy: Clone;
 
     /// A freshly initialised policy (RLlib's initialisation) from `seed`.
-    fn init_policy(&self, spec: &PolicySpec, seed: u64) -> Self::Policy;
+    ///
+    /// # Errors
+    /// [`BackendError::Shape`] for widths of 0 or sizes that overflow.
+    fn init_policy(&self, spec: &PolicySpec, seed: u64) -> Result<Self::Policy, BackendError>;
 
-    /// Concentrations `[batch][action_dim]` and values `[batch]` for a batch.
+    /// Concentrations `[batch][action_dim]` and values `[batch]` for
+    /// actor inputs `[batch][obs_dim]` and critic inputs
+    /// `[batch][critic_obs_dim]`.
+    ///
+    /// # Errors
+    /// [`BackendError::Shape`] naming a slice that does not fit.
     fn act(
         &mut self,
         policy: &Self::Policy,
@@ -112,15 +161,19 @@ pub trait Backend {
         batch: usize,
         alpha: &mut [f32],
         values: &mut [f32],
-    );
+    ) -> Result<(), BackendError>;
 
     /// One gradient step on a minibatch.
+    ///
+    /// # Errors
+    /// [`BackendError::Shape`] when the minibatch does not fit the policy
+    /// ([`Minibatch::check`]); the policy is unchanged then.
     fn update(
         &mut self,
         policy: &mut Self::Policy,
         minibatch: &Minibatch<'_>,
         coefficients: &LossCoefficients,
-    ) -> UpdateStats;
+    ) -> Result<UpdateStats, BackendError>;
 
     /// Named tensors of a policy's parameters and optimiser state: `(name,
     /// shape, values)`, for checkpoints.
@@ -130,17 +183,20 @@ pub trait Backend {
     /// wrote, looked up by name.
     ///
     /// # Errors
-    /// A missing tensor or one of the wrong size, named.
+    /// A missing tensor, one of the wrong size or with a non-finite value,
+    /// named.
     fn load_policy(
         &self,
         spec: &PolicySpec,
         tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
-    ) -> Result<Self::Policy, String>;
+    ) -> Result<Self::Policy, BackendError>;
 }
 
 /// A policy on the CPU: actor and critic MLPs, their parameters and Adam.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CpuPolicy {
+    /// The shapes it was made for.
+    pub spec: PolicySpec,
     /// Actor network shape.
     pub actor: Mlp,
     /// Critic network shape.
@@ -183,7 +239,16 @@ impl CpuBackend {
 impl Backend for CpuBackend {
     type Policy = CpuPolicy;
 
-    fn init_policy(&self, spec: &PolicySpec, seed: u64) -> CpuPolicy {
+    fn init_policy(&self, spec: &PolicySpec, seed: u64) -> Result<CpuPolicy, BackendError> {
+        if spec.action_dim > dirichlet::MAX_ENTRIES || spec.action_dim == 0 {
+            return Err(ShapeError::OutOfRange {
+                field: "action_dim",
+                min: 1,
+                max: dirichlet::MAX_ENTRIES,
+                got: spec.action_dim,
+            }
+            .into());
+        }
         let mut rng = dfaas_core::rng::seeded(seed);
         let widths = |input: usize, output: usize| {
             let mut w = vec![input];
@@ -191,18 +256,19 @@ impl Backend for CpuBackend {
             w.push(output);
             w
         };
-        let actor = Mlp::new(&widths(spec.obs_dim, spec.action_dim), spec.activation);
-        let critic = Mlp::new(&widths(spec.critic_obs_dim, 1), spec.activation);
+        let actor = Mlp::new(&widths(spec.obs_dim, spec.action_dim), spec.activation)?;
+        let critic = Mlp::new(&widths(spec.critic_obs_dim, 1), spec.activation)?;
         let actor_params = actor.init(&mut rng, 0.01);
         let critic_params = critic.init(&mut rng, 0.01);
-        CpuPolicy {
+        Ok(CpuPolicy {
+            spec: spec.clone(),
             actor_adam: Adam::new(actor_params.len(), spec.learning_rate),
             critic_adam: Adam::new(critic_params.len(), spec.learning_rate),
             actor,
             critic,
             actor_params,
             critic_params,
-        }
+        })
     }
 
     fn act(
@@ -213,20 +279,24 @@ impl Backend for CpuBackend {
         batch: usize,
         alpha: &mut [f32],
         values: &mut [f32],
-    ) {
+    ) -> Result<(), BackendError> {
+        let k = policy.spec.action_dim;
+        length("alpha", product("alpha", &[batch, k])?, alpha.len())?;
+        length("values", batch, values.len())?;
         policy
             .actor
-            .forward(&policy.actor_params, obs, batch, &mut self.actor_cache);
-        for (a, &o) in alpha.iter_mut().zip(&self.actor_cache.output) {
-            *a = softplus(o) + CONCENTRATION_EPSILON;
-        }
+            .forward(&policy.actor_params, obs, batch, &mut self.actor_cache)?;
         policy.critic.forward(
             &policy.critic_params,
             critic_obs,
             batch,
             &mut self.critic_cache,
-        );
-        values[..batch].copy_from_slice(&self.critic_cache.output[..batch]);
+        )?;
+        for (a, &o) in alpha.iter_mut().zip(&self.actor_cache.output) {
+            *a = softplus(o) + CONCENTRATION_EPSILON;
+        }
+        values.copy_from_slice(&self.critic_cache.output);
+        Ok(())
     }
 
     fn update(
@@ -234,7 +304,8 @@ impl Backend for CpuBackend {
         policy: &mut CpuPolicy,
         mb: &Minibatch<'_>,
         c: &LossCoefficients,
-    ) -> UpdateStats {
+    ) -> Result<UpdateStats, BackendError> {
+        mb.check(&policy.spec)?;
         let (n, k) = (mb.size, policy.actor.output());
         let scale = 1.0 / n as f32;
         let mut stats = UpdateStats::default();
@@ -242,7 +313,7 @@ impl Backend for CpuBackend {
         // Actor: loss gradient with respect to the network outputs.
         policy
             .actor
-            .forward(&policy.actor_params, mb.obs, n, &mut self.actor_cache);
+            .forward(&policy.actor_params, mb.obs, n, &mut self.actor_cache)?;
         let mut d_out = vec![0f32; n * k];
         let (mut alpha, mut action, mut old_alpha) = (
             Vec::with_capacity(k),
@@ -304,7 +375,7 @@ impl Backend for CpuBackend {
             &mut self.actor_cache,
             &d_out,
             &mut self.actor_grads,
-        );
+        )?;
 
         // Critic: capped squared error.
         policy.critic.forward(
@@ -312,7 +383,7 @@ impl Backend for CpuBackend {
             mb.critic_obs,
             n,
             &mut self.critic_cache,
-        );
+        )?;
         let mut d_value = vec![0f32; n];
         for ((d, &value), &target) in d_value
             .iter_mut()
@@ -336,7 +407,7 @@ impl Backend for CpuBackend {
             &mut self.critic_cache,
             &d_value,
             &mut self.critic_grads,
-        );
+        )?;
 
         stats.grad_norm = clip_global_norm(
             &mut [&mut self.actor_grads, &mut self.critic_grads],
@@ -348,7 +419,7 @@ impl Backend for CpuBackend {
         policy
             .critic_adam
             .step(&mut policy.critic_params, &self.critic_grads);
-        stats
+        Ok(stats)
     }
 
     fn tensors(&self, policy: &CpuPolicy) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -395,9 +466,10 @@ impl Backend for CpuBackend {
         &self,
         spec: &PolicySpec,
         tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
-    ) -> Result<CpuPolicy, String> {
-        let mut policy = self.init_policy(spec, 0);
+    ) -> Result<CpuPolicy, BackendError> {
+        let mut policy = self.init_policy(spec, 0)?;
         let CpuPolicy {
+            spec: _,
             actor,
             critic,
             actor_params,
@@ -416,22 +488,46 @@ impl Backend for CpuBackend {
                     (".adam_m", &mut adam.m[..]),
                     (".adam_v", &mut adam.v[..]),
                 ] {
-                    let key = format!("{net}.{name}{suffix}");
-                    let values = tensor(&key).ok_or_else(|| format!("tensor {key} is missing"))?;
+                    let name = format!("{net}.{name}{suffix}");
+                    let Some(values) = tensor(&name) else {
+                        return Err(BackendError::TensorMissing { name });
+                    };
                     if values.len() != len {
-                        return Err(format!(
-                            "tensor {key}: {} values, expected {len} (shape {shape:?})",
-                            values.len()
-                        ));
+                        return Err(BackendError::TensorSize {
+                            name,
+                            expected: len,
+                            got: values.len(),
+                            shape: shape.clone(),
+                        });
+                    }
+                    if let Some((index, &value)) =
+                        values.iter().enumerate().find(|(_, v)| !v.is_finite())
+                    {
+                        return Err(BackendError::TensorValue {
+                            name,
+                            index,
+                            value,
+                            rule: "must be finite",
+                        });
                     }
                     target[offset..offset + len].copy_from_slice(&values);
                 }
             }
-            let key = format!("{net}.adam_t");
-            let t = tensor(&key)
-                .and_then(|v| v.first().copied())
-                .ok_or_else(|| format!("tensor {key} is missing"))?;
-            adam.t = t as u64;
+            let name = format!("{net}.adam_t");
+            let t = tensor(&name).and_then(|v| v.first().copied());
+            match t {
+                // A whole, non-negative step count (exact in f32 up to 2²⁴).
+                Some(t) if t.is_finite() && t >= 0.0 && t.fract() == 0.0 => adam.t = t as u64,
+                Some(value) => {
+                    return Err(BackendError::TensorValue {
+                        name,
+                        index: 0,
+                        value,
+                        rule: "must be a whole number >= 0",
+                    });
+                }
+                None => return Err(BackendError::TensorMissing { name }),
+            }
         }
         Ok(policy)
     }
@@ -439,13 +535,20 @@ impl Backend for CpuBackend {
 
 /// The loss [`CpuBackend::update`] minimises, evaluated without updating
 /// (for gradient checks).
-#[must_use]
-pub fn loss(policy: &CpuPolicy, mb: &Minibatch<'_>, c: &LossCoefficients) -> f64 {
+///
+/// # Errors
+/// As [`Backend::update`].
+pub fn loss(
+    policy: &CpuPolicy,
+    mb: &Minibatch<'_>,
+    c: &LossCoefficients,
+) -> Result<f64, BackendError> {
+    mb.check(&policy.spec)?;
     let (n, k) = (mb.size, policy.actor.output());
     let mut cache = MlpCache::default();
     policy
         .actor
-        .forward(&policy.actor_params, mb.obs, n, &mut cache);
+        .forward(&policy.actor_params, mb.obs, n, &mut cache)?;
     let mut total = 0f64;
     let mut scratch = vec![0f32; k];
     for s in 0..n {
@@ -476,13 +579,13 @@ pub fn loss(policy: &CpuPolicy, mb: &Minibatch<'_>, c: &LossCoefficients) -> f64
     }
     policy
         .critic
-        .forward(&policy.critic_params, mb.critic_obs, n, &mut cache);
+        .forward(&policy.critic_params, mb.critic_obs, n, &mut cache)?;
     for s in 0..n {
         let e = f64::from(cache.output[s] - mb.returns[s]);
         let sq = e * e;
         total += f64::from(c.value_coeff) * c.value_clip.map_or(sq, |cap| sq.min(f64::from(cap)));
     }
-    total / n as f64
+    Ok(total / n.max(1) as f64)
 }
 
 #[cfg(test)]
@@ -501,7 +604,7 @@ mod tests {
             learning_rate: 1e-3,
         };
         let mut backend = CpuBackend::new();
-        let mut policy = backend.init_policy(&spec, 5);
+        let mut policy = backend.init_policy(&spec, 5).unwrap();
         // Larger output weights so that the ratio moves away from 1.
         policy.actor_params.iter_mut().for_each(|p| *p *= 3.0);
         let mut rng = seeded(9);
@@ -511,7 +614,9 @@ mod tests {
             .collect();
         let mut alpha = vec![0f32; n * 3];
         let mut values = vec![0f32; n];
-        backend.act(&policy, &obs, &obs, n, &mut alpha, &mut values);
+        backend
+            .act(&policy, &obs, &obs, n, &mut alpha, &mut values)
+            .unwrap();
         let mut actions = vec![0f32; n * 3];
         let mut old_log_prob = vec![0f32; n];
         let mut scratch = [0f32; 3];
@@ -520,7 +625,8 @@ mod tests {
                 &alpha[s * 3..s * 3 + 3],
                 &mut rng,
                 &mut actions[s * 3..s * 3 + 3],
-            );
+            )
+            .unwrap();
             // An old policy slightly different from the current one.
             old_log_prob[s] = dirichlet::log_prob(
                 &alpha[s * 3..s * 3 + 3],
@@ -569,7 +675,7 @@ mod tests {
             let mut probe = policy.clone();
             probe.actor_adam.lr = 0.0;
             probe.critic_adam.lr = 0.0;
-            backend.update(&mut probe, &mb, &c);
+            backend.update(&mut probe, &mb, &c).unwrap();
             let (ga, gc) = (backend.actor_grads.clone(), backend.critic_grads.clone());
             for (grads, is_actor) in [(&ga, true), (&gc, false)] {
                 let len = grads.len();
@@ -584,8 +690,8 @@ mod tests {
                         plus.critic_params[j] += h;
                         minus.critic_params[j] -= h;
                     }
-                    let numeric =
-                        (loss(&plus, &mb, &c) - loss(&minus, &mb, &c)) / f64::from(2.0 * h);
+                    let numeric = (loss(&plus, &mb, &c).unwrap() - loss(&minus, &mb, &c).unwrap())
+                        / f64::from(2.0 * h);
                     let analytic = f64::from(grads[j]);
                     assert!(
                         (numeric - analytic).abs()

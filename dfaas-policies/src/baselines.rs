@@ -7,8 +7,9 @@
 //! neighbours' observations) — information the platform's agents exchange
 //! by gossip and that learned policies do not see.
 
-use crate::controller::Controller;
+use crate::controller::{Controller, check_batch};
 use crate::dirichlet;
+use crate::error::{ControlError, EvaluateError};
 use dfaas_core::EnvModel;
 use dfaas_core::rng::{Xoshiro128PlusPlus, seeded};
 
@@ -19,7 +20,7 @@ pub fn capacity(model: &EnvModel, node: usize) -> u32 {
     rejects
         .iter()
         .position(|&r| r > 0)
-        .map_or(rejects.len() as u32 - 1, |first| first as u32 - 1)
+        .map_or(rejects.len() - 1, |first| first.saturating_sub(1)) as u32
 }
 
 /// Every node's [`capacity`], computed once per model into `cache`.
@@ -32,12 +33,29 @@ fn cached_capacities<'a>(cache: &'a mut Vec<u32>, model: &EnvModel) -> &'a [u32]
     cache
 }
 
-/// Fills every env's actions by calling `per_agent(env, agent, k, row)`.
+/// The five heuristics, in report order: all-local, random (seeded
+/// `seed`), static 60/40, Recalc, Node-Margin (what `train_ppo` and
+/// `evaluate` compare PPO with, besides [`upper_bound`]).
+#[must_use]
+pub fn all(seed: u64) -> Vec<Box<dyn Controller>> {
+    vec![
+        Box::new(AllLocal),
+        Box::new(Random::new(seed)),
+        Box::new(Static6040),
+        Box::new(Recalc::default()),
+        Box::new(NodeMargin::default()),
+    ]
+}
+
+/// Checks the batch ([`check_batch`]), then fills every env's actions by
+/// calling `per_agent(env, agent, k, row)`.
 fn for_each_agent(
     model: &EnvModel,
+    observations: &[f32],
     actions: &mut [f32],
     mut per_agent: impl FnMut(usize, usize, usize, &mut [f32]),
-) {
+) -> Result<(), ControlError> {
+    check_batch(model, observations, actions)?;
     let (n, w) = (model.num_agents(), model.action_width());
     for (e, env_actions) in actions.chunks_exact_mut(n * w).enumerate() {
         for a in 0..n {
@@ -47,6 +65,7 @@ fn for_each_agent(
             per_agent(e, a, k, &mut row[..k + 2]);
         }
     }
+    Ok(())
 }
 
 /// Everything local (the reference's APL).
@@ -57,8 +76,13 @@ impl Controller for AllLocal {
     fn name(&self) -> &str {
         "all_local"
     }
-    fn act(&mut self, model: &EnvModel, _: &[f32], actions: &mut [f32]) {
-        for_each_agent(model, actions, |_, _, _, row| row[0] = 1.0);
+    fn act(
+        &mut self,
+        model: &EnvModel,
+        obs: &[f32],
+        actions: &mut [f32],
+    ) -> Result<(), ControlError> {
+        for_each_agent(model, obs, actions, |_, _, _, row| row[0] = 1.0)
     }
 }
 
@@ -80,12 +104,18 @@ impl Controller for Random {
     fn name(&self) -> &str {
         "random"
     }
-    fn act(&mut self, model: &EnvModel, _: &[f32], actions: &mut [f32]) {
-        let ones = [1f32; 64];
+    fn act(
+        &mut self,
+        model: &EnvModel,
+        obs: &[f32],
+        actions: &mut [f32],
+    ) -> Result<(), ControlError> {
+        let ones = [1f32; dirichlet::MAX_ENTRIES];
         let rng = &mut self.rng;
-        for_each_agent(model, actions, |_, _, k, row| {
-            dirichlet::sample(&ones[..k + 2], rng, row)
-        });
+        for_each_agent(model, obs, actions, |_, _, k, row| {
+            // k + 2 <= MAX_ACTIONS = MAX_ENTRIES (the config's degree limit).
+            let _ = dirichlet::sample(&ones[..k + 2], rng, row);
+        })
     }
 }
 
@@ -98,15 +128,20 @@ impl Controller for Static6040 {
     fn name(&self) -> &str {
         "static_60_40"
     }
-    fn act(&mut self, model: &EnvModel, _: &[f32], actions: &mut [f32]) {
-        for_each_agent(model, actions, |_, _, k, row| {
+    fn act(
+        &mut self,
+        model: &EnvModel,
+        obs: &[f32],
+        actions: &mut [f32],
+    ) -> Result<(), ControlError> {
+        for_each_agent(model, obs, actions, |_, _, k, row| {
             if k == 0 {
                 row[0] = 1.0;
             } else {
                 row[0] = 0.6;
                 row[1..=k].fill(0.4 / k as f32);
             }
-        });
+        })
     }
 }
 
@@ -137,9 +172,14 @@ impl Controller for Recalc {
     fn name(&self) -> &str {
         "recalc"
     }
-    fn act(&mut self, model: &EnvModel, obs: &[f32], actions: &mut [f32]) {
+    fn act(
+        &mut self,
+        model: &EnvModel,
+        obs: &[f32],
+        actions: &mut [f32],
+    ) -> Result<(), ControlError> {
         let capacities = cached_capacities(&mut self.capacities, model);
-        for_each_agent(model, actions, |e, a, k, row| {
+        for_each_agent(model, obs, actions, |e, a, k, row| {
             let (rate, neighbours) = rates(model, obs, e, a);
             if rate <= 0.0 {
                 row[0] = 1.0;
@@ -171,7 +211,7 @@ impl Controller for Recalc {
             }
             row[0] = (local / rate) as f32;
             row[k + 1] = ((excess - forwarded).max(0.0) / rate) as f32;
-        });
+        })
     }
 }
 
@@ -188,9 +228,14 @@ impl Controller for NodeMargin {
     fn name(&self) -> &str {
         "node_margin"
     }
-    fn act(&mut self, model: &EnvModel, obs: &[f32], actions: &mut [f32]) {
+    fn act(
+        &mut self,
+        model: &EnvModel,
+        obs: &[f32],
+        actions: &mut [f32],
+    ) -> Result<(), ControlError> {
         let capacities = cached_capacities(&mut self.capacities, model);
-        for_each_agent(model, actions, |e, a, k, row| {
+        for_each_agent(model, obs, actions, |e, a, k, row| {
             let (rate, neighbours) = rates(model, obs, e, a);
             let cap = f64::from(capacities[a]).max(1e-9);
             if rate <= 0.0 || rate / cap <= 1.0 {
@@ -227,7 +272,7 @@ impl Controller for NodeMargin {
             for (r, m) in row[1..=k].iter_mut().zip(&moved) {
                 *r = (m / rate) as f32;
             }
-        });
+        })
     }
 }
 
@@ -238,10 +283,10 @@ impl Controller for NodeMargin {
 /// reported for every agent.
 ///
 /// # Errors
-/// Step or model errors, as text.
+/// [`EvaluateError`] of a step or of the merged node's model.
 pub fn upper_bound(
     env: &mut dfaas_core::BatchEnv,
-) -> Result<crate::controller::Evaluation, String> {
+) -> Result<crate::controller::Evaluation, EvaluateError> {
     use crate::controller::{AgentShare, Evaluation};
     let model = env.model().clone();
     let n = model.num_agents();
@@ -253,9 +298,14 @@ pub fn upper_bound(
         .map(|p| p.maximum_concurrency)
         .sum();
     let mut table =
-        dfaas_core::PerfTable::new(params, 150 * n as u32).map_err(|e| e.to_string())?;
+        dfaas_core::PerfTable::new(params, 150 * n as u32).map_err(EvaluateError::UpperBound)?;
     let mut actions = vec![0f32; env.num_envs() * n * model.action_width()];
-    AllLocal.act(&model, env.observations(), &mut actions);
+    AllLocal
+        .act(&model, env.observations(), &mut actions)
+        .map_err(|source| EvaluateError::Control {
+            policy: "all_local".into(),
+            source,
+        })?;
     let (mut reward_sum, mut steps, mut input, mut rejected) = (0.0f64, 0u64, 0u64, 0u64);
     for _ in 0..model.max_steps() {
         for i in 0..env.num_envs() {
@@ -276,7 +326,7 @@ pub fn upper_bound(
             input += u64::from(total);
             rejected += u64::from(rejects);
         }
-        env.step(&actions).map_err(|e| e.to_string())?;
+        env.step(&actions).map_err(EvaluateError::Step)?;
     }
     let mean_reward = reward_sum / steps.max(1) as f64;
     let reject_pct = if input == 0 {
@@ -335,16 +385,14 @@ mod tests {
             obs[a * ow] = *now;
             obs[a * ow + 1] = *prev;
         }
-        let mut controllers: Vec<Box<dyn Controller>> = vec![
-            Box::new(AllLocal),
-            Box::new(Random::new(1)),
-            Box::new(Static6040),
-            Box::new(Recalc::default()),
-            Box::new(NodeMargin::default()),
-        ];
-        for c in &mut controllers {
+        for mut c in all(1) {
             let mut actions = vec![0f32; n * w];
-            c.act(&m, &obs, &mut actions);
+            c.act(&m, &obs, &mut actions).unwrap();
+            // A batch that does not fit is refused, and nothing is written.
+            let mut short = vec![9f32; n * w - 1];
+            assert!(c.act(&m, &obs, &mut short).is_err(), "{}", c.name());
+            assert!(short.iter().all(|&v| v == 9.0));
+            assert!(c.act(&m, &obs[1..], &mut actions.clone()).is_err());
             for a in 0..n {
                 let row = &actions[a * w..a * w + m.degree(a) + 2];
                 assert!(

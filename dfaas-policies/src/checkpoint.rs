@@ -5,17 +5,21 @@
 //!   (`[out, in]` / `[out]`, f32), with `.adam_m` / `.adam_v` twins and
 //!   `policy{p}.{actor|critic}.adam_t` (`[1]`); policy `p` is agent `p`'s
 //!   in the independent and MAPPO layouts, the only one in the shared
-//!   layout; loadable with PyTorch's `safetensors.torch.load_file`;
+//!   layout (the standard safetensors layout: an 8-byte header length, a
+//!   JSON header, little-endian data);
 //! * `state.json` — the PPO configuration, the built environment
 //!   configuration, and the trainer's state: iteration, step counts, KL
 //!   coefficients, observation statistics, its random stream, and the
 //!   environments' full state (streams, episodes, observations).
 //!
 //! Each file is written atomically, `state.json` last: a folder without it
-//! is incomplete and ignored by [`latest`]. Loading a checkpoint and
-//! training on gives exactly the run that was never interrupted.
+//! is incomplete and ignored by [`latest`]; [`load_latest`] also steps over
+//! complete-looking folders whose files are truncated or corrupt, back to
+//! the newest that loads. Loading a checkpoint and training on gives
+//! exactly the run that was never interrupted.
 
 use crate::backend::Backend;
+use crate::error::CheckpointError;
 use crate::ppo::{PpoConfig, Trainer, TrainerState};
 use dfaas_core::EnvConfig;
 use dfaas_core::io::write_atomically;
@@ -38,12 +42,19 @@ struct StateFile {
 /// Writes `trainer`'s checkpoint into `dir` (created).
 ///
 /// # Errors
-/// I/O or serialisation errors, naming the file.
-pub fn save<B: Backend + Clone + Send>(trainer: &Trainer<B>, dir: &Path) -> Result<(), String>
+/// [`CheckpointError`] of writing or serialising, naming the file.
+pub fn save<B: Backend + Clone + Send>(
+    trainer: &Trainer<B>,
+    dir: &Path,
+) -> Result<(), CheckpointError>
 where
     B::Policy: Send,
 {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_error(dir))?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (a, policy) in trainer.policies().iter().enumerate() {
         for (name, shape, values) in trainer.backend().tensors(policy) {
@@ -51,51 +62,68 @@ where
             tensors.push((format!("policy{a}.{name}"), shape, bytes));
         }
     }
+    let path = dir.join("policies.safetensors");
+    let tensor_error = |source| CheckpointError::Tensors {
+        path: path.clone(),
+        source,
+    };
     let views = tensors
         .iter()
         .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| format!("{name}: {e}"))
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(tensor_error)?;
     let metadata = HashMap::from([("format".to_string(), FORMAT.to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
-    let path = dir.join("policies.safetensors");
-    write_atomically(&path, |w| w.write_all(&bytes)).map_err(|e| e.to_string())?;
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(tensor_error)?;
+    write_atomically(&path, |w| w.write_all(&bytes)).map_err(write_error(&path))?;
     let state = StateFile {
         format: FORMAT.into(),
         ppo_config: trainer.config().clone(),
         env_config: trainer.model().built().config().clone(),
         state: trainer.state(),
     };
-    let json = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
-    write_atomically(&dir.join("state.json"), |w| w.write_all(&json)).map_err(|e| e.to_string())
+    let path = dir.join("state.json");
+    let json = serde_json::to_vec(&state).map_err(|source| CheckpointError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    write_atomically(&path, |w| w.write_all(&json)).map_err(write_error(&path))
 }
 
 /// Rebuilds the trainer saved in `dir` on `backend`.
 ///
 /// # Errors
-/// A missing or malformed file, a tensor that does not fit, or a state that
-/// does not fit the configuration, named.
-pub fn load<B: Backend + Clone + Send>(dir: &Path, backend: B) -> Result<Trainer<B>, String>
+/// [`CheckpointError`]: a missing or malformed file, a tensor that does not
+/// fit, or a state that does not fit the configuration, named.
+pub fn load<B: Backend + Clone + Send>(
+    dir: &Path,
+    backend: B,
+) -> Result<Trainer<B>, CheckpointError>
 where
     B::Policy: Send,
 {
     let read = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|source| CheckpointError::Read { path, source })
     };
-    let state: StateFile = serde_json::from_slice(&read("state.json")?)
-        .map_err(|e| format!("{}: {e}", dir.join("state.json").display()))?;
+    let state_path = dir.join("state.json");
+    let state: StateFile =
+        serde_json::from_slice(&read("state.json")?).map_err(|source| CheckpointError::Json {
+            path: state_path.clone(),
+            source,
+        })?;
     if state.format != FORMAT {
-        return Err(format!(
-            "state.json: format `{}`, expected `{FORMAT}`",
-            state.format
-        ));
+        return Err(CheckpointError::Format {
+            path: state_path,
+            found: state.format,
+        });
     }
     let bytes = read("policies.safetensors")?;
-    let tensors =
-        SafeTensors::deserialize(&bytes).map_err(|e| format!("policies.safetensors: {e}"))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|source| CheckpointError::Tensors {
+        path: dir.join("policies.safetensors"),
+        source,
+    })?;
     let lookup = |name: &str| -> Option<Vec<f32>> {
         let view = tensors.tensor(name).ok()?;
         (view.dtype() == Dtype::F32).then(|| {
@@ -105,20 +133,31 @@ where
                 .collect()
         })
     };
-    let built = state
-        .env_config
-        .build()
-        .map_err(|e| format!("state.json env_config: {e}"))?;
-    let model = dfaas_core::EnvModel::new(&built).map_err(|e| e.to_string())?;
-    Trainer::restore(model, state.ppo_config, backend, state.state, &lookup)
+    let env_error = |source| CheckpointError::EnvConfig {
+        path: state_path.clone(),
+        source,
+    };
+    let built = state.env_config.build().map_err(env_error)?;
+    let model = dfaas_core::EnvModel::new(&built).map_err(env_error)?;
+    Trainer::restore(model, state.ppo_config, backend, state.state, &lookup).map_err(|source| {
+        CheckpointError::Restore {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
 }
 
-/// The latest complete checkpoint under `dir` (sub-folders named
-/// `iter_NNNNNN` holding a `state.json`).
-#[must_use]
-pub fn latest(dir: &Path) -> Option<PathBuf> {
-    let mut complete: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+/// The complete checkpoints under `dir` (sub-folders named `iter_NNNNNN`
+/// holding a `state.json`), oldest first.
+///
+/// # Errors
+/// [`CheckpointError::Read`] when `dir` cannot be listed.
+pub fn complete(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| CheckpointError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut complete: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -128,7 +167,59 @@ pub fn latest(dir: &Path) -> Option<PathBuf> {
         })
         .collect();
     complete.sort();
-    complete.pop()
+    Ok(complete)
+}
+
+/// The latest complete checkpoint under `dir`, if any.
+#[must_use]
+pub fn latest(dir: &Path) -> Option<PathBuf> {
+    complete(dir).ok()?.pop()
+}
+
+/// A trainer from the newest checkpoint under `dir` that loads.
+pub struct Resumed<B: Backend> {
+    /// The trainer.
+    pub trainer: Trainer<B>,
+    /// The checkpoint it came from.
+    pub from: PathBuf,
+    /// Newer checkpoints that did not load (truncated, corrupt), newest
+    /// first, with why.
+    pub skipped: Vec<(PathBuf, CheckpointError)>,
+}
+
+/// Loads the newest checkpoint under `dir` that loads, trying older ones
+/// when the newest are truncated or corrupt (they are reported in
+/// [`Resumed::skipped`], never deleted).
+///
+/// # Errors
+/// [`CheckpointError::NoneLoads`] when none loads (or none exists), and
+/// [`CheckpointError::Read`] when `dir` cannot be listed.
+pub fn load_latest<B: Backend + Clone + Send>(
+    dir: &Path,
+    backend: B,
+) -> Result<Resumed<B>, CheckpointError>
+where
+    B::Policy: Send,
+{
+    let candidates = complete(dir)?;
+    let tried = candidates.len();
+    let mut skipped = Vec::new();
+    for path in candidates.into_iter().rev() {
+        match load(&path, backend.clone()) {
+            Ok(trainer) => {
+                return Ok(Resumed {
+                    trainer,
+                    from: path,
+                    skipped,
+                });
+            }
+            Err(e) => skipped.push((path, e)),
+        }
+    }
+    Err(CheckpointError::NoneLoads {
+        dir: dir.to_path_buf(),
+        tried,
+    })
 }
 
 /// The folder name of the checkpoint after `iteration` iterations.

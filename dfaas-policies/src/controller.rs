@@ -1,8 +1,12 @@
 //! [`Controller`]: anything that turns a batch of observations into a batch
 //! of actions — the trained PPO policy and every baseline — and the
-//! evaluation that runs one over the environment's evaluation episodes.
+//! evaluation that runs one over the environment's evaluation episodes:
+//! its seeds ([`evaluation_seed`]), its environments ([`evaluation_env`]),
+//! its report ([`write_evaluation_csv`]).
 
+use crate::error::{ControlError, EvaluateError, ShapeError, length, product};
 use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
+use std::path::Path;
 
 /// A policy acting on whole batches of environments.
 pub trait Controller {
@@ -11,7 +15,35 @@ pub trait Controller {
 
     /// Writes actions `[env][agent][action_width]` for observations
     /// `[env][agent][obs_width]` of `model`'s layout.
-    fn act(&mut self, model: &EnvModel, observations: &[f32], actions: &mut [f32]);
+    ///
+    /// # Errors
+    /// [`ControlError::Shape`] when the slices do not fit `model`
+    /// ([`check_batch`]); nothing is written then.
+    fn act(
+        &mut self,
+        model: &EnvModel,
+        observations: &[f32],
+        actions: &mut [f32],
+    ) -> Result<(), ControlError>;
+}
+
+/// The number of envs of a batch of `observations` and `actions` of
+/// `model`'s layout.
+///
+/// # Errors
+/// [`ShapeError`] when `observations` is not a whole number of envs or
+/// `actions` does not hold as many.
+pub fn check_batch(
+    model: &EnvModel,
+    observations: &[f32],
+    actions: &[f32],
+) -> Result<usize, ShapeError> {
+    let per_env = model.num_agents() * model.obs_width();
+    let envs = observations.len() / per_env.max(1);
+    length("observations", envs * per_env, observations.len())?;
+    let wide = product("actions", &[envs, model.num_agents(), model.action_width()])?;
+    length("actions", wide, actions.len())?;
+    Ok(envs)
 }
 
 /// Aggregates of a controller over evaluation episodes.
@@ -139,22 +171,37 @@ fn pct(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// The seed of the evaluation episode list of a run trained with
+/// `training_seed` (`train_ppo` and `evaluate` both use it).
+#[must_use]
+pub fn evaluation_seed(training_seed: u64) -> u64 {
+    training_seed.wrapping_add(1_000_003)
+}
+
 /// The evaluation environment of `config`: evaluation mode, `episodes`
 /// envs, each on its own evaluation episode (seeds drawn from `seed`).
 ///
 /// # Errors
-/// Configuration or reset errors, as text.
-pub fn evaluation_env(config: &EnvConfig, episodes: usize, seed: u64) -> Result<BatchEnv, String> {
+/// [`EvaluateError`]: no episodes, a configuration that does not build, a
+/// failed reset.
+pub fn evaluation_env(
+    config: &EnvConfig,
+    episodes: usize,
+    seed: u64,
+) -> Result<BatchEnv, EvaluateError> {
+    if episodes == 0 {
+        return Err(EvaluateError::NoEpisodes);
+    }
     let built = EnvConfig {
         evaluation: true,
         ..config.clone()
     }
     .build()
-    .map_err(|e| e.to_string())?;
-    let model = EnvModel::new(&built).map_err(|e| e.to_string())?;
+    .map_err(EvaluateError::Config)?;
+    let model = EnvModel::new(&built).map_err(EvaluateError::Config)?;
     let mut env = BatchEnv::new(model, episodes);
     env.set_evaluation_seeds(seed, episodes);
-    env.reset(seed).map_err(|e| e.to_string())?;
+    env.reset(seed).map_err(EvaluateError::Reset)?;
     Ok(env)
 }
 
@@ -162,8 +209,11 @@ pub fn evaluation_env(config: &EnvConfig, episodes: usize, seed: u64) -> Result<
 /// [`evaluation_env`]) and summarises.
 ///
 /// # Errors
-/// Step errors, as text.
-pub fn evaluate(controller: &mut dyn Controller, env: &mut BatchEnv) -> Result<Evaluation, String> {
+/// [`EvaluateError`] of a step or of the controller.
+pub fn evaluate(
+    controller: &mut dyn Controller,
+    env: &mut BatchEnv,
+) -> Result<Evaluation, EvaluateError> {
     evaluate_with(controller, env, |_, _, _| Ok(()))
 }
 
@@ -171,25 +221,58 @@ pub fn evaluate(controller: &mut dyn Controller, env: &mut BatchEnv) -> Result<E
 /// step of every env (to write per-step statistics).
 ///
 /// # Errors
-/// Step errors, or the first error of `on_step`, as text.
+/// As [`evaluate`]; [`EvaluateError::Record`] with the first error of
+/// `on_step`.
 pub fn evaluate_with(
     controller: &mut dyn Controller,
     env: &mut BatchEnv,
-    mut on_step: impl FnMut(usize, &EnvModel, &StepMetrics) -> Result<(), String>,
-) -> Result<Evaluation, String> {
+    mut on_step: impl FnMut(usize, &EnvModel, &StepMetrics) -> std::io::Result<()>,
+) -> Result<Evaluation, EvaluateError> {
     let model = env.model().clone();
     let (envs, n) = (env.num_envs(), model.num_agents());
     let mut actions = vec![0f32; envs * n * model.action_width()];
     let mut metrics = vec![StepMetrics::new(&model); envs];
     let mut tally = Tally::new(n);
     for _ in 0..model.max_steps() {
-        controller.act(&model, env.observations(), &mut actions);
+        controller
+            .act(&model, env.observations(), &mut actions)
+            .map_err(|source| EvaluateError::Control {
+                policy: controller.name().to_string(),
+                source,
+            })?;
         env.step_with_metrics(&actions, &mut metrics)
-            .map_err(|e| e.to_string())?;
+            .map_err(EvaluateError::Step)?;
         for (i, m) in metrics.iter().enumerate() {
             tally.add(&model, m);
-            on_step(i, &model, m)?;
+            on_step(i, &model, m).map_err(EvaluateError::Record)?;
         }
     }
     Ok(tally.summary(controller.name()))
+}
+
+/// Writes `evaluation.csv` atomically: one row per evaluation, columns
+/// `policy,mean_reward,reject_pct,local_pct,forward_pct`.
+///
+/// # Errors
+/// The I/O error of writing `path`.
+pub fn write_evaluation_csv(path: &Path, results: &[Evaluation]) -> std::io::Result<()> {
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "policy",
+        "mean_reward",
+        "reject_pct",
+        "local_pct",
+        "forward_pct",
+    ])?;
+    for r in results {
+        csv.write_record([
+            r.policy.clone(),
+            format!("{:.6}", r.mean_reward),
+            format!("{:.4}", r.reject_pct),
+            format!("{:.4}", r.local_pct),
+            format!("{:.4}", r.forward_pct),
+        ])?;
+    }
+    let bytes = csv.into_inner().map_err(|e| e.into_error())?;
+    dfaas_core::io::write_atomically(path, |w| std::io::Write::write_all(w, &bytes))
 }

@@ -6,6 +6,7 @@
 //! entries are floored at [`MIN_ENTRY`] before taking logarithms, so a
 //! Gamma draw that underflows to 0 cannot produce an infinite log-density.
 
+use crate::error::{ShapeError, length};
 use crate::special::{digamma, ln_gamma, trigamma};
 use rand_core::Rng;
 use rand_distr::{Distribution, Gamma};
@@ -13,9 +14,31 @@ use rand_distr::{Distribution, Gamma};
 /// Smallest entry used inside logarithms.
 pub const MIN_ENTRY: f64 = 1e-30;
 
-/// Draws a point of the simplex from Dir(α) into `out` (same length).
-pub fn sample<R: Rng + ?Sized>(alpha: &[f32], rng: &mut R, out: &mut [f32]) {
-    let mut draws = [0f64; 64];
+/// Largest dimension [`sample`] draws without allocation (the env's
+/// `MAX_ACTIONS`).
+pub const MAX_ENTRIES: usize = 64;
+
+/// Draws a point of the simplex from Dir(α) into `out` (same length, at
+/// most [`MAX_ENTRIES`] entries).
+///
+/// # Errors
+/// [`ShapeError`] when `out` is not as long as `alpha` or either is
+/// longer than [`MAX_ENTRIES`] (nothing drawn or written).
+pub fn sample<R: Rng + ?Sized>(
+    alpha: &[f32],
+    rng: &mut R,
+    out: &mut [f32],
+) -> Result<(), ShapeError> {
+    length("out", alpha.len(), out.len())?;
+    if alpha.len() > MAX_ENTRIES {
+        return Err(ShapeError::OutOfRange {
+            field: "alpha",
+            min: 0,
+            max: MAX_ENTRIES,
+            got: alpha.len(),
+        });
+    }
+    let mut draws = [0f64; MAX_ENTRIES];
     let draws = &mut draws[..alpha.len()];
     for (d, &a) in draws.iter_mut().zip(alpha) {
         *d = Gamma::new(f64::from(a), 1.0).map_or(0.0, |g| g.sample(rng));
@@ -34,6 +57,7 @@ pub fn sample<R: Rng + ?Sized>(alpha: &[f32], rng: &mut R, out: &mut [f32]) {
             *o = if i == best { 1.0 } else { 0.0 };
         }
     }
+    Ok(())
 }
 
 /// Mean of Dir(α): α / Σα (the deterministic action).
@@ -155,7 +179,7 @@ mod tests {
         let mut sum = [0f64; 3];
         let n = 20000;
         for _ in 0..n {
-            sample(&alpha, &mut rng, &mut x);
+            sample(&alpha, &mut rng, &mut x).unwrap();
             assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-5 && x.iter().all(|&v| v >= 0.0));
             for (s, v) in sum.iter_mut().zip(x) {
                 *s += f64::from(v);
@@ -165,7 +189,21 @@ mod tests {
             assert!((s / f64::from(n) - f64::from(a) / 8.0).abs() < 0.01);
         }
         // Concentrations at the ε floor: no NaN.
-        sample(&[1e-7, 1e-7, 1e-7], &mut rng, &mut x);
+        sample(&[1e-7, 1e-7, 1e-7], &mut rng, &mut x).unwrap();
         assert!(x.iter().all(|v| v.is_finite()) && (x.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn samples_of_the_wrong_size_are_errors() {
+        let mut rng = seeded(3);
+        let mut x = [7f32; 2];
+        assert!(sample(&[1.0, 1.0, 1.0], &mut rng, &mut x).is_err());
+        assert_eq!(x, [7.0; 2]);
+        let wide = [1f32; MAX_ENTRIES + 1];
+        let mut out = [0f32; MAX_ENTRIES + 1];
+        assert!(matches!(
+            sample(&wide, &mut rng, &mut out),
+            Err(ShapeError::OutOfRange { got: 65, .. })
+        ));
     }
 }

@@ -1,6 +1,9 @@
 //! `C = α·op(A)·op(B) + β·C` for row-major `f32` buffers, through
 //! matrixmultiply. The only `unsafe` of the crate: the pointer call is made
-//! after checking that every index it can touch lies inside its slice.
+//! after checking (with checked arithmetic) that every index it can touch
+//! lies inside its slice.
+
+use crate::error::{ShapeError, product};
 
 /// How a buffer is read as a matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,9 +24,9 @@ fn strides(op: Op, rows: usize, cols: usize) -> (usize, usize) {
 
 /// `c[m×n] = alpha·op(a)[m×k]·op(b)[k×n] + beta·c` (row-major `c`).
 ///
-/// # Panics
-/// When a slice is shorter than its matrix (a bug of the caller, never
-/// user input).
+/// # Errors
+/// [`ShapeError`] when a size product overflows or a slice is shorter
+/// than its matrix (checked before the `unsafe` call; nothing is written).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -36,13 +39,25 @@ pub fn gemm(
     op_b: Op,
     beta: f32,
     c: &mut [f32],
-) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "gemm: operand shorter than its shape"
-    );
+) -> Result<(), ShapeError> {
+    for (field, rows, cols, len) in [
+        ("a", m, k, a.len()),
+        ("b", k, n, b.len()),
+        ("c", m, n, c.len()),
+    ] {
+        let needed = product(field, &[rows, cols])?;
+        if len < needed {
+            return Err(ShapeError::Length {
+                field,
+                expected: needed,
+                got: len,
+            });
+        }
+    }
+    // Strides are passed as isize: every size fits (a slice never holds
+    // more than isize::MAX elements).
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
     let (rsa, csa) = strides(op_a, m, k);
     let (rsb, csb) = strides(op_b, k, n);
@@ -69,6 +84,7 @@ pub fn gemm(
             1,
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -87,7 +103,7 @@ mod tests {
         for op_a in [Op::Plain, Op::Transposed] {
             for op_b in [Op::Plain, Op::Transposed] {
                 let mut c = vec![1.0f32; m * n];
-                gemm(m, k, n, 2.0, &a, op_a, &b, op_b, 0.5, &mut c);
+                gemm(m, k, n, 2.0, &a, op_a, &b, op_b, 0.5, &mut c).unwrap();
                 for i in 0..m {
                     for j in 0..n {
                         let want: f32 = 0.5
@@ -100,5 +116,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sizes_that_overflow_or_do_not_fit_are_errors() {
+        let (a, b) = ([1f32; 4], [1f32; 4]);
+        let mut c = [0f32; 4];
+        // m·k wraps to 0 in usize: it must not pass the bounds check.
+        let huge = 1usize << (usize::BITS / 2);
+        assert!(matches!(
+            gemm(
+                huge,
+                huge,
+                1,
+                1.0,
+                &a,
+                Op::Plain,
+                &b,
+                Op::Plain,
+                0.0,
+                &mut c
+            ),
+            Err(ShapeError::Overflow { field: "a", .. })
+        ));
+        assert_eq!(
+            gemm(2, 3, 2, 1.0, &a, Op::Plain, &b, Op::Plain, 0.0, &mut c),
+            Err(ShapeError::Length {
+                field: "a",
+                expected: 6,
+                got: 4
+            })
+        );
+        assert_eq!(c, [0.0; 4], "nothing written");
     }
 }

@@ -9,6 +9,7 @@
 //! * [`adam`] — Adam and gradient clipping;
 //! * [`controller`] — the policy interface and evaluation;
 //! * [`checkpoint`] — safetensors + JSON checkpoints, exact resume;
+//! * [`error`] — the error types (field and value named, causes chained);
 //! * [`baselines`] — all-local, random, static 60/40, Recalc, Node-Margin,
 //!   the single-node upper bound;
 //! * [`special`] — ln Γ, ψ, ψ′;
@@ -23,6 +24,7 @@ pub mod baselines;
 pub mod checkpoint;
 pub mod controller;
 pub mod dirichlet;
+pub mod error;
 pub mod gemm;
 pub mod mlp;
 pub mod ppo;

@@ -7,6 +7,7 @@
 //! [`gemm`] on strided operands (matrixmultiply), without
 //! copies or transposes.
 
+use crate::error::{ShapeError, UnknownName, length, product};
 use crate::gemm::{Op, gemm};
 use rand_core::Rng;
 
@@ -18,6 +19,23 @@ pub enum Activation {
     Tanh,
     /// max(0, x).
     Relu,
+}
+
+impl std::str::FromStr for Activation {
+    type Err = UnknownName;
+
+    /// `tanh` or `relu`.
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        match name {
+            "tanh" => Ok(Self::Tanh),
+            "relu" => Ok(Self::Relu),
+            _ => Err(UnknownName {
+                setting: "activation",
+                got: name.into(),
+                choices: "tanh, relu",
+            }),
+        }
+    }
 }
 
 /// tanh by a rational minimax approximation (odd degree-13 numerator,
@@ -82,16 +100,49 @@ pub struct MlpCache {
 
 impl Mlp {
     /// An MLP with layer widths `[input, hidden.., output]`.
-    #[must_use]
-    pub fn new(widths: &[usize], activation: Activation) -> Self {
-        assert!(
-            widths.len() >= 2 && widths.iter().all(|&w| w > 0),
-            "an MLP needs an input and an output width"
-        );
-        Self {
+    ///
+    /// # Errors
+    /// [`ShapeError`] for fewer than 2 widths, a width of 0, or a parameter
+    /// count that overflows `usize`.
+    pub fn new(widths: &[usize], activation: Activation) -> Result<Self, ShapeError> {
+        if widths.len() < 2 {
+            return Err(ShapeError::OutOfRange {
+                field: "widths (layers)",
+                min: 2,
+                max: usize::MAX,
+                got: widths.len(),
+            });
+        }
+        if let Some(&w) = widths.iter().find(|&&w| w == 0) {
+            return Err(ShapeError::OutOfRange {
+                field: "widths",
+                min: 1,
+                max: usize::MAX,
+                got: w,
+            });
+        }
+        // Σ out·(in + 1) in checked arithmetic.
+        widths
+            .windows(2)
+            .try_fold(0usize, |total, w| {
+                w[0].checked_add(1)
+                    .and_then(|inputs| inputs.checked_mul(w[1]))
+                    .and_then(|layer| layer.checked_add(total))
+            })
+            .ok_or_else(|| ShapeError::Overflow {
+                field: "widths (parameters)",
+                detail: format!("{widths:?}"),
+            })?;
+        Ok(Self {
             widths: widths.to_vec(),
             activation,
-        }
+        })
+    }
+
+    /// Input width.
+    #[must_use]
+    pub fn input(&self) -> usize {
+        self.widths[0]
     }
 
     /// Output width.
@@ -141,8 +192,21 @@ impl Mlp {
         params
     }
 
-    /// Forward pass of `batch` rows of `x`; the output is in `cache.output`.
-    pub fn forward(&self, params: &[f32], x: &[f32], batch: usize, cache: &mut MlpCache) {
+    /// Forward pass of `batch` rows of `x` (`[batch][input]`) with
+    /// `params` ([`Mlp::num_params`] values); the output is in
+    /// `cache.output`.
+    ///
+    /// # Errors
+    /// [`ShapeError`] when `params` or `x` do not fit (nothing computed).
+    pub fn forward(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        batch: usize,
+        cache: &mut MlpCache,
+    ) -> Result<(), ShapeError> {
+        length("params", self.num_params(), params.len())?;
+        length("x", product("x", &[batch, self.widths[0]])?, x.len())?;
         let layers = self.widths.len() - 1;
         cache.batch = batch;
         cache.layers.resize_with(layers, Vec::new);
@@ -170,7 +234,7 @@ impl Mlp {
                 Op::Transposed,
                 1.0,
                 &mut z,
-            );
+            )?;
             if l + 1 < layers {
                 z.iter_mut().for_each(|v| *v = self.activation.apply(*v));
                 if cache.layers.len() <= l + 1 {
@@ -181,19 +245,32 @@ impl Mlp {
                 cache.output = z;
             }
         }
+        Ok(())
     }
 
     /// Backward pass: given ∂L/∂output (`[batch][output]`) for the batch of
-    /// the last [`Mlp::forward`], writes ∂L/∂params into `grads` (overwritten).
+    /// the last [`Mlp::forward`] (with `cache` from it), writes ∂L/∂params
+    /// into `grads` (overwritten).
+    ///
+    /// # Errors
+    /// [`ShapeError`] when a slice does not fit, or `cache` is not from a
+    /// forward pass of this network (nothing computed).
     pub fn backward(
         &self,
         params: &[f32],
         cache: &mut MlpCache,
         d_output: &[f32],
         grads: &mut [f32],
-    ) {
+    ) -> Result<(), ShapeError> {
         let layers = self.widths.len() - 1;
         let batch = cache.batch;
+        length("params", self.num_params(), params.len())?;
+        length("grads", self.num_params(), grads.len())?;
+        length("d_output", batch * self.output(), d_output.len())?;
+        length("cache (layers)", layers, cache.layers.len())?;
+        for (l, layer) in cache.layers.iter().enumerate() {
+            length("cache (activations)", batch * self.widths[l], layer.len())?;
+        }
         let offsets: Vec<usize> = self
             .widths
             .windows(2)
@@ -224,7 +301,7 @@ impl Mlp {
                 Op::Plain,
                 0.0,
                 dw,
-            );
+            )?;
             rest.fill(0.0);
             for row in cache.delta.chunks_exact(n_out) {
                 for (db, d) in rest.iter_mut().zip(row) {
@@ -248,12 +325,13 @@ impl Mlp {
                 Op::Plain,
                 0.0,
                 &mut cache.delta_prev,
-            );
+            )?;
             for (d, &a) in cache.delta_prev.iter_mut().zip(&cache.layers[l]) {
                 *d *= self.activation.derivative_from_output(a);
             }
             std::mem::swap(&mut cache.delta, &mut cache.delta_prev);
         }
+        Ok(())
     }
 }
 
@@ -265,7 +343,7 @@ mod tests {
     /// L = Σ_b Σ_o c[o]·out[b][o]²/2 — a loss with a non-trivial gradient.
     fn loss(mlp: &Mlp, params: &[f32], x: &[f32], batch: usize) -> f64 {
         let mut cache = MlpCache::default();
-        mlp.forward(params, x, batch, &mut cache);
+        mlp.forward(params, x, batch, &mut cache).unwrap();
         cache
             .output
             .chunks(mlp.output())
@@ -280,7 +358,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         for activation in [Activation::Tanh, Activation::Relu] {
-            let mlp = Mlp::new(&[5, 9, 7, 3], activation);
+            let mlp = Mlp::new(&[5, 9, 7, 3], activation).unwrap();
             let mut rng = seeded(11);
             let params = mlp.init(&mut rng, 0.5);
             let batch = 4;
@@ -288,7 +366,7 @@ mod tests {
                 .map(|_| uniform(&mut rng, -2.0, 2.0) as f32)
                 .collect();
             let mut cache = MlpCache::default();
-            mlp.forward(&params, &x, batch, &mut cache);
+            mlp.forward(&params, &x, batch, &mut cache).unwrap();
             let d_out: Vec<f32> = cache
                 .output
                 .chunks(3)
@@ -300,7 +378,8 @@ mod tests {
                 })
                 .collect();
             let mut grads = vec![0f32; mlp.num_params()];
-            mlp.backward(&params, &mut cache, &d_out, &mut grads);
+            mlp.backward(&params, &mut cache, &d_out, &mut grads)
+                .unwrap();
             for j in (0..params.len()).step_by(7) {
                 let h = 1e-2f32;
                 let mut plus = params.clone();
@@ -331,8 +410,45 @@ mod tests {
     }
 
     #[test]
+    fn shapes_that_do_not_fit_are_errors() {
+        assert!(Mlp::new(&[4], Activation::Tanh).is_err());
+        assert!(Mlp::new(&[4, 0, 2], Activation::Tanh).is_err());
+        assert!(matches!(
+            Mlp::new(&[usize::MAX, 2, 1], Activation::Tanh),
+            Err(ShapeError::Overflow { .. })
+        ));
+        let mlp = Mlp::new(&[3, 4, 2], Activation::Relu).unwrap();
+        let params = vec![0.1f32; mlp.num_params()];
+        let mut cache = MlpCache::default();
+        assert_eq!(
+            mlp.forward(&params, &[0.0; 5], 2, &mut cache),
+            Err(ShapeError::Length {
+                field: "x",
+                expected: 6,
+                got: 5
+            })
+        );
+        assert!(mlp.forward(&params[1..], &[0.0; 6], 2, &mut cache).is_err());
+        assert!(
+            mlp.forward(&params, &[0.0; 6], usize::MAX, &mut cache)
+                .is_err()
+        );
+        // A backward pass without its forward pass.
+        let mut grads = vec![0f32; mlp.num_params()];
+        let mut fresh = MlpCache::default();
+        assert!(mlp.backward(&params, &mut fresh, &[], &mut grads).is_err());
+        mlp.forward(&params, &[0.5; 6], 2, &mut cache).unwrap();
+        assert!(
+            mlp.backward(&params, &mut cache, &[1.0; 3], &mut grads)
+                .is_err()
+        );
+        mlp.backward(&params, &mut cache, &[1.0; 4], &mut grads)
+            .unwrap();
+    }
+
+    #[test]
     fn normc_init_scales_each_unit() {
-        let mlp = Mlp::new(&[8, 16, 4], Activation::Tanh);
+        let mlp = Mlp::new(&[8, 16, 4], Activation::Tanh).unwrap();
         let params = mlp.init(&mut seeded(1), 0.01);
         let last = &mlp.tensors()[2];
         let row: f32 = params[last.2..last.2 + 16]

@@ -8,7 +8,8 @@
 //! reject]`.
 //!
 //! Random streams (all seeded from [`PpoConfig::seed`]): the env batch is
-//! reset with `seed`; policy `a` is initialised from `seed + 1 + a`; action
+//! reset with `seed`; policy `a` is initialised from `seed + 1 + a`
+//! (wrapping: every `u64` is a valid seed); action
 //! sampling uses a stream seeded `seed ^ 0x5EED`, and agent `a`'s minibatch
 //! shuffles one seeded `seed ^ 0x5EED ^ ((a + 1) << 32)`. The agents'
 //! updates run in parallel (one thread per core), each on its own policy and
@@ -16,11 +17,16 @@
 //! same metrics bit for bit, whatever the number of cores.
 
 use crate::backend::{Backend, LossCoefficients, Minibatch, PolicySpec, UpdateStats};
-use crate::controller::{Controller, Tally};
+use crate::controller::{Controller, Tally, check_batch};
 use crate::dirichlet;
+use crate::error::{BackendError, ControlError, PpoConfigError, TrainError, UnknownName};
 use crate::mlp::Activation;
+use dfaas_core::reward::{team_mean, team_mixed};
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
 use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
+
+/// Largest `num_envs × rollout_steps` (samples of one agent per iteration).
+const MAX_SAMPLES: usize = 1 << 31;
 
 /// Which agents share which networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -37,6 +43,24 @@ pub enum Layout {
     /// Independent actors; each agent's critic sees every agent's
     /// observation (centralised critic, MAPPO).
     Mappo,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = UnknownName;
+
+    /// `independent`, `shared` or `mappo`.
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        match name {
+            "independent" => Ok(Self::Independent),
+            "shared" => Ok(Self::Shared),
+            "mappo" => Ok(Self::Mappo),
+            _ => Err(UnknownName {
+                setting: "layout",
+                got: name.into(),
+                choices: "independent, shared, mappo",
+            }),
+        }
+    }
 }
 
 /// PPO hyperparameters.
@@ -142,13 +166,13 @@ impl PpoConfig {
     /// Checks every setting; the error names the field and the value.
     ///
     /// # Errors
-    /// The first setting out of its range.
-    pub fn validate(&self) -> Result<(), String> {
-        let check = |ok: bool, field: &str, value: String, rule: &str| {
+    /// [`PpoConfigError`] naming the first setting out of its range.
+    pub fn validate(&self) -> Result<(), PpoConfigError> {
+        let check = |ok: bool, field: &'static str, value: String, rule: &'static str| {
             if ok {
                 Ok(())
             } else {
-                Err(format!("{field}: {rule}, got {value}"))
+                Err(PpoConfigError::Invalid { field, value, rule })
             }
         };
         check(
@@ -162,6 +186,14 @@ impl PpoConfig {
             "rollout_steps",
             self.rollout_steps.to_string(),
             "must be > 0",
+        )?;
+        check(
+            self.num_envs
+                .checked_mul(self.rollout_steps)
+                .is_some_and(|samples| samples <= MAX_SAMPLES),
+            "num_envs",
+            format!("{} (× rollout_steps {})", self.num_envs, self.rollout_steps),
+            "num_envs × rollout_steps must be <= 2^31 samples per iteration",
         )?;
         check(
             self.minibatch_size > 0,
@@ -418,9 +450,10 @@ where
     /// A trainer of `model` with `config` on `backend`.
     ///
     /// # Errors
-    /// An invalid configuration or a failed first reset, as text.
-    pub fn new(model: EnvModel, config: PpoConfig, backend: B) -> Result<Self, String> {
-        config.validate()?;
+    /// [`TrainError`]: an invalid configuration, a policy the backend
+    /// cannot build, a failed first reset.
+    pub fn new(model: EnvModel, config: PpoConfig, backend: B) -> Result<Self, TrainError> {
+        config.validate().map_err(TrainError::Config)?;
         let n = model.num_agents();
         let (ow, width) = (model.obs_width(), model.action_width());
         let spec = |obs_dim: usize, critic_obs_dim: usize, action_dim: usize| PolicySpec {
@@ -461,10 +494,15 @@ where
         let policies = specs
             .iter()
             .enumerate()
-            .map(|(p, s)| backend.init_policy(s, config.seed + 1 + p as u64))
-            .collect();
+            .map(|(p, s)| {
+                let seed = config.seed.wrapping_add(1).wrapping_add(p as u64);
+                backend
+                    .init_policy(s, seed)
+                    .map_err(|source| TrainError::Backend { policy: p, source })
+            })
+            .collect::<Result<_, _>>()?;
         let mut env = BatchEnv::new(model.clone(), config.num_envs);
-        env.reset(config.seed).map_err(|e| e.to_string())?;
+        env.reset(config.seed).map_err(TrainError::Reset)?;
         Ok(Self {
             norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
             kl_coeffs: vec![config.kl_coeff; count],
@@ -503,39 +541,67 @@ where
     /// `tensor` (names `agent{a}.{tensor name}`).
     ///
     /// # Errors
-    /// A state or tensor that does not fit `model` and `config`, named.
+    /// [`TrainError`]: a state or tensor that does not fit `model` and
+    /// `config`, named.
     pub fn restore(
         model: EnvModel,
         config: PpoConfig,
         backend: B,
         state: TrainerState,
         tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TrainError> {
         let mut trainer = Self::new(model, config, backend)?;
         let n = trainer.specs.len(); // policies
-        if state.kl_coeffs.len() != n || state.norms.len() != n || state.shuffle_rngs.len() != n {
-            return Err(format!(
-                "state: {} KL coefficients and {} normalisers for {n} policies",
-                state.kl_coeffs.len(),
-                state.norms.len()
-            ));
+        let invalid = |field: String, reason: String| Err(TrainError::State { field, reason });
+        for (field, len) in [
+            ("kl_coeffs", state.kl_coeffs.len()),
+            ("norms", state.norms.len()),
+            ("shuffle_rngs", state.shuffle_rngs.len()),
+        ] {
+            if len != n {
+                return invalid(field.into(), format!("{len} entries for {n} policies"));
+            }
         }
-        if let Some(a) = (0..n).find(|&a| state.norms[a].mean.len() != trainer.specs[a].obs_dim) {
-            return Err(format!(
-                "state.norms[{a}]: {} features, the policy has {}",
-                state.norms[a].mean.len(),
-                trainer.specs[a].obs_dim
-            ));
+        if let Some((p, &k)) = state
+            .kl_coeffs
+            .iter()
+            .enumerate()
+            .find(|(_, k)| !(k.is_finite() && **k >= 0.0))
+        {
+            return invalid(
+                format!("kl_coeffs[{p}]"),
+                format!("must be finite and >= 0, got {k}"),
+            );
+        }
+        for (p, norm) in state.norms.iter().enumerate() {
+            let dim = trainer.specs[p].obs_dim;
+            if norm.mean.len() != dim || norm.m2.len() != dim {
+                return invalid(
+                    format!("norms[{p}]"),
+                    format!(
+                        "{} means and {} variances, the policy has {dim} features",
+                        norm.mean.len(),
+                        norm.m2.len()
+                    ),
+                );
+            }
+            if !(norm.count.is_finite() && norm.count >= 0.0) {
+                return invalid(
+                    format!("norms[{p}].count"),
+                    format!("must be finite and >= 0, got {}", norm.count),
+                );
+            }
         }
         let mut policies = Vec::with_capacity(n);
-        for (a, spec) in trainer.specs.iter().enumerate() {
+        for (p, spec) in trainer.specs.iter().enumerate() {
             let policy = trainer
                 .backend
-                .load_policy(spec, &|name| tensor(&format!("policy{a}.{name}")))?;
+                .load_policy(spec, &|name| tensor(&format!("policy{p}.{name}")))
+                .map_err(|source| TrainError::Backend { policy: p, source })?;
             policies.push(policy);
         }
         trainer.policies = policies;
-        trainer.env.restore(state.env).map_err(|e| e.to_string())?;
+        trainer.env.restore(state.env).map_err(TrainError::Env)?;
         trainer.iteration = state.iteration;
         trainer.env_steps = state.env_steps;
         trainer.kl_coeffs = state.kl_coeffs;
@@ -597,11 +663,11 @@ where
         rows: usize,
         alpha: &mut Vec<f32>,
         values: &mut Vec<f32>,
-    ) {
+    ) -> Result<(), BackendError> {
         alpha.resize(rows * self.specs[p].action_dim, 0.0);
         values.resize(rows, 0.0);
         self.backend
-            .act(&self.policies[p], actor, critic, rows, alpha, values);
+            .act(&self.policies[p], actor, critic, rows, alpha, values)
     }
 
     /// Actor and critic inputs of every policy for `observations`
@@ -660,8 +726,8 @@ where
     /// parallel).
     ///
     /// # Errors
-    /// A step error of the environment, as text.
-    pub fn train_iteration(&mut self) -> Result<IterationMetrics, String> {
+    /// [`TrainError`] of the environments or a backend.
+    pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
         let model = self.env.model().clone();
         let (n, w) = (model.num_agents(), model.action_width());
         let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
@@ -679,7 +745,8 @@ where
             let (actor, critic) = self.inputs(&observations, true);
             for p in 0..policies {
                 let (rows, k) = (envs * self.members[p].len(), self.specs[p].action_dim);
-                self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values);
+                self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
+                    .map_err(|source| TrainError::Backend { policy: p, source })?;
                 let r = &mut rollouts[p];
                 r.obs.extend_from_slice(&actor[p]);
                 r.critic_obs.extend_from_slice(&critic[p]);
@@ -692,7 +759,12 @@ where
                         sub_alpha.clear();
                         sub_alpha.extend(used.iter().map(|&j| row_alpha[j]));
                         let m = used.len();
-                        dirichlet::sample(&sub_alpha, &mut self.rng, &mut sample[..m]);
+                        dirichlet::sample(&sub_alpha, &mut self.rng, &mut sample[..m]).map_err(
+                            |e| TrainError::Backend {
+                                policy: p,
+                                source: e.into(),
+                            },
+                        )?;
                         let env_row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
                         env_row.fill(0.0);
                         env_row[..m].copy_from_slice(&sample[..m]);
@@ -714,24 +786,31 @@ where
             }
             self.env
                 .step_with_metrics(&actions, &mut self.metrics)
-                .map_err(|e| e.to_string())?;
+                .map_err(TrainError::Env)?;
             for m in &self.metrics {
                 tally.add(&model, m);
             }
             let beta = self.config.team_reward;
             for e in 0..envs {
                 let rewards = &self.env.rewards()[e * n..(e + 1) * n];
-                let team = rewards.iter().sum::<f32>() / n as f32;
+                let team = team_mean(rewards);
                 let done = f32::from(u8::from(self.env.dones()[e]));
                 for (r, members) in rollouts.iter_mut().zip(&self.members) {
                     for &a in members {
-                        r.rewards.push((1.0 - beta) * rewards[a] + beta * team);
+                        r.rewards.push(team_mixed(rewards[a], team, beta));
                         r.dones.push(done);
                     }
                 }
             }
         }
-        self.env_steps += (steps * envs) as u64;
+        let added = (steps * envs) as u64;
+        self.env_steps =
+            self.env_steps
+                .checked_add(added)
+                .ok_or(TrainError::StepCounterOverflow {
+                    env_steps: self.env_steps,
+                    added,
+                })?;
 
         // ---- Update every policy (in parallel) ----
         let entropy_coeff = self.entropy_coeff();
@@ -741,7 +820,8 @@ where
         for (p, r) in rollouts.iter().enumerate() {
             // Bootstrap values of the observations after the rollout.
             let rows = envs * self.members[p].len();
-            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values);
+            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
+                .map_err(|source| TrainError::Backend { policy: p, source })?;
             let c = &self.config;
             targets.push(gae(
                 r,
@@ -772,6 +852,7 @@ where
                         returns,
                         spec,
                         stats: Vec::new(),
+                        outcome: Ok(()),
                     }
                 },
             )
@@ -787,13 +868,15 @@ where
                 let mut backend = self.backend.clone();
                 scope.spawn(move || {
                     for job in group {
-                        job.run(&mut backend, config, entropy_coeff);
+                        job.outcome = job.run(&mut backend, config, entropy_coeff);
                     }
                 });
             }
         });
         let mut sums = UpdateSums::default();
-        for job in &jobs {
+        for (p, job) in jobs.iter_mut().enumerate() {
+            std::mem::replace(&mut job.outcome, Ok(()))
+                .map_err(|source| TrainError::Backend { policy: p, source })?;
             job.stats.iter().for_each(|s| sums.add(s));
         }
         drop(jobs);
@@ -836,11 +919,18 @@ struct PolicyUpdate<'a, B: Backend> {
     returns: &'a [f32],
     spec: &'a PolicySpec,
     stats: Vec<UpdateStats>,
+    /// The first backend error of [`PolicyUpdate::run`], if any.
+    outcome: Result<(), BackendError>,
 }
 
 impl<B: Backend> PolicyUpdate<'_, B> {
     /// `epochs` passes of shuffled minibatches, then the KL adaptation.
-    fn run(&mut self, backend: &mut B, c: &PpoConfig, entropy_coeff: f32) {
+    fn run(
+        &mut self,
+        backend: &mut B,
+        c: &PpoConfig,
+        entropy_coeff: f32,
+    ) -> Result<(), BackendError> {
         let coefficients = LossCoefficients {
             clip: c.clip,
             value_coeff: c.value_coeff,
@@ -883,7 +973,7 @@ impl<B: Backend> PolicyUpdate<'_, B> {
                     returns: &gather(self.returns, 1),
                     mask: (!r.mask.is_empty()).then_some(&mask[..]),
                 };
-                let stats = backend.update(self.policy, &minibatch, &coefficients);
+                let stats = backend.update(self.policy, &minibatch, &coefficients)?;
                 epoch_kl += f64::from(stats.kl);
                 updates += 1;
                 self.stats.push(stats);
@@ -892,14 +982,24 @@ impl<B: Backend> PolicyUpdate<'_, B> {
                 kl_last_epoch = epoch_kl / f64::from(updates.max(1));
             }
         }
-        if *self.kl_coeff > 0.0 {
-            let target = f64::from(c.kl_target);
-            if kl_last_epoch > 2.0 * target {
-                *self.kl_coeff *= 1.5;
-            } else if kl_last_epoch < 0.5 * target {
-                *self.kl_coeff *= 0.5;
-            }
-        }
+        *self.kl_coeff = adapt_kl_coeff(*self.kl_coeff, kl_last_epoch, c.kl_target);
+        Ok(())
+    }
+}
+
+/// RLlib's KL-coefficient rule, after an iteration whose last epoch had
+/// mean KL `kl`: ×1.5 when `kl > 2·target`, ×0.5 when `kl < target/2`,
+/// unchanged otherwise (and a coefficient of 0 — the penalty off — stays 0).
+fn adapt_kl_coeff(coeff: f32, kl: f64, target: f32) -> f32 {
+    let target = f64::from(target);
+    if coeff <= 0.0 {
+        coeff
+    } else if kl > 2.0 * target {
+        coeff * 1.5
+    } else if kl < 0.5 * target {
+        coeff * 0.5
+    } else {
+        coeff
     }
 }
 
@@ -991,23 +1091,42 @@ where
         "ppo"
     }
 
-    fn act(&mut self, model: &EnvModel, observations: &[f32], actions: &mut [f32]) {
+    fn act(
+        &mut self,
+        model: &EnvModel,
+        observations: &[f32],
+        actions: &mut [f32],
+    ) -> Result<(), ControlError> {
+        // The policies are made for the trainer's model: `model` must have
+        // its layout.
+        let own = self.trainer.model();
+        let degrees = |m: &EnvModel| (0..m.num_agents()).map(|a| m.degree(a)).collect::<Vec<_>>();
+        if degrees(model) != degrees(own) {
+            return Err(crate::error::ShapeError::Length {
+                field: "model (agents and degrees)",
+                expected: own.num_agents(),
+                got: model.num_agents(),
+            }
+            .into());
+        }
+        let envs = check_batch(own, observations, actions)?;
         let (n, w) = (model.num_agents(), model.action_width());
-        let envs = observations.len() / (n * model.obs_width());
         let (actor, critic) = self.trainer.inputs(observations, false);
         let t = &mut *self.trainer;
         for (p, members) in t.members.iter().enumerate() {
             let (rows, k) = (envs * members.len(), t.specs[p].action_dim);
             self.alpha.resize(rows * k, 0.0);
             self.values.resize(rows, 0.0);
-            t.backend.act(
-                &t.policies[p],
-                &actor[p],
-                &critic[p],
-                rows,
-                &mut self.alpha,
-                &mut self.values,
-            );
+            t.backend
+                .act(
+                    &t.policies[p],
+                    &actor[p],
+                    &critic[p],
+                    rows,
+                    &mut self.alpha,
+                    &mut self.values,
+                )
+                .map_err(ControlError::Backend)?;
             for e in 0..envs {
                 for (i, &a) in members.iter().enumerate() {
                     let row_alpha = &self.alpha[(e * members.len() + i) * k..][..k];
@@ -1019,5 +1138,6 @@ where
                 }
             }
         }
+        Ok(())
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! ψ and ψ′ shift the argument up with the recurrences ψ(x) = ψ(x+1) − 1/x,
 //! ψ′(x) = ψ′(x+1) + 1/x² until x ≥ 10, then use the asymptotic series
-//! (truncation error below 1e-13 there). Defined for x > 0; the f32 versions
-//! evaluate in f64 and round once.
+//! (truncation error below 1e-13 there). Defined for x > 0: NaN for x ≤ 0
+//! or NaN (every call ends, also for −∞ and large negative x, where
+//! `x + 1 == x`); ψ(+∞) = +∞, ψ′(+∞) = 0. The f32 versions evaluate in f64
+//! and round once.
 
 /// ln Γ(x) for x > 0.
 #[must_use]
@@ -18,9 +20,12 @@ pub fn ln_gamma_f32(x: f32) -> f32 {
     libm::lgamma(f64::from(x)) as f32
 }
 
-/// Digamma ψ(x) = d/dx ln Γ(x), x > 0.
+/// Digamma ψ(x) = d/dx ln Γ(x), x > 0 (NaN otherwise).
 #[must_use]
 pub fn digamma(mut x: f64) -> f64 {
+    if x.is_nan() || x <= 0.0 {
+        return f64::NAN;
+    }
     let mut shift = 0.0;
     while x < 10.0 {
         shift -= 1.0 / x;
@@ -46,9 +51,12 @@ pub fn digamma_f32(x: f32) -> f32 {
     digamma(f64::from(x)) as f32
 }
 
-/// Trigamma ψ′(x) = d/dx ψ(x), x > 0.
+/// Trigamma ψ′(x) = d/dx ψ(x), x > 0 (NaN otherwise).
 #[must_use]
 pub fn trigamma(mut x: f64) -> f64 {
+    if x.is_nan() || x <= 0.0 {
+        return f64::NAN;
+    }
     let mut shift = 0.0;
     while x < 10.0 {
         shift += 1.0 / (x * x);
@@ -102,6 +110,18 @@ mod tests {
         assert!((digamma_f32(2.0) - (1.0 - EULER) as f32).abs() < 1e-6);
         assert!((trigamma_f32(1.0) - (pi2 / 6.0) as f32).abs() < 1e-6);
         assert!((ln_gamma_f32(5.0) - 24f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn outside_the_domain_every_call_ends_with_nan() {
+        for x in [f64::NEG_INFINITY, -1e300, -3.0, -0.5, 0.0, f64::NAN] {
+            assert!(digamma(x).is_nan(), "ψ({x})");
+            assert!(trigamma(x).is_nan(), "ψ′({x})");
+        }
+        assert_eq!(digamma(f64::INFINITY), f64::INFINITY);
+        assert_eq!(trigamma(f64::INFINITY), 0.0);
+        // The smallest positive value: ten shifts, a finite or −∞ result.
+        assert!(!digamma(f64::MIN_POSITIVE).is_nan());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use dfaas_core::{EnvConfig, EnvModel};
 use dfaas_policies::backend::CpuBackend;
 use dfaas_policies::baselines::Random;
 use dfaas_policies::controller::{evaluate, evaluation_env};
+use dfaas_policies::error::{CheckpointError, PpoConfigError, TrainError};
 use dfaas_policies::ppo::{Layout, PpoConfig, Trainer};
 
 /// The embedded default's node parameters on a 3-agent topology, with
@@ -77,16 +78,46 @@ fn short_training_beats_random_and_improves() {
 #[test]
 fn bad_settings_are_refused() {
     let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
-    let bad = PpoConfig {
+    let field_of = |config: PpoConfig| match Trainer::new(model.clone(), config, CpuBackend::new())
+    {
+        Err(TrainError::Config(PpoConfigError::Invalid { field, .. })) => field,
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("accepted"),
+    };
+    let gamma = PpoConfig {
         gamma: 1.5,
         ..ppo_config(1)
     };
-    assert!(Trainer::new(model.clone(), bad, CpuBackend::new()).is_err());
-    let bad = PpoConfig {
+    assert_eq!(field_of(gamma), "gamma");
+    let minibatch = PpoConfig {
         minibatch_size: 0,
         ..ppo_config(1)
     };
-    assert!(Trainer::new(model, bad, CpuBackend::new()).is_err());
+    assert_eq!(field_of(minibatch), "minibatch_size");
+    let hidden = PpoConfig {
+        hidden: vec![16, 0],
+        ..ppo_config(1)
+    };
+    assert_eq!(field_of(hidden), "hidden");
+    // num_envs × rollout_steps overflows usize.
+    let huge = PpoConfig {
+        num_envs: usize::MAX / 2,
+        rollout_steps: 3,
+        ..ppo_config(1)
+    };
+    assert_eq!(field_of(huge), "num_envs");
+}
+
+#[test]
+fn the_largest_seed_trains() {
+    // `seed + 1 + policy` wraps instead of overflowing.
+    let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+    let config = PpoConfig {
+        seed: u64::MAX,
+        ..ppo_config(1)
+    };
+    let mut t = Trainer::new(model, config, CpuBackend::new()).unwrap();
+    assert!(t.train_iteration().unwrap().mean_reward.is_finite());
 }
 
 #[test]
@@ -97,14 +128,15 @@ fn resuming_a_checkpoint_gives_the_uninterrupted_run() {
     for _ in 0..4 {
         straight_metrics.push(format!("{:?}", straight.train_iteration().unwrap()));
     }
-    let dir = std::env::temp_dir().join(format!("dfaas-ckpt-{}", std::process::id()));
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
     let mut first = trainer(4);
     for _ in 0..2 {
         first.train_iteration().unwrap();
     }
     checkpoint::save(&first, &dir.join(checkpoint::folder_name(2))).unwrap();
     drop(first);
-    let latest = checkpoint::latest(&dir).unwrap();
+    let latest = checkpoint::latest(dir).unwrap();
     let mut resumed = checkpoint::load(&latest, CpuBackend::new()).unwrap();
     assert_eq!(resumed.iteration(), 2);
     let mut resumed_metrics = Vec::new();
@@ -114,10 +146,48 @@ fn resuming_a_checkpoint_gives_the_uninterrupted_run() {
     assert_eq!(resumed_metrics, straight_metrics[2..]);
     assert_eq!(resumed.policies(), straight.policies());
     // A damaged checkpoint is a clear error, not a panic.
-    std::fs::write(latest.join("policies.safetensors"), b"not safetensors").unwrap();
-    let err = checkpoint::load(&latest, CpuBackend::new()).err().unwrap();
-    assert!(err.contains("policies.safetensors"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    let tensors = latest.join("policies.safetensors");
+    std::fs::write(&tensors, b"not safetensors").unwrap();
+    match checkpoint::load(&latest, CpuBackend::new()) {
+        Err(CheckpointError::Tensors { path, .. }) => assert_eq!(path, tensors),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a damaged checkpoint loaded"),
+    }
+}
+
+#[test]
+fn resume_steps_back_over_truncated_and_corrupt_checkpoints() {
+    use dfaas_policies::checkpoint;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let mut t = trainer(4);
+    for i in 1..=3 {
+        t.train_iteration().unwrap();
+        checkpoint::save(&t, &dir.join(checkpoint::folder_name(i))).unwrap();
+    }
+    // Newest: tensors cut short; second newest: state.json cut short.
+    let cut = |path: std::path::PathBuf| {
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    cut(dir.join("iter_000003/policies.safetensors"));
+    cut(dir.join("iter_000002/state.json"));
+    let resumed = checkpoint::load_latest(dir, CpuBackend::new()).unwrap();
+    assert_eq!(resumed.from, dir.join("iter_000001"));
+    assert_eq!(resumed.trainer.iteration(), 1);
+    let skipped: Vec<_> = resumed.skipped.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(skipped, [dir.join("iter_000003"), dir.join("iter_000002")]);
+    assert!(matches!(
+        resumed.skipped[0].1,
+        CheckpointError::Tensors { .. }
+    ));
+    assert!(matches!(resumed.skipped[1].1, CheckpointError::Json { .. }));
+    // Nothing was deleted; with every checkpoint damaged, a typed error.
+    cut(dir.join("iter_000001/state.json"));
+    assert!(matches!(
+        checkpoint::load_latest(dir, CpuBackend::new()),
+        Err(CheckpointError::NoneLoads { tried: 3, .. })
+    ));
 }
 
 #[test]
@@ -134,9 +204,9 @@ fn every_layout_learns_and_resumes_exactly() {
         for _ in 1..25 {
             t.train_iteration().unwrap();
         }
-        let dir =
-            std::env::temp_dir().join(format!("dfaas-layout-{layout:?}-{}", std::process::id()));
-        checkpoint::save(&t, &dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        checkpoint::save(&t, dir).unwrap();
         let mut late = 0.0;
         for _ in 0..5 {
             late += t.train_iteration().unwrap().mean_reward / 5.0;
@@ -145,11 +215,10 @@ fn every_layout_learns_and_resumes_exactly() {
             late > first + 0.05,
             "{layout:?}: late {late:.3} vs first {first:.3}"
         );
-        let mut resumed = checkpoint::load(&dir, CpuBackend::new()).unwrap();
+        let mut resumed = checkpoint::load(dir, CpuBackend::new()).unwrap();
         for _ in 0..5 {
             resumed.train_iteration().unwrap();
         }
         assert_eq!(resumed.policies(), t.policies(), "{layout:?}: resume");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

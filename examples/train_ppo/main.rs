@@ -19,15 +19,16 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use dfaas::core::{EnvConfig, EnvModel};
 use dfaas::policies::backend::CpuBackend;
-use dfaas::policies::baselines::{self, AllLocal, NodeMargin, Random, Recalc, Static6040};
+use dfaas::policies::baselines;
 use dfaas::policies::checkpoint;
-use dfaas::policies::controller::{Controller, Evaluation, evaluate, evaluation_env};
-use dfaas::policies::ppo::{PpoConfig, Trainer};
+use dfaas::policies::controller::{
+    Evaluation, evaluate, evaluation_env, evaluation_seed, write_evaluation_csv,
+};
+use dfaas::policies::mlp::Activation;
+use dfaas::policies::ppo::{IterationMetrics, Layout, PpoConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Hyperparameter presets.
@@ -37,26 +38,6 @@ enum Preset {
     Default,
     /// The reference's RLlib settings (2×256 tanh, 30 epochs, minibatch 144, …).
     Reference,
-}
-
-/// Policy layouts.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
-enum Layout {
-    /// One actor and one critic per agent (the reference).
-    Independent,
-    /// One policy shared by all agents, with an agent-id input.
-    Shared,
-    /// Independent actors with centralised critics (MAPPO).
-    Mappo,
-}
-
-/// Hidden activations.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
-enum ActivationChoice {
-    /// Hyperbolic tangent.
-    Tanh,
-    /// max(0, x).
-    Relu,
 }
 
 /// Compute backends.
@@ -90,8 +71,10 @@ struct Args {
     /// Seed of every random stream.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Policy layout.
-    #[arg(long, value_enum, default_value_t = Layout::Independent)]
+    /// Policy layout: independent (one actor and critic per agent, the
+    /// reference), shared (one policy with an agent-id input), mappo
+    /// (centralised critics).
+    #[arg(long, default_value = "independent")]
     layout: Layout,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -102,9 +85,9 @@ struct Args {
     /// Override: learning rate.
     #[arg(long)]
     lr: Option<f32>,
-    /// Override: hidden activation.
-    #[arg(long, value_enum)]
-    activation: Option<ActivationChoice>,
+    /// Override: hidden activation (tanh or relu).
+    #[arg(long)]
+    activation: Option<Activation>,
     /// Override: hidden layer widths, e.g. `64,64`.
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
@@ -139,7 +122,7 @@ struct Args {
     resume: bool,
 }
 
-fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
+fn write_file(path: &Path, text: &str) -> Result<()> {
     dfaas::io::write_atomically(path, |w| w.write_all(text.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -151,11 +134,7 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
         Preset::Reference => PpoConfig::reference(),
     };
     config.seed = args.seed;
-    config.layout = match args.layout {
-        Layout::Independent => dfaas::policies::ppo::Layout::Independent,
-        Layout::Shared => dfaas::policies::ppo::Layout::Shared,
-        Layout::Mappo => dfaas::policies::ppo::Layout::Mappo,
-    };
+    config.layout = args.layout;
     if let Some(v) = args.iterations {
         config.iterations = v;
     }
@@ -163,10 +142,7 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
         config.learning_rate = v;
     }
     if let Some(v) = args.activation {
-        config.activation = match v {
-            ActivationChoice::Tanh => dfaas::policies::mlp::Activation::Tanh,
-            ActivationChoice::Relu => dfaas::policies::mlp::Activation::Relu,
-        };
+        config.activation = v;
     }
     if let Some(v) = &args.hidden {
         config.hidden.clone_from(v);
@@ -199,52 +175,110 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
 }
 
 /// `metrics.csv`'s header for these agents.
-fn metrics_header(names: &[String]) -> String {
-    let mut header = String::from("iteration,env_steps,agent_steps,wall_seconds,mean_reward");
-    for name in names {
-        header.push_str(&format!(",reward_{name}"));
-    }
-    header.push_str(",reject_pct,policy_loss,value_loss,entropy,kl,clip_fraction,entropy_coeff\n");
+fn metrics_header(names: &[String]) -> Vec<String> {
+    let mut header: Vec<String> = ["iteration", "env_steps", "agent_steps", "wall_seconds"]
+        .map(String::from)
+        .into();
+    header.push("mean_reward".into());
+    header.extend(names.iter().map(|name| format!("reward_{name}")));
+    header.extend(
+        [
+            "reject_pct",
+            "policy_loss",
+            "value_loss",
+            "entropy",
+            "kl",
+            "clip_fraction",
+            "entropy_coeff",
+        ]
+        .map(String::from),
+    );
     header
 }
 
-/// What a run has logged so far: `metrics.csv`'s text, the learning curve
-/// `(iteration, mean reward)` and the wall time reached.
+/// One row of `metrics.csv`.
+fn metrics_row(m: &IterationMetrics, wall: f64) -> Vec<String> {
+    let mut row = vec![
+        m.iteration.to_string(),
+        m.env_steps.to_string(),
+        m.agent_steps.to_string(),
+        format!("{wall:.3}"),
+        format!("{:.6}", m.mean_reward),
+    ];
+    row.extend(m.agent_rewards.iter().map(|r| format!("{r:.6}")));
+    row.extend([
+        format!("{:.4}", m.reject_pct),
+        format!("{:.6}", m.policy_loss),
+        format!("{:.6}", m.value_loss),
+        format!("{:.6}", m.entropy),
+        format!("{:.6}", m.kl),
+        format!("{:.4}", m.clip_fraction),
+        format!("{:.6}", m.entropy_coeff),
+    ]);
+    row
+}
+
+/// `metrics.csv` as written so far: rows, the learning curve `(iteration,
+/// mean reward)` and the wall time reached.
 struct Logged {
-    metrics: String,
+    rows: Vec<Vec<String>>,
     curve: Vec<(usize, f64)>,
     wall_seconds: f64,
 }
 
-/// On resume: the rows of an earlier `metrics.csv` up to `iteration`.
-fn earlier_metrics(path: &std::path::Path, names: &[String], iteration: usize) -> Result<Logged> {
-    let mut kept = metrics_header(names);
-    let (mut curve, mut wall) = (Vec::new(), 0.0);
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    for line in text.lines().skip(1) {
-        let cells: Vec<&str> = line.split(',').collect();
-        let (Some(Ok(i)), Some(Ok(w)), Some(Ok(r))) = (
-            cells.first().map(|c| c.parse::<usize>()),
-            cells.get(3).map(|c| c.parse::<f64>()),
-            cells.get(4).map(|c| c.parse::<f64>()),
-        ) else {
-            bail!("{}: malformed row `{line}`", path.display());
-        };
-        if i <= iteration {
-            kept.push_str(line);
-            kept.push('\n');
-            curve.push((i, r));
-            wall = w;
-        }
+impl Logged {
+    fn push(&mut self, m: &IterationMetrics, wall: f64) {
+        self.curve.push((m.iteration, m.mean_reward));
+        self.rows.push(metrics_row(m, wall));
+        self.wall_seconds = wall;
     }
-    Ok(Logged {
-        metrics: kept,
-        curve,
-        wall_seconds: wall,
-    })
+
+    /// Writes `metrics.csv` (header first) atomically.
+    fn write(&self, path: &Path, names: &[String]) -> Result<()> {
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(metrics_header(names))?;
+        for row in &self.rows {
+            csv.write_record(row)?;
+        }
+        let bytes = csv.into_inner().map_err(|e| e.into_error())?;
+        dfaas::io::write_atomically(path, |w| w.write_all(&bytes))
+            .with_context(|| format!("writing {}", path.display()))
+    }
 }
 
-fn run(args: Args) -> Result<()> {
+/// On resume: the rows of an earlier `metrics.csv` up to `iteration`.
+fn earlier_metrics(path: &Path, iteration: usize) -> Result<Logged> {
+    let mut logged = Logged {
+        rows: Vec::new(),
+        curve: Vec::new(),
+        wall_seconds: 0.0,
+    };
+    if !path.is_file() {
+        return Ok(logged);
+    }
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    for (line, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("reading {}", path.display()))?;
+        let cell = |i: usize| record.get(i).unwrap_or("");
+        let (Ok(i), Ok(wall), Ok(reward)) = (
+            cell(0).parse::<usize>(),
+            cell(3).parse::<f64>(),
+            cell(4).parse::<f64>(),
+        ) else {
+            bail!("{}: row {}: malformed", path.display(), line + 2);
+        };
+        if i <= iteration {
+            logged.curve.push((i, reward));
+            logged.rows.push(record.iter().map(String::from).collect());
+            logged.wall_seconds = wall;
+        }
+    }
+    Ok(logged)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
     if args.backend == BackendChoice::Gpu {
         bail!("--backend gpu: the GPU backend is not implemented yet (use cpu or auto)");
     }
@@ -259,16 +293,22 @@ fn run(args: Args) -> Result<()> {
         if args.config.is_some() {
             bail!("--resume continues the run's own configuration; drop --config");
         }
-        let latest = checkpoint::latest(&checkpoints).with_context(|| {
-            format!(
-                "--resume: no complete checkpoint in {}",
-                checkpoints.display()
-            )
-        })?;
-        let trainer = checkpoint::load(&latest, CpuBackend::new()).map_err(anyhow::Error::msg)?;
+        let checkpoint::Resumed {
+            trainer,
+            from,
+            skipped,
+        } = checkpoint::load_latest(&checkpoints, CpuBackend::new())
+            .context("--resume: no complete checkpoint loads")?;
+        for (path, why) in skipped {
+            eprintln!(
+                "warning: skipping checkpoint {} ({:#})",
+                path.display(),
+                anyhow::Error::new(why)
+            );
+        }
         println!(
             "resuming from {} (iteration {})",
-            latest.display(),
+            from.display(),
             trainer.iteration()
         );
         let built = trainer.model().built().clone();
@@ -289,8 +329,7 @@ fn run(args: Args) -> Result<()> {
             &built.config().to_yaml()?,
         )?;
         write_file(&args.out.join("ppo_config.txt"), &format!("{config:#?}\n"))?;
-        let trainer = Trainer::new(EnvModel::new(&built)?, config, CpuBackend::new())
-            .map_err(anyhow::Error::msg)?;
+        let trainer = Trainer::new(EnvModel::new(&built)?, config, CpuBackend::new())?;
         (trainer, built)
     };
     let mut config = trainer.config().clone();
@@ -301,15 +340,11 @@ fn run(args: Args) -> Result<()> {
     }
     let names = built.topology().names().to_vec();
     let metrics_path = args.out.join("metrics.csv");
-    let Logged {
-        mut metrics,
-        mut curve,
-        wall_seconds: wall_before,
-    } = if args.resume {
-        earlier_metrics(&metrics_path, &names, trainer.iteration())?
+    let mut logged = if args.resume {
+        earlier_metrics(&metrics_path, trainer.iteration())?
     } else {
         Logged {
-            metrics: metrics_header(&names),
+            rows: Vec::new(),
             curve: Vec::new(),
             wall_seconds: 0.0,
         }
@@ -322,85 +357,50 @@ fn run(args: Args) -> Result<()> {
     )?);
     bar.set_position(trainer.iteration() as u64);
     let start = Instant::now();
-    let first_iteration = trainer.iteration();
+    let (first_iteration, wall_before) = (trainer.iteration(), logged.wall_seconds);
     while trainer.iteration() < config.iterations {
-        let m = trainer.train_iteration().map_err(anyhow::Error::msg)?;
-        curve.push((m.iteration, m.mean_reward));
-        let wall = wall_before + start.elapsed().as_secs_f64();
-        write!(
-            metrics,
-            "{},{},{},{wall:.3},{:.6}",
-            m.iteration, m.env_steps, m.agent_steps, m.mean_reward
-        )?;
-        for r in &m.agent_rewards {
-            write!(metrics, ",{r:.6}")?;
-        }
-        writeln!(
-            metrics,
-            ",{:.4},{:.6},{:.6},{:.6},{:.6},{:.4},{:.6}",
-            m.reject_pct,
-            m.policy_loss,
-            m.value_loss,
-            m.entropy,
-            m.kl,
-            m.clip_fraction,
-            m.entropy_coeff
-        )?;
+        let m = trainer.train_iteration()?;
+        logged.push(&m, wall_before + start.elapsed().as_secs_f64());
         if m.iteration % args.checkpoint_every == 0 || m.iteration == config.iterations {
-            write_file(&metrics_path, &metrics)?;
+            logged.write(&metrics_path, &names)?;
             checkpoint::save(
                 &trainer,
                 &checkpoints.join(checkpoint::folder_name(m.iteration)),
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
         }
         bar.set_message(format!("reward {:.3}", m.mean_reward));
         bar.inc(1);
     }
     bar.finish();
     let train_seconds = start.elapsed().as_secs_f64();
-    write_file(&metrics_path, &metrics)?;
+    logged.write(&metrics_path, &names)?;
 
     // ---- Evaluation: PPO and every baseline on the same episodes ----
-    let eval_seed = config.seed.wrapping_add(1_000_003);
-    let fresh_env = || {
-        evaluation_env(built.config(), args.eval_episodes, eval_seed).map_err(anyhow::Error::msg)
-    };
-    let mut results: Vec<Evaluation> = Vec::new();
-    results
-        .push(evaluate(&mut trainer.controller(), &mut fresh_env()?).map_err(anyhow::Error::msg)?);
-    let baselines: Vec<Box<dyn Controller>> = vec![
-        Box::new(AllLocal),
-        Box::new(Random::new(config.seed)),
-        Box::new(Static6040),
-        Box::new(Recalc::default()),
-        Box::new(NodeMargin::default()),
-    ];
-    for mut c in baselines {
-        results.push(evaluate(c.as_mut(), &mut fresh_env()?).map_err(anyhow::Error::msg)?);
+    let eval_seed = evaluation_seed(config.seed);
+    let fresh_env = || evaluation_env(built.config(), args.eval_episodes, eval_seed);
+    let mut results: Vec<Evaluation> =
+        vec![evaluate(&mut trainer.controller(), &mut fresh_env()?)?];
+    for mut c in baselines::all(config.seed) {
+        results.push(evaluate(c.as_mut(), &mut fresh_env()?)?);
     }
-    results.push(baselines::upper_bound(&mut fresh_env()?).map_err(anyhow::Error::msg)?);
+    results.push(baselines::upper_bound(&mut fresh_env()?)?);
 
-    let mut csv = String::from("policy,mean_reward,reject_pct,local_pct,forward_pct\n");
     println!(
         "\n{:<14} {:>11} {:>9} {:>8} {:>10}",
         "policy", "mean_reward", "reject_%", "local_%", "forward_%"
     );
     for r in &results {
-        writeln!(
-            csv,
-            "{},{:.6},{:.4},{:.4},{:.4}",
-            r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
-        )?;
         println!(
             "{:<14} {:>11.4} {:>9.2} {:>8.2} {:>10.2}",
             r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
         );
     }
-    write_file(&args.out.join("evaluation.csv"), &csv)?;
+    let evaluation_csv = args.out.join("evaluation.csv");
+    write_evaluation_csv(&evaluation_csv, &results)
+        .with_context(|| format!("writing {}", evaluation_csv.display()))?;
     write_file(
         &args.out.join("learning_curve.svg"),
-        &plots::learning_curve(&curve, &results)?,
+        &plots::learning_curve(&logged.curve, &results)?,
     )?;
     write_file(
         &args.out.join("agent_shares.svg"),
@@ -414,8 +414,4 @@ fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
-}
-
-fn main() -> ExitCode {
-    dfaas::exit_code(run(Args::parse()))
 }

@@ -45,12 +45,12 @@ fn bench(c: &mut Criterion) {
             let pool = TracePool::generate(&model, 64, 1).unwrap();
             for envs in sizes() {
                 let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
-                gpu.step(&ctx, &dfaas::random_actions(&model, envs, 7))
+                gpu.step(&ctx, &dfaas_support::random_actions(&model, envs, 7))
                     .unwrap();
                 group.throughput(Throughput::Elements(envs as u64 * n));
                 group.bench_function(BenchmarkId::new("gpu", envs), |b| {
                     b.iter(|| {
-                        gpu.advance(&ctx);
+                        gpu.advance(&ctx).unwrap();
                         gpu.wait(&ctx).unwrap();
                     });
                 });
@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     for envs in sizes().into_iter().filter(|&e| e <= 65_536) {
         let mut cpu = BatchEnv::new(model.clone(), envs);
         cpu.reset(1).unwrap();
-        let acts = dfaas::random_actions(&model, envs, 7);
+        let acts = dfaas_support::random_actions(&model, envs, 7);
         group.throughput(Throughput::Elements(envs as u64 * n));
         group.bench_function(BenchmarkId::new("cpu", envs), |b| {
             b.iter(|| cpu.step(&acts).unwrap())

@@ -12,7 +12,6 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use dfaas::core::{BatchEnv, EnvConfig, EnvModel};
 use dfaas::gpu::{GpuBatchEnv, GpuContext, TracePool};
-use std::process::ExitCode;
 use std::time::Instant;
 
 /// Measure GPU and CPU batch-env throughput (agent-steps per second).
@@ -33,8 +32,9 @@ struct Args {
     cpu_max_envs: usize,
 }
 
-fn run(args: Args) -> Result<()> {
-    let Some(lines) = dfaas::reference_topology(args.agents) else {
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let Some(lines) = dfaas_support::reference_topology(args.agents) else {
         bail!("--agents must be 2, 3 or 5, got {}", args.agents);
     };
     if args.steps == 0 || args.envs.contains(&0) {
@@ -55,16 +55,16 @@ fn run(args: Args) -> Result<()> {
         "envs", "GPU agent-steps/s", "CPU agent-steps/s", "GPU/CPU"
     );
     for &envs in &args.envs {
-        let acts = dfaas::random_actions(&model, envs, 7);
+        let acts = dfaas_support::random_actions(&model, envs, 7);
         let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool)?;
         gpu.step(&ctx, &acts)?;
         for _ in 0..10 {
-            gpu.advance(&ctx);
+            gpu.advance(&ctx)?;
         }
         gpu.wait(&ctx)?;
         let start = Instant::now();
         for _ in 0..args.steps {
-            gpu.advance(&ctx);
+            gpu.advance(&ctx)?;
         }
         gpu.wait(&ctx)?;
         let gpu_rate = (args.steps * envs * n) as f64 / start.elapsed().as_secs_f64();
@@ -89,8 +89,4 @@ fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn main() -> ExitCode {
-    dfaas::exit_code(run(Args::parse()))
 }

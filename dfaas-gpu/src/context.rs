@@ -1,7 +1,15 @@
 //! Getting a GPU: adapter and device, kept apart from the kernels so tests
 //! and programs can share one.
 
+use crate::split::MAX_ENTRIES;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Source of [`GpuContext`] ids (one per context made in this process).
+static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The line of `split.wgsl` that [`specialise`] rewrites.
+const MAX_ENTRIES_LINE: &str = "const MAX_ENTRIES: u32 = 64u;";
 
 /// Why no GPU work can be done.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +29,17 @@ pub enum GpuError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Occurs when a kernel or env is called with another [`GpuContext`]
+    /// than the one it was built on (its buffers live on that device).
+    ContextMismatch {
+        /// Id of the context it was built on.
+        built_on: u64,
+        /// Id of the context it was called with.
+        called_with: u64,
+    },
+    /// Occurs when a kernel's WGSL source cannot be specialised (a defect
+    /// of this crate, reported instead of compiling a wrong kernel).
+    Shader(String),
 }
 
 impl fmt::Display for GpuError {
@@ -33,13 +52,23 @@ impl fmt::Display for GpuError {
             Self::Device(why) => write!(f, "GPU device request failed: {why}"),
             Self::Readback(why) => write!(f, "GPU readback failed: {why}"),
             Self::Input { field, reason } => write!(f, "{field}: {reason}"),
+            Self::ContextMismatch {
+                built_on,
+                called_with,
+            } => write!(
+                f,
+                "built on GPU context #{built_on} but called with context #{called_with}"
+            ),
+            Self::Shader(why) => write!(f, "WGSL specialisation failed: {why}"),
         }
     }
 }
 
 impl std::error::Error for GpuError {}
 
-/// A device and its queue, with the adapter's description.
+/// A device and its queue, with the adapter's description and an id
+/// unique in this process (kernels and envs remember the id of the context
+/// they were built on and refuse any other).
 #[derive(Debug)]
 pub struct GpuContext {
     /// The device.
@@ -47,6 +76,7 @@ pub struct GpuContext {
     /// Its queue.
     pub queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    id: u64,
 }
 
 impl GpuContext {
@@ -85,6 +115,7 @@ impl GpuContext {
             device,
             queue,
             info,
+            id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -108,26 +139,59 @@ impl GpuContext {
         }
     }
 
+    /// This context's id, unique among the contexts of this process.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// `Ok` when `built_on` is this context's id.
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`] otherwise.
+    pub(crate) fn check(&self, built_on: u64) -> Result<(), GpuError> {
+        if built_on == self.id {
+            Ok(())
+        } else {
+            Err(GpuError::ContextMismatch {
+                built_on,
+                called_with: self.id,
+            })
+        }
+    }
+
     /// Compiles `source` with the shared WGSL functions (`split.wgsl`)
     /// prepended, their private arrays sized for `max_entries` entries (a
     /// split row or an incoming list): the smaller, the less private memory
     /// per invocation on a real GPU.
+    ///
+    /// # Errors
+    /// As [`specialise`].
     pub(crate) fn shader(
         &self,
         label: &str,
         source: &str,
         max_entries: usize,
-    ) -> wgpu::ShaderModule {
-        let shared = include_str!("split.wgsl").replace(
-            "const MAX_ENTRIES: u32 = 64u;",
-            &format!("const MAX_ENTRIES: u32 = {}u;", max_entries.clamp(1, 64)),
-        );
+    ) -> Result<wgpu::ShaderModule, GpuError> {
+        let shared = specialise(include_str!("split.wgsl"), max_entries)?;
         let full = format!("{shared}\n{source}");
-        self.device
+        Ok(self
+            .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
                 source: wgpu::ShaderSource::Wgsl(full.into()),
-            })
+            }))
+    }
+
+    /// Largest buffer a kernel may bind, in bytes: the device's storage
+    /// binding and buffer limits, and below 4 GiB so that every word index
+    /// fits in a WGSL `u32`.
+    pub(crate) fn largest_buffer(&self) -> u64 {
+        let limits = self.device.limits();
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(u64::from(u32::MAX))
     }
 
     /// Copies `buffer` (with `COPY_SRC` usage) back to the host.
@@ -190,3 +254,30 @@ impl GpuContext {
         &self.info
     }
 }
+
+/// `shared` with its private arrays sized `max_entries`: the line
+/// `const MAX_ENTRIES: u32 = 64u;` (which must occur exactly once) rewritten.
+///
+/// # Errors
+/// [`GpuError::Shader`] when the line does not occur exactly once or
+/// `max_entries` is outside `1..=64`.
+pub(crate) fn specialise(shared: &str, max_entries: usize) -> Result<String, GpuError> {
+    if !(1..=MAX_ENTRIES).contains(&max_entries) {
+        return Err(GpuError::Shader(format!(
+            "{max_entries} entries per private array; the kernels handle 1..={MAX_ENTRIES}"
+        )));
+    }
+    let occurrences = shared.matches(MAX_ENTRIES_LINE).count();
+    if occurrences != 1 {
+        return Err(GpuError::Shader(format!(
+            "`{MAX_ENTRIES_LINE}` occurs {occurrences} times in the shared source, not once"
+        )));
+    }
+    Ok(shared.replace(
+        MAX_ENTRIES_LINE,
+        &format!("const MAX_ENTRIES: u32 = {max_entries}u;"),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

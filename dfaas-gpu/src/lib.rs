@@ -6,11 +6,15 @@
 //!
 //! Built so far:
 //! * [`GpuContext`] — adapter and device selection, a typed error when no
-//!   adapter exists, the adapter in use;
+//!   adapter exists, the adapter in use, an id so that kernels and envs
+//!   refuse another context than their own ([`GpuError::ContextMismatch`]);
 //! * [`split::SplitKernel`] — the split of input rates by actions
 //!   (`dfaas_core::split` semantics, f32 products), for any number of rows;
 //! * [`GpuBatchEnv`] — the whole environment step for N envs in one kernel,
-//!   auto-reset onto a [`TracePool`], with `BatchEnv`'s integer results.
+//!   auto-reset onto a [`TracePool`], with `BatchEnv`'s integer results
+//!   for every input rate the CPU env accepts (up to
+//!   `dfaas_core::input_rate::MAX_INPUT_RATE`; 64-bit products emulated in
+//!   WGSL), and its state read back and restored ([`GpuEnvState`]).
 //!
 //! Per-step metrics on the GPU and the training operations are later work.
 #![forbid(unsafe_code)]
@@ -19,5 +23,5 @@ pub mod batch_env;
 mod context;
 pub mod split;
 
-pub use batch_env::{GpuBatchEnv, TracePool};
+pub use batch_env::{GpuBatchEnv, GpuEnvState, TracePool};
 pub use context::{GpuContext, GpuError};

@@ -9,9 +9,12 @@
 //! stays on the device between steps; only what the caller asks for is
 //! read back (per-step metrics are derived on the host from the read-back
 //! integer state, with the CPU's own code). Pipelines, buffers and the bind
-//! group are built once.
+//! group are built once. [`GpuBatchEnv::state`] and
+//! [`GpuBatchEnv::restore`] read back and write everything that changes
+//! (checkpoints, or starting at any episode counter).
 
 use crate::{GpuContext, GpuError};
+use dfaas_core::input_rate::MAX_INPUT_RATE;
 use dfaas_core::{EnvModel, RejectArithmetic, StepMetrics};
 use wgpu::util::DeviceExt;
 
@@ -25,14 +28,25 @@ struct Params {
     obs_width: u32,
     max_steps: u32,
     pool_size: u32,
+    /// `envs mod pool_size`: how far an env moves in the pool per episode.
+    pool_stride: u32,
     degrees: u32,
     in_offsets: u32,
     in_senders: u32,
     in_index: u32,
     table_offsets: u32,
     tables: u32,
-    _pad: [u32; 2],
+    _pad: u32,
 }
+
+/// Words of the per-env state, as in `shader.wgsl`: step, episode counter
+/// (u64: low, high), done, pool entry.
+const STATE_WORDS: usize = 5;
+const STEP: usize = 0;
+const EPISODE_LOW: usize = 1;
+const EPISODE_HIGH: usize = 2;
+const DONE: usize = 3;
+const ENTRY: usize = 4;
 
 /// Episodes of input rates generated ahead, `[episode][agent][step]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +57,9 @@ pub struct TracePool {
 
 impl TracePool {
     /// `episodes` episodes of `model`'s generator, the episode seeds drawn
-    /// from a stream seeded `seed` (as an env's master stream draws them).
+    /// from a stream seeded `seed` (as an env's master stream draws them):
+    /// entry `j` is `model.generate_episode` of the `j`-th seed drawn by
+    /// `dfaas_core::rng::draw_episode_seed` from `rng::seeded(seed)`.
     ///
     /// # Errors
     /// [`GpuError::Input`] when an episode cannot be generated (an unusable
@@ -81,14 +97,47 @@ impl TracePool {
     pub fn is_empty(&self) -> bool {
         self.episodes == 0
     }
+
+    /// Input rates of entry `entry`, `[agent][step]` (requests per step);
+    /// `None` past the last entry.
+    #[must_use]
+    pub fn episode(&self, entry: usize) -> Option<&[u32]> {
+        let len = self.rates.len() / self.episodes;
+        self.rates.get(entry * len..(entry + 1) * len)
+    }
 }
 
-/// The batch on the device.
+/// Everything of a [`GpuBatchEnv`] that changes while it runs, read back by
+/// [`GpuBatchEnv::state`] and written by [`GpuBatchEnv::restore`]; the
+/// layouts are those of the env's accessors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuEnvState {
+    /// Step of each env within its episode, `0..max_steps`.
+    pub steps: Vec<u32>,
+    /// Episodes each env finished since the last reset: env `i` plays pool
+    /// entry `(i + episodes[i]·num_envs) mod pool_len` (the counter wraps
+    /// at 2⁶⁴).
+    pub episodes: Vec<u64>,
+    /// Whether each env's episode ended at the last step.
+    pub dones: Vec<bool>,
+    /// Observations `[env][agent][obs_width]`.
+    pub observations: Vec<f32>,
+    /// Rewards of the last step `[env][agent]`.
+    pub rewards: Vec<f32>,
+    /// Splits of the last step `[env][agent][action_width]`.
+    pub splits: Vec<u32>,
+    /// Rejects of the last step `[env][agent][action_width]`.
+    pub rejects: Vec<u32>,
+}
+
+/// The batch on the device, usable only with the [`GpuContext`] it was
+/// built on.
 #[derive(Debug)]
 pub struct GpuBatchEnv {
     model: EnvModel,
     pool: TracePool,
     params: Params,
+    context: u64,
     step_pipeline: wgpu::ComputePipeline,
     reset_pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
@@ -100,58 +149,99 @@ pub struct GpuBatchEnv {
     state: wgpu::Buffer,
 }
 
-/// The flattened static description the kernel reads.
+/// The flattened static description the kernel reads, and the offsets of
+/// its sections: degrees, the model's CSR incoming lists, one performance
+/// table per distinct table of the model (nodes sharing a table share the
+/// section) and each node's table offset.
 fn topology_words(model: &EnvModel) -> (Vec<u32>, [u32; 6]) {
-    let topology = model.built().topology();
     let n = model.num_agents();
+    let incoming = model.incoming();
+    let words32 = |values: &[usize]| values.iter().map(|&v| v as u32).collect::<Vec<u32>>();
+    let degrees: Vec<usize> = (0..n).map(|a| model.degree(a)).collect();
+    let mut tables: Vec<u32> = Vec::new();
+    let mut table_offsets = Vec::with_capacity(n);
+    let mut uploaded: Vec<(&dfaas_core::PerfTable, u32)> = Vec::new();
+    for node in 0..n {
+        let table = model.perf_table(node);
+        let offset = match uploaded.iter().find(|(t, _)| std::ptr::eq(*t, table)) {
+            Some(&(_, offset)) => offset,
+            None => {
+                let offset = tables.len() as u32;
+                tables.extend_from_slice(table.rejects());
+                uploaded.push((table, offset));
+                offset
+            }
+        };
+        table_offsets.push(offset);
+    }
     let mut words = Vec::new();
-    let section = |words: &mut Vec<u32>, values: &[u32]| {
+    let mut section = |values: &[u32]| {
         let start = words.len() as u32;
         words.extend_from_slice(values);
         start
     };
-    let degrees: Vec<u32> = (0..n).map(|a| model.degree(a) as u32).collect();
-    let mut in_offsets = vec![0u32];
-    let (mut in_senders, mut in_index) = (Vec::new(), Vec::new());
-    for node in 0..n {
-        let mut senders: Vec<u32> = topology.neighbours(node).to_vec();
-        senders.sort_unstable();
-        for s in senders {
-            let position = topology
-                .neighbours(s as usize)
-                .iter()
-                .position(|&m| m as usize == node)
-                .unwrap_or(0);
-            in_senders.push(s);
-            in_index.push(1 + position as u32);
-        }
-        in_offsets.push(in_senders.len() as u32);
-    }
-    let mut table_offsets = Vec::with_capacity(n);
-    let mut tables = Vec::new();
-    for node in 0..n {
-        table_offsets.push(tables.len() as u32);
-        tables.extend_from_slice(model.perf_table(node).rejects());
-    }
     let sections = [
-        section(&mut words, &degrees),
-        section(&mut words, &in_offsets),
-        section(&mut words, &in_senders),
-        section(&mut words, &in_index),
-        section(&mut words, &table_offsets),
-        section(&mut words, &tables),
+        section(&words32(&degrees)),
+        section(&words32(incoming.offsets)),
+        section(&words32(incoming.senders)),
+        section(&words32(incoming.action_index)),
+        section(&table_offsets),
+        section(&tables),
     ];
     (words, sections)
 }
 
+/// `Ok` when every total node `node` can receive from `pool` — its own
+/// largest rate plus its senders' — is covered by its performance table
+/// (whose totals are `u32`, within the kernel's exact arithmetic).
+fn check_pool_fits(model: &EnvModel, pool: &TracePool) -> Result<(), GpuError> {
+    let (n, s) = (model.num_agents(), model.max_steps());
+    let mut largest = vec![0u64; n];
+    for episode in pool.rates.chunks_exact(n * s) {
+        for (a, trace) in episode.chunks_exact(s).enumerate() {
+            let top = trace.iter().copied().max().unwrap_or(0);
+            largest[a] = largest[a].max(u64::from(top));
+        }
+    }
+    if let Some(v) = largest.iter().find(|&&v| v > u64::from(MAX_INPUT_RATE)) {
+        return Err(GpuError::Input {
+            field: "pool",
+            reason: format!("rate {v} is above {MAX_INPUT_RATE}"),
+        });
+    }
+    let incoming = model.incoming();
+    for (node, own) in largest.iter().enumerate() {
+        let senders = &incoming.senders[incoming.offsets[node]..incoming.offsets[node + 1]];
+        let total = own + senders.iter().map(|&x| largest[x]).sum::<u64>();
+        let covered = model.perf_table(node).max_total();
+        if total > u64::from(covered) {
+            return Err(GpuError::Input {
+                field: "pool",
+                reason: format!(
+                    "node {} may receive {total} requests; its performance table covers {covered} (a pool of another model?)",
+                    model.built().topology().names()[node]
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl GpuBatchEnv {
-    /// `num_envs` environments of `model` playing episodes of `pool`.
+    /// `num_envs` environments of `model` playing episodes of `pool`, on
+    /// `ctx`'s device (every later call must pass the same `ctx`).
+    ///
+    /// The kernel's integer arithmetic is exact for node totals below 2³²;
+    /// the pool must stay within `dfaas_core::input_rate::MAX_INPUT_RATE`
+    /// (2²⁰ requests per agent and step) and within the model's
+    /// performance tables, so every total is at most 63 · 2²⁰.
     ///
     /// # Errors
     /// [`GpuError::Input`] when the model uses the reference's f64 reject
-    /// arithmetic (CPU only), a rate exceeds what the kernel handles
-    /// (65 535), a node has more than 62 neighbours, or the pool does not
-    /// fit the model.
+    /// arithmetic (CPU only), the pool does not fit the model (shape, a rate
+    /// above `MAX_INPUT_RATE`, a node total beyond its performance table),
+    /// or a buffer would exceed the device's limits;
+    /// [`GpuError::Shader`] if the WGSL cannot be specialised.
     pub fn new(
         ctx: &GpuContext,
         model: &EnvModel,
@@ -166,7 +256,7 @@ impl GpuBatchEnv {
             ));
         }
         let (n, s) = (model.num_agents(), model.max_steps());
-        if num_envs == 0 || pool.rates.len() != pool.episodes * n * s {
+        if num_envs == 0 || pool.rates.len() != pool.episodes.saturating_mul(n * s) {
             return Err(input(
                 "pool",
                 format!(
@@ -176,33 +266,29 @@ impl GpuBatchEnv {
                 ),
             ));
         }
-        if let Some(v) = pool.rates.iter().find(|&&v| v > crate::split::MAX_RATE) {
-            return Err(input(
-                "pool",
-                format!("rate {v} is above {}", crate::split::MAX_RATE),
-            ));
-        }
+        check_pool_fits(model, pool)?;
+        let (words, sections) = topology_words(model);
         // Every buffer must fit the device's limits (lavapipe: 128 MiB per
-        // storage binding), or wgpu would fail later without a typed error.
-        let limits = ctx.device.limits();
-        let largest = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
-        let widest = (num_envs * n * model.action_width().max(model.obs_width())) as u64 * 4;
-        for (field, bytes) in [("num_envs", widest), ("pool", pool.rates.len() as u64 * 4)] {
+        // storage binding) and u32 word indices, or wgpu would fail later
+        // without a typed error.
+        let largest = ctx.largest_buffer();
+        let bytes = |words: usize| (words as u64).saturating_mul(4);
+        let widest = num_envs.saturating_mul(n * model.action_width().max(model.obs_width()));
+        for (field, bytes) in [
+            ("num_envs", bytes(widest)),
+            ("num_envs", bytes(num_envs.saturating_mul(STATE_WORDS))),
+            ("pool", bytes(pool.rates.len())),
+            ("model", bytes(words.len())),
+        ] {
             if bytes > largest {
                 return Err(input(
                     field,
                     format!(
-                        "needs a {bytes}-byte buffer; this device allows {largest} (use fewer envs or a smaller pool)"
+                        "needs a {bytes}-byte buffer; this device allows {largest} (use fewer envs, a smaller pool or lower rates)"
                     ),
                 ));
             }
         }
-        if num_envs > u32::MAX as usize / 3 {
-            return Err(input("num_envs", format!("{num_envs} is too many")));
-        }
-        let (words, sections) = topology_words(model);
         let params = Params {
             envs: num_envs as u32,
             agents: n as u32,
@@ -210,13 +296,14 @@ impl GpuBatchEnv {
             obs_width: model.obs_width() as u32,
             max_steps: s as u32,
             pool_size: pool.episodes as u32,
+            pool_stride: (num_envs % pool.episodes) as u32,
             degrees: sections[0],
             in_offsets: sections[1],
             in_senders: sections[2],
             in_index: sections[3],
             table_offsets: sections[4],
             tables: sections[5],
-            _pad: [0; 2],
+            _pad: 0,
         };
         let device = &ctx.device;
         let init = |label: &str, bytes: &[u8], usage: wgpu::BufferUsages| {
@@ -241,12 +328,13 @@ impl GpuBatchEnv {
         let pool_buf = init("env.pool", bytemuck::cast_slice(&pool.rates), U::STORAGE);
         let wide = num_envs * n * model.action_width();
         let actions = zeroed("env.actions", wide, U::STORAGE | U::COPY_DST);
-        let counts = zeroed("env.counts", wide, readable);
-        let rejects = zeroed("env.rejects", wide, readable);
-        let obs = zeroed("env.obs", num_envs * n * model.obs_width(), readable);
-        let rewards = zeroed("env.rewards", num_envs * n, readable);
-        let state = zeroed("env.state", num_envs * 3, readable);
-        let module = ctx.shader("env", include_str!("shader.wgsl"), model.action_width());
+        let writable = readable | U::COPY_DST;
+        let counts = zeroed("env.counts", wide, writable);
+        let rejects = zeroed("env.rejects", wide, writable);
+        let obs = zeroed("env.obs", num_envs * n * model.obs_width(), writable);
+        let rewards = zeroed("env.rewards", num_envs * n, writable);
+        let state = zeroed("env.state", num_envs * STATE_WORDS, writable);
+        let module = ctx.shader("env", include_str!("shader.wgsl"), model.action_width())?;
         // The kernel's signature, shared by both entry points: binding 0 the
         // uniform parameters, 1–3 read-only inputs, 4–8 the state.
         let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
@@ -333,6 +421,7 @@ impl GpuBatchEnv {
             model: model.clone(),
             pool: pool.clone(),
             params,
+            context: ctx.id(),
             step_pipeline,
             reset_pipeline,
             bind_group,
@@ -365,17 +454,25 @@ impl GpuBatchEnv {
         ctx.queue.submit([encoder.finish()]);
     }
 
-    /// Starts every env's first episode again (episode counters to 0).
-    pub fn reset(&mut self, ctx: &GpuContext) {
+    /// Starts every env's first episode again (episode counters to 0: env
+    /// `i` plays pool entry `i mod pool_len`).
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`] for another context than the env's.
+    pub fn reset(&mut self, ctx: &GpuContext) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
         self.dispatch(ctx, &self.reset_pipeline);
+        Ok(())
     }
 
     /// Steps every env with `actions` (`[env][agent][action_width]`).
     ///
     /// # Errors
-    /// [`GpuError::Input`] for a wrong length or a non-finite entry; nothing
-    /// changes then.
+    /// [`GpuError::ContextMismatch`] for another context than the env's;
+    /// [`GpuError::Input`] for a wrong length or a non-finite entry;
+    /// nothing changes then.
     pub fn step(&mut self, ctx: &GpuContext, actions: &[f32]) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
         let expected = (self.params.envs * self.params.agents * self.params.width) as usize;
         if actions.len() != expected {
             return Err(GpuError::Input {
@@ -391,12 +488,12 @@ impl GpuBatchEnv {
         }
         ctx.queue
             .write_buffer(&self.actions, 0, bytemuck::cast_slice(actions));
-        self.advance(ctx);
+        self.dispatch(ctx, &self.step_pipeline);
         Ok(())
     }
 
-    /// As [`GpuBatchEnv::step`], also filling `metrics[i]` (made with
-    /// `StepMetrics::new`) with every per-step metric of env `i` — the same
+    /// As [`GpuBatchEnv::step`], also filling `metrics[i]` (resized to the
+    /// model when needed) with every per-step metric of env `i` — the same
     /// values as `BatchEnv::step_with_metrics`. Off the hot path: it reads
     /// the state back and derives the metrics on the host.
     ///
@@ -409,6 +506,7 @@ impl GpuBatchEnv {
         actions: &[f32],
         metrics: &mut [StepMetrics],
     ) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
         let envs = self.params.envs as usize;
         if metrics.len() != envs {
             return Err(GpuError::Input {
@@ -423,21 +521,27 @@ impl GpuBatchEnv {
         let (n, s) = (self.model.num_agents(), self.model.max_steps());
         let (wide, ow) = (n * self.model.action_width(), n * self.model.obs_width());
         let mut rates = vec![0u32; n];
-        for (e, m) in metrics.iter_mut().enumerate() {
-            let (t, episode) = (state[3 * e] as usize, state[3 * e + 1] as usize);
-            let entry = (e + episode * envs) % self.pool.episodes;
+        for (e, (m, words)) in metrics
+            .iter_mut()
+            .zip(state.chunks_exact(STATE_WORDS))
+            .enumerate()
+        {
+            let (t, entry) = (words[STEP] as usize, words[ENTRY] as usize);
             for (a, r) in rates.iter_mut().enumerate() {
                 *r = self.pool.rates[(entry * n + a) * s + t];
             }
-            m.observation
-                .copy_from_slice(&observations[e * ow..(e + 1) * ow]);
             m.record(
                 &self.model,
                 t,
+                &observations[e * ow..(e + 1) * ow],
                 &rates,
                 &counts[e * wide..(e + 1) * wide],
                 &rejects[e * wide..(e + 1) * wide],
-            );
+            )
+            .map_err(|error| GpuError::Input {
+                field: "metrics",
+                reason: error.to_string(),
+            })?;
         }
         Ok(())
     }
@@ -445,15 +549,22 @@ impl GpuBatchEnv {
     /// Steps every env with the actions already on the device (those of the
     /// last [`GpuBatchEnv::step`]): for throughput measurements, and for a
     /// policy that writes its actions on the device.
-    pub fn advance(&mut self, ctx: &GpuContext) {
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`] for another context than the env's.
+    pub fn advance(&mut self, ctx: &GpuContext) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
         self.dispatch(ctx, &self.step_pipeline);
+        Ok(())
     }
 
     /// Waits until the device has finished every submitted step.
     ///
     /// # Errors
+    /// [`GpuError::ContextMismatch`] for another context than the env's;
     /// [`GpuError::Readback`] if the device is lost.
     pub fn wait(&self, ctx: &GpuContext) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
         ctx.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(drop)
@@ -463,28 +574,31 @@ impl GpuBatchEnv {
     /// Observations `[env][agent][obs_width]` (read back).
     ///
     /// # Errors
-    /// [`GpuError::Readback`].
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Readback`].
     pub fn observations(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
+        ctx.check(self.context)?;
         ctx.read_buffer(&self.obs)
     }
 
     /// Rewards of the last step `[env][agent]` (read back).
     ///
     /// # Errors
-    /// [`GpuError::Readback`].
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Readback`].
     pub fn rewards(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
+        ctx.check(self.context)?;
         ctx.read_buffer(&self.rewards)
     }
 
     /// Whether each env's episode ended at the last step (read back).
     ///
     /// # Errors
-    /// [`GpuError::Readback`].
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Readback`].
     pub fn dones(&self, ctx: &GpuContext) -> Result<Vec<bool>, GpuError> {
+        ctx.check(self.context)?;
         Ok(ctx
             .read_buffer::<u32>(&self.state)?
-            .chunks_exact(3)
-            .map(|s| s[2] != 0)
+            .chunks_exact(STATE_WORDS)
+            .map(|w| w[DONE] != 0)
             .collect())
     }
 
@@ -493,12 +607,106 @@ impl GpuBatchEnv {
     /// forwards), read back: the integer state, for checks and metrics.
     ///
     /// # Errors
-    /// [`GpuError::Readback`].
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Readback`].
     pub fn splits_and_rejects(&self, ctx: &GpuContext) -> Result<(Vec<u32>, Vec<u32>), GpuError> {
+        ctx.check(self.context)?;
         Ok((
             ctx.read_buffer(&self.counts)?,
             ctx.read_buffer(&self.rejects)?,
         ))
+    }
+
+    /// Everything that changes while the batch runs, read back, for
+    /// [`GpuBatchEnv::restore`] on this env or another one of the same
+    /// model, size and pool.
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Readback`].
+    pub fn state(&self, ctx: &GpuContext) -> Result<GpuEnvState, GpuError> {
+        ctx.check(self.context)?;
+        let words: Vec<u32> = ctx.read_buffer(&self.state)?;
+        let (splits, rejects) = self.splits_and_rejects(ctx)?;
+        let per_env = || words.chunks_exact(STATE_WORDS);
+        Ok(GpuEnvState {
+            steps: per_env().map(|w| w[STEP]).collect(),
+            episodes: per_env()
+                .map(|w| u64::from(w[EPISODE_HIGH]) << 32 | u64::from(w[EPISODE_LOW]))
+                .collect(),
+            dones: per_env().map(|w| w[DONE] != 0).collect(),
+            observations: self.observations(ctx)?,
+            rewards: self.rewards(ctx)?,
+            splits,
+            rejects,
+        })
+    }
+
+    /// Writes `state` (from [`GpuBatchEnv::state`], or made by hand): the
+    /// batch then continues exactly as the one it was taken from. Env `i`'s
+    /// pool entry is derived as `(i + episodes[i]·num_envs) mod pool_len`.
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Input`] naming the first
+    /// field that does not fit this batch (a length, a step not below
+    /// `max_steps`, a non-finite observation or reward); nothing changes
+    /// then.
+    pub fn restore(&mut self, ctx: &GpuContext, state: &GpuEnvState) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
+        let envs = self.params.envs as usize;
+        let n = envs * self.model.num_agents();
+        let (wide, ow) = (n * self.model.action_width(), n * self.model.obs_width());
+        let lengths: [(&'static str, usize, usize); 7] = [
+            ("steps", state.steps.len(), envs),
+            ("episodes", state.episodes.len(), envs),
+            ("dones", state.dones.len(), envs),
+            ("observations", state.observations.len(), ow),
+            ("rewards", state.rewards.len(), n),
+            ("splits", state.splits.len(), wide),
+            ("rejects", state.rejects.len(), wide),
+        ];
+        let input = |field: &'static str, reason: String| GpuError::Input { field, reason };
+        if let Some((field, got, expected)) = lengths.iter().find(|(_, got, want)| got != want) {
+            return Err(input(
+                field,
+                format!("expected {expected} values, got {got}"),
+            ));
+        }
+        let max_steps = self.params.max_steps;
+        if let Some((e, t)) = state
+            .steps
+            .iter()
+            .enumerate()
+            .find(|(_, t)| **t >= max_steps)
+        {
+            return Err(input(
+                "steps",
+                format!("env {e}: step {t} is not below max_steps {max_steps}"),
+            ));
+        }
+        for (field, values) in [
+            ("observations", &state.observations),
+            ("rewards", &state.rewards),
+        ] {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(input(field, format!("entry {i} is {}", values[i])));
+            }
+        }
+        let pool = self.pool.episodes as u128;
+        let mut words = vec![0u32; envs * STATE_WORDS];
+        for (e, w) in words.chunks_exact_mut(STATE_WORDS).enumerate() {
+            let episode = state.episodes[e];
+            w[STEP] = state.steps[e];
+            w[EPISODE_LOW] = episode as u32;
+            w[EPISODE_HIGH] = (episode >> 32) as u32;
+            w[DONE] = u32::from(state.dones[e]);
+            w[ENTRY] = ((e as u128 + u128::from(episode) * envs as u128) % pool) as u32;
+        }
+        let queue = &ctx.queue;
+        queue.write_buffer(&self.state, 0, bytemuck::cast_slice(&words));
+        queue.write_buffer(&self.obs, 0, bytemuck::cast_slice(&state.observations));
+        queue.write_buffer(&self.rewards, 0, bytemuck::cast_slice(&state.rewards));
+        queue.write_buffer(&self.counts, 0, bytemuck::cast_slice(&state.splits));
+        queue.write_buffer(&self.rejects, 0, bytemuck::cast_slice(&state.rejects));
+        Ok(())
     }
 }
 

@@ -3,7 +3,8 @@
 // the semantics of dfaas_core::BatchEnv (exact-integer rejects): split,
 // incoming lists in sender order, performance-table look-up, reject
 // distribution, reward, next observation, episode bookkeeping and
-// auto-reset onto the next trace of the pool.
+// auto-reset onto the next trace of the pool. Integer arithmetic is exact
+// for every node total below 2^32 (products through mul_wide/div_wide).
 
 struct Params {
     envs: u32,
@@ -12,6 +13,7 @@ struct Params {
     obs_width: u32,    // 2 + 2·max degree
     max_steps: u32,
     pool_size: u32,
+    pool_stride: u32,  // envs mod pool_size
     // Sections of `topology` (offsets in u32 words).
     degrees: u32,
     in_offsets: u32,
@@ -19,9 +21,16 @@ struct Params {
     in_index: u32,
     table_offsets: u32,
     tables: u32,
-    _pad0: u32,
-    _pad1: u32,
+    _pad: u32,
 }
+
+// Words of `state` per env.
+const STEP: u32 = 0u;           // step within the episode
+const EPISODE_LOW: u32 = 1u;    // episodes finished since the reset, a u64:
+const EPISODE_HIGH: u32 = 2u;   //   low and high words
+const DONE: u32 = 3u;           // 1 when the last step ended an episode
+const ENTRY: u32 = 4u;          // pool entry played: (e + episode·envs) mod pool_size
+const STATE_WORDS: u32 = 5u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> topology: array<u32>;        // static sections, see Params
@@ -31,17 +40,15 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> rejects: array<u32>;   // [env][agent][width]: 0 local, 1..=k forwards
 @group(0) @binding(6) var<storage, read_write> obs: array<f32>;       // [env][agent][obs_width]
 @group(0) @binding(7) var<storage, read_write> rewards: array<f32>;   // [env][agent]
-@group(0) @binding(8) var<storage, read_write> state: array<u32>;     // [env]: step, episode, done
+@group(0) @binding(8) var<storage, read_write> state: array<u32>;     // [env][STATE_WORDS]
 
 fn degree(a: u32) -> u32 {
     return topology[params.degrees + a];
 }
 
-// Input rate of agent `a` at step `t` of env `e`'s current episode: pool
-// entry (e + episode·envs) mod pool_size.
+// Input rate of agent `a` at step `t` of env `e`'s current episode.
 fn rate(e: u32, a: u32, t: u32) -> u32 {
-    let episode = state[e * 3u + 1u];
-    let entry = (e + episode * params.envs) % params.pool_size;
+    let entry = state[e * STATE_WORDS + ENTRY];
     return pool[(entry * params.agents + a) * params.max_steps + t];
 }
 
@@ -71,14 +78,15 @@ fn serve(e: u32, node: u32) {
     if (q == 0u || total == 0u) {
         return;
     }
+    // list[j] <= total, so list[j]·q / total fits in 32 bits.
     var remainder: array<u32, MAX_ENTRIES>;
     var share: array<u32, MAX_ENTRIES>;
     var given = 0u;
     for (var j = 0u; j < len; j++) {
-        let product = list[j] * q;
-        share[j] = product / total;
-        remainder[j] = product - share[j] * total;
-        given += share[j];
+        let division = div_wide(mul_wide(list[j], q), total);
+        share[j] = division.x;
+        remainder[j] = division.y;
+        given += division.x;
     }
     let extra = q - given;
     for (var j = 0u; j < len; j++) {
@@ -119,7 +127,8 @@ fn step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     if (e >= params.envs) {
         return;
     }
-    let t = state[e * 3u];
+    let at = e * STATE_WORDS;
+    let t = state[at + STEP];
     for (var a = 0u; a < params.agents; a++) {
         split_into((e * params.agents + a) * params.width, degree(a) + 2u, rate(e, a, t));
         let base = (e * params.agents + a) * params.width;
@@ -145,13 +154,20 @@ fn step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     }
     let next = t + 1u;
     if (next == params.max_steps) {
-        state[e * 3u] = 0u;
-        state[e * 3u + 1u] += 1u;
-        state[e * 3u + 2u] = 1u;
+        state[at + STEP] = 0u;
+        let low = state[at + EPISODE_LOW] + 1u;
+        state[at + EPISODE_LOW] = low;
+        state[at + EPISODE_HIGH] += select(0u, 1u, low == 0u);
+        state[at + DONE] = 1u;
+        // (entry + envs) mod pool_size, without overflow: entry and the
+        // stride are both below pool_size.
+        let entry = state[at + ENTRY];
+        let gap = params.pool_size - params.pool_stride;
+        state[at + ENTRY] = select(entry + params.pool_stride, entry - gap, entry >= gap);
         observe(e, 0u, 0u, true);
     } else {
-        state[e * 3u] = next;
-        state[e * 3u + 2u] = 0u;
+        state[at + STEP] = next;
+        state[at + DONE] = 0u;
         observe(e, next, t, false);
     }
 }
@@ -162,8 +178,11 @@ fn reset(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) 
     if (e >= params.envs) {
         return;
     }
-    state[e * 3u] = 0u;
-    state[e * 3u + 1u] = 0u;
-    state[e * 3u + 2u] = 0u;
+    let at = e * STATE_WORDS;
+    state[at + STEP] = 0u;
+    state[at + EPISODE_LOW] = 0u;
+    state[at + EPISODE_HIGH] = 0u;
+    state[at + DONE] = 0u;
+    state[at + ENTRY] = e % params.pool_size;
     observe(e, 0u, 0u, true);
 }

@@ -2,6 +2,7 @@
 //! with the semantics (and results) of `dfaas_core::split::split_requests`.
 
 use crate::{GpuContext, GpuError};
+use dfaas_core::input_rate::MAX_INPUT_RATE;
 use wgpu::util::DeviceExt;
 
 /// Uniform parameters, mirrored field for field in `shader.wgsl`.
@@ -12,24 +13,24 @@ struct Params {
     width: u32,
 }
 
-/// Largest rate the kernel accepts (products of counts and rates stay in
-/// 32 bits).
-pub const MAX_RATE: u32 = 65_535;
-
 /// Largest number of entries per row.
 pub const MAX_ENTRIES: usize = 64;
 
-/// The compiled split pipeline.
+/// The compiled split pipeline, usable only with the [`GpuContext`] it was
+/// built on.
 #[derive(Debug)]
 pub struct SplitKernel {
     pipeline: wgpu::ComputePipeline,
+    context: u64,
 }
 
 impl SplitKernel {
     /// Compiles the kernel on `ctx`'s device.
-    #[must_use]
-    pub fn new(ctx: &GpuContext) -> Self {
-        let module = ctx.shader("split", include_str!("shader.wgsl"), MAX_ENTRIES);
+    ///
+    /// # Errors
+    /// [`GpuError::Shader`] if the shared WGSL cannot be specialised.
+    pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
+        let module = ctx.shader("split", include_str!("shader.wgsl"), MAX_ENTRIES)?;
         let pipeline = ctx
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -40,7 +41,10 @@ impl SplitKernel {
                 compilation_options: wgpu::PipelineCompilationOptions::default(),
                 cache: None,
             });
-        Self { pipeline }
+        Ok(Self {
+            pipeline,
+            context: ctx.id(),
+        })
     }
 
     /// Splits row `r`'s `rates[r]` by its first `lengths[r]` action entries
@@ -48,8 +52,10 @@ impl SplitKernel {
     /// (zeros after each row's length).
     ///
     /// # Errors
+    /// [`GpuError::ContextMismatch`] for another context than the kernel's;
     /// [`GpuError::Input`] for inconsistent sizes, a length outside
-    /// `1..=width`, a rate above [`MAX_RATE`] or a non-finite action;
+    /// `1..=width`, a rate above `dfaas_core::input_rate::MAX_INPUT_RATE`
+    /// (2²⁰ requests; the largest the envs accept) or a non-finite action;
     /// [`GpuError::Readback`] if the result cannot be read.
     pub fn run(
         &self,
@@ -59,6 +65,7 @@ impl SplitKernel {
         rates: &[u32],
         width: usize,
     ) -> Result<Vec<u32>, GpuError> {
+        ctx.check(self.context)?;
         let rows = rates.len();
         let input = |field: &'static str, reason: String| GpuError::Input { field, reason };
         if width == 0 || width > MAX_ENTRIES {
@@ -87,8 +94,11 @@ impl SplitKernel {
                 format!("row {r}: {l} is not in 1..={width}"),
             ));
         }
-        if let Some((r, v)) = rates.iter().enumerate().find(|(_, v)| **v > MAX_RATE) {
-            return Err(input("rates", format!("row {r}: {v} is above {MAX_RATE}")));
+        if let Some((r, v)) = rates.iter().enumerate().find(|(_, v)| **v > MAX_INPUT_RATE) {
+            return Err(input(
+                "rates",
+                format!("row {r}: {v} is above {MAX_INPUT_RATE}"),
+            ));
         }
         if let Some(i) = actions.iter().position(|p| !p.is_finite()) {
             return Err(input("actions", format!("entry {i} is {}", actions[i])));
@@ -96,10 +106,7 @@ impl SplitKernel {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let limits = ctx.device.limits();
-        let largest = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+        let largest = ctx.largest_buffer();
         if (rows * width * 4) as u64 > largest {
             return Err(input(
                 "actions",

@@ -1,4 +1,5 @@
-//! GPU split ≡ CPU split, on every adapter there is (lavapipe in CI).
+//! GPU split ≡ CPU split, on every adapter there is (lavapipe in CI), for
+//! rates up to `MAX_INPUT_RATE` (rescales with products above 2³²).
 
 use super::*;
 use dfaas_core::rng::{below, seeded, uniform01};
@@ -10,7 +11,7 @@ fn gpu_split_equals_the_cpu_split() {
         return;
     };
     eprintln!("adapter: {}", ctx.describe());
-    let kernel = SplitKernel::new(&ctx);
+    let kernel = SplitKernel::new(&ctx).unwrap();
     let (rows, width) = (70_000usize, 8usize);
     let mut rng = seeded(5);
     let mut actions = vec![0f32; rows * width];
@@ -21,7 +22,7 @@ fn gpu_split_equals_the_cpu_split() {
         lengths[r] = n as u32;
         rates[r] = match r % 3 {
             0 => below(&mut rng, 151),
-            1 => below(&mut rng, MAX_RATE + 1),
+            1 => below(&mut rng, MAX_INPUT_RATE + 1),
             _ => below(&mut rng, 8),
         };
         let row = &mut actions[r * width..r * width + n];
@@ -48,11 +49,7 @@ fn gpu_split_equals_the_cpu_split() {
     for r in 0..rows {
         let n = lengths[r] as usize;
         let mut cpu = vec![0u32; n];
-        assert!(split_requests(
-            &actions[r * width..r * width + n],
-            rates[r],
-            &mut cpu
-        ));
+        split_requests(&actions[r * width..r * width + n], rates[r], &mut cpu).unwrap();
         assert_eq!(
             &gpu[r * width..r * width + n],
             &cpu[..],
@@ -69,9 +66,9 @@ fn bad_inputs_are_typed_errors() {
     let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
         return;
     };
-    let kernel = SplitKernel::new(&ctx);
+    let kernel = SplitKernel::new(&ctx).unwrap();
     assert!(matches!(
-        kernel.run(&ctx, &[0.5, 0.5], &[2], &[70_000], 2),
+        kernel.run(&ctx, &[0.5, 0.5], &[2], &[MAX_INPUT_RATE + 1], 2),
         Err(GpuError::Input { field: "rates", .. })
     ));
     assert!(matches!(
@@ -95,4 +92,21 @@ fn bad_inputs_are_typed_errors() {
             ..
         })
     ));
+}
+
+#[test]
+fn another_context_is_refused() {
+    let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
+        return;
+    };
+    let other = GpuContext::new().unwrap();
+    let kernel = SplitKernel::new(&ctx).unwrap();
+    assert_eq!(
+        kernel.run(&other, &[0.5, 0.5], &[2], &[7], 2),
+        Err(GpuError::ContextMismatch {
+            built_on: ctx.id(),
+            called_with: other.id(),
+        })
+    );
+    assert_eq!(kernel.run(&ctx, &[0.5, 0.5], &[2], &[7], 2), Ok(vec![4, 3]));
 }

@@ -262,10 +262,15 @@ impl BatchEnv {
             });
         }
         let max_cursor = state.evaluation_seeds.len().saturating_sub(1);
+        // (field, its first entry above the limit, the limit)
+        #[allow(clippy::type_complexity)]
         let values: [(&'static str, Option<(usize, u64)>, u64); 3] = [
             (
                 "steps",
-                first_above(state.steps.iter().map(|&s| s as u64), self.model.max_steps as u64),
+                first_above(
+                    state.steps.iter().map(|&s| s as u64),
+                    self.model.max_steps as u64,
+                ),
                 self.model.max_steps as u64,
             ),
             (

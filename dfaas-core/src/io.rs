@@ -5,9 +5,10 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-/// Writes `path` atomically: `write` fills a temporary file beside it,
-/// which is flushed, synced and renamed over `path` only when `write`
-/// succeeds. On error the temporary file is removed and `path` is
+/// Writes `path` atomically: `write` fills a uniquely named temporary file
+/// beside it (tempfile), which is flushed, synced and renamed over `path`
+/// only when `write` succeeds; then the folder is synced, so the rename
+/// survives a crash. On error the temporary file is removed and `path` is
 /// untouched.
 ///
 /// # Errors
@@ -16,33 +17,42 @@ pub fn write_atomically<F>(path: &Path, write: F) -> io::Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
+    if path.file_name().is_none() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{}: not a file path", path.display()),
-        )
-    })?;
+        ));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let temporary = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    // Dropping the temporary file on an error path deletes it.
+    let temporary = tempfile::Builder::new()
+        .prefix(".dfaas-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(named)?;
     let result = (|| {
-        let mut out = BufWriter::new(File::create(&temporary)?);
+        let mut out = BufWriter::new(temporary.as_file().try_clone()?);
         write(&mut out)?;
         out.flush()?;
-        out.get_ref().sync_all()?;
-        std::fs::rename(&temporary, path)
+        temporary.as_file().sync_all()
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result.map_err(named)
+    result.map_err(named)?;
+    temporary.persist(path).map_err(|e| named(e.error))?;
+    sync_dir(dir).map_err(named)
+}
+
+/// Makes a rename inside `dir` durable (a no-op where folders cannot be
+/// opened, as on Windows).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -51,8 +61,8 @@ mod tests {
 
     #[test]
     fn a_failed_write_leaves_the_old_file() {
-        let dir = std::env::temp_dir().join(format!("dfaas-io-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let path = dir.join("out.csv");
         write_atomically(&path, |w| w.write_all(b"first")).unwrap();
         let failed = write_atomically(&path, |w| {
@@ -62,10 +72,15 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "first");
         assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
+            std::fs::read_dir(dir).unwrap().count(),
             1,
             "no temporary file left"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        write_atomically(&path, |w| w.write_all(b"second")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        assert!(
+            write_atomically(dir, |_| Ok(())).is_err(),
+            "a folder is no file"
+        );
     }
 }

@@ -70,9 +70,9 @@ mod metrics;
 mod model;
 pub mod perfmodel;
 pub mod rejects;
-pub mod reward;
 #[cfg(all(feature = "yaml", feature = "json"))]
 pub mod replay;
+pub mod reward;
 pub mod rng;
 pub mod split;
 #[cfg(feature = "std")]

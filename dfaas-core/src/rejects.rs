@@ -288,7 +288,10 @@ mod tests {
             };
             assert_eq!(
                 d(&[1, 2], 3, 1, &mut out),
-                Err(RejectError::Length { incoming: 2, out: 3 })
+                Err(RejectError::Length {
+                    incoming: 2,
+                    out: 3
+                })
             );
             assert_eq!(
                 d(&[1, 2, 3], 5, 1, &mut out),
@@ -304,7 +307,10 @@ mod tests {
             );
             assert_eq!(
                 d(&[1, 2, 3], 6, 7, &mut out),
-                Err(RejectError::TooManyRejects { rejects: 7, total: 6 })
+                Err(RejectError::TooManyRejects {
+                    rejects: 7,
+                    total: 6
+                })
             );
             assert_eq!(out, [9, 9, 9]);
         }

@@ -72,10 +72,9 @@ impl fmt::Display for SplitError {
                 f,
                 "counts: must have one entry per action entry ({action}), got {counts}"
             ),
-            Self::TooManyEntries { entries } => write!(
-                f,
-                "action: at most {MAX_ACTIONS} entries, got {entries}"
-            ),
+            Self::TooManyEntries { entries } => {
+                write!(f, "action: at most {MAX_ACTIONS} entries, got {entries}")
+            }
             Self::NonFinite { index, value } => {
                 write!(f, "action[{index}]: must be finite, got {value}")
             }

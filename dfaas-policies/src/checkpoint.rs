@@ -107,9 +107,27 @@ where
         let path = dir.join(name);
         std::fs::read(&path).map_err(|source| CheckpointError::Read { path, source })
     };
-    let state_path = dir.join("state.json");
+    let (state, tensors) = (read("state.json")?, read("policies.safetensors")?);
+    from_bytes(&state, &tensors, backend).map_err(|e| e.located(dir))
+}
+
+/// Rebuilds a trainer from the bytes of a checkpoint's `state.json` and
+/// `policies.safetensors` (what [`load`] reads); errors name the files as
+/// `state.json` / `policies.safetensors`.
+///
+/// # Errors
+/// As [`load`].
+pub fn from_bytes<B: Backend + Clone + Send>(
+    state: &[u8],
+    tensors: &[u8],
+    backend: B,
+) -> Result<Trainer<B>, CheckpointError>
+where
+    B::Policy: Send,
+{
+    let state_path = PathBuf::from("state.json");
     let state: StateFile =
-        serde_json::from_slice(&read("state.json")?).map_err(|source| CheckpointError::Json {
+        serde_json::from_slice(state).map_err(|source| CheckpointError::Json {
             path: state_path.clone(),
             source,
         })?;
@@ -119,9 +137,8 @@ where
             found: state.format,
         });
     }
-    let bytes = read("policies.safetensors")?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|source| CheckpointError::Tensors {
-        path: dir.join("policies.safetensors"),
+    let tensors = SafeTensors::deserialize(tensors).map_err(|source| CheckpointError::Tensors {
+        path: PathBuf::from("policies.safetensors"),
         source,
     })?;
     let lookup = |name: &str| -> Option<Vec<f32>> {
@@ -141,7 +158,7 @@ where
     let model = dfaas_core::EnvModel::new(&built).map_err(env_error)?;
     Trainer::restore(model, state.ppo_config, backend, state.state, &lookup).map_err(|source| {
         CheckpointError::Restore {
-            path: dir.to_path_buf(),
+            path: PathBuf::new(),
             source,
         }
     })

@@ -244,9 +244,9 @@ pub enum CheckpointError {
         source: ConfigError,
     },
     /// Occurs when the saved state does not fit its own configuration.
-    #[error("{}: restoring the trainer", path.display())]
+    #[error("restoring the trainer{}", of_folder(path))]
     Restore {
-        /// The checkpoint folder.
+        /// The checkpoint folder (empty for [`crate::checkpoint::from_bytes`]).
         path: PathBuf,
         /// Why.
         #[source]
@@ -260,6 +260,44 @@ pub enum CheckpointError {
         /// How many were tried.
         tried: usize,
     },
+}
+
+/// ` of checkpoint <path>`, or nothing for an empty path.
+fn of_folder(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!(" of checkpoint {}", path.display())
+    }
+}
+
+impl CheckpointError {
+    /// The same error with its file names taken relative to `dir`.
+    pub(crate) fn located(self, dir: &std::path::Path) -> Self {
+        match self {
+            Self::Json { path, source } => Self::Json {
+                path: dir.join(path),
+                source,
+            },
+            Self::Format { path, found } => Self::Format {
+                path: dir.join(path),
+                found,
+            },
+            Self::Tensors { path, source } => Self::Tensors {
+                path: dir.join(path),
+                source,
+            },
+            Self::EnvConfig { path, source } => Self::EnvConfig {
+                path: dir.join(path),
+                source,
+            },
+            Self::Restore { path, source } => Self::Restore {
+                path: dir.join(path),
+                source,
+            },
+            other => other,
+        }
+    }
 }
 
 /// An evaluation that cannot run.

@@ -1141,3 +1141,121 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gae_with_gamma_and_lambda_cuts_at_episode_ends_and_bootstraps_the_rest() {
+        // 3 steps × 2 envs, `[step][env]`; γ = λ = 0.5. Env 0's episode ends
+        // at step 1 (no bootstrap across it); both envs' rollouts end
+        // truncated after step 2 and bootstrap from `last_values`.
+        let rollout = Rollout {
+            rewards: vec![1.0, 0.0, 2.0, -1.0, 3.0, 1.0],
+            values: vec![0.5, 0.2, 1.0, 0.4, 1.5, -0.2],
+            dones: vec![0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+            ..Rollout::default()
+        };
+        let (advantages, returns) = gae(&rollout, &[2.0, -1.0], 3, 2, 0.5, 0.5, false);
+        // By hand, δ_t = r_t + γ·V_{t+1}·(1 − done_t) − V_t and
+        // A_t = δ_t + γλ·(1 − done_t)·A_{t+1}:
+        // env 0: δ₂ = 3 + 0.5·2 − 1.5 = 2.5, A₂ = 2.5; δ₁ = 2 − 1 = 1 (done),
+        //        A₁ = 1; δ₀ = 1 + 0.5·1 − 0.5 = 1, A₀ = 1 + 0.25·1 = 1.25;
+        // env 1: δ₂ = 1 − 0.5 + 0.2 = 0.7; δ₁ = −1 − 0.1 − 0.4 = −1.5,
+        //        A₁ = −1.5 + 0.25·0.7 = −1.325; δ₀ = 0.2 − 0.2 = 0,
+        //        A₀ = 0.25·(−1.325) = −0.33125.
+        let want: [f64; 6] = [1.25, -0.33125, 1.0, -1.325, 2.5, 0.7];
+        for (i, (&got, want)) in advantages.iter().zip(want).enumerate() {
+            let got = f64::from(got);
+            assert!((got - want).abs() < 1e-6, "A[{i}] = {got}, want {want}");
+        }
+        let want_returns: [f64; 6] = [1.75, -0.13125, 2.0, -0.925, 4.0, 0.5];
+        for (i, (&got, want)) in returns.iter().zip(want_returns).enumerate() {
+            let got = f64::from(got);
+            assert!((got - want).abs() < 1e-6, "R[{i}] = {got}, want {want}");
+        }
+        // Standardised: (A − mean)/std over the batch, the returns unchanged.
+        let (standardised, same_returns) = gae(&rollout, &[2.0, -1.0], 3, 2, 0.5, 0.5, true);
+        assert_eq!(same_returns, returns);
+        let mean = want.iter().sum::<f64>() / 6.0;
+        let std = (want.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 6.0).sqrt();
+        for (&got, a) in standardised.iter().zip(want) {
+            assert!((f64::from(got) - (a - mean) / std).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn kl_coefficient_follows_rllibs_rule() {
+        // Target 0.25 (exact in binary): ×1.5 above 0.5, ×0.5 below 0.125,
+        // unchanged at the bounds and between them.
+        let steps = [
+            (1.0, 0.3),
+            (0.5, 0.3),
+            (0.3, 0.3),
+            (0.125, 0.3),
+            (0.1, 0.15),
+            (0.6, 0.225),
+        ];
+        let mut coeff = 0.2f32;
+        for (kl, want) in steps {
+            coeff = adapt_kl_coeff(coeff, kl, 0.25);
+            assert!(
+                (coeff - want).abs() < 1e-7,
+                "after KL {kl}: {coeff}, want {want}"
+            );
+        }
+        assert_eq!(
+            adapt_kl_coeff(0.0, 10.0, 0.25),
+            0.0,
+            "the penalty stays off"
+        );
+    }
+
+    #[test]
+    fn the_trainer_adapts_its_kl_coefficient_each_iteration() {
+        // One shared policy and one epoch: the iteration's mean KL is the
+        // last epoch's, so the rule can be checked from the metrics.
+        let built = dfaas_core::EnvConfig {
+            max_steps: 16,
+            ..dfaas_core::EnvConfig::default()
+        }
+        .build()
+        .unwrap();
+        let config = PpoConfig {
+            layout: Layout::Shared,
+            hidden: vec![8],
+            num_envs: 2,
+            rollout_steps: 16,
+            minibatch_size: 16,
+            epochs: 1,
+            kl_coeff: 0.2,
+            kl_target: 1e-4,
+            learning_rate: 1e-2,
+            ..PpoConfig::default()
+        };
+        let model = EnvModel::new(&built).unwrap();
+        let mut t = Trainer::new(model, config, crate::backend::CpuBackend::new()).unwrap();
+        let mut moved = 0;
+        for _ in 0..6 {
+            let before = f64::from(t.state().kl_coeffs[0]);
+            let kl = t.train_iteration().unwrap().kl;
+            let after = f64::from(t.state().kl_coeffs[0]);
+            let target = f64::from(1e-4f32);
+            let factor = if kl > 2.0 * target {
+                1.5
+            } else if kl < 0.5 * target {
+                0.5
+            } else {
+                1.0
+            };
+            // f32 products: equal to 1e-6 relative.
+            assert!(
+                (after - before * factor).abs() <= 1e-6 * before,
+                "KL {kl}: {before} → {after}"
+            );
+            moved += usize::from(factor != 1.0);
+        }
+        assert!(moved > 0, "the coefficient never moved");
+    }
+}

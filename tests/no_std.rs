@@ -1,6 +1,7 @@
-//! The no_std promise of `dfaas-core`: it builds without its default
-//! `std` feature (with `json`, which needs only `alloc`), and no
-//! dependency of that build turns on a `std` feature.
+//! Dependency promises: `dfaas-core` builds without its default `std`
+//! feature (with `json`, which needs only `alloc`) and no dependency of
+//! that build turns on a `std` feature; `std` alone pulls in no serde; the
+//! facade without its `gpu` feature compiles nothing of wgpu.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -90,5 +91,25 @@ fn std_alone_pulls_in_no_serde() {
     assert!(
         !tree.lines().any(|l| l.contains("── serde v")),
         "std pulls in serde:\n{tree}"
+    );
+}
+
+/// A CPU-only user of the facade (`--no-default-features`) gets no wgpu.
+#[test]
+fn the_facade_without_gpu_has_no_wgpu() {
+    let tree = cargo()
+        .args(["tree", "-p", "dfaas", "--no-default-features", "-e", "normal"])
+        .output()
+        .unwrap();
+    assert!(
+        tree.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tree.stderr)
+    );
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    assert!(tree.contains("dfaas-policies"), "{tree}");
+    assert!(
+        !tree.contains("wgpu") && !tree.contains("dfaas-gpu"),
+        "wgpu without the gpu feature:\n{tree}"
     );
 }

@@ -28,12 +28,14 @@ where
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    // Dropping the temporary file on an error path deletes it.
-    let temporary = tempfile::Builder::new()
-        .prefix(".dfaas-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(named)?;
+    // Dropping the temporary file on an error path deletes it. It is
+    // created as `File::create` would create the file (0o666 less the
+    // umask), not tempfile's private 0o600.
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".dfaas-").suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let temporary = builder.tempfile_in(dir).map_err(named)?;
     let result = (|| {
         let mut out = BufWriter::new(temporary.as_file().try_clone()?);
         write(&mut out)?;
@@ -78,6 +80,15 @@ mod tests {
         );
         write_atomically(&path, |w| w.write_all(b"second")).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        #[cfg(unix)]
+        {
+            // The permissions of a plainly created file, not 0o600.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+            let plain = dir.join("plain");
+            File::create(&plain).unwrap();
+            assert_eq!(mode(&path), mode(&plain));
+        }
         assert!(
             write_atomically(dir, |_| Ok(())).is_err(),
             "a folder is no file"

@@ -37,7 +37,7 @@ fn bench_batch(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("batch_env/{name}"));
         for envs in [1usize, 64, 4096] {
             let pool = action_pool(&model, envs);
-            let mut batch = BatchEnv::new(model.clone(), envs);
+            let mut batch = BatchEnv::new(model.clone(), envs).unwrap();
             batch.reset(1).unwrap();
             group.throughput(Throughput::Elements((envs * n) as u64));
             let mut i = 0;

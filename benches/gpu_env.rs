@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
         Err(e) => eprintln!("skipping the GPU benchmarks: {e}"),
     }
     for envs in sizes().into_iter().filter(|&e| e <= 65_536) {
-        let mut cpu = BatchEnv::new(model.clone(), envs);
+        let mut cpu = BatchEnv::new(model.clone(), envs).unwrap();
         cpu.reset(1).unwrap();
         let acts = dfaas_support::random_actions(&model, envs, 7);
         group.throughput(Throughput::Elements(envs as u64 * n));

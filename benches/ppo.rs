@@ -24,7 +24,7 @@ fn bench_inference(c: &mut Criterion) {
     let mut trainer = Trainer::new(model.clone(), PpoConfig::default(), CpuBackend::new()).unwrap();
     let mut group = c.benchmark_group("ppo_inference");
     for envs in [1usize, 64, 4096] {
-        let mut batch = BatchEnv::new(model.clone(), envs);
+        let mut batch = BatchEnv::new(model.clone(), envs).unwrap();
         batch.reset(1).unwrap();
         let obs = batch.observations().to_vec();
         let mut actions = vec![0f32; envs * model.num_agents() * model.action_width()];

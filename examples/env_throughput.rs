@@ -45,7 +45,7 @@ fn main() -> Result<()> {
     let pool: Vec<Vec<f32>> = (0..16)
         .map(|i| dfaas_support::random_actions(&model, args.envs, 7 + i))
         .collect();
-    let mut batch = BatchEnv::new(model.clone(), args.envs);
+    let mut batch = BatchEnv::new(model.clone(), args.envs)?;
     batch.reset(1)?;
     let mut metrics = vec![StepMetrics::new(&model); args.envs];
     let mut rates = Vec::with_capacity(args.repeats);

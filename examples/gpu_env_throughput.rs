@@ -69,7 +69,7 @@ fn main() -> Result<()> {
         gpu.wait(&ctx)?;
         let gpu_rate = (args.steps * envs * n) as f64 / start.elapsed().as_secs_f64();
         let cpu_rate = if envs <= args.cpu_max_envs {
-            let mut cpu = BatchEnv::new(model.clone(), envs);
+            let mut cpu = BatchEnv::new(model.clone(), envs)?;
             cpu.reset(1)?;
             let cpu_steps = (args.steps / 4).max(5);
             let start = Instant::now();

@@ -12,6 +12,17 @@ fn cargo() -> Command {
     command
 }
 
+/// The output of `cargo tree` with `args`.
+fn tree(args: &[&str]) -> String {
+    let out = cargo().arg("tree").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn dfaas_core_builds_without_std() {
     let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no_std");
@@ -35,25 +46,15 @@ fn dfaas_core_builds_without_std() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let tree = cargo()
-        .args([
-            "tree",
-            "-p",
-            "dfaas-core",
-            "--no-default-features",
-            "--features",
-            "json",
-            "-e",
-            "normal,features",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        tree.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tree.stderr)
-    );
-    let tree = String::from_utf8_lossy(&tree.stdout);
+    let tree = tree(&[
+        "-p",
+        "dfaas-core",
+        "--no-default-features",
+        "--features",
+        "json",
+        "-e",
+        "normal,features",
+    ]);
     let with_std: Vec<&str> = tree
         .lines()
         .filter(|l| l.contains("feature \"std\""))
@@ -68,25 +69,15 @@ fn dfaas_core_builds_without_std() {
 /// `std` alone switches on no optional feature it does not need: no serde.
 #[test]
 fn std_alone_pulls_in_no_serde() {
-    let tree = cargo()
-        .args([
-            "tree",
-            "-p",
-            "dfaas-core",
-            "--no-default-features",
-            "--features",
-            "std",
-            "-e",
-            "normal",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        tree.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tree.stderr)
-    );
-    let tree = String::from_utf8_lossy(&tree.stdout);
+    let tree = tree(&[
+        "-p",
+        "dfaas-core",
+        "--no-default-features",
+        "--features",
+        "std",
+        "-e",
+        "normal",
+    ]);
     // (csv's own `serde_core` is a hard dependency of csv, not a feature.)
     assert!(
         !tree.lines().any(|l| l.contains("── serde v")),
@@ -97,16 +88,7 @@ fn std_alone_pulls_in_no_serde() {
 /// A CPU-only user of the facade (`--no-default-features`) gets no wgpu.
 #[test]
 fn the_facade_without_gpu_has_no_wgpu() {
-    let tree = cargo()
-        .args(["tree", "-p", "dfaas", "--no-default-features", "-e", "normal"])
-        .output()
-        .unwrap();
-    assert!(
-        tree.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tree.stderr)
-    );
-    let tree = String::from_utf8_lossy(&tree.stdout);
+    let tree = tree(&["-p", "dfaas", "--no-default-features", "-e", "normal"]);
     assert!(tree.contains("dfaas-policies"), "{tree}");
     assert!(
         !tree.contains("wgpu") && !tree.contains("dfaas-gpu"),

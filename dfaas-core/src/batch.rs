@@ -94,11 +94,26 @@ pub struct BatchEnv {
 impl BatchEnv {
     /// `num_envs` environments of `model`, with auto-reset. Call
     /// [`BatchEnv::reset`] before the first step.
-    #[must_use]
-    pub fn new(model: EnvModel, num_envs: usize) -> Self {
-        Self::with_auto_reset(model, num_envs, true)
+    ///
+    /// # Errors
+    /// [`StepError::TooManyEnvs`] when the batch's arrays would not fit in
+    /// memory's address range.
+    pub fn new(model: EnvModel, num_envs: usize) -> Result<Self, StepError> {
+        // The largest arrays: input rates `[env][agent][step]` (u32) and
+        // observations `[env][agent][obs_width]` (f32), in bytes.
+        let widest = model.max_steps.max(model.obs_width);
+        let fits = num_envs
+            .checked_mul(model.num_agents)
+            .and_then(|v| v.checked_mul(widest))
+            .and_then(|v| v.checked_mul(4))
+            .is_some_and(|bytes| bytes <= isize::MAX as usize);
+        if !fits {
+            return Err(StepError::TooManyEnvs { num_envs });
+        }
+        Ok(Self::with_auto_reset(model, num_envs, true))
     }
 
+    /// A batch whose sizes are known to fit (one env, or checked by `new`).
     pub(crate) fn with_auto_reset(model: EnvModel, num_envs: usize, auto_reset: bool) -> Self {
         let n = model.num_agents();
         let w = model.action_width();
@@ -585,7 +600,7 @@ mod tests {
             ..EnvConfig::default()
         };
         let model = EnvModel::new(&config.build().unwrap()).unwrap();
-        let mut batch = BatchEnv::new(model, num_envs);
+        let mut batch = BatchEnv::new(model, num_envs).unwrap();
         if evaluation {
             batch.set_evaluation_seeds(3, 2);
         }
@@ -684,6 +699,17 @@ mod tests {
             Err(StepError::MetricsLength {
                 expected: 2,
                 got: 1
+            })
+        );
+    }
+
+    #[test]
+    fn batches_too_large_to_address_are_refused() {
+        let model = EnvModel::new(&EnvConfig::default().build().unwrap()).unwrap();
+        assert_eq!(
+            BatchEnv::new(model, usize::MAX / 2).err(),
+            Some(StepError::TooManyEnvs {
+                num_envs: usize::MAX / 2
             })
         );
     }

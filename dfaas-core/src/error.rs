@@ -138,6 +138,12 @@ pub enum StepError {
         /// Given number of metrics records.
         got: usize,
     },
+    /// Occurs when a [`crate::BatchEnv`] of that many envs would not fit in
+    /// memory's address range.
+    TooManyEnvs {
+        /// The number asked for.
+        num_envs: usize,
+    },
     /// Occurs when a slice given to [`crate::StepMetrics::record`] does not
     /// fit the model.
     InputLength {
@@ -209,6 +215,10 @@ impl fmt::Display for StepError {
                 expected,
                 got,
             } => write!(f, "{field}: expected {expected} values, got {got}"),
+            Self::TooManyEnvs { num_envs } => write!(
+                f,
+                "num_envs: {num_envs} environments do not fit in memory's address range"
+            ),
             Self::StateValue {
                 field,
                 index,

@@ -19,7 +19,7 @@
 //! use dfaas_core::{BatchEnv, EnvConfig, EnvModel};
 //! let built = EnvConfig::default().build()?;          // 2 agents, seconds regime
 //! let model = EnvModel::new(&built)?;
-//! let mut batch = BatchEnv::new(model, 64);
+//! let mut batch = BatchEnv::new(model, 64)?;
 //! batch.reset(42)?;
 //! let actions = vec![1.0 / 3.0; 64 * 2 * batch.model().action_width()];
 //! batch.step(&actions)?;

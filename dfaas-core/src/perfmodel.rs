@@ -425,10 +425,12 @@ pub struct PerfTable {
 }
 
 impl PerfTable {
-    /// Evaluates the model for every total `0..=max_total`.
+    /// Evaluates the model for every total `0..=max_total` (at most
+    /// [`PerfTable::MAX_TOTAL`]).
     ///
     /// # Errors
-    /// [`PerfModelError`] when the parameters are invalid.
+    /// [`PerfModelError`] when the parameters are invalid or `max_total` is
+    /// above [`PerfTable::MAX_TOTAL`].
     pub fn new(params: PerfModelParams, max_total: u32) -> Result<Self, PerfModelError> {
         let mut table = Self {
             params,
@@ -436,19 +438,37 @@ impl PerfTable {
             response_time: vec![0.0],
         };
         evaluate(1.0, &params)?;
-        table.extend_to(max_total);
+        table.extend_to(max_total)?;
         Ok(table)
     }
 
+    /// The largest total a node can receive: [`MAX_INPUT_RATE`] from itself
+    /// and from each of at most 62 neighbours.
+    ///
+    /// [`MAX_INPUT_RATE`]: crate::input_rate::MAX_INPUT_RATE
+    pub const MAX_TOTAL: u32 = crate::input_rate::MAX_INPUT_RATE * 63;
+
     /// Makes the table cover totals up to `max_total` (parameters were
     /// checked by [`PerfTable::new`]).
-    pub fn extend_to(&mut self, max_total: u32) {
+    ///
+    /// # Errors
+    /// [`PerfModelError`] when `max_total` is above [`PerfTable::MAX_TOTAL`]
+    /// (the table is unchanged then).
+    pub fn extend_to(&mut self, max_total: u32) -> Result<(), PerfModelError> {
+        if max_total > Self::MAX_TOTAL {
+            return Err(PerfModelError {
+                field: "max_total",
+                value: f64::from(max_total),
+                reason: "must be <= 66060288 (63 senders at the largest input rate)",
+            });
+        }
         for total in self.rejects.len() as u32..=max_total {
             let out = evaluate(f64::from(total), &self.params).unwrap_or_default();
             let rejected = out.rejected_requests().clamp(0.0, f64::from(total));
             self.rejects.push(rejected as u32);
             self.response_time.push(out.avg_resp_time);
         }
+        Ok(())
     }
 
     /// Largest total the table covers.
@@ -531,6 +551,12 @@ mod tests {
         assert_eq!(t.rejects()[0], 0);
         assert_eq!(t.response_times()[0], 0.0);
         assert!(t.rejects()[300] > 250);
+        // A table past any node's largest total is refused, not allocated.
+        let mut t = t;
+        let too_far = PerfTable::MAX_TOTAL + 1;
+        assert_eq!(t.extend_to(too_far).unwrap_err().field, "max_total");
+        assert_eq!(t.max_total(), 300, "unchanged");
+        assert!(PerfTable::new(params(0.5, 0.7, 4), u32::MAX).is_err());
     }
 
     /// The product form against a dense LU solve (nalgebra) of the same

@@ -68,14 +68,21 @@ pub fn below<R: Rng + ?Sized>(rng: &mut R, n: u32) -> u32 {
     }
 }
 
-/// Uniform integer in `[lo, hi]` (inclusive). Requires `lo <= hi` and a
-/// span below 2³².
+/// Uniform integer in `[lo, hi]` (inclusive; `lo` when `hi < lo`).
+/// Uniform for spans below 2³², nearly so above.
 pub fn inclusive<R: Rng + ?Sized>(rng: &mut R, lo: i64, hi: i64) -> i64 {
-    let span = (hi - lo) as u64 + 1;
-    if span > u64::from(u32::MAX) {
-        return lo + (rng.next_u64() % span) as i64;
+    if hi < lo {
+        return lo;
     }
-    lo + i64::from(below(rng, span as u32))
+    // hi − lo + 1 in [1, 2⁶⁴] (0 stands for 2⁶⁴: every u64); a span of 1
+    // still takes its draw, so the stream does not depend on it.
+    let span = hi.abs_diff(lo).wrapping_add(1);
+    let offset = match span {
+        0 => rng.next_u64(),
+        s if s > u64::from(u32::MAX) => rng.next_u64() % s,
+        s => u64::from(below(rng, s as u32)),
+    };
+    lo.wrapping_add_unsigned(offset)
 }
 
 /// Standard normal draw (ziggurat, `rand_distr::StandardNormal`).
@@ -93,7 +100,8 @@ pub fn shuffle<T, R: Rng + ?Sized>(rng: &mut R, items: &mut [T]) {
 
 /// A normal draw truncated to `[lo, hi]` with mean `mean` and standard
 /// deviation `std` (exact sampling, Robert 1995). With `std == 0` (or
-/// `lo == hi`) it returns `mean` clamped to the interval.
+/// `lo == hi`) it returns `mean` clamped to the interval; NaN for an empty
+/// interval (`lo > hi`) or NaN inputs.
 pub fn truncated_normal<R: Rng + ?Sized>(
     rng: &mut R,
     mean: f64,
@@ -101,7 +109,10 @@ pub fn truncated_normal<R: Rng + ?Sized>(
     lo: f64,
     hi: f64,
 ) -> f64 {
-    if std <= 0.0 || lo >= hi {
+    if lo.is_nan() || hi.is_nan() || lo > hi || mean.is_nan() {
+        return f64::NAN;
+    }
+    if std <= 0.0 || lo == hi {
         return mean.clamp(lo, hi);
     }
     let a = (lo - mean) / std;
@@ -174,6 +185,35 @@ mod tests {
         }
         assert!(seen.iter().all(|&c| c > 800 && c < 1200), "{seen:?}");
         assert_eq!(below(&mut rng, 0), 0);
+    }
+
+    #[test]
+    fn inclusive_covers_extreme_spans_without_overflow() {
+        let mut rng = seeded(2);
+        for _ in 0..1000 {
+            let v = inclusive(&mut rng, -3, 3);
+            assert!((-3..=3).contains(&v));
+            let _ = inclusive(&mut rng, i64::MIN, i64::MAX);
+            assert!(inclusive(&mut rng, i64::MAX - 1, i64::MAX) >= i64::MAX - 1);
+        }
+        assert_eq!(
+            inclusive(&mut rng, 5, 1),
+            5,
+            "an empty range gives its start"
+        );
+        // A one-value range takes a draw, as any other.
+        let (mut a, mut b) = (seeded(9), seeded(9));
+        assert_eq!(inclusive(&mut a, 4, 4), 4);
+        let _ = below(&mut b, 1);
+        assert_eq!(a.next_u32(), b.next_u32());
+    }
+
+    #[test]
+    fn truncated_normal_of_an_empty_interval_is_nan() {
+        let mut rng = seeded(4);
+        assert!(truncated_normal(&mut rng, 0.0, 0.0, 5.0, 1.0).is_nan());
+        assert!(truncated_normal(&mut rng, f64::NAN, 1.0, 0.0, 1.0).is_nan());
+        assert_eq!(truncated_normal(&mut rng, 9.0, 0.0, 0.0, 1.0), 1.0);
     }
 
     #[test]

@@ -45,8 +45,9 @@ pub enum SplitError {
         /// Entries of `counts`.
         counts: usize,
     },
-    /// Occurs when the action has more than [`MAX_ACTIONS`] entries.
-    TooManyEntries {
+    /// Occurs when the action has no entry or more than [`MAX_ACTIONS`]
+    /// (no split of a positive rate could sum to it, or no room for it).
+    EntryCount {
         /// Entries of the action.
         entries: usize,
     },
@@ -72,8 +73,11 @@ impl fmt::Display for SplitError {
                 f,
                 "counts: must have one entry per action entry ({action}), got {counts}"
             ),
-            Self::TooManyEntries { entries } => {
-                write!(f, "action: at most {MAX_ACTIONS} entries, got {entries}")
+            Self::EntryCount { entries } => {
+                write!(
+                    f,
+                    "action: must have 1..={MAX_ACTIONS} entries, got {entries}"
+                )
             }
             Self::NonFinite { index, value } => {
                 write!(f, "action[{index}]: must be finite, got {value}")
@@ -88,7 +92,7 @@ impl fmt::Display for SplitError {
 impl core::error::Error for SplitError {}
 
 /// Splits `rate` requests by `action` into `counts` (same length as
-/// `action`, at most [`MAX_ACTIONS`] entries, `rate <=`
+/// `action`, 1 to [`MAX_ACTIONS`] entries, `rate <=`
 /// [`MAX_INPUT_RATE`]).
 ///
 /// # Errors
@@ -101,8 +105,8 @@ pub fn split_requests(action: &[f32], rate: u32, counts: &mut [u32]) -> Result<(
             counts: counts.len(),
         });
     }
-    if action.len() > MAX_ACTIONS {
-        return Err(SplitError::TooManyEntries {
+    if action.is_empty() || action.len() > MAX_ACTIONS {
+        return Err(SplitError::EntryCount {
             entries: action.len(),
         });
     }
@@ -213,7 +217,11 @@ mod tests {
         let mut counts = [0u32; MAX_ACTIONS + 1];
         assert_eq!(
             split_requests(&wide, 10, &mut counts),
-            Err(SplitError::TooManyEntries { entries: 65 })
+            Err(SplitError::EntryCount { entries: 65 })
+        );
+        assert_eq!(
+            split_requests(&[], 3, &mut []),
+            Err(SplitError::EntryCount { entries: 0 })
         );
         assert_eq!(
             split_requests(&[1.0, 0.0], MAX_INPUT_RATE + 1, &mut out),

@@ -86,7 +86,7 @@ proptest! {
         value in any::<u32>(),
     ) {
         let model = EnvModel::new(&EnvConfig { max_steps: 6, ..EnvConfig::default() }.build().unwrap()).unwrap();
-        let mut batch = BatchEnv::new(model, 2);
+        let mut batch = BatchEnv::new(model, 2).unwrap();
         batch.reset(1).unwrap();
         let before = batch.state();
         let mut state = before.clone();

@@ -232,6 +232,12 @@ fn bad_configs_give_typed_errors_naming_field_and_value() {
         "request_output_data_size_bytes_range",
         "100000000000000000",
     );
+    // Ranges that almost never give warm <= cold end with an error.
+    assert_invalid(
+        "warm_service_time_range: [0, 1000000000000]\ncold_service_time_range: [0, 0]\n",
+        "warm_service_time_range",
+        "no warm <= cold pair",
+    );
     assert_invalid(
         "warm_service_time_range: [500, 100]\n",
         "warm_service_time_range",

@@ -121,8 +121,9 @@ proptest! {
             let actions = actions_for(&model, &s.actions, step);
             let outcome = env.step(&actions).unwrap();
             let done = outcome.done;
+            let outcome_rewards = outcome.rewards.to_vec();
             prop_assert_eq!(done, step + 1 == built.max_steps());
-            for &r in outcome.rewards {
+            for &r in &outcome_rewards {
                 prop_assert!((-1.0..=1.0).contains(&r), "reward {}", r);
             }
             let m = env.metrics();
@@ -135,8 +136,28 @@ proptest! {
                 prop_assert!(m.incoming_rate_reject[a] <= m.incoming_rate[a]);
                 prop_assert!(m.incoming_rate_local_reject[a] <= m.incoming_rate_local[a]);
                 prop_assert!(m.incoming_rate_forward_reject[a] <= m.incoming_rate_forward[a]);
-                prop_assert_eq!(m.incoming_rate[a], m.incoming_rate_local[a] + m.incoming_rate_forward[a]);
-                prop_assert_eq!(m.incoming_rate_reject[a], m.incoming_rate_local_reject[a] + m.incoming_rate_forward_reject[a]);
+                // Independently of the step's CSR lists: from the topology,
+                // node a receives its own local share and, from every agent
+                // b that has a as its i-th neighbour, b's i-th forward.
+                let topology = built.topology();
+                let received: u32 = (0..n)
+                    .filter_map(|b| {
+                        let i = topology.neighbours(b).iter().position(|&x| x as usize == a)?;
+                        Some(m.action[b * w + 1 + i])
+                    })
+                    .sum();
+                prop_assert_eq!(m.incoming_rate[a], split[0] + received);
+                // Its rejects are its table's at that total.
+                let table = model.perf_table(a).rejects();
+                prop_assert_eq!(m.incoming_rate_reject[a], table[m.incoming_rate[a] as usize]);
+                // The reward, rewritten with l + Σf + r = R:
+                // (R − 2r − local rejects − forward rejects) / R.
+                let rate = f64::from(m.input_rate[a]);
+                if rate > 0.0 {
+                    let lost = 2 * split[k + 1] + m.forward_rejects[a * w] + m.forward_reject_rate[a];
+                    prop_assert!((m.reward[a] - (rate - f64::from(lost)) / rate).abs() < 1e-12);
+                    prop_assert!((f64::from(outcome_rewards[a]) - m.reward[a]).abs() < 1e-6);
+                }
                 for (rejected, sent) in m.forward_rejects[a * w + 1..=a * w + k].iter().zip(&split[1..=k]) {
                     prop_assert!(rejected <= sent);
                 }
@@ -159,7 +180,7 @@ proptest! {
         let built = s.config.build().unwrap();
         let model = EnvModel::new(&built).unwrap();
         let (n, ow) = (model.num_agents(), model.obs_width());
-        let mut batch = BatchEnv::new(model.clone(), num_envs);
+        let mut batch = BatchEnv::new(model.clone(), num_envs).unwrap();
         batch.reset(seed).unwrap();
         let mut singles: Vec<Env> = (0..num_envs).map(|_| Env::new(model.clone())).collect();
         let mut twins: Vec<Env> = (0..num_envs).map(|_| Env::new(model.clone())).collect();

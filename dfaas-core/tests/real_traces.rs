@@ -163,7 +163,7 @@ fn a_failed_auto_reset_is_reported_and_leaves_the_env_finished() {
         ..EnvConfig::default()
     };
     let model = EnvModel::new(&config.build().unwrap()).unwrap();
-    let mut batch = BatchEnv::new(model.clone(), 1);
+    let mut batch = BatchEnv::new(model.clone(), 1).unwrap();
     let seed = (0..).find(|&s| batch.reset(s).is_ok()).unwrap();
     let mut actions = vec![0.0f32; 2 * model.action_width()];
     actions[0] = 1.0;

@@ -315,7 +315,7 @@ pub fn upper_bound(
                 .chunks(model.max_steps())
                 .map(|trace| trace[t])
                 .sum();
-            table.extend_to(total);
+            table.extend_to(total).map_err(EvaluateError::UpperBound)?;
             let rejects = table.rejects()[total as usize];
             reward_sum += if total == 0 {
                 0.0

@@ -199,7 +199,7 @@ pub fn evaluation_env(
     .build()
     .map_err(EvaluateError::Config)?;
     let model = EnvModel::new(&built).map_err(EvaluateError::Config)?;
-    let mut env = BatchEnv::new(model, episodes);
+    let mut env = BatchEnv::new(model, episodes).map_err(EvaluateError::Step)?;
     env.set_evaluation_seeds(seed, episodes);
     env.reset(seed).map_err(EvaluateError::Reset)?;
     Ok(env)

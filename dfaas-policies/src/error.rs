@@ -176,12 +176,14 @@ pub enum TrainError {
         /// Why it does not fit.
         reason: String,
     },
-    /// Occurs when the step counter would overflow `u64`.
-    #[error("env_steps: {env_steps} + {added} overflows u64")]
-    StepCounterOverflow {
-        /// Steps so far.
-        env_steps: u64,
-        /// Steps of the iteration.
+    /// Occurs when a counter restored from a state would overflow.
+    #[error("{counter}: {value} + {added} overflows")]
+    CounterOverflow {
+        /// `env_steps` or `iteration`.
+        counter: &'static str,
+        /// Its value.
+        value: u64,
+        /// What the iteration adds.
         added: u64,
     },
 }

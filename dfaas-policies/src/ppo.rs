@@ -501,7 +501,7 @@ where
                     .map_err(|source| TrainError::Backend { policy: p, source })
             })
             .collect::<Result<_, _>>()?;
-        let mut env = BatchEnv::new(model.clone(), config.num_envs);
+        let mut env = BatchEnv::new(model.clone(), config.num_envs).map_err(TrainError::Env)?;
         env.reset(config.seed).map_err(TrainError::Reset)?;
         Ok(Self {
             norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
@@ -738,6 +738,25 @@ where
         let (mut alpha, mut values) = (Vec::new(), Vec::new());
         let (mut sub_alpha, mut sample, mut grad) = (Vec::new(), vec![0f32; 64], vec![0f32; 64]);
         let mut tally = Tally::new(n);
+        // Counters restored from a state may be near their limits: checked
+        // before anything changes.
+        let added = (steps * envs) as u64;
+        let env_steps = self
+            .env_steps
+            .checked_add(added)
+            .ok_or(TrainError::CounterOverflow {
+                counter: "env_steps",
+                value: self.env_steps,
+                added,
+            })?;
+        let iteration = self
+            .iteration
+            .checked_add(1)
+            .ok_or(TrainError::CounterOverflow {
+                counter: "iteration",
+                value: self.iteration as u64,
+                added: 1,
+            })?;
 
         // ---- Rollout ----
         for _ in 0..steps {
@@ -803,14 +822,7 @@ where
                 }
             }
         }
-        let added = (steps * envs) as u64;
-        self.env_steps =
-            self.env_steps
-                .checked_add(added)
-                .ok_or(TrainError::StepCounterOverflow {
-                    env_steps: self.env_steps,
-                    added,
-                })?;
+        self.env_steps = env_steps;
 
         // ---- Update every policy (in parallel) ----
         let entropy_coeff = self.entropy_coeff();
@@ -880,11 +892,11 @@ where
             job.stats.iter().for_each(|s| sums.add(s));
         }
         drop(jobs);
-        self.iteration += 1;
+        self.iteration = iteration;
         Ok(IterationMetrics {
             iteration: self.iteration,
             env_steps: self.env_steps,
-            agent_steps: self.env_steps * n as u64,
+            agent_steps: self.env_steps.saturating_mul(n as u64),
             agent_rewards: tally.agent_rewards(),
             mean_reward: tally.mean_reward(),
             reject_pct: tally.reject_pct(),

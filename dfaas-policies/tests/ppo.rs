@@ -109,6 +109,42 @@ fn bad_settings_are_refused() {
 }
 
 #[test]
+fn counters_restored_near_their_limits_are_errors_not_wraps() {
+    let mut t = trainer(2);
+    t.train_iteration().unwrap();
+    let model = t.model().clone();
+    let mut state = t.state();
+    state.env_steps = u64::MAX - 10;
+    let missing = Trainer::restore(model, ppo_config(2), CpuBackend::new(), state, &|_| None);
+    // No tensors given: a typed error naming the missing tensor.
+    assert!(matches!(
+        missing,
+        Err(TrainError::Backend {
+            policy: 0,
+            source: dfaas_policies::error::BackendError::TensorMissing { .. }
+        })
+    ));
+    // With the trainer's own tensors the state loads, and the next
+    // iteration refuses to wrap its step counter.
+    let dir = tempfile::tempdir().unwrap();
+    dfaas_policies::checkpoint::save(&t, dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    let env_steps = format!("\"env_steps\":{}", t.state().env_steps);
+    assert!(text.contains(&env_steps));
+    let text = text.replace(&env_steps, &format!("\"env_steps\":{}", u64::MAX - 10));
+    std::fs::write(dir.path().join("state.json"), text).unwrap();
+    let mut restored = dfaas_policies::checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
+    assert!(matches!(
+        restored.train_iteration(),
+        Err(TrainError::CounterOverflow {
+            counter: "env_steps",
+            ..
+        })
+    ));
+    assert_eq!(restored.state().env_steps, u64::MAX - 10, "nothing changed");
+}
+
+#[test]
 fn the_largest_seed_trains() {
     // `seed + 1 + policy` wraps instead of overflowing.
     let model = EnvModel::new(&env_config().build().unwrap()).unwrap();

@@ -26,7 +26,7 @@ fn batches() -> Vec<BatchEnv> {
                 ..EnvConfig::with_network(lines)
             };
             let model = EnvModel::new(&config.build().expect("valid config")).expect("model");
-            BatchEnv::new(model, 2)
+            BatchEnv::new(model, 2).expect("a batch of 2")
         })
         .collect()
 }

@@ -22,6 +22,8 @@ const MAX_STEPS_LIMIT: i64 = 1 << 20;
 /// Largest request input/output size (1 PiB): sizes in bits stay exact in
 /// f64 (below 2⁵³).
 const MAX_DATA_SIZE_BYTES: u64 = 1 << 50;
+/// Draws of a (warm, cold) pair before the ranges are deemed unusable.
+const MAX_SERVICE_TIME_DRAWS: usize = 100_000;
 /// Largest maximum concurrency (bounds the model's chain).
 const MAX_CONCURRENCY_LIMIT: i64 = 100_000;
 
@@ -337,12 +339,27 @@ impl EnvConfig {
         let input_size = truncated_normal(&mut rng, in_mean, in_std, in_lo, in_hi) as u64;
         let output_size = truncated_normal(&mut rng, out_mean, out_std, out_lo, out_hi) as u64;
         let memory_mb = inclusive(&mut rng, mem_lo as i64, mem_hi as i64) as u64;
-        let (warm, cold) = loop {
+        // Pairs are drawn until warm <= cold (as the reference does), a
+        // bounded number of times: ranges that almost never give such a
+        // pair are an error, not an endless loop.
+        let mut pair = None;
+        for _ in 0..MAX_SERVICE_TIME_DRAWS {
             let warm = inclusive(&mut rng, warm_lo as i64, warm_hi as i64);
             let cold = inclusive(&mut rng, cold_lo as i64, cold_hi as i64);
             if warm <= cold {
-                break (warm as f64, cold as f64);
+                pair = Some((warm as f64, cold as f64));
+                break;
             }
+        }
+        let Some((warm, cold)) = pair else {
+            return Err(ConfigError::invalid(
+                "warm_service_time_range",
+                format!("{:?}", self.warm_service_time_range),
+                format!(
+                    "no warm <= cold pair in {MAX_SERVICE_TIME_DRAWS} draws with cold_service_time_range {:?}; narrow the ranges",
+                    self.cold_service_time_range
+                ),
+            ));
         };
         let unit = match self.perfmodel_regime {
             PerfModelRegime::Reference => 1.0,

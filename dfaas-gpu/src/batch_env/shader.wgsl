@@ -139,6 +139,8 @@ fn step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     for (var node = 0u; node < params.agents; node++) {
         serve(e, node);
     }
+    // Rewards: the WGSL twin of dfaas_core::reward::{numerator, of_agent}
+    // (tested against the CPU batch, which uses them).
     for (var a = 0u; a < params.agents; a++) {
         let k = degree(a);
         let c = (e * params.agents + a) * params.width;

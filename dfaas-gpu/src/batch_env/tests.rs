@@ -205,7 +205,7 @@ fn gpu_batch_equals_cpu_batch_on_reference_topologies() {
     let (envs, max_steps) = (1024, 48);
     for (t, lines) in topologies.iter().enumerate() {
         let model = model(lines, max_steps, 10 + t as u64);
-        let mut cpu = BatchEnv::new(model.clone(), envs);
+        let mut cpu = BatchEnv::new(model.clone(), envs).unwrap();
         cpu.reset(3).unwrap();
         let pool = TracePool::generate(&model, 1, 0).unwrap();
         let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
@@ -250,7 +250,7 @@ fn cpu_twin(
         (0..pool_len).collect::<Vec<_>>(),
         "gcd({envs}, {pool_len}) must be 1"
     );
-    let mut cpu = BatchEnv::new(model.clone(), envs);
+    let mut cpu = BatchEnv::new(model.clone(), envs).unwrap();
     cpu.set_evaluation_seeds(0, pool_len);
     let mut state = cpu.state();
     state.evaluation_seeds = order.iter().map(|&entry| seeds[entry]).collect();
@@ -354,7 +354,7 @@ fn rates_near_the_limit_on_a_hub_equal_the_cpu() {
         _ => MAX_INPUT_RATE - below(&mut rng, 4096),
     });
     assert_eq!(model.degree(0), 5);
-    let mut cpu = BatchEnv::new(model.clone(), envs);
+    let mut cpu = BatchEnv::new(model.clone(), envs).unwrap();
     cpu.reset(1).unwrap();
     let pool = TracePool::generate(&model, 1, 0).unwrap();
     let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
@@ -375,7 +375,7 @@ fn rates_near_the_limit_on_a_hub_equal_the_cpu() {
     // The run reached what 32-bit products cannot hold: hub totals above
     // 2²², rejects·entry products there above 2³², and rescaled splits
     // whose count·rate products are above 2³².
-    let mut cpu = BatchEnv::new(model.clone(), envs);
+    let mut cpu = BatchEnv::new(model.clone(), envs).unwrap();
     cpu.reset(1).unwrap();
     let mut metrics = vec![StepMetrics::new(&model); envs];
     let (mut hub_total, mut reject_product, mut rescale_product) = (0u64, 0u64, 0u64);
@@ -677,7 +677,7 @@ proptest::proptest! {
         let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let model = model(&line_refs, 8, seed);
         let envs = 64;
-        let mut cpu = BatchEnv::new(model.clone(), envs);
+        let mut cpu = BatchEnv::new(model.clone(), envs).unwrap();
         cpu.reset(seed).unwrap();
         let pool = TracePool::generate(&model, 1, 0).unwrap();
         let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();

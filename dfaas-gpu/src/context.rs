@@ -66,17 +66,45 @@ impl fmt::Display for GpuError {
 
 impl std::error::Error for GpuError {}
 
-/// A device and its queue, with the adapter's description and an id
-/// unique in this process (kernels and envs remember the id of the context
-/// they were built on and refuse any other).
+/// What crossed between host and device through a [`GpuContext`] since
+/// it was made: every submit, upload and read-back of the crate's kernels
+/// goes through the context, so these counts are complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Command-buffer submissions (each read-back is one).
+    pub submits: u64,
+    /// Bytes written to device buffers (initial contents included).
+    pub bytes_uploaded: u64,
+    /// Bytes copied back to the host.
+    pub bytes_read_back: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Self;
+
+    /// The traffic between two readings (`later − earlier`).
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            submits: self.submits - earlier.submits,
+            bytes_uploaded: self.bytes_uploaded - earlier.bytes_uploaded,
+            bytes_read_back: self.bytes_read_back - earlier.bytes_read_back,
+        }
+    }
+}
+
+/// A device and its queue, with the adapter's description, an id unique in
+/// this process (kernels and envs remember the id of the context they were
+/// built on and refuse any other) and the [`Traffic`] through it.
 #[derive(Debug)]
 pub struct GpuContext {
-    /// The device.
+    /// The device (resources; submissions go through the context).
     pub device: wgpu::Device,
-    /// Its queue.
-    pub queue: wgpu::Queue,
+    queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     id: u64,
+    submits: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    bytes_read_back: AtomicU64,
 }
 
 impl GpuContext {
@@ -116,6 +144,9 @@ impl GpuContext {
             queue,
             info,
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
+            submits: AtomicU64::new(0),
+            bytes_uploaded: AtomicU64::new(0),
+            bytes_read_back: AtomicU64::new(0),
         })
     }
 
@@ -194,6 +225,47 @@ impl GpuContext {
             .min(u64::from(u32::MAX))
     }
 
+    /// The traffic through this context so far.
+    #[must_use]
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            submits: self.submits.load(Ordering::Relaxed),
+            bytes_uploaded: self.bytes_uploaded.load(Ordering::Relaxed),
+            bytes_read_back: self.bytes_read_back.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Submits `encoder`'s commands (counted).
+    pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.submits.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit([encoder.finish()])
+    }
+
+    /// Writes `bytes` into `buffer` at `offset` (counted).
+    pub(crate) fn upload(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        self.bytes_uploaded
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.queue.write_buffer(buffer, offset, bytes);
+    }
+
+    /// A buffer created with `contents` (counted as uploaded).
+    pub(crate) fn buffer_with(
+        &self,
+        label: &str,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.bytes_uploaded
+            .fetch_add(contents.len() as u64, Ordering::Relaxed);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            })
+    }
+
     /// Copies `buffer` (with `COPY_SRC` usage) back to the host.
     ///
     /// # Errors
@@ -215,7 +287,8 @@ impl GpuContext {
                 label: Some("readback"),
             });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(size));
-        let submission = self.queue.submit([encoder.finish()]);
+        self.bytes_read_back.fetch_add(size, Ordering::Relaxed);
+        let submission = self.submit(encoder);
         let slice = staging.slice(..);
         let (sender, receiver) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

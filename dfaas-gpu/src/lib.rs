@@ -24,4 +24,4 @@ mod context;
 pub mod split;
 
 pub use batch_env::{GpuBatchEnv, GpuEnvState, TracePool};
-pub use context::{GpuContext, GpuError};
+pub use context::{GpuContext, GpuError, Traffic};

@@ -16,7 +16,6 @@
 use crate::{GpuContext, GpuError};
 use dfaas_core::input_rate::MAX_INPUT_RATE;
 use dfaas_core::{EnvModel, RejectArithmetic, StepMetrics};
-use wgpu::util::DeviceExt;
 
 /// Uniform parameters, mirrored field for field in `shader.wgsl`.
 #[repr(C)]
@@ -307,11 +306,7 @@ impl GpuBatchEnv {
         };
         let device = &ctx.device;
         let init = |label: &str, bytes: &[u8], usage: wgpu::BufferUsages| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage,
-            })
+            ctx.buffer_with(label, bytes, usage)
         };
         let zeroed = |label: &str, words: usize, usage: wgpu::BufferUsages| {
             device.create_buffer(&wgpu::BufferDescriptor {
@@ -451,7 +446,7 @@ impl GpuBatchEnv {
             pass.set_bind_group(0, &self.bind_group, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit(encoder);
     }
 
     /// Starts every env's first episode again (episode counters to 0: env
@@ -486,8 +481,7 @@ impl GpuBatchEnv {
                 reason: format!("entry {i} is {}", actions[i]),
             });
         }
-        ctx.queue
-            .write_buffer(&self.actions, 0, bytemuck::cast_slice(actions));
+        ctx.upload(&self.actions, 0, bytemuck::cast_slice(actions));
         self.dispatch(ctx, &self.step_pipeline);
         Ok(())
     }
@@ -700,12 +694,11 @@ impl GpuBatchEnv {
             w[DONE] = u32::from(state.dones[e]);
             w[ENTRY] = ((e as u128 + u128::from(episode) * envs as u128) % pool) as u32;
         }
-        let queue = &ctx.queue;
-        queue.write_buffer(&self.state, 0, bytemuck::cast_slice(&words));
-        queue.write_buffer(&self.obs, 0, bytemuck::cast_slice(&state.observations));
-        queue.write_buffer(&self.rewards, 0, bytemuck::cast_slice(&state.rewards));
-        queue.write_buffer(&self.counts, 0, bytemuck::cast_slice(&state.splits));
-        queue.write_buffer(&self.rejects, 0, bytemuck::cast_slice(&state.rejects));
+        ctx.upload(&self.state, 0, bytemuck::cast_slice(&words));
+        ctx.upload(&self.obs, 0, bytemuck::cast_slice(&state.observations));
+        ctx.upload(&self.rewards, 0, bytemuck::cast_slice(&state.rewards));
+        ctx.upload(&self.counts, 0, bytemuck::cast_slice(&state.splits));
+        ctx.upload(&self.rejects, 0, bytemuck::cast_slice(&state.rejects));
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! 2³², state download/upload, other contexts and bad inputs refused.
 
 use super::*;
+use crate::Traffic;
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, draw_episode_seed, seeded, uniform01};
 use dfaas_core::{BatchEnv, EnvConfig, StepMetrics};
 use std::collections::BTreeMap;
@@ -541,6 +542,54 @@ fn state_restores_exactly_and_bad_states_change_nothing() {
             other => panic!("{field}: expected a typed error, got {other:?}"),
         }
         assert_eq!(copy.state(&ctx).unwrap(), before, "{field}: unchanged");
+    }
+}
+
+#[test]
+fn traffic_per_step_is_counted_and_the_device_path_uploads_nothing() {
+    let Some(ctx) = context() else { return };
+    let model = model(&["a b c", "b c"], 6, 3);
+    let pool = TracePool::generate(&model, 2, 0).unwrap();
+    let (n, w, ow) = (3, model.action_width(), model.obs_width());
+    for envs in [64usize, 128] {
+        let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
+        let actions = vec![0.25f32; envs * n * w];
+        let before = ctx.traffic();
+        gpu.step(&ctx, &actions).unwrap();
+        let step = ctx.traffic() - before;
+        // One submit; the host's actions are the only upload.
+        assert_eq!(
+            step,
+            Traffic {
+                submits: 1,
+                bytes_uploaded: (envs * n * w * 4) as u64,
+                bytes_read_back: 0
+            }
+        );
+        // The device path (actions already on the device): one submit and
+        // no bytes either way, whatever the number of envs.
+        let before = ctx.traffic();
+        for _ in 0..5 {
+            gpu.advance(&ctx).unwrap();
+        }
+        assert_eq!(
+            ctx.traffic() - before,
+            Traffic {
+                submits: 5,
+                ..Traffic::default()
+            }
+        );
+        let before = ctx.traffic();
+        let observations = gpu.observations(&ctx).unwrap();
+        assert_eq!(observations.len(), envs * n * ow);
+        assert_eq!(
+            ctx.traffic() - before,
+            Traffic {
+                submits: 1,
+                bytes_uploaded: 0,
+                bytes_read_back: (envs * n * ow * 4) as u64
+            }
+        );
     }
 }
 

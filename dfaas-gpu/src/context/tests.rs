@@ -153,7 +153,7 @@ fn wide_products_and_divisions_are_exact() {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups((cases.len() as u32).div_ceil(64), 1, 1);
     }
-    ctx.queue.submit([encoder.finish()]);
+    ctx.submit(encoder);
     let got: Vec<u32> = ctx.read_buffer(&output).unwrap();
     for (case, out) in cases.iter().zip(got.chunks_exact(4)) {
         let [a, b, d] = *case;

@@ -3,7 +3,6 @@
 
 use crate::{GpuContext, GpuError};
 use dfaas_core::input_rate::MAX_INPUT_RATE;
-use wgpu::util::DeviceExt;
 
 /// Uniform parameters, mirrored field for field in `shader.wgsl`.
 #[repr(C)]
@@ -114,13 +113,8 @@ impl SplitKernel {
             ));
         }
         let device = &ctx.device;
-        let storage = |label: &str, bytes: &[u8]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
+        let storage =
+            |label: &str, bytes: &[u8]| ctx.buffer_with(label, bytes, wgpu::BufferUsages::STORAGE);
         let actions_buf = storage("split.actions", bytemuck::cast_slice(actions));
         let lengths_buf = storage("split.lengths", bytemuck::cast_slice(lengths));
         let rates_buf = storage("split.rates", bytemuck::cast_slice(rates));
@@ -135,11 +129,11 @@ impl SplitKernel {
             rows: rows as u32,
             width: width as u32,
         };
-        let params_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("split.params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let params_buf = ctx.buffer_with(
+            "split.params",
+            bytemuck::bytes_of(&params),
+            wgpu::BufferUsages::UNIFORM,
+        );
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("split.bindings"),
             layout: &self.pipeline.get_bind_group_layout(0),
@@ -180,7 +174,7 @@ impl SplitKernel {
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit(encoder);
         ctx.read_buffer(&counts_buf)
     }
 }

@@ -721,26 +721,43 @@ where
         (actor, critic)
     }
 
-    /// One iteration: a rollout of `rollout_steps` steps in every env, GAE,
-    /// then `epochs` passes of minibatch updates for every policy (in
-    /// parallel).
+    /// One iteration, read top to bottom: `sample` a rollout of
+    /// `rollout_steps` steps in every env, `targets` (GAE), `update` every
+    /// policy for `epochs` passes of minibatches (in parallel), then the
+    /// iteration's metrics.
     ///
     /// # Errors
     /// [`TrainError`] of the environments or a backend.
     pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
-        let model = self.env.model().clone();
-        let (n, w) = (model.num_agents(), model.action_width());
-        let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
-        let shared = self.config.layout == Layout::Shared;
-        let policies = self.policies.len();
-        let mut rollouts = vec![Rollout::default(); policies];
-        let mut actions = vec![0f32; envs * n * w];
-        let (mut alpha, mut values) = (Vec::new(), Vec::new());
-        let (mut sub_alpha, mut sample, mut grad) = (Vec::new(), vec![0f32; 64], vec![0f32; 64]);
-        let mut tally = Tally::new(n);
-        // Counters restored from a state may be near their limits: checked
-        // before anything changes.
-        let added = (steps * envs) as u64;
+        let (env_steps, iteration) = self.next_counters()?;
+        let (rollouts, tally) = self.sample()?;
+        let targets = self.targets(&rollouts)?;
+        let entropy_coeff = self.entropy_coeff();
+        let sums = self.update(&rollouts, &targets, entropy_coeff)?;
+        self.env_steps = env_steps;
+        self.iteration = iteration;
+        let n = self.env.model().num_agents();
+        Ok(IterationMetrics {
+            iteration: self.iteration,
+            env_steps: self.env_steps,
+            agent_steps: self.env_steps.saturating_mul(n as u64),
+            agent_rewards: tally.agent_rewards(),
+            mean_reward: tally.mean_reward(),
+            reject_pct: tally.reject_pct(),
+            policy_loss: sums.mean(|s| s.policy_loss),
+            value_loss: sums.mean(|s| s.value_loss),
+            entropy: sums.mean(|s| s.entropy),
+            kl: sums.mean(|s| s.kl),
+            clip_fraction: sums.mean(|s| s.clip_fraction),
+            entropy_coeff: f64::from(entropy_coeff),
+        })
+    }
+
+    /// The step and iteration counters after this iteration. Counters
+    /// restored from a state may be near their limits: checked before
+    /// anything changes.
+    fn next_counters(&self) -> Result<(u64, usize), TrainError> {
+        let added = (self.config.rollout_steps * self.config.num_envs) as u64;
         let env_steps = self
             .env_steps
             .checked_add(added)
@@ -757,8 +774,27 @@ where
                 value: self.iteration as u64,
                 added: 1,
             })?;
+        Ok((env_steps, iteration))
+    }
 
-        // ---- Rollout ----
+    /// Sampling: `rollout_steps` steps of every env with actions drawn from
+    /// the policies' Dirichlets; returns each policy's rollout and the
+    /// rollout's reward and split sums.
+    fn sample(&mut self) -> Result<(Vec<Rollout>, Tally), TrainError> {
+        let model = self.env.model().clone();
+        let (n, w) = (model.num_agents(), model.action_width());
+        let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
+        let shared = self.config.layout == Layout::Shared;
+        let policies = self.policies.len();
+        let mut rollouts = vec![Rollout::default(); policies];
+        let mut actions = vec![0f32; envs * n * w];
+        let (mut alpha, mut values) = (Vec::new(), Vec::new());
+        let (mut sub_alpha, mut sample, mut grad) = (
+            Vec::new(),
+            vec![0f32; dirichlet::MAX_ENTRIES],
+            vec![0f32; dirichlet::MAX_ENTRIES],
+        );
+        let mut tally = Tally::new(n);
         for _ in 0..steps {
             let observations = self.env.observations().to_vec();
             let (actor, critic) = self.inputs(&observations, true);
@@ -822,15 +858,18 @@ where
                 }
             }
         }
-        self.env_steps = env_steps;
+        Ok((rollouts, tally))
+    }
 
-        // ---- Update every policy (in parallel) ----
-        let entropy_coeff = self.entropy_coeff();
+    /// Targets: each policy's advantages and value targets by GAE,
+    /// bootstrapped with the values of the observations after the rollout.
+    fn targets(&mut self, rollouts: &[Rollout]) -> Result<Vec<(Vec<f32>, Vec<f32>)>, TrainError> {
+        let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
         let observations = self.env.observations().to_vec();
         let (actor, critic) = self.inputs(&observations, false);
-        let mut targets = Vec::with_capacity(policies);
+        let (mut alpha, mut values) = (Vec::new(), Vec::new());
+        let mut targets = Vec::with_capacity(rollouts.len());
         for (p, r) in rollouts.iter().enumerate() {
-            // Bootstrap values of the observations after the rollout.
             let rows = envs * self.members[p].len();
             self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
                 .map_err(|source| TrainError::Backend { policy: p, source })?;
@@ -845,13 +884,27 @@ where
                 c.normalize_advantages,
             ));
         }
+        Ok(targets)
+    }
+
+    /// The update: `epochs` passes of shuffled minibatches for every policy
+    /// (in parallel, one thread per core, each policy on its own stream),
+    /// then each policy's KL adaptation; returns the update statistics in
+    /// policy order.
+    fn update(
+        &mut self,
+        rollouts: &[Rollout],
+        targets: &[(Vec<f32>, Vec<f32>)],
+        entropy_coeff: f32,
+    ) -> Result<UpdateSums, TrainError> {
+        let policies = self.policies.len();
         let mut jobs: Vec<PolicyUpdate<'_, B>> = self
             .policies
             .iter_mut()
             .zip(&mut self.shuffle_rngs)
             .zip(&mut self.kl_coeffs)
-            .zip(&rollouts)
-            .zip(&targets)
+            .zip(rollouts)
+            .zip(targets)
             .zip(&self.specs)
             .map(
                 |(((((policy, rng), kl_coeff), rollout), (advantages, returns)), spec)| {
@@ -891,22 +944,7 @@ where
                 .map_err(|source| TrainError::Backend { policy: p, source })?;
             job.stats.iter().for_each(|s| sums.add(s));
         }
-        drop(jobs);
-        self.iteration = iteration;
-        Ok(IterationMetrics {
-            iteration: self.iteration,
-            env_steps: self.env_steps,
-            agent_steps: self.env_steps.saturating_mul(n as u64),
-            agent_rewards: tally.agent_rewards(),
-            mean_reward: tally.mean_reward(),
-            reject_pct: tally.reject_pct(),
-            policy_loss: sums.mean(|s| s.policy_loss),
-            value_loss: sums.mean(|s| s.value_loss),
-            entropy: sums.mean(|s| s.entropy),
-            kl: sums.mean(|s| s.kl),
-            clip_fraction: sums.mean(|s| s.clip_fraction),
-            entropy_coeff: f64::from(entropy_coeff),
-        })
+        Ok(sums)
     }
 
     /// The trained policies acting deterministically (the Dirichlet mean).

@@ -14,13 +14,19 @@
 //!   auto-reset onto a [`TracePool`], with `BatchEnv`'s integer results
 //!   for every input rate the CPU env accepts (up to
 //!   `dfaas_core::input_rate::MAX_INPUT_RATE`; 64-bit products emulated in
-//!   WGSL), and its state read back and restored ([`GpuEnvState`]).
+//!   WGSL), and its state read back and restored ([`GpuEnvState`]);
+//! * [`nn`] — the numeric operations of a PPO update, each the twin of a
+//!   CPU operation of `dfaas-policies` (tested against it there): a
+//!   grouped MLP forward and backward, Adam, global-norm
+//!   clipping, softplus concentrations and the Dirichlet log-density,
+//!   entropy and KL with their gradients, on [`nn::DeviceVec`] tensors.
 //!
-//! Per-step metrics on the GPU and the training operations are later work.
+//! Per-step metrics on the GPU and the GPU trainer are later work.
 #![forbid(unsafe_code)]
 
 pub mod batch_env;
 mod context;
+pub mod nn;
 pub mod split;
 
 pub use batch_env::{GpuBatchEnv, GpuEnvState, TracePool};

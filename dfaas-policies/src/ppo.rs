@@ -406,6 +406,9 @@ pub struct IterationMetrics {
     pub entropy_coeff: f64,
 }
 
+/// One policy's advantages and value targets, `[step][env][member]`.
+type Targets = (Vec<f32>, Vec<f32>);
+
 /// Per-policy rollout storage, `[step][env][member][..]`.
 #[derive(Debug, Clone, Default)]
 struct Rollout {
@@ -863,7 +866,7 @@ where
 
     /// Targets: each policy's advantages and value targets by GAE,
     /// bootstrapped with the values of the observations after the rollout.
-    fn targets(&mut self, rollouts: &[Rollout]) -> Result<Vec<(Vec<f32>, Vec<f32>)>, TrainError> {
+    fn targets(&mut self, rollouts: &[Rollout]) -> Result<Vec<Targets>, TrainError> {
         let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
         let observations = self.env.observations().to_vec();
         let (actor, critic) = self.inputs(&observations, false);
@@ -894,7 +897,7 @@ where
     fn update(
         &mut self,
         rollouts: &[Rollout],
-        targets: &[(Vec<f32>, Vec<f32>)],
+        targets: &[Targets],
         entropy_coeff: f32,
     ) -> Result<UpdateSums, TrainError> {
         let policies = self.policies.len();

@@ -1,0 +1,663 @@
+//! Every WGSL kernel of `dfaas_gpu::nn` against its CPU twin — the CPU
+//! backend's own operation in this crate — on random inputs, on every
+//! adapter there is (lavapipe in CI, where `DFAAS_REQUIRE_GPU=1` makes a
+//! missing adapter a failure instead of a skip).
+//!
+//! Tolerances are absolute + relative (`|gpu − cpu| ≤ atol + rtol·|cpu|`),
+//! stated per comparison with their reason: the GPU sums in another order
+//! than the CPU (matrixmultiply's blocking, f64 accumulators), and WGSL's
+//! division, `sqrt`, `exp` and `log` are not correctly rounded (Vulkan
+//! allows a few ulp).
+
+use dfaas_core::rng::{seeded, standard_normal, uniform};
+use dfaas_gpu::nn::DeviceVec;
+use dfaas_gpu::nn::adam::{AdamSettings, GpuAdam};
+use dfaas_gpu::nn::clip::GlobalNormClip;
+use dfaas_gpu::nn::dirichlet::{Concentrations, DirichletKernel};
+use dfaas_gpu::nn::mlp::{self as gpu_mlp, GroupedMlp};
+use dfaas_gpu::{GpuContext, GpuError};
+use dfaas_policies::adam::{Adam, clip_global_norm};
+use dfaas_policies::backend::{Backend, CpuBackend, PolicySpec};
+use dfaas_policies::dirichlet;
+use dfaas_policies::mlp::{Activation, Mlp, MlpCache};
+use dfaas_policies::special::{digamma, ln_gamma, trigamma};
+
+fn context() -> Option<GpuContext> {
+    let ctx = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)")?;
+    eprintln!("adapter: {}", ctx.describe());
+    Some(ctx)
+}
+
+/// Asserts `|gpu − cpu| ≤ atol + rtol·|cpu|` entry by entry, naming the
+/// first entry that is not; prints the largest absolute error.
+fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], atol: f64, rtol: f64) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
+    let mut worst = 0f64;
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        let (g, c) = (f64::from(g), f64::from(c));
+        let error = (g - c).abs();
+        worst = worst.max(error);
+        assert!(
+            error <= atol + rtol * c.abs(),
+            "{what}[{i}]: gpu {g}, cpu {c} (error {error:e}, allowed {atol:e} + {rtol:e}·|cpu|)"
+        );
+    }
+    eprintln!("{what}: largest absolute error {worst:e}");
+}
+
+/// Largest magnitude of `values` (the scale of a tensor's absolute
+/// tolerance).
+fn scale(values: &[f32]) -> f64 {
+    values
+        .iter()
+        .map(|v| f64::from(v.abs()))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn grouped_mlp_matches_the_cpu_mlp_forward_and_backward() {
+    let Some(ctx) = context() else { return };
+    let cases: [(&[usize], Activation, usize, usize); 3] = [
+        (&[7, 64, 64, 5], Activation::Tanh, 3, 70),
+        (&[5, 33, 3], Activation::Relu, 2, 300),
+        (&[12, 256, 256, 9], Activation::Tanh, 2, 40),
+    ];
+    let mut rng = seeded(21);
+    for (widths, activation, groups, batch) in cases {
+        let mlp = Mlp::new(widths, activation).unwrap();
+        let (n_in, n_out, per_group) = (mlp.input(), mlp.output(), mlp.num_params());
+        let mut params = Vec::with_capacity(groups * per_group);
+        let mut x = Vec::with_capacity(groups * batch * n_in);
+        let mut d_out = Vec::with_capacity(groups * batch * n_out);
+        for g in 0..groups {
+            // RLlib's initialisation with random biases (the bias paths
+            // matter), inputs of a few units, the last group's input padded
+            // with zeros as a narrower agent's would be.
+            let mut group = mlp.init(&mut rng, 1.0);
+            for (name, shape, offset) in mlp.tensors() {
+                if name.ends_with("bias") {
+                    for b in &mut group[offset..offset + shape[0]] {
+                        *b = uniform(&mut rng, -0.5, 0.5) as f32;
+                    }
+                }
+            }
+            params.extend(group);
+            for _ in 0..batch {
+                for i in 0..n_in {
+                    let padded = g + 1 == groups && i + 2 >= n_in;
+                    x.push(if padded {
+                        0.0
+                    } else {
+                        uniform(&mut rng, -3.0, 3.0) as f32
+                    });
+                }
+            }
+            d_out.extend((0..batch * n_out).map(|_| standard_normal(&mut rng) as f32));
+        }
+        let mut cpu_out = Vec::new();
+        let mut cpu_grads = vec![0f32; groups * per_group];
+        for g in 0..groups {
+            let mut cache = MlpCache::default();
+            let p = &params[g * per_group..(g + 1) * per_group];
+            mlp.forward(
+                p,
+                &x[g * batch * n_in..(g + 1) * batch * n_in],
+                batch,
+                &mut cache,
+            )
+            .unwrap();
+            cpu_out.extend_from_slice(&cache.output);
+            mlp.backward(
+                p,
+                &mut cache,
+                &d_out[g * batch * n_out..(g + 1) * batch * n_out],
+                &mut cpu_grads[g * per_group..(g + 1) * per_group],
+            )
+            .unwrap();
+        }
+        let gpu_activation = match activation {
+            Activation::Tanh => gpu_mlp::Activation::Tanh,
+            Activation::Relu => gpu_mlp::Activation::Relu,
+        };
+        let net = GroupedMlp::new(&ctx, widths, gpu_activation, groups, batch).unwrap();
+        assert_eq!(net.params_per_group(), per_group);
+        net.params().write(&ctx, &params).unwrap();
+        net.input().write(&ctx, &x).unwrap();
+        net.forward(&ctx).unwrap();
+        let gpu_out = net.output().read(&ctx).unwrap();
+        let what = format!("{widths:?} {activation:?} output");
+        // Sums of up to 256 products in another order, through the same
+        // tanh approximation (WGSL's division within 2.5 ulp): tight enough
+        // that a tanh coefficient off by 2e-5 fails.
+        assert_close(&what, &gpu_out, &cpu_out, 1e-6 * scale(&cpu_out), 1e-5);
+        net.d_output().write(&ctx, &d_out).unwrap();
+        net.backward(&ctx).unwrap();
+        let gpu_grads = net.grads().read(&ctx).unwrap();
+        let what = format!("{widths:?} {activation:?} gradients");
+        // Sums over up to 300 samples in another order (matrixmultiply
+        // blocks them), each through up to 256-term products.
+        assert_close(
+            &what,
+            &gpu_grads,
+            &cpu_grads,
+            2e-5 * scale(&cpu_grads),
+            1e-4,
+        );
+        // Fixed-order sums: the same bits on a second run.
+        net.forward(&ctx).unwrap();
+        net.backward(&ctx).unwrap();
+        assert_eq!(
+            net.grads().read(&ctx).unwrap(),
+            gpu_grads,
+            "{what}: run to run"
+        );
+    }
+}
+
+#[test]
+fn gpu_adam_matches_the_cpu_adam_step() {
+    let Some(ctx) = context() else { return };
+    let n = 5_000;
+    let lr = 3e-3f32;
+    let mut rng = seeded(8);
+    let mut cpu_params: Vec<f32> = (0..n).map(|_| standard_normal(&mut rng) as f32).collect();
+    let mut cpu = Adam::new(n, lr);
+    let params = DeviceVec::from_slice(&ctx, "params", &cpu_params).unwrap();
+    let grads = DeviceVec::zeros(&ctx, "grads", n).unwrap();
+    let gpu = GpuAdam::new(&ctx, &params, &grads, AdamSettings::new(lr)).unwrap();
+    for step in 0..6 {
+        if step == 4 {
+            // Far into a run (checkpoint resume): βᵗ no longer near 1.
+            cpu.t = 1_000;
+            gpu.set_steps(&ctx, 1_000).unwrap();
+        }
+        // Gradients over eight decades (and exact zeros).
+        let g: Vec<f32> = (0..n)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                r => (standard_normal(&mut rng) * 10f64.powi(2 * r as i32 - 6)) as f32,
+            })
+            .collect();
+        grads.write(&ctx, &g).unwrap();
+        gpu.step(&ctx).unwrap();
+        cpu.step(&mut cpu_params, &g);
+        assert_eq!(u64::from(gpu.steps(&ctx).unwrap()), cpu.t);
+        // The moments: the same products and sums (a driver may fuse
+        // them into FMAs).
+        assert_close("m", &gpu.m().read(&ctx).unwrap(), &cpu.m, 0.0, 1e-6);
+        assert_close("v", &gpu.v().read(&ctx).unwrap(), &cpu.v, 0.0, 1e-6);
+        // A step of about lr whose division and square root may each be
+        // off by a few ulp: 1e-5·lr per step taken, and the rounding of
+        // the parameter itself.
+        let steps = step as f64 + 1.0;
+        assert_close(
+            &format!("params after step {step}"),
+            &params.read(&ctx).unwrap(),
+            &cpu_params,
+            1e-5 * f64::from(lr) * steps,
+            3e-7,
+        );
+    }
+}
+
+#[test]
+fn global_norm_clip_matches_the_cpu_clip() {
+    let Some(ctx) = context() else { return };
+    // Two parts per group (actor and critic gradients), the first spread
+    // over three workgroups of the first stage; group norms from 1e-3 to
+    // 1e3 around the cap of 2.
+    let (groups, actor_len, critic_len) = (5, 2_500, 70);
+    let mut rng = seeded(4);
+    let mut actor = Vec::new();
+    let mut critic = Vec::new();
+    for g in 0..groups {
+        let magnitude = 10f64.powi(g as i32 - 2) / 40.0;
+        actor.extend((0..actor_len).map(|_| (standard_normal(&mut rng) * magnitude) as f32));
+        critic.extend((0..critic_len).map(|_| (standard_normal(&mut rng) * magnitude) as f32));
+    }
+    for max_norm in [Some(2.0f32), None] {
+        let (mut cpu_actor, mut cpu_critic) = (actor.clone(), critic.clone());
+        let cpu_norms: Vec<f32> = cpu_actor
+            .chunks_exact_mut(actor_len)
+            .zip(cpu_critic.chunks_exact_mut(critic_len))
+            .map(|(a, c)| clip_global_norm(&mut [a, c], max_norm))
+            .collect();
+        let gpu_actor = DeviceVec::from_slice(&ctx, "actor", &actor).unwrap();
+        let gpu_critic = DeviceVec::from_slice(&ctx, "critic", &critic).unwrap();
+        let clip = GlobalNormClip::new(&ctx, &[&gpu_actor, &gpu_critic], groups, max_norm).unwrap();
+        clip.run(&ctx).unwrap();
+        // f32 tree sums of 2 570 squares against the CPU's f64 sum.
+        let label = format!("{max_norm:?}");
+        assert_close(
+            &format!("norms ({label})"),
+            &clip.norms().read(&ctx).unwrap(),
+            &cpu_norms,
+            0.0,
+            2e-6,
+        );
+        // The scale max/norm inherits the norm's error (and WGSL's
+        // division); unscaled groups stay bit for bit.
+        for (what, gpu, cpu) in [
+            ("actor", &gpu_actor, &cpu_actor),
+            ("critic", &gpu_critic, &cpu_critic),
+        ] {
+            assert_close(
+                &format!("clipped {what} ({label})"),
+                &gpu.read(&ctx).unwrap(),
+                cpu,
+                0.0,
+                5e-6,
+            );
+        }
+        if max_norm.is_none() {
+            assert_eq!(gpu_actor.read(&ctx).unwrap(), actor);
+        }
+    }
+}
+
+#[test]
+fn softplus_concentrations_match_the_cpu_backend() {
+    let Some(ctx) = context() else { return };
+    // The CPU backend's concentrations come out of `act`: an actor whose
+    // logits span [−34, 34] over its inputs (ReLU layer of width 1 with
+    // weight 1, then output j = (60 + j)·x − 30 − j/2 for x in [0, 1]),
+    // across the floor (logits far below 0), the ln(1 + eˣ) branch and the
+    // identity branch above 20.
+    let k = 8;
+    let spec = PolicySpec {
+        obs_dim: 1,
+        critic_obs_dim: 1,
+        action_dim: k,
+        hidden: vec![1],
+        activation: Activation::Relu,
+        learning_rate: 1e-3,
+    };
+    let mut backend = CpuBackend::new();
+    let mut policy = backend.init_policy(&spec, 1).unwrap();
+    policy.actor_params[0] = 1.0;
+    policy.actor_params[1] = 0.0;
+    for j in 0..k {
+        policy.actor_params[2 + j] = 60.0 + j as f32;
+        policy.actor_params[2 + k + j] = -30.0 - j as f32 / 2.0;
+    }
+    let rows = 4_096;
+    let mut rng = seeded(17);
+    let obs: Vec<f32> = (0..rows)
+        .map(|_| uniform(&mut rng, 0.0, 1.0) as f32)
+        .collect();
+    let (mut cpu_alpha, mut values) = (vec![0f32; rows * k], vec![0f32; rows]);
+    backend
+        .act(&policy, &obs, &obs, rows, &mut cpu_alpha, &mut values)
+        .unwrap();
+    // The logits `act` mapped: the actor's forward pass, the same call.
+    let mut cache = MlpCache::default();
+    policy
+        .actor
+        .forward(&policy.actor_params, &obs, rows, &mut cache)
+        .unwrap();
+    let logits = DeviceVec::from_slice(&ctx, "logits", &cache.output).unwrap();
+    let alpha = DeviceVec::zeros(&ctx, "alpha", rows * k).unwrap();
+    Concentrations::new(&ctx, &logits, &alpha)
+        .unwrap()
+        .run(&ctx)
+        .unwrap();
+    // WGSL's exp may be off by 3 + 2|x| ulp (Vulkan), 43 ulp ≈ 5e-6 at
+    // |x| = 20; the series for ln(1 + u) is exact to f32 rounding.
+    assert_close("alpha", &alpha.read(&ctx).unwrap(), &cpu_alpha, 0.0, 1e-5);
+}
+
+/// Asserts `|gpu − cpu| ≤ 1e-6 + rtol·terms` for one value, where `terms`
+/// is the sum of the magnitudes of the terms the value adds up; returns
+/// `|gpu − cpu| / terms`.
+fn check_terms(what: &str, row: usize, gpu: f32, cpu: f32, terms: f64, rtol: f64) -> f64 {
+    let (g, c) = (f64::from(gpu), f64::from(cpu));
+    let error = (g - c).abs();
+    assert!(
+        error <= 1e-6 + rtol * terms,
+        "{what}, row {row}: gpu {g}, cpu {c} (error {error:e}, terms {terms:e})"
+    );
+    error / terms
+}
+
+#[test]
+fn dirichlet_log_prob_entropy_kl_and_gradients_match_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let (rows, width) = (3_000, 6);
+    let mut rng = seeded(33);
+    let log_uniform = |rng: &mut _, lo: f64, hi: f64| uniform(rng, lo.ln(), hi.ln()).exp() as f32;
+    let mut alpha = vec![0f32; rows * width];
+    let mut old_alpha = vec![0f32; rows * width];
+    let mut actions = vec![0.37f32; rows * width];
+    let mut mask = vec![0u32; rows * width];
+    let mut used_of = Vec::with_capacity(rows);
+    for r in 0..rows {
+        // At least two entries; every third row all of them.
+        let mut used: Vec<usize> = (0..width)
+            .filter(|_| r % 3 == 0 || uniform(&mut rng, 0.0, 1.0) < 0.6)
+            .collect();
+        for j in 0..width {
+            if used.len() < 2 && !used.contains(&j) {
+                used.push(j);
+            }
+        }
+        used.sort_unstable();
+        for &j in &used {
+            let i = r * width + j;
+            mask[i] = 1;
+            // α from the 1e-7 floor to 100: the whole range, the floor
+            // itself (softplus of very negative logits), near 1, large.
+            alpha[i] = match r % 4 {
+                0 => log_uniform(&mut rng, 1e-7, 100.0),
+                1 => 1e-7 * (1.0 + uniform(&mut rng, 0.0, 1e-2) as f32),
+                2 => uniform(&mut rng, 0.5, 2.0) as f32,
+                _ => uniform(&mut rng, 20.0, 100.0) as f32,
+            };
+            // At the floor, or mixed with moderate ones.
+            if r % 4 == 1 && j % 2 == 0 {
+                alpha[i] = log_uniform(&mut rng, 0.1, 10.0);
+            }
+            old_alpha[i] = if r % 5 == 0 {
+                alpha[i]
+            } else {
+                alpha[i] * uniform(&mut rng, -0.7, 0.7).exp() as f32
+            };
+        }
+        let a: Vec<f32> = used.iter().map(|&j| alpha[r * width + j]).collect();
+        let mut x = vec![0f32; used.len()];
+        dirichlet::sample(&a, &mut rng, &mut x).unwrap();
+        for (&j, &v) in used.iter().zip(&x) {
+            actions[r * width + j] = v;
+        }
+        used_of.push(used);
+    }
+    let kernel = DirichletKernel::new(&ctx, rows, width).unwrap();
+    kernel.alpha().write(&ctx, &alpha).unwrap();
+    kernel.old_alpha().write(&ctx, &old_alpha).unwrap();
+    kernel.actions().write(&ctx, &actions).unwrap();
+    kernel.mask().write(&ctx, &mask).unwrap();
+    kernel.run(&ctx).unwrap();
+    let values = kernel.values().read(&ctx).unwrap();
+    let grads = kernel.grads().read(&ctx).unwrap();
+    let wide = rows * width;
+    let mut worst = [0f64; 6];
+    for (r, used) in used_of.iter().enumerate() {
+        let pick = |v: &[f32]| -> Vec<f32> { used.iter().map(|&j| v[r * width + j]).collect() };
+        let (a, b, x) = (pick(&alpha), pick(&old_alpha), pick(&actions));
+        let m = used.len();
+        let (mut g_lp, mut g_h, mut g_kl) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
+        let cpu = [
+            dirichlet::log_prob(&a, &x, &mut g_lp),
+            dirichlet::entropy(&a, &mut g_h),
+            dirichlet::kl(&b, &a, &mut g_kl),
+        ];
+        // The magnitudes of the terms each value sums (CPU functions, f64);
+        // `a0 − k` counts as `a0 + k`: a0 is summed in f32 on the GPU, so
+        // the difference keeps an error relative to a0.
+        let f = |v: f32| f64::from(v);
+        let a0: f64 = a.iter().copied().map(f).sum();
+        let b0: f64 = b.iter().copied().map(f).sum();
+        let ln_x: Vec<f64> = x
+            .iter()
+            .map(|&v| f(v).max(dirichlet::MIN_ENTRY).ln())
+            .collect();
+        let k = m as f64;
+        let terms = [
+            ln_gamma(a0).abs()
+                + a.iter()
+                    .zip(&ln_x)
+                    .map(|(&ai, lx)| ((f(ai) - 1.0) * lx).abs() + ln_gamma(f(ai)).abs())
+                    .sum::<f64>(),
+            ln_gamma(a0).abs()
+                + (a0 + k) * digamma(a0).abs()
+                + a.iter()
+                    .map(|&ai| ln_gamma(f(ai)).abs() + ((f(ai) - 1.0) * digamma(f(ai))).abs())
+                    .sum::<f64>(),
+            ln_gamma(a0).abs()
+                + ln_gamma(b0).abs()
+                + a.iter()
+                    .zip(&b)
+                    .map(|(&ai, &bi)| {
+                        ln_gamma(f(ai)).abs()
+                            + ln_gamma(f(bi)).abs()
+                            + ((f(bi) - f(ai)) * (digamma(f(bi)) - digamma(b0))).abs()
+                    })
+                    .sum::<f64>(),
+        ];
+        for (v, name) in ["log_prob", "entropy", "kl"].iter().enumerate() {
+            let ratio = check_terms(
+                name,
+                r,
+                values[3 * r + v],
+                cpu[v],
+                1.0 + terms[v],
+                VALUE_RTOL,
+            );
+            worst[v] = worst[v].max(ratio);
+        }
+        for (i, &j) in used.iter().enumerate() {
+            let (ai, bi) = (f(a[i]), f(b[i]));
+            let grad_terms = [
+                digamma(a0).abs() + digamma(ai).abs() + ln_x[i].abs(),
+                (a0 + k) * trigamma(a0) + ((ai - 1.0) * trigamma(ai)).abs(),
+                digamma(ai).abs() + digamma(a0).abs() + digamma(bi).abs() + digamma(b0).abs(),
+            ];
+            for (v, (name, cpu_grad)) in
+                [("d log_prob", &g_lp), ("d entropy", &g_h), ("d kl", &g_kl)]
+                    .iter()
+                    .enumerate()
+            {
+                // ψ's shifts and its logarithm cancel near its root: a
+                // floor of 3 (≈ ln 10 + 1/10, the size of the shifted
+                // terms) on the scales of the gradients made of ψ; ψ′ sums
+                // positive terms only.
+                let floor = if v == 1 { 0.0 } else { 3.0 };
+                let gpu_grad = grads[v * wide + r * width + j];
+                let ratio = check_terms(
+                    name,
+                    r,
+                    gpu_grad,
+                    cpu_grad[i],
+                    floor + grad_terms[v],
+                    GRAD_RTOL,
+                );
+                worst[3 + v] = worst[3 + v].max(ratio);
+            }
+        }
+        for j in (0..width).filter(|j| !used.contains(j)) {
+            for v in 0..3 {
+                assert_eq!(
+                    grads[v * wide + r * width + j],
+                    0.0,
+                    "row {r}: left-out entry {j}"
+                );
+            }
+        }
+    }
+    eprintln!("largest error / terms: log_prob, entropy, kl, their gradients: {worst:?}");
+}
+
+/// Relative tolerances on the sum of the magnitudes of a value's terms:
+/// f32 `ln Γ`, ψ and ψ′ (shifted by up to 10 terms, WGSL `log` within a
+/// few ulp) against the CPU's f64. The values need more: f32 `ln Γ` of
+/// α near 1–2 is the difference of Stirling's series at α + n and the
+/// logarithm of the shift product, both near 14 (measured on lavapipe:
+/// 3.5e-6 for the values, 3.2e-7 for the gradients).
+const VALUE_RTOL: f64 = 1e-5;
+const GRAD_RTOL: f64 = 2e-6;
+
+#[test]
+fn an_update_in_one_submit_matches_the_cpu_backward_clip_and_adam() {
+    let Some(ctx) = context() else { return };
+    // Forward, backward, clipping and Adam recorded into one pass: one
+    // submit and no upload, then the parameters against the CPU's
+    // `Mlp::backward`, `clip_global_norm` and `Adam::step` per group.
+    let (widths, groups, batch, lr, cap) = ([6usize, 32, 4], 3, 50, 1e-3f32, 0.5f32);
+    let mlp = Mlp::new(&widths, Activation::Tanh).unwrap();
+    let per_group = mlp.num_params();
+    let mut rng = seeded(12);
+    let params: Vec<f32> = (0..groups).flat_map(|_| mlp.init(&mut rng, 1.0)).collect();
+    let x: Vec<f32> = (0..groups * batch * 6)
+        .map(|_| uniform(&mut rng, -2.0, 2.0) as f32)
+        .collect();
+    let d_out: Vec<f32> = (0..groups * batch * 4)
+        .map(|_| standard_normal(&mut rng) as f32)
+        .collect();
+    let mut cpu_params = params.clone();
+    let mut cpu_norms = Vec::new();
+    for g in 0..groups {
+        let p = &mut cpu_params[g * per_group..(g + 1) * per_group];
+        let mut cache = MlpCache::default();
+        mlp.forward(p, &x[g * batch * 6..(g + 1) * batch * 6], batch, &mut cache)
+            .unwrap();
+        let mut grads = vec![0f32; per_group];
+        mlp.backward(
+            p,
+            &mut cache,
+            &d_out[g * batch * 4..(g + 1) * batch * 4],
+            &mut grads,
+        )
+        .unwrap();
+        cpu_norms.push(clip_global_norm(&mut [&mut grads], Some(cap)));
+        Adam::new(per_group, lr).step(p, &grads);
+    }
+    let gpu_activation = gpu_mlp::Activation::Tanh;
+    let net = GroupedMlp::new(&ctx, &widths, gpu_activation, groups, batch).unwrap();
+    let clip = GlobalNormClip::new(&ctx, &[net.grads()], groups, Some(cap)).unwrap();
+    let adam = GpuAdam::new(&ctx, net.params(), net.grads(), AdamSettings::new(lr)).unwrap();
+    net.params().write(&ctx, &params).unwrap();
+    net.input().write(&ctx, &x).unwrap();
+    net.d_output().write(&ctx, &d_out).unwrap();
+    let before = ctx.traffic();
+    dfaas_gpu::nn::submit_pass(&ctx, "update", |pass| {
+        net.encode_forward(&ctx, pass)?;
+        net.encode_backward(&ctx, pass)?;
+        clip.encode(&ctx, pass)?;
+        adam.encode(&ctx, pass)
+    })
+    .unwrap();
+    let traffic = ctx.traffic() - before;
+    assert_eq!((traffic.submits, traffic.bytes_uploaded), (1, 0));
+    // Every group's norm is above the cap (so the scaling is exercised).
+    assert!(cpu_norms.iter().all(|&n| n > cap), "{cpu_norms:?}");
+    // The norms inherit the gradients' tolerance of the MLP test (1e-4
+    // relative). Adam's first step moves each parameter by
+    // lr·g/(|g| + eps) — invariant to the clipping scale but for eps (the
+    // scaling itself is the clipping test's) — so 1e-2·lr covers a
+    // relative gradient error of 1e-4 down to |g| ≈ 1e-6.
+    assert_close(
+        "norms",
+        &clip.norms().read(&ctx).unwrap(),
+        &cpu_norms,
+        0.0,
+        1e-4,
+    );
+    assert_close(
+        "params after the update",
+        &net.params().read(&ctx).unwrap(),
+        &cpu_params,
+        1e-2 * f64::from(lr),
+        3e-7,
+    );
+}
+
+#[test]
+fn kernels_refuse_what_does_not_fit_with_typed_errors() {
+    let Some(ctx) = context() else { return };
+    let field = |e: GpuError| match e {
+        GpuError::Input { field, .. } => field,
+        other => panic!("expected an input error, got {other}"),
+    };
+    let tanh = gpu_mlp::Activation::Tanh;
+    assert_eq!(
+        field(GroupedMlp::new(&ctx, &[3], tanh, 1, 1).unwrap_err()),
+        "widths"
+    );
+    assert_eq!(
+        field(GroupedMlp::new(&ctx, &[3, 0, 1], tanh, 1, 1).unwrap_err()),
+        "widths"
+    );
+    assert_eq!(
+        field(GroupedMlp::new(&ctx, &[3, 1], tanh, 0, 1).unwrap_err()),
+        "groups"
+    );
+    assert_eq!(
+        field(GroupedMlp::new(&ctx, &[3, 1], tanh, 1, 0).unwrap_err()),
+        "batch"
+    );
+    // Parameters beyond any buffer, and a parameter count that overflows.
+    let wide = [1 << 16, 1 << 16, 1];
+    assert_eq!(
+        field(GroupedMlp::new(&ctx, &wide, tanh, 1, 1).unwrap_err()),
+        "params"
+    );
+    let huge = [usize::MAX, 2, 1];
+    assert_eq!(
+        field(GroupedMlp::new(&ctx, &huge, tanh, 1, 1).unwrap_err()),
+        "widths"
+    );
+    let net = GroupedMlp::new(&ctx, &[3, 4, 2], tanh, 2, 5).unwrap();
+    assert_eq!(
+        field(net.input().write(&ctx, &[0.0; 29]).unwrap_err()),
+        "values"
+    );
+    let params = DeviceVec::zeros(&ctx, "params", 10).unwrap();
+    let short = DeviceVec::zeros(&ctx, "grads", 9).unwrap();
+    let settings = AdamSettings::new(1e-3);
+    assert_eq!(
+        field(GpuAdam::new(&ctx, &params, &short, settings).unwrap_err()),
+        "grads"
+    );
+    assert_eq!(
+        field(GpuAdam::new(&ctx, &params, &params, settings).unwrap_err()),
+        "grads"
+    );
+    let grads = DeviceVec::zeros(&ctx, "grads", 10).unwrap();
+    let nan_lr = AdamSettings::new(f32::NAN);
+    assert_eq!(
+        field(GpuAdam::new(&ctx, &params, &grads, nan_lr).unwrap_err()),
+        "lr"
+    );
+    assert_eq!(
+        field(GlobalNormClip::new(&ctx, &[&short], 2, None).unwrap_err()),
+        "parts"
+    );
+    assert_eq!(
+        field(GlobalNormClip::new(&ctx, &[&grads, &grads], 2, None).unwrap_err()),
+        "parts"
+    );
+    assert_eq!(
+        field(GlobalNormClip::new(&ctx, &[&grads], 2, Some(f32::NAN)).unwrap_err()),
+        "max_norm"
+    );
+    assert_eq!(
+        field(Concentrations::new(&ctx, &params, &short).unwrap_err()),
+        "alpha"
+    );
+    assert_eq!(
+        field(Concentrations::new(&ctx, &params, &params).unwrap_err()),
+        "alpha"
+    );
+    assert_eq!(
+        field(DirichletKernel::new(&ctx, 4, 0).unwrap_err()),
+        "width"
+    );
+    assert_eq!(
+        field(DirichletKernel::new(&ctx, usize::MAX, 2).unwrap_err()),
+        "rows"
+    );
+    // Another context's vectors and kernels are refused, not misused.
+    let other = GpuContext::new().unwrap();
+    let theirs = DeviceVec::zeros(&other, "grads", 10).unwrap();
+    assert!(matches!(
+        GpuAdam::new(&ctx, &params, &theirs, settings),
+        Err(GpuError::ContextMismatch { .. })
+    ));
+    assert!(matches!(
+        net.forward(&other),
+        Err(GpuError::ContextMismatch { .. })
+    ));
+    assert!(matches!(
+        params.read(&other),
+        Err(GpuError::ContextMismatch { .. })
+    ));
+}

@@ -18,8 +18,9 @@
 //! * [`nn`] — the numeric operations of a PPO update, each the twin of a
 //!   CPU operation of `dfaas-policies` (tested against it there): a
 //!   grouped MLP forward and backward, Adam, global-norm
-//!   clipping, softplus concentrations and the Dirichlet log-density,
-//!   entropy and KL with their gradients, on [`nn::DeviceVec`] tensors.
+//!   clipping, softplus concentrations, the Dirichlet log-density,
+//!   entropy and KL with their gradients, and GAE with the standardisation
+//!   of advantages, on [`nn::DeviceVec`] tensors.
 //!
 //! Per-step metrics on the GPU and the GPU trainer are later work.
 #![forbid(unsafe_code)]

@@ -4,7 +4,8 @@
 //! actor, written once over a [`Backend`](backend::Backend) (a CPU backend
 //! here; a GPU one later), and heuristic baselines.
 //!
-//! * [`ppo`] — the trainer: layouts, rollout, GAE, minibatch epochs;
+//! * [`ppo`] — the trainer: layouts, rollout, targets, minibatch epochs;
+//! * [`gae`] — generalised advantage estimation and standardisation;
 //! * [`backend`] — the `Backend` trait, the PPO loss, the CPU backend;
 //! * [`adam`] — Adam and gradient clipping;
 //! * [`controller`] — the policy interface and evaluation;
@@ -25,6 +26,7 @@ pub mod checkpoint;
 pub mod controller;
 pub mod dirichlet;
 pub mod error;
+pub mod gae;
 pub mod gemm;
 pub mod mlp;
 pub mod ppo;

@@ -20,6 +20,7 @@ use crate::backend::{Backend, LossCoefficients, Minibatch, PolicySpec, UpdateSta
 use crate::controller::{Controller, Tally, check_batch};
 use crate::dirichlet;
 use crate::error::{BackendError, ControlError, PpoConfigError, TrainError, UnknownName};
+use crate::gae;
 use crate::mlp::Activation;
 use dfaas_core::reward::{team_mean, team_mixed};
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
@@ -877,15 +878,23 @@ where
             self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
                 .map_err(|source| TrainError::Backend { policy: p, source })?;
             let c = &self.config;
-            targets.push(gae(
-                r,
-                &values,
+            let samples = gae::Samples {
                 steps,
-                rows,
-                c.gamma,
-                c.lambda,
-                c.normalize_advantages,
-            ));
+                columns: rows,
+                rewards: &r.rewards,
+                values: &r.values,
+                dones: &r.dones,
+                last_values: &values,
+            };
+            let (mut advantages, returns) =
+                gae::advantages(&samples, c.gamma, c.lambda).map_err(|e| TrainError::Backend {
+                    policy: p,
+                    source: e.into(),
+                })?;
+            if c.normalize_advantages {
+                gae::standardise(&mut advantages);
+            }
+            targets.push((advantages, returns));
         }
         Ok(targets)
     }
@@ -1083,51 +1092,6 @@ fn permutation(rng: &mut Xoshiro128PlusPlus, n: usize) -> Vec<usize> {
     order
 }
 
-/// Generalised advantage estimation over `[step][env]` samples, with
-/// `last_values` the values after the rollout; episode ends cut the
-/// bootstrap. Returns (advantages, value targets).
-fn gae(
-    r: &Rollout,
-    last_values: &[f32],
-    steps: usize,
-    envs: usize,
-    gamma: f32,
-    lambda: f32,
-    standardise: bool,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut advantages = vec![0f32; steps * envs];
-    for (e, &last_value) in last_values.iter().enumerate().take(envs) {
-        let mut next_advantage = 0.0;
-        let mut next_value = last_value;
-        for t in (0..steps).rev() {
-            let i = t * envs + e;
-            let live = 1.0 - r.dones[i];
-            let delta = r.rewards[i] + gamma * next_value * live - r.values[i];
-            next_advantage = delta + gamma * lambda * live * next_advantage;
-            advantages[i] = next_advantage;
-            next_value = r.values[i];
-        }
-    }
-    let returns: Vec<f32> = advantages
-        .iter()
-        .zip(&r.values)
-        .map(|(a, v)| a + v)
-        .collect();
-    if standardise && advantages.len() > 1 {
-        let mean = advantages.iter().map(|&a| f64::from(a)).sum::<f64>() / advantages.len() as f64;
-        let var = advantages
-            .iter()
-            .map(|&a| (f64::from(a) - mean).powi(2))
-            .sum::<f64>()
-            / advantages.len() as f64;
-        let std = var.sqrt().max(1e-8);
-        advantages
-            .iter_mut()
-            .for_each(|a| *a = ((f64::from(*a) - mean) / std) as f32);
-    }
-    (advantages, returns)
-}
-
 /// The trained policies as a [`Controller`] (deterministic: Dirichlet mean).
 pub struct PpoController<'a, B: Backend> {
     trainer: &'a mut Trainer<B>,
@@ -1198,45 +1162,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gae_with_gamma_and_lambda_cuts_at_episode_ends_and_bootstraps_the_rest() {
-        // 3 steps × 2 envs, `[step][env]`; γ = λ = 0.5. Env 0's episode ends
-        // at step 1 (no bootstrap across it); both envs' rollouts end
-        // truncated after step 2 and bootstrap from `last_values`.
-        let rollout = Rollout {
-            rewards: vec![1.0, 0.0, 2.0, -1.0, 3.0, 1.0],
-            values: vec![0.5, 0.2, 1.0, 0.4, 1.5, -0.2],
-            dones: vec![0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-            ..Rollout::default()
-        };
-        let (advantages, returns) = gae(&rollout, &[2.0, -1.0], 3, 2, 0.5, 0.5, false);
-        // By hand, δ_t = r_t + γ·V_{t+1}·(1 − done_t) − V_t and
-        // A_t = δ_t + γλ·(1 − done_t)·A_{t+1}:
-        // env 0: δ₂ = 3 + 0.5·2 − 1.5 = 2.5, A₂ = 2.5; δ₁ = 2 − 1 = 1 (done),
-        //        A₁ = 1; δ₀ = 1 + 0.5·1 − 0.5 = 1, A₀ = 1 + 0.25·1 = 1.25;
-        // env 1: δ₂ = 1 − 0.5 + 0.2 = 0.7; δ₁ = −1 − 0.1 − 0.4 = −1.5,
-        //        A₁ = −1.5 + 0.25·0.7 = −1.325; δ₀ = 0.2 − 0.2 = 0,
-        //        A₀ = 0.25·(−1.325) = −0.33125.
-        let want: [f64; 6] = [1.25, -0.33125, 1.0, -1.325, 2.5, 0.7];
-        for (i, (&got, want)) in advantages.iter().zip(want).enumerate() {
-            let got = f64::from(got);
-            assert!((got - want).abs() < 1e-6, "A[{i}] = {got}, want {want}");
-        }
-        let want_returns: [f64; 6] = [1.75, -0.13125, 2.0, -0.925, 4.0, 0.5];
-        for (i, (&got, want)) in returns.iter().zip(want_returns).enumerate() {
-            let got = f64::from(got);
-            assert!((got - want).abs() < 1e-6, "R[{i}] = {got}, want {want}");
-        }
-        // Standardised: (A − mean)/std over the batch, the returns unchanged.
-        let (standardised, same_returns) = gae(&rollout, &[2.0, -1.0], 3, 2, 0.5, 0.5, true);
-        assert_eq!(same_returns, returns);
-        let mean = want.iter().sum::<f64>() / 6.0;
-        let std = (want.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 6.0).sqrt();
-        for (&got, a) in standardised.iter().zip(want) {
-            assert!((f64::from(got) - (a - mean) / std).abs() < 1e-5);
-        }
-    }
 
     #[test]
     fn kl_coefficient_follows_rllibs_rule() {

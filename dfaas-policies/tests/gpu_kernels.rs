@@ -14,11 +14,13 @@ use dfaas_gpu::nn::DeviceVec;
 use dfaas_gpu::nn::adam::{AdamSettings, GpuAdam};
 use dfaas_gpu::nn::clip::GlobalNormClip;
 use dfaas_gpu::nn::dirichlet::{Concentrations, DirichletKernel};
+use dfaas_gpu::nn::gae::Gae;
 use dfaas_gpu::nn::mlp::{self as gpu_mlp, GroupedMlp};
 use dfaas_gpu::{GpuContext, GpuError};
 use dfaas_policies::adam::{Adam, clip_global_norm};
 use dfaas_policies::backend::{Backend, CpuBackend, PolicySpec};
 use dfaas_policies::dirichlet;
+use dfaas_policies::gae;
 use dfaas_policies::mlp::{Activation, Mlp, MlpCache};
 use dfaas_policies::special::{digamma, ln_gamma, trigamma};
 
@@ -198,6 +200,97 @@ fn gpu_adam_matches_the_cpu_adam_step() {
             3e-7,
         );
     }
+}
+
+#[test]
+fn gae_matches_the_cpu_scan_and_standardisation() {
+    let Some(ctx) = context() else { return };
+    // γ, λ ≠ 0; episode ends inside the rollout (about one step in 9);
+    // rollouts that end mid-episode bootstrap from `last_values`. Several
+    // shapes: more columns than one workgroup, a single step, a single
+    // column.
+    for (steps, columns, gamma, lambda) in [
+        (32, 300, 0.99, 0.95),
+        (1, 70, 0.7, 0.3),
+        (288, 1, 0.5, 1.0),
+        (20, 45, 0.0, 0.0),
+    ] {
+        let mut rng = seeded(21);
+        let len = steps * columns;
+        let rewards: Vec<f32> = (0..len)
+            .map(|_| uniform(&mut rng, -1.0, 1.0) as f32)
+            .collect();
+        let values: Vec<f32> = (0..len).map(|_| standard_normal(&mut rng) as f32).collect();
+        let dones: Vec<f32> = (0..len)
+            .map(|_| f32::from(u8::from(uniform(&mut rng, 0.0, 1.0) < 0.11)))
+            .collect();
+        let last_values: Vec<f32> = (0..columns)
+            .map(|_| standard_normal(&mut rng) as f32)
+            .collect();
+        let samples = gae::Samples {
+            steps,
+            columns,
+            rewards: &rewards,
+            values: &values,
+            dones: &dones,
+            last_values: &last_values,
+        };
+        let (cpu_advantages, cpu_returns) = gae::advantages(&samples, gamma, lambda).unwrap();
+        let kernel = Gae::new(&ctx, steps, columns, gamma, lambda).unwrap();
+        kernel.rewards().write(&ctx, &rewards).unwrap();
+        kernel.values().write(&ctx, &values).unwrap();
+        kernel.dones().write(&ctx, &dones).unwrap();
+        kernel.last_values().write(&ctx, &last_values).unwrap();
+        let label = format!("{steps}×{columns}, γ {gamma}, λ {lambda}");
+        for standardise in [false, true] {
+            kernel.run(&ctx, standardise).unwrap();
+            // The scan: the same f32 operations in the same order (products
+            // rounded before they are added): equal up to a driver's
+            // rounding of the same expressions, 1e-6 of the tensor's scale.
+            let returns = kernel.returns().read(&ctx).unwrap();
+            assert_close(
+                &format!("returns {label}"),
+                &returns,
+                &cpu_returns,
+                1e-6 * scale(&cpu_returns),
+                1e-6,
+            );
+            let advantages = kernel.advantages().read(&ctx).unwrap();
+            if standardise {
+                // The CPU takes mean and variance in f64, the GPU in f32
+                // (each invocation's strided slice, then a tree): about
+                // len/256 roundings of 6e-8 each on the moments.
+                let mut want = cpu_advantages.clone();
+                gae::standardise(&mut want);
+                assert_close(
+                    &format!("standardised {label}"),
+                    &advantages,
+                    &want,
+                    2e-5,
+                    1e-5,
+                );
+            } else {
+                assert_close(
+                    &format!("advantages {label}"),
+                    &advantages,
+                    &cpu_advantages,
+                    1e-6 * scale(&cpu_advantages),
+                    1e-6,
+                );
+            }
+        }
+        // Run to run: the same bits.
+        kernel.run(&ctx, true).unwrap();
+        let again = kernel.advantages().read(&ctx).unwrap();
+        kernel.run(&ctx, true).unwrap();
+        assert_eq!(again, kernel.advantages().read(&ctx).unwrap());
+    }
+    assert!(Gae::new(&ctx, 0, 4, 0.9, 0.9).is_err());
+    assert!(matches!(
+        Gae::new(&ctx, 4, 4, 1.5, 0.9),
+        Err(GpuError::Input { field: "gamma", .. })
+    ));
+    assert!(Gae::new(&ctx, usize::MAX, 2, 0.9, 0.9).is_err());
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //!   (`dfaas_policies::adam::clip_global_norm`);
 //! * [`dirichlet::Concentrations`] and [`dirichlet::DirichletKernel`] —
 //!   `softplus(x) + 1e-7` and the Dirichlet log-density, entropy and KL
-//!   with their gradients (`dfaas_policies::dirichlet`).
+//!   with their gradients (`dfaas_policies::dirichlet`);
+//! * [`gae::Gae`] — GAE as a reverse scan per column and the
+//!   standardisation of advantages (`dfaas_policies::gae`).
 //!
 //! Tensors live in [`DeviceVec`]s: flat, row-major, `f32` or `u32`, on one
 //! [`GpuContext`]'s device. Every reduction sums in a fixed order (no float
@@ -25,6 +27,7 @@
 pub mod adam;
 pub mod clip;
 pub mod dirichlet;
+pub mod gae;
 pub mod mlp;
 
 use crate::{GpuContext, GpuError};

@@ -1,0 +1,206 @@
+//! [`Gae`]: generalised advantage estimation on the device — the twin of
+//! `dfaas_policies::gae::{advantages, standardise}` — over a rollout stored
+//! `[step][column]`, one invocation per column for the reverse scan, and
+//! the standardisation of the advantages by a fixed-order reduction.
+
+use super::{DeviceVec, bind, checked_product, linear_grid, pipeline, submit_pass, uniform, word};
+use crate::{GpuContext, GpuError};
+
+/// Uniform parameters, mirrored field for field in `gae.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    steps: u32,
+    columns: u32,
+    gamma: f32,
+    lambda: f32,
+}
+
+/// GAE for rollouts of `steps × columns` samples with fixed γ and λ: its
+/// inputs ([`Gae::rewards`], [`Gae::values`], [`Gae::dones`] — 1.0 where a
+/// step ended an episode — all `[step][column]`, and
+/// [`Gae::last_values`] `[column]`, the bootstrap) and outputs
+/// ([`Gae::advantages`], [`Gae::returns`], `[step][column]`) live on the
+/// device; usable only with the [`GpuContext`] it was built on.
+#[derive(Debug)]
+pub struct Gae {
+    context: u64,
+    scan: wgpu::ComputePipeline,
+    moments: wgpu::ComputePipeline,
+    apply: wgpu::ComputePipeline,
+    scan_group: wgpu::BindGroup,
+    moments_group: wgpu::BindGroup,
+    apply_group: wgpu::BindGroup,
+    scan_grid: [u32; 3],
+    apply_grid: [u32; 3],
+    rewards: DeviceVec<f32>,
+    values: DeviceVec<f32>,
+    dones: DeviceVec<f32>,
+    last_values: DeviceVec<f32>,
+    advantages: DeviceVec<f32>,
+    returns: DeviceVec<f32>,
+}
+
+impl Gae {
+    /// GAE over `steps × columns` samples with discount `gamma` and
+    /// `lambda` (both in [0, 1]).
+    ///
+    /// # Errors
+    /// [`GpuError::Input`] for no samples, γ or λ outside [0, 1], or sizes
+    /// beyond the device's buffers and dispatch limits.
+    pub fn new(
+        ctx: &GpuContext,
+        steps: usize,
+        columns: usize,
+        gamma: f32,
+        lambda: f32,
+    ) -> Result<Self, GpuError> {
+        let input = |field: &'static str, reason: String| GpuError::Input { field, reason };
+        for (field, value) in [("gamma", gamma), ("lambda", lambda)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(input(field, format!("must be in [0, 1], got {value}")));
+            }
+        }
+        if steps == 0 || columns == 0 {
+            return Err(input(
+                "samples",
+                format!("{steps} steps × {columns} columns: must not be empty"),
+            ));
+        }
+        let len = checked_product("samples", &[steps, columns])?;
+        let params = Params {
+            steps: word("steps", steps)?,
+            columns: word("columns", columns)?,
+            gamma,
+            lambda,
+        };
+        word("samples", len)?;
+        let scan_grid = linear_grid(ctx, "columns", columns, 64)?;
+        let apply_grid = linear_grid(ctx, "samples", len, 256)?;
+        let vector = |field| DeviceVec::<f32>::zeros(ctx, field, len);
+        let (rewards, values, dones) = (vector("rewards")?, vector("values")?, vector("dones")?);
+        let (advantages, returns) = (vector("advantages")?, vector("returns")?);
+        let last_values = DeviceVec::zeros(ctx, "last_values", columns)?;
+        let moments_buf = DeviceVec::<f32>::zeros(ctx, "gae.moments", 2)?;
+        let uniform_buf = uniform(ctx, "gae", &params);
+        let source = include_str!("gae.wgsl");
+        let scan = pipeline(ctx, "gae.scan", source, "scan");
+        let moments = pipeline(ctx, "gae.moments", source, "standardise_moments");
+        let apply = pipeline(ctx, "gae.apply", source, "standardise_apply");
+        let buffers = [
+            &uniform_buf,
+            rewards.buffer(),
+            values.buffer(),
+            dones.buffer(),
+            last_values.buffer(),
+            advantages.buffer(),
+            returns.buffer(),
+            moments_buf.buffer(),
+        ];
+        // Each entry point uses a subset of the module's bindings.
+        let scan_group = bind(ctx, "gae.scan", &scan, &buffers[..7]);
+        let numbered = |at: &[u32]| -> Vec<(u32, &wgpu::Buffer)> {
+            at.iter().map(|&b| (b, buffers[b as usize])).collect()
+        };
+        let moments_group = super::bind_at(ctx, "gae.moments", &moments, &numbered(&[0, 5, 7]));
+        let apply_group = super::bind_at(ctx, "gae.apply", &apply, &numbered(&[0, 5, 7]));
+        Ok(Self {
+            context: ctx.id(),
+            scan,
+            moments,
+            apply,
+            scan_group,
+            moments_group,
+            apply_group,
+            scan_grid,
+            apply_grid,
+            rewards,
+            values,
+            dones,
+            last_values,
+            advantages,
+            returns,
+        })
+    }
+
+    /// Rewards `[step][column]`.
+    #[must_use]
+    pub fn rewards(&self) -> &DeviceVec<f32> {
+        &self.rewards
+    }
+
+    /// Critic values of the observations acted on, `[step][column]`.
+    #[must_use]
+    pub fn values(&self) -> &DeviceVec<f32> {
+        &self.values
+    }
+
+    /// 1.0 where the step ended an episode, else 0.0, `[step][column]`.
+    #[must_use]
+    pub fn dones(&self) -> &DeviceVec<f32> {
+        &self.dones
+    }
+
+    /// Values after the rollout (the bootstrap), `[column]`.
+    #[must_use]
+    pub fn last_values(&self) -> &DeviceVec<f32> {
+        &self.last_values
+    }
+
+    /// Advantages `[step][column]` (standardised when asked).
+    #[must_use]
+    pub fn advantages(&self) -> &DeviceVec<f32> {
+        &self.advantages
+    }
+
+    /// Value targets `[step][column]` (from the raw advantages).
+    #[must_use]
+    pub fn returns(&self) -> &DeviceVec<f32> {
+        &self.returns
+    }
+
+    /// Records the scan and, with `standardise`, the standardisation into
+    /// `pass`.
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`].
+    pub fn encode(
+        &self,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        standardise: bool,
+    ) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
+        self.record(pass, standardise);
+        Ok(())
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, standardise: bool) {
+        pass.set_pipeline(&self.scan);
+        pass.set_bind_group(0, &self.scan_group, &[]);
+        let [x, y, z] = self.scan_grid;
+        pass.dispatch_workgroups(x, y, z);
+        // The CPU leaves a single advantage as it is.
+        if standardise && self.advantages.len() > 1 {
+            pass.set_pipeline(&self.moments);
+            pass.set_bind_group(0, &self.moments_group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+            pass.set_pipeline(&self.apply);
+            pass.set_bind_group(0, &self.apply_group, &[]);
+            let [x, y, z] = self.apply_grid;
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
+    /// Submits the scan (and, with `standardise`, the standardisation).
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`].
+    pub fn run(&self, ctx: &GpuContext, standardise: bool) -> Result<(), GpuError> {
+        ctx.check(self.context)?;
+        submit_pass(ctx, "gae", |pass| {
+            self.record(pass, standardise);
+            Ok(())
+        })
+    }
+}

@@ -21,6 +21,10 @@
 //!   clipping, softplus concentrations, the Dirichlet log-density,
 //!   entropy and KL with their gradients, and GAE with the standardisation
 //!   of advantages, on [`nn::DeviceVec`] tensors.
+//! * [`nn::sampler::DirichletSampler`] — Dirichlet sampling for any number
+//!   of rows, each from its own seeded stream on the device (Marsaglia–Tsang
+//!   Gamma draws with the α < 1 boost, in log space), the twin in
+//!   distribution of `dfaas_policies::dirichlet::sample`.
 //!
 //! Per-step metrics on the GPU and the GPU trainer are later work.
 #![forbid(unsafe_code)]

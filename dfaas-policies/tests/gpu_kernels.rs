@@ -9,13 +9,14 @@
 //! division, `sqrt`, `exp` and `log` are not correctly rounded (Vulkan
 //! allows a few ulp).
 
-use dfaas_core::rng::{seeded, standard_normal, uniform};
+use dfaas_core::rng::{Xoshiro128PlusPlus, env_master_seed, seeded, standard_normal, uniform};
 use dfaas_gpu::nn::DeviceVec;
 use dfaas_gpu::nn::adam::{AdamSettings, GpuAdam};
 use dfaas_gpu::nn::clip::GlobalNormClip;
 use dfaas_gpu::nn::dirichlet::{Concentrations, DirichletKernel};
 use dfaas_gpu::nn::gae::Gae;
 use dfaas_gpu::nn::mlp::{self as gpu_mlp, GroupedMlp};
+use dfaas_gpu::nn::sampler::DirichletSampler;
 use dfaas_gpu::{GpuContext, GpuError};
 use dfaas_policies::adam::{Adam, clip_global_norm};
 use dfaas_policies::backend::{Backend, CpuBackend, PolicySpec};
@@ -23,6 +24,7 @@ use dfaas_policies::dirichlet;
 use dfaas_policies::gae;
 use dfaas_policies::mlp::{Activation, Mlp, MlpCache};
 use dfaas_policies::special::{digamma, ln_gamma, trigamma};
+use rand_core::{Rng, SeedableRng};
 
 fn context() -> Option<GpuContext> {
     let ctx = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)")?;
@@ -751,6 +753,257 @@ fn kernels_refuse_what_does_not_fit_with_typed_errors() {
     ));
     assert!(matches!(
         params.read(&other),
+        Err(GpuError::ContextMismatch { .. })
+    ));
+}
+
+/// Mean, variance and fourth central moment of Beta(a, a0 − a), the
+/// marginal of a Dirichlet entry with concentration `a` of total `a0`
+/// (the fourth from the raw moments E[Xᵏ] = Π_{j<k} (a + j)/(a0 + j)).
+fn beta_moments(a: f64, a0: f64) -> (f64, f64, f64) {
+    let mut raw = [0f64; 4];
+    let mut r = 1.0;
+    for (j, slot) in raw.iter_mut().enumerate() {
+        r *= (a + j as f64) / (a0 + j as f64);
+        *slot = r;
+    }
+    let m = raw[0];
+    let mu4 = raw[3] - 4.0 * m * raw[2] + 6.0 * m * m * raw[1] - 3.0 * m.powi(4);
+    (m, a * (a0 - a) / (a0 * a0 * (a0 + 1.0)), mu4)
+}
+
+/// z bound of the moment tests: two-sided p ≈ 7e-6 per test under the
+/// normal approximation.
+const MOMENT_Z: f64 = 4.5;
+
+/// Asserts that the sample mean and the sample variance of `values` (draws
+/// of Beta(a, a0 − a)) lie within [`MOMENT_Z`] standard errors of the exact
+/// ones: σ/√n for the mean, √((μ₄ − σ⁴(n − 3)/(n − 1))/n) for the variance.
+fn assert_moments(what: &str, values: &[f64], a: f64, a0: f64) {
+    let n = values.len() as f64;
+    let (mean, var, mu4) = beta_moments(a, a0);
+    let m = values.iter().sum::<f64>() / n;
+    let s2 = values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
+    let (se_mean, se_var) = (
+        (var / n).sqrt(),
+        ((mu4 - var * var * (n - 3.0) / (n - 1.0)) / n).sqrt(),
+    );
+    let (z_mean, z_var) = ((m - mean) / se_mean, (s2 - var) / se_var);
+    eprintln!("{what}: z of the mean {z_mean:.2}, of the variance {z_var:.2}");
+    assert!(
+        z_mean.abs() <= MOMENT_Z && z_var.abs() <= MOMENT_Z,
+        "{what}: mean {m:e} (exact {mean:e}, z {z_mean:.2}), variance {s2:e} \
+         (exact {var:e}, z {z_var:.2})"
+    );
+}
+
+/// The two-sample Kolmogorov–Smirnov statistic sup |F_a − F_b| (sorts both).
+fn ks_statistic(a: &mut [f64], b: &mut [f64]) -> f64 {
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (n, m) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j, mut d) = (0, 0, 0f64);
+    while i < a.len() && j < b.len() {
+        // Step both ECDFs past the next value (ties on both sides at once).
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / n - j as f64 / m).abs());
+    }
+    d
+}
+
+#[test]
+fn dirichlet_sampler_matches_the_cpu_sampler_in_distribution() {
+    let Some(ctx) = context() else { return };
+    // Each case fills ROWS rows of one sampler (padded to WIDTH with
+    // left-out entries of concentration 3), drawn CALLS times: 40 000
+    // draws per case, the later ones from the continued streams.
+    const WIDTH: usize = 4;
+    const ROWS: usize = 4_000;
+    const CALLS: usize = 10;
+    const DRAWS: usize = ROWS * CALLS;
+    let cases: [(&[f32], &[u32], bool); 6] = [
+        (&[0.5, 2.0, 5.5], &[1, 1, 1], true),
+        (&[1e-3, 1e-3, 1.0, 10.0], &[1, 1, 1, 1], true),
+        (&[1.0, 1.0], &[1, 1], true),
+        (&[30.0, 60.0, 90.0, 1e-7], &[1, 1, 1, 1], true),
+        (&[0.3, 7.0, 2.5, 4.0], &[1, 0, 1, 0], true),
+        // At the floor nearly every f64 draw underflows: the mass goes to
+        // the largest concentration (entry 1), on the CPU and on the GPU —
+        // not Dir(α)'s moments, so compared with the CPU only.
+        (&[1e-7, 2e-7, 1e-7], &[1, 1, 1], false),
+    ];
+    let rows = ROWS * cases.len();
+    let (mut alpha, mut mask) = (vec![3f32; rows * WIDTH], vec![0u32; rows * WIDTH]);
+    for (c, &(a, m, _)) in cases.iter().enumerate() {
+        for r in c * ROWS..(c + 1) * ROWS {
+            alpha[r * WIDTH..r * WIDTH + a.len()].copy_from_slice(a);
+            mask[r * WIDTH..r * WIDTH + m.len()].copy_from_slice(m);
+        }
+    }
+    let seed = 91;
+    let sampler = DirichletSampler::new(&ctx, rows, WIDTH, seed).unwrap();
+    sampler.alpha().write(&ctx, &alpha).unwrap();
+    sampler.mask().write(&ctx, &mask).unwrap();
+    // Row r runs dfaas_core's stream seeded(env_master_seed(seed, r)).
+    let state = sampler.state().read(&ctx).unwrap();
+    for r in [0, 1, rows - 1] {
+        let bytes: Vec<u8> = state[4 * r..4 * r + 4]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let mut device = Xoshiro128PlusPlus::from_seed(bytes.try_into().unwrap());
+        let mut host = seeded(env_master_seed(seed, r as u64));
+        for _ in 0..8 {
+            assert_eq!(device.next_u32(), host.next_u32(), "row {r}'s stream");
+        }
+    }
+    // gpu[case][entry]: the draws of each used entry.
+    let mut gpu: Vec<Vec<Vec<f64>>> = cases
+        .iter()
+        .map(|(a, ..)| vec![Vec::with_capacity(DRAWS); a.len()])
+        .collect();
+    let mut calls = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        sampler.run(&ctx).unwrap();
+        let x = sampler.samples().read(&ctx).unwrap();
+        for (r, row) in x.chunks(WIDTH).enumerate() {
+            let (c, used) = (r / ROWS, mask[r * WIDTH..(r + 1) * WIDTH].to_vec());
+            // On the simplex: entries finite and ≥ 0, left-out ones exactly
+            // 0, the sum 1 within 4e-6 (four quotients of WGSL's exp, 3 ulp,
+            // and division, 2.5 ulp, and their f32 sum).
+            let sum: f64 = row.iter().map(|&v| f64::from(v)).sum();
+            assert!((sum - 1.0).abs() <= 4e-6, "row {r}: {row:?} sums to {sum}");
+            for (j, (&v, &u)) in row.iter().zip(&used).enumerate() {
+                assert!(v.is_finite() && v >= 0.0, "row {r}: {row:?}");
+                if u == 0 {
+                    assert!(v == 0.0, "row {r}: left-out entry {j} is {v}");
+                } else if j < cases[c].0.len() {
+                    gpu[c][j].push(f64::from(v));
+                }
+            }
+        }
+        calls.push(x);
+    }
+    // Successive calls continue the streams: hardly a row repeats (the
+    // floor case's one-hot rows aside).
+    let moving = ROWS * (cases.len() - 1);
+    let equal_rows = |a: &[f32], b: &[f32]| {
+        a.chunks(WIDTH)
+            .zip(b.chunks(WIDTH))
+            .take(moving)
+            .filter(|(x, y)| x.iter().zip(*y).all(|(u, v)| u.to_bits() == v.to_bits()))
+            .count()
+    };
+    assert_eq!(
+        equal_rows(&calls[0], &calls[1]),
+        0,
+        "rows drawn again by the second call"
+    );
+    assert_ne!(sampler.state().read(&ctx).unwrap(), state);
+    // The same seed gives the same bits; another seed, other draws.
+    for (other_seed, same) in [(seed, true), (seed + 1, false)] {
+        let twin = DirichletSampler::new(&ctx, rows, WIDTH, other_seed).unwrap();
+        twin.alpha().write(&ctx, &alpha).unwrap();
+        twin.mask().write(&ctx, &mask).unwrap();
+        for call in &calls[..2] {
+            twin.run(&ctx).unwrap();
+            let x = twin.samples().read(&ctx).unwrap();
+            if same {
+                assert_eq!(x, *call, "seed {other_seed}: the same bits");
+            } else {
+                assert_eq!(equal_rows(&x, call), 0, "seed {other_seed}: rows repeated");
+            }
+        }
+    }
+    // The CPU sampler, over each case's used entries.
+    let mut rng = seeded(17);
+    let ks_critical = {
+        // Two-sample KS at significance 0.001: c(α)·√((n + m)/(n·m)),
+        // c(α) = √(−ln(α/2)/2) ≈ 1.9495, ≈ 0.0138 for n = m = 40 000 (the
+        // kernel without the α < 1 boost at α = 0.5 gives 0.020).
+        let c = (-(0.001f64 / 2.0).ln() / 2.0).sqrt();
+        let n = DRAWS as f64;
+        c * (2.0 / n).sqrt()
+    };
+    for (c, &(a, m, exact)) in cases.iter().enumerate() {
+        let used: Vec<usize> = (0..a.len()).filter(|&j| m[j] != 0).collect();
+        let a_used: Vec<f32> = used.iter().map(|&j| a[j]).collect();
+        let mut cpu = vec![Vec::with_capacity(DRAWS); used.len()];
+        let mut out = vec![0f32; used.len()];
+        for _ in 0..DRAWS {
+            dirichlet::sample(&a_used, &mut rng, &mut out).unwrap();
+            for (column, &v) in cpu.iter_mut().zip(&out) {
+                column.push(f64::from(v));
+            }
+        }
+        let a0: f64 = a_used.iter().map(|&v| f64::from(v)).sum();
+        for (k, &j) in used.iter().enumerate() {
+            let what = format!("α {a:?} mask {m:?} entry {j}");
+            assert_eq!(gpu[c][j].len(), DRAWS, "{what}: draws");
+            if !exact {
+                // The fallback: every draw underflows in all but a few rows
+                // (about 3e-4 of them), on either side.
+                for (side, x) in [("gpu", &gpu[c][j]), ("cpu", &cpu[k])] {
+                    let ones = x.iter().filter(|&&v| v == 1.0).count();
+                    let fallback = if j == 1 {
+                        ones >= DRAWS - DRAWS / 1000
+                    } else {
+                        ones <= DRAWS / 1000
+                    };
+                    assert!(fallback, "{what} ({side}): {ones} draws of 1");
+                }
+            } else {
+                // The same bounds hold for the CPU's draws (a check of the
+                // bounds themselves).
+                assert_moments(&format!("{what} (gpu)"), &gpu[c][j], f64::from(a[j]), a0);
+                assert_moments(&format!("{what} (cpu)"), &cpu[k], f64::from(a[j]), a0);
+            }
+            // Values below f32's smallest normal count as 0 on both sides
+            // (a GPU may flush subnormals; the CPU rounds f64 ratios into
+            // them).
+            let flush = |v: &mut f64| {
+                if *v < f64::from(f32::MIN_POSITIVE) {
+                    *v = 0.0;
+                }
+            };
+            let mut g = gpu[c][j].clone();
+            g.iter_mut().for_each(flush);
+            cpu[k].iter_mut().for_each(flush);
+            let d = ks_statistic(&mut g, &mut cpu[k]);
+            eprintln!("{what}: KS {d:.4} (critical {ks_critical:.4})");
+            assert!(d <= ks_critical, "{what}: KS statistic {d} > {ks_critical}");
+        }
+    }
+    // Sizes that do not fit and other contexts are typed errors.
+    let field = |e: GpuError| match e {
+        GpuError::Input { field, .. } => field,
+        other => panic!("expected an input error, got {other}"),
+    };
+    assert_eq!(
+        field(DirichletSampler::new(&ctx, 0, 3, 1).unwrap_err()),
+        "rows"
+    );
+    assert_eq!(
+        field(DirichletSampler::new(&ctx, 3, 0, 1).unwrap_err()),
+        "width"
+    );
+    assert_eq!(
+        field(DirichletSampler::new(&ctx, usize::MAX, 2, 1).unwrap_err()),
+        "rows"
+    );
+    assert_eq!(
+        field(DirichletSampler::new(&ctx, 1 << 30, 4, 1).unwrap_err()),
+        "rows"
+    );
+    let other = GpuContext::new().unwrap();
+    assert!(matches!(
+        sampler.run(&other),
         Err(GpuError::ContextMismatch { .. })
     ));
 }

@@ -3,7 +3,7 @@
 //! `dfaas_policies::adam::Adam::step`, elementwise (so one optimiser over
 //! G groups' concatenated parameters equals G CPU optimisers).
 
-use super::{DeviceVec, bind, bind_at, linear_grid, pipeline, submit_pass, uniform, word};
+use super::{DeviceVec, bind, bind_at, encode_on, linear_grid, pipeline, run_on, uniform, word};
 use crate::{GpuContext, GpuError};
 
 /// Adam's settings (PyTorch's defaults but the learning rate).
@@ -187,9 +187,7 @@ impl GpuAdam {
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
     ) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        self.record(pass);
-        Ok(())
+        encode_on(ctx, self.context, pass, |pass| self.record(pass))
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -207,10 +205,6 @@ impl GpuAdam {
     /// # Errors
     /// [`GpuError::ContextMismatch`].
     pub fn step(&self, ctx: &GpuContext) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        submit_pass(ctx, "adam", |pass| {
-            self.record(pass);
-            Ok(())
-        })
+        run_on(ctx, self.context, "adam", |pass| self.record(pass))
     }
 }

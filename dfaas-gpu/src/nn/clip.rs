@@ -7,7 +7,7 @@
 //! are summed by a fixed-order tree reduction in f32 (the CPU sums in f64):
 //! the norm is the same bits run to run on one device.
 
-use super::{DeviceVec, bind_at, grid, linear_grid, pipeline, submit_pass, uniform, word};
+use super::{DeviceVec, bind_at, encode_on, grid, linear_grid, pipeline, run_on, uniform, word};
 use crate::{GpuContext, GpuError};
 
 /// Uniform parameters, mirrored field for field in `clip.wgsl`.
@@ -199,9 +199,7 @@ impl GlobalNormClip {
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
     ) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        self.record(pass);
-        Ok(())
+        encode_on(ctx, self.context, pass, |pass| self.record(pass))
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -230,10 +228,6 @@ impl GlobalNormClip {
     /// # Errors
     /// [`GpuError::ContextMismatch`].
     pub fn run(&self, ctx: &GpuContext) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        submit_pass(ctx, "clip", |pass| {
-            self.record(pass);
-            Ok(())
-        })
+        run_on(ctx, self.context, "clip", |pass| self.record(pass))
     }
 }

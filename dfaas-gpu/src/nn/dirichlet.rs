@@ -11,7 +11,8 @@
 //! and the KL reach hundreds while their sum may be near 0.
 
 use super::{
-    DeviceVec, bind_at, checked_product, linear_grid, pipeline, submit_pass, uniform, word,
+    DeviceVec, Dispatch, bind_at, checked_product, encode_on, linear_grid, pipeline, run_on,
+    uniform, word,
 };
 use crate::{GpuContext, GpuError};
 
@@ -31,9 +32,7 @@ struct Rows {
 #[derive(Debug)]
 pub struct Concentrations {
     context: u64,
-    pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
-    workgroups: [u32; 3],
+    dispatch: Dispatch,
 }
 
 impl Concentrations {
@@ -81,9 +80,11 @@ impl Concentrations {
         );
         Ok(Self {
             context: ctx.id(),
-            pipeline,
-            bind_group,
-            workgroups: linear_grid(ctx, "logits", logits.len(), 256)?,
+            dispatch: Dispatch {
+                pipeline,
+                bind_group,
+                grid: linear_grid(ctx, "logits", logits.len(), 256)?,
+            },
         })
     }
 
@@ -96,16 +97,7 @@ impl Concentrations {
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
     ) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        self.record(pass);
-        Ok(())
-    }
-
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        encode_on(ctx, self.context, pass, |pass| self.dispatch.record(pass))
     }
 
     /// Submits the map.
@@ -113,10 +105,8 @@ impl Concentrations {
     /// # Errors
     /// [`GpuError::ContextMismatch`].
     pub fn run(&self, ctx: &GpuContext) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        submit_pass(ctx, "concentrations", |pass| {
-            self.record(pass);
-            Ok(())
+        run_on(ctx, self.context, "concentrations", |pass| {
+            self.dispatch.record(pass)
         })
     }
 }
@@ -139,9 +129,7 @@ impl Concentrations {
 #[derive(Debug)]
 pub struct DirichletKernel {
     context: u64,
-    pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
-    workgroups: [u32; 3],
+    dispatch: Dispatch,
     alpha: DeviceVec<f32>,
     actions: DeviceVec<f32>,
     old_alpha: DeviceVec<f32>,
@@ -207,9 +195,11 @@ impl DirichletKernel {
         let workgroups = linear_grid(ctx, "rows", rows, 64)?;
         Ok(Self {
             context: ctx.id(),
-            pipeline,
-            bind_group,
-            workgroups,
+            dispatch: Dispatch {
+                pipeline,
+                bind_group,
+                grid: workgroups,
+            },
             alpha,
             actions,
             old_alpha,
@@ -265,16 +255,7 @@ impl DirichletKernel {
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
     ) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        self.record(pass);
-        Ok(())
-    }
-
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        encode_on(ctx, self.context, pass, |pass| self.dispatch.record(pass))
     }
 
     /// Submits the evaluation.
@@ -282,10 +263,8 @@ impl DirichletKernel {
     /// # Errors
     /// [`GpuError::ContextMismatch`].
     pub fn run(&self, ctx: &GpuContext) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        submit_pass(ctx, "dirichlet", |pass| {
-            self.record(pass);
-            Ok(())
+        run_on(ctx, self.context, "dirichlet", |pass| {
+            self.dispatch.record(pass)
         })
     }
 }

@@ -3,7 +3,10 @@
 //! `[step][column]`, one invocation per column for the reverse scan, and
 //! the standardisation of the advantages by a fixed-order reduction.
 
-use super::{DeviceVec, bind, checked_product, linear_grid, pipeline, submit_pass, uniform, word};
+use super::{
+    DeviceVec, bind, bind_at, checked_product, encode_on, linear_grid, pipeline, run_on, uniform,
+    word,
+};
 use crate::{GpuContext, GpuError};
 
 /// Uniform parameters, mirrored field for field in `gae.wgsl`.
@@ -102,8 +105,8 @@ impl Gae {
         let numbered = |at: &[u32]| -> Vec<(u32, &wgpu::Buffer)> {
             at.iter().map(|&b| (b, buffers[b as usize])).collect()
         };
-        let moments_group = super::bind_at(ctx, "gae.moments", &moments, &numbered(&[0, 5, 7]));
-        let apply_group = super::bind_at(ctx, "gae.apply", &apply, &numbered(&[0, 5, 7]));
+        let moments_group = bind_at(ctx, "gae.moments", &moments, &numbered(&[0, 5, 7]));
+        let apply_group = bind_at(ctx, "gae.apply", &apply, &numbered(&[0, 5, 7]));
         Ok(Self {
             context: ctx.id(),
             scan,
@@ -170,9 +173,9 @@ impl Gae {
         pass: &mut wgpu::ComputePass<'_>,
         standardise: bool,
     ) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        self.record(pass, standardise);
-        Ok(())
+        encode_on(ctx, self.context, pass, |pass| {
+            self.record(pass, standardise)
+        })
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>, standardise: bool) {
@@ -197,10 +200,8 @@ impl Gae {
     /// # Errors
     /// [`GpuError::ContextMismatch`].
     pub fn run(&self, ctx: &GpuContext, standardise: bool) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        submit_pass(ctx, "gae", |pass| {
-            self.record(pass, standardise);
-            Ok(())
+        run_on(ctx, self.context, "gae", |pass| {
+            self.record(pass, standardise)
         })
     }
 }

@@ -15,7 +15,7 @@
 //! ascending sample order (deterministic, no atomics); it overwrites the
 //! gradients.
 
-use super::{DeviceVec, bind, checked_product, grid, pipeline, submit_pass, uniform, word};
+use super::{DeviceVec, bind, checked_product, encode_on, grid, pipeline, run_on, uniform, word};
 use crate::{GpuContext, GpuError};
 
 /// Hidden-layer activation (the output layer is linear).
@@ -343,9 +343,9 @@ impl GroupedMlp {
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
     ) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        self.record(pass, &self.forward);
-        Ok(())
+        encode_on(ctx, self.context, pass, |pass| {
+            self.record(pass, &self.forward)
+        })
     }
 
     /// Records the backward pass (per layer from the last: the weight and
@@ -360,9 +360,9 @@ impl GroupedMlp {
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
     ) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        self.record(pass, &self.backward);
-        Ok(())
+        encode_on(ctx, self.context, pass, |pass| {
+            self.record(pass, &self.backward)
+        })
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>, steps: &[Step]) {
@@ -379,10 +379,8 @@ impl GroupedMlp {
     /// # Errors
     /// [`GpuError::ContextMismatch`].
     pub fn forward(&self, ctx: &GpuContext) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        submit_pass(ctx, "mlp.forward", |pass| {
+        run_on(ctx, self.context, "mlp.forward", |pass| {
             self.record(pass, &self.forward);
-            Ok(())
         })
     }
 
@@ -391,10 +389,8 @@ impl GroupedMlp {
     /// # Errors
     /// [`GpuError::ContextMismatch`].
     pub fn backward(&self, ctx: &GpuContext) -> Result<(), GpuError> {
-        ctx.check(self.context)?;
-        submit_pass(ctx, "mlp.backward", |pass| {
+        run_on(ctx, self.context, "mlp.backward", |pass| {
             self.record(pass, &self.backward);
-            Ok(())
         })
     }
 }

@@ -13,6 +13,9 @@
 //! * [`dirichlet::Concentrations`] and [`dirichlet::DirichletKernel`] —
 //!   `softplus(x) + 1e-7` and the Dirichlet log-density, entropy and KL
 //!   with their gradients (`dfaas_policies::dirichlet`);
+//! * [`sampler::DirichletSampler`] — a Dirichlet draw per row from its own
+//!   Xoshiro128++ stream on the device, Gamma by Marsaglia–Tsang with the
+//!   α < 1 boost (`dfaas_policies::dirichlet::sample`, in distribution);
 //! * [`gae::Gae`] — GAE as a reverse scan per column and the
 //!   standardisation of advantages (`dfaas_policies::gae`).
 //!
@@ -29,6 +32,7 @@ pub mod clip;
 pub mod dirichlet;
 pub mod gae;
 pub mod mlp;
+pub mod sampler;
 
 use crate::{GpuContext, GpuError};
 use std::marker::PhantomData;
@@ -324,4 +328,51 @@ pub fn submit_pass(
     }
     ctx.submit(encoder);
     Ok(())
+}
+
+/// One compute dispatch of a kernel object — a pipeline, its bind group and
+/// its workgroup grid — made once, recorded at every call.
+#[derive(Debug)]
+struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+}
+
+impl Dispatch {
+    /// Records the dispatch into `pass`.
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.grid;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// A kernel's `encode*`: checks that `ctx` is the context `built_on`, then
+/// records `record`'s dispatches into the caller's `pass`.
+fn encode_on(
+    ctx: &GpuContext,
+    built_on: u64,
+    pass: &mut wgpu::ComputePass<'_>,
+    record: impl FnOnce(&mut wgpu::ComputePass<'_>),
+) -> Result<(), GpuError> {
+    ctx.check(built_on)?;
+    record(pass);
+    Ok(())
+}
+
+/// A kernel's plain call: checks that `ctx` is the context `built_on`, then
+/// submits `record`'s dispatches in one pass.
+fn run_on(
+    ctx: &GpuContext,
+    built_on: u64,
+    label: &str,
+    record: impl FnOnce(&mut wgpu::ComputePass<'_>),
+) -> Result<(), GpuError> {
+    ctx.check(built_on)?;
+    submit_pass(ctx, label, |pass| {
+        record(pass);
+        Ok(())
+    })
 }

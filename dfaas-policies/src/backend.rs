@@ -307,7 +307,6 @@ impl Backend for CpuBackend {
     ) -> Result<UpdateStats, BackendError> {
         mb.check(&policy.spec)?;
         let (n, k) = (mb.size, policy.actor.output());
-        let scale = 1.0 / n as f32;
         let mut stats = UpdateStats::default();
 
         // Actor: loss gradient with respect to the network outputs.
@@ -315,60 +314,11 @@ impl Backend for CpuBackend {
             .actor
             .forward(&policy.actor_params, mb.obs, n, &mut self.actor_cache)?;
         let mut d_out = vec![0f32; n * k];
-        let (mut alpha, mut action, mut old_alpha) = (
-            Vec::with_capacity(k),
-            Vec::with_capacity(k),
-            Vec::with_capacity(k),
-        );
-        let (mut g_logp, mut g_ent, mut g_kl) = (vec![0f32; k], vec![0f32; k], vec![0f32; k]);
-        let mut used: Vec<usize> = Vec::with_capacity(k);
-        for s in 0..n {
-            let out = &self.actor_cache.output[s * k..(s + 1) * k];
-            used.clear();
-            match mb.mask {
-                Some(mask) => used.extend((0..k).filter(|&j| mask[s * k + j] != 0)),
-                None => used.extend(0..k),
-            }
-            let m = used.len();
-            alpha.clear();
-            alpha.extend(
-                used.iter()
-                    .map(|&j| softplus(out[j]) + CONCENTRATION_EPSILON),
-            );
-            action.clear();
-            action.extend(used.iter().map(|&j| mb.actions[s * k + j]));
-            let log_prob = dirichlet::log_prob(&alpha, &action, &mut g_logp[..m]);
-            let entropy = dirichlet::entropy(&alpha, &mut g_ent[..m]);
-            let kl = if c.kl_coeff != 0.0 {
-                old_alpha.clear();
-                old_alpha.extend(used.iter().map(|&j| mb.old_alpha[s * k + j]));
-                dirichlet::kl(&old_alpha, &alpha, &mut g_kl[..m])
-            } else {
-                g_kl.fill(0.0);
-                0.0
-            };
-            let advantage = mb.advantages[s];
-            let ratio = (log_prob - mb.old_log_prob[s]).exp();
-            let clipped = ratio.clamp(1.0 - c.clip, 1.0 + c.clip);
-            let (unclipped_term, clipped_term) = (ratio * advantage, clipped * advantage);
-            // d(−min(rA, clip(r)A))/d log π: −rA where the unclipped term is the minimum.
-            let d_log_prob = if unclipped_term <= clipped_term {
-                -ratio * advantage
-            } else {
-                0.0
-            };
-            stats.policy_loss -= unclipped_term.min(clipped_term) * scale;
-            stats.entropy += entropy * scale;
-            stats.kl += kl * scale;
-            if (ratio - clipped).abs() > 0.0 {
-                stats.clip_fraction += scale;
-            }
-            for (i, &j) in used.iter().enumerate() {
-                let d_alpha =
-                    d_log_prob * g_logp[i] - c.entropy_coeff * g_ent[i] + c.kl_coeff * g_kl[i];
-                d_out[s * k + j] = d_alpha * sigmoid(out[j]) * scale;
-            }
-        }
+        let actor = actor_loss_gradient(&self.actor_cache.output, mb, k, c, &mut d_out)?;
+        stats.policy_loss = actor.policy_loss;
+        stats.entropy = actor.entropy;
+        stats.kl = actor.kl;
+        stats.clip_fraction = actor.clip_fraction;
         self.actor_grads.resize(policy.actor_params.len(), 0.0);
         policy.actor.backward(
             &policy.actor_params,
@@ -385,22 +335,8 @@ impl Backend for CpuBackend {
             &mut self.critic_cache,
         )?;
         let mut d_value = vec![0f32; n];
-        for ((d, &value), &target) in d_value
-            .iter_mut()
-            .zip(&self.critic_cache.output)
-            .zip(mb.returns)
-        {
-            let error = value - target;
-            let squared = error * error;
-            let capped = c.value_clip.map_or(squared, |cap| squared.min(cap));
-            stats.value_loss += capped * scale;
-            let active = c.value_clip.is_none_or(|cap| squared < cap);
-            *d = if active {
-                c.value_coeff * 2.0 * error * scale
-            } else {
-                0.0
-            };
-        }
+        stats.value_loss =
+            value_loss_gradient(&self.critic_cache.output, mb.returns, c, &mut d_value)?;
         self.critic_grads.resize(policy.critic_params.len(), 0.0);
         policy.critic.backward(
             &policy.critic_params,
@@ -531,6 +467,145 @@ impl Backend for CpuBackend {
         }
         Ok(policy)
     }
+}
+
+/// Means over a minibatch of the actor's loss terms.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ActorTerms {
+    /// Clipped surrogate loss `−min(r·A, clip(r)·A)`.
+    pub policy_loss: f32,
+    /// Entropy of the new policy.
+    pub entropy: f32,
+    /// KL(old ‖ new) (0 when the KL weight is 0).
+    pub kl: f32,
+    /// Share of samples whose ratio was clipped.
+    pub clip_fraction: f32,
+}
+
+/// The actor's part of the PPO loss of a minibatch (means over its
+/// samples: clipped surrogate, `− c_H·H + c_KL·KL`), from the actor's
+/// outputs `[size][action_dim]` (before softplus): writes ∂L/∂outputs into
+/// `d_outputs` (same shape; 0 on masked-out entries) and returns the
+/// terms. The step [`CpuBackend::update`] takes.
+///
+/// # Errors
+/// [`ShapeError`] when the minibatch or the slices do not fit `action_dim`.
+pub fn actor_loss_gradient(
+    outputs: &[f32],
+    mb: &Minibatch<'_>,
+    action_dim: usize,
+    c: &LossCoefficients,
+    d_outputs: &mut [f32],
+) -> Result<ActorTerms, ShapeError> {
+    let (n, k) = (mb.size, action_dim);
+    let wide = product("outputs", &[n, k])?;
+    length("outputs", wide, outputs.len())?;
+    length("d_outputs", wide, d_outputs.len())?;
+    length("minibatch.actions", wide, mb.actions.len())?;
+    length("minibatch.old_alpha", wide, mb.old_alpha.len())?;
+    length("minibatch.old_log_prob", n, mb.old_log_prob.len())?;
+    length("minibatch.advantages", n, mb.advantages.len())?;
+    if let Some(mask) = mb.mask {
+        length("minibatch.mask", wide, mask.len())?;
+    }
+    if k > dirichlet::MAX_ENTRIES {
+        return Err(ShapeError::OutOfRange {
+            field: "action_dim",
+            min: 1,
+            max: dirichlet::MAX_ENTRIES,
+            got: k,
+        });
+    }
+    let scale = 1.0 / n as f32;
+    let mut terms = ActorTerms::default();
+    let (mut alpha, mut action, mut old_alpha) = (
+        Vec::with_capacity(k),
+        Vec::with_capacity(k),
+        Vec::with_capacity(k),
+    );
+    let (mut g_logp, mut g_ent, mut g_kl) = (vec![0f32; k], vec![0f32; k], vec![0f32; k]);
+    let mut used: Vec<usize> = Vec::with_capacity(k);
+    d_outputs.fill(0.0);
+    for s in 0..n {
+        let out = &outputs[s * k..(s + 1) * k];
+        used.clear();
+        match mb.mask {
+            Some(mask) => used.extend((0..k).filter(|&j| mask[s * k + j] != 0)),
+            None => used.extend(0..k),
+        }
+        let m = used.len();
+        alpha.clear();
+        alpha.extend(
+            used.iter()
+                .map(|&j| softplus(out[j]) + CONCENTRATION_EPSILON),
+        );
+        action.clear();
+        action.extend(used.iter().map(|&j| mb.actions[s * k + j]));
+        let log_prob = dirichlet::log_prob(&alpha, &action, &mut g_logp[..m]);
+        let entropy = dirichlet::entropy(&alpha, &mut g_ent[..m]);
+        let kl = if c.kl_coeff != 0.0 {
+            old_alpha.clear();
+            old_alpha.extend(used.iter().map(|&j| mb.old_alpha[s * k + j]));
+            dirichlet::kl(&old_alpha, &alpha, &mut g_kl[..m])
+        } else {
+            g_kl.fill(0.0);
+            0.0
+        };
+        let advantage = mb.advantages[s];
+        let ratio = (log_prob - mb.old_log_prob[s]).exp();
+        let clipped = ratio.clamp(1.0 - c.clip, 1.0 + c.clip);
+        let (unclipped_term, clipped_term) = (ratio * advantage, clipped * advantage);
+        // d(−min(rA, clip(r)A))/d log π: −rA where the unclipped term is the minimum.
+        let d_log_prob = if unclipped_term <= clipped_term {
+            -ratio * advantage
+        } else {
+            0.0
+        };
+        terms.policy_loss -= unclipped_term.min(clipped_term) * scale;
+        terms.entropy += entropy * scale;
+        terms.kl += kl * scale;
+        if (ratio - clipped).abs() > 0.0 {
+            terms.clip_fraction += scale;
+        }
+        for (i, &j) in used.iter().enumerate() {
+            let d_alpha =
+                d_log_prob * g_logp[i] - c.entropy_coeff * g_ent[i] + c.kl_coeff * g_kl[i];
+            d_outputs[s * k + j] = d_alpha * sigmoid(out[j]) * scale;
+        }
+    }
+    Ok(terms)
+}
+
+/// The critic's part of the loss: the mean of `min((V − R)², cap)` over
+/// the samples; writes `c_v`·its gradient with respect to `values` into
+/// `d_values` (0 where the cap is active) and returns the mean (before
+/// `c_v`). The step [`CpuBackend::update`] takes.
+///
+/// # Errors
+/// [`ShapeError`] when the slices are not equally long.
+pub fn value_loss_gradient(
+    values: &[f32],
+    returns: &[f32],
+    c: &LossCoefficients,
+    d_values: &mut [f32],
+) -> Result<f32, ShapeError> {
+    length("returns", values.len(), returns.len())?;
+    length("d_values", values.len(), d_values.len())?;
+    let scale = 1.0 / values.len() as f32;
+    let mut value_loss = 0.0;
+    for ((d, &value), &target) in d_values.iter_mut().zip(values).zip(returns) {
+        let error = value - target;
+        let squared = error * error;
+        let capped = c.value_clip.map_or(squared, |cap| squared.min(cap));
+        value_loss += capped * scale;
+        let active = c.value_clip.is_none_or(|cap| squared < cap);
+        *d = if active {
+            c.value_coeff * 2.0 * error * scale
+        } else {
+            0.0
+        };
+    }
+    Ok(value_loss)
 }
 
 /// The loss [`CpuBackend::update`] minimises, evaluated without updating

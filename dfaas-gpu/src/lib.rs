@@ -19,8 +19,9 @@
 //!   CPU operation of `dfaas-policies` (tested against it there): a
 //!   grouped MLP forward and backward, Adam, global-norm
 //!   clipping, softplus concentrations, the Dirichlet log-density,
-//!   entropy and KL with their gradients, and GAE with the standardisation
-//!   of advantages, on [`nn::DeviceVec`] tensors.
+//!   entropy and KL with their gradients, GAE with the standardisation
+//!   of advantages, and the PPO loss with its gradients and minibatch
+//!   means ([`nn::loss::PpoLoss`]), on [`nn::DeviceVec`] tensors.
 //! * [`nn::sampler::DirichletSampler`] — Dirichlet sampling for any number
 //!   of rows, each from its own seeded stream on the device (Marsaglia–Tsang
 //!   Gamma draws with the α < 1 boost, in log space), the twin in

@@ -15,11 +15,15 @@ use dfaas_gpu::nn::adam::{AdamSettings, GpuAdam};
 use dfaas_gpu::nn::clip::GlobalNormClip;
 use dfaas_gpu::nn::dirichlet::{Concentrations, DirichletKernel};
 use dfaas_gpu::nn::gae::Gae;
+use dfaas_gpu::nn::loss::{LossBuffers, LossSettings, PpoLoss};
 use dfaas_gpu::nn::mlp::{self as gpu_mlp, GroupedMlp};
 use dfaas_gpu::nn::sampler::DirichletSampler;
 use dfaas_gpu::{GpuContext, GpuError};
 use dfaas_policies::adam::{Adam, clip_global_norm};
-use dfaas_policies::backend::{Backend, CpuBackend, PolicySpec};
+use dfaas_policies::backend::{
+    Backend, CONCENTRATION_EPSILON, CpuBackend, LossCoefficients, Minibatch, PolicySpec,
+    actor_loss_gradient, value_loss_gradient,
+};
 use dfaas_policies::dirichlet;
 use dfaas_policies::gae;
 use dfaas_policies::mlp::{Activation, Mlp, MlpCache};
@@ -1007,3 +1011,400 @@ fn dirichlet_sampler_matches_the_cpu_sampler_in_distribution() {
         Err(GpuError::ContextMismatch { .. })
     ));
 }
+
+/// Log-ratio margin kept from the clip boundaries ln(1 ± ε): the ratios
+/// are placed on the CPU's log-densities, and the GPU's differ by at most
+/// `VALUE_RTOL`·Σ|terms| (the Dirichlet test), asserted below to stay
+/// under half this margin — so no clip decision can differ.
+const CLIP_MARGIN: f64 = 1e-2;
+
+#[test]
+fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
+    let Some(ctx) = context() else { return };
+    let (rows, width, clip) = (500, 5, 0.2f32);
+    let wide = rows * width;
+    let mut rng = seeded(71);
+    let mut logits = vec![0f32; wide];
+    let mut old_alpha = vec![0f32; wide];
+    let mut actions = vec![0.37f32; wide];
+    let (mut mask, mut mask_u8) = (vec![0u32; wide], vec![0u8; wide]);
+    let mut used_of = Vec::with_capacity(rows);
+    let mut old_log_prob = Vec::with_capacity(rows);
+    let (lo, hi) = (f64::from(1.0 - clip).ln(), f64::from(1.0 + clip).ln());
+    for r in 0..rows {
+        let mut used: Vec<usize> = (0..width)
+            .filter(|_| r % 3 == 0 || uniform(&mut rng, 0.0, 1.0) < 0.6)
+            .collect();
+        for j in 0..width {
+            if used.len() < 2 && !used.contains(&j) {
+                used.push(j);
+            }
+        }
+        used.sort_unstable();
+        // Logits in [−5, 5] everywhere (left-out entries too: they must
+        // not count), α = softplus + 1e-7 as the CPU backend (below 20:
+        // ln(1 + eˣ)).
+        for l in &mut logits[r * width..(r + 1) * width] {
+            *l = uniform(&mut rng, -5.0, 5.0) as f32;
+        }
+        let a: Vec<f32> = used
+            .iter()
+            .map(|&j| logits[r * width + j].exp().ln_1p() + CONCENTRATION_EPSILON)
+            .collect();
+        let mut x = vec![0f32; used.len()];
+        dirichlet::sample(&a, &mut rng, &mut x).unwrap();
+        for ((&j, &v), &ai) in used.iter().zip(&x).zip(&a) {
+            let i = r * width + j;
+            (mask[i], mask_u8[i], actions[i]) = (1, 1, v);
+            old_alpha[i] = ai * uniform(&mut rng, -0.7, 0.7).exp() as f32;
+        }
+        let log_prob = dirichlet::log_prob(&a, &x, &mut vec![0f32; used.len()]);
+        // ln r spread over [−0.6, 0.6]: below 1 − ε, inside, above 1 + ε,
+        // never within CLIP_MARGIN of a boundary.
+        let log_ratio = loop {
+            let d = uniform(&mut rng, -0.6, 0.6);
+            if (d - lo).abs() > CLIP_MARGIN && (d - hi).abs() > CLIP_MARGIN {
+                break d;
+            }
+        };
+        old_log_prob.push(log_prob - log_ratio as f32);
+        used_of.push(used);
+    }
+    let advantages: Vec<f32> = (0..rows)
+        .map(|_| standard_normal(&mut rng) as f32)
+        .collect();
+    let values: Vec<f32> = (0..rows)
+        .map(|_| 2.0 * standard_normal(&mut rng) as f32)
+        .collect();
+    let returns: Vec<f32> = (0..rows)
+        .map(|_| 2.0 * standard_normal(&mut rng) as f32)
+        .collect();
+
+    let logits_d = DeviceVec::from_slice(&ctx, "logits", &logits).unwrap();
+    let kernel = DirichletKernel::new(&ctx, rows, width).unwrap();
+    kernel.actions().write(&ctx, &actions).unwrap();
+    kernel.old_alpha().write(&ctx, &old_alpha).unwrap();
+    kernel.mask().write(&ctx, &mask).unwrap();
+    let concentrations = Concentrations::new(&ctx, &logits_d, kernel.alpha()).unwrap();
+    let d_logits = DeviceVec::zeros(&ctx, "d_logits", wide).unwrap();
+    let values_d = DeviceVec::from_slice(&ctx, "values", &values).unwrap();
+    let d_values = DeviceVec::zeros(&ctx, "d_values", rows).unwrap();
+    let buffers = LossBuffers {
+        logits: &logits_d,
+        dirichlet: &kernel,
+        d_logits: &d_logits,
+        values: &values_d,
+        d_values: &d_values,
+    };
+    for value_clip in [None, Some(4.0f32)] {
+        let settings = LossSettings {
+            clip,
+            value_coeff: 0.5,
+            value_clip,
+            entropy_coeff: 0.0,
+            kl_coeff: 0.0,
+        };
+        let mut loss = PpoLoss::new(&ctx, buffers, settings).unwrap();
+        loss.old_log_prob().write(&ctx, &old_log_prob).unwrap();
+        loss.advantages().write(&ctx, &advantages).unwrap();
+        loss.returns().write(&ctx, &returns).unwrap();
+        for (entropy_coeff, kl_coeff) in [(0.01f32, 0.0f32), (0.003, 0.3)] {
+            let before = ctx.traffic();
+            loss.set_coefficients(&ctx, entropy_coeff, kl_coeff)
+                .unwrap();
+            // One uniform rewritten, nothing rebuilt.
+            assert_eq!((ctx.traffic() - before).bytes_uploaded, 48);
+            let pass = || {
+                let before = ctx.traffic();
+                dfaas_gpu::nn::submit_pass(&ctx, "loss", |pass| {
+                    concentrations.encode(&ctx, pass)?;
+                    kernel.encode(&ctx, pass)?;
+                    loss.encode(&ctx, pass)
+                })
+                .unwrap();
+                let traffic = ctx.traffic() - before;
+                assert_eq!((traffic.submits, traffic.bytes_uploaded), (1, 0));
+                (
+                    d_logits.read(&ctx).unwrap(),
+                    d_values.read(&ctx).unwrap(),
+                    loss.stats().read(&ctx).unwrap(),
+                )
+            };
+            let (gpu_d, gpu_dv, stats) = pass();
+            // The Dirichlet kernel's rows [log-density, entropy, KL].
+            let gpu_rows = kernel.values().read(&ctx).unwrap();
+            // The same bits run to run (fixed-order reduction), into
+            // outputs cleared in between.
+            d_logits.write(&ctx, &vec![0.0; wide]).unwrap();
+            d_values.write(&ctx, &vec![0.0; rows]).unwrap();
+            loss.stats().write(&ctx, &[0.0; 5]).unwrap();
+            let again = pass();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&gpu_d), bits(&again.0), "d_logits run to run");
+            assert_eq!(bits(&gpu_dv), bits(&again.1), "d_values run to run");
+            assert_eq!(bits(&stats), bits(&again.2), "stats run to run");
+
+            let c = LossCoefficients {
+                clip,
+                value_coeff: settings.value_coeff,
+                value_clip,
+                entropy_coeff,
+                kl_coeff,
+                max_grad_norm: None,
+            };
+            let mb = Minibatch {
+                size: rows,
+                obs: &[],
+                critic_obs: &[],
+                actions: &actions,
+                old_alpha: &old_alpha,
+                old_log_prob: &old_log_prob,
+                advantages: &advantages,
+                returns: &returns,
+                mask: Some(&mask_u8),
+            };
+            let mut cpu_d = vec![0f32; wide];
+            let terms = actor_loss_gradient(&logits, &mb, width, &c, &mut cpu_d).unwrap();
+            let mut cpu_dv = vec![0f32; rows];
+            let value_loss = value_loss_gradient(&values, &returns, &c, &mut cpu_dv).unwrap();
+            let what = format!("cap {value_clip:?}, c_H {entropy_coeff}, c_KL {kl_coeff}");
+
+            // Per row, with the CPU's f32 functions: the log-density's
+            // term scale (as the Dirichlet test), the surrogate's terms,
+            // and the bounds that follow.
+            let f = |v: f32| f64::from(v);
+            let (mut policy_bound, mut policy_scale) = (0f64, 0f64);
+            let (mut entropy_scale, mut kl_scale) = (0f64, 0f64);
+            // The means of the GPU's own row terms (f64), against which
+            // the reduction alone is checked.
+            let mut own = [0f64; 3];
+            let (mut clipped, mut worst_lp, mut worst_d) = (0usize, 0f64, 0f64);
+            let d_scale = scale(&cpu_d);
+            for (r, used) in used_of.iter().enumerate() {
+                let pick =
+                    |v: &[f32]| -> Vec<f32> { used.iter().map(|&j| v[r * width + j]).collect() };
+                let a: Vec<f32> = used
+                    .iter()
+                    .map(|&j| logits[r * width + j].exp().ln_1p() + CONCENTRATION_EPSILON)
+                    .collect();
+                let (b, x) = (pick(&old_alpha), pick(&actions));
+                let m = used.len();
+                let (mut g_lp, mut g_h, mut g_kl) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
+                let log_prob = dirichlet::log_prob(&a, &x, &mut g_lp);
+                dirichlet::entropy(&a, &mut g_h);
+                dirichlet::kl(&b, &a, &mut g_kl);
+                let a0: f64 = a.iter().copied().map(f).sum();
+                let b0: f64 = b.iter().copied().map(f).sum();
+                let k = m as f64;
+                let lp_terms = ln_gamma(a0).abs()
+                    + a.iter()
+                        .zip(&x)
+                        .map(|(&ai, &xi)| {
+                            ((f(ai) - 1.0) * f(xi).max(dirichlet::MIN_ENTRY).ln()).abs()
+                                + ln_gamma(f(ai)).abs()
+                        })
+                        .sum::<f64>();
+                entropy_scale += ln_gamma(a0).abs()
+                    + (a0 + k) * digamma(a0).abs()
+                    + a.iter()
+                        .map(|&ai| ln_gamma(f(ai)).abs() + ((f(ai) - 1.0) * digamma(f(ai))).abs())
+                        .sum::<f64>();
+                kl_scale += ln_gamma(a0).abs()
+                    + ln_gamma(b0).abs()
+                    + a.iter()
+                        .zip(&b)
+                        .map(|(&ai, &bi)| {
+                            ln_gamma(f(ai)).abs()
+                                + ln_gamma(f(bi)).abs()
+                                + ((f(bi) - f(ai)) * (digamma(f(bi)) - digamma(b0))).abs()
+                        })
+                        .sum::<f64>();
+                // |Δ ln π| ≤ VALUE_RTOL·(1 + terms) (the Dirichlet test);
+                // the ratio inherits the row's Δ as a relative error,
+                // exp(ln π + Δ) = r·(1 + Δ + …), plus WGSL's exp (a few
+                // ulp, 1e-6 with the roundings around it).
+                let lp_seen = (f(gpu_rows[3 * r]) - f(log_prob)).abs();
+                assert!(
+                    lp_seen <= VALUE_RTOL * (1.0 + lp_terms),
+                    "{what}, row {r}: log-density off by {lp_seen:e}"
+                );
+                worst_lp = worst_lp.max(lp_seen);
+                let lp_error = lp_seen + 1e-6;
+                let gpu_ratio = (f(gpu_rows[3 * r]) - f(old_log_prob[r])).exp();
+                let gpu_clipped = gpu_ratio.clamp(1.0 - f(clip), 1.0 + f(clip));
+                own[0] -= (gpu_ratio * f(advantages[r])).min(gpu_clipped * f(advantages[r]));
+                own[1] += f(gpu_rows[3 * r + 1]);
+                own[2] += f(gpu_rows[3 * r + 2]);
+                let ratio = f(log_prob - old_log_prob[r]).exp();
+                let advantage = f(advantages[r]);
+                let clip_hi = ratio.clamp(1.0 - f(clip), 1.0 + f(clip));
+                let unclipped = ratio * advantage <= clip_hi * advantage;
+                clipped += usize::from(ratio < 1.0 - f(clip) || ratio > 1.0 + f(clip));
+                policy_scale += (ratio * advantage).abs();
+                let d_log_prob = if unclipped { -ratio * advantage } else { 0.0 };
+                if unclipped {
+                    policy_bound += lp_error * (ratio * advantage).abs();
+                }
+                for (i, &j) in used.iter().enumerate() {
+                    let e = r * width + j;
+                    let sigma = 1.0 / (1.0 + (-f(logits[e])).exp());
+                    // The ratio's relative error on the surrogate's part;
+                    // the gradients' (GRAD_RTOL on terms of up to a few
+                    // tens, f32 ψ, ψ′) as 1e-4 of each part; 1e-6 of the
+                    // tensor's scale for the f32 roundings of the sum.
+                    let parts = [
+                        (d_log_prob * f(g_lp[i])).abs(),
+                        (f(entropy_coeff) * f(g_h[i])).abs(),
+                        (f(kl_coeff) * f(g_kl[i])).abs(),
+                    ];
+                    let allowed = 1e-6 * d_scale
+                        + (lp_error * parts[0] + D_RTOL * parts.iter().sum::<f64>()) * sigma
+                            / rows as f64;
+                    let error = (f(gpu_d[e]) - f(cpu_d[e])).abs();
+                    assert!(
+                        error <= allowed,
+                        "{what}: d_logits[{e}] gpu {} cpu {} (error {error:e}, allowed {allowed:e})",
+                        gpu_d[e],
+                        cpu_d[e]
+                    );
+                    worst_d = worst_d.max(error / allowed);
+                }
+                for j in (0..width).filter(|j| !used.contains(j)) {
+                    assert_eq!(gpu_d[r * width + j], 0.0, "{what}: left-out entry");
+                }
+            }
+            assert!(worst_lp < CLIP_MARGIN / 2.0, "{what}: {worst_lp:e}");
+            eprintln!(
+                "{what}: log-density error {worst_lp:e}, d_logits error/allowed {worst_d:.3}"
+            );
+            // Both clip sides and both branches of the surrogate occur.
+            assert!(clipped > rows / 10 && clipped < rows * 9 / 10, "{clipped}");
+            let n = rows as f64;
+            // d_values: the CPU's f32 operations in its order (one
+            // rounding of slack for a compiler's reassociation).
+            assert_close(&format!("{what}: d_values"), &gpu_dv, &cpu_dv, 0.0, 1e-6);
+            if value_clip.is_some() {
+                let capped = cpu_dv.iter().filter(|&&d| d == 0.0).count();
+                assert!(capped > rows / 10 && capped < rows * 9 / 10, "{capped}");
+            }
+            // The means: the rows' errors bounded above, plus 1e-5
+            // relative for the f32 sums (a tree against the CPU's running
+            // sum of 500 terms).
+            let stat = |name: &str, gpu: f32, cpu: f32, allowed: f64| {
+                let error = (f(gpu) - f(cpu)).abs();
+                assert!(
+                    error <= allowed,
+                    "{what}: {name} gpu {gpu} cpu {cpu} (error {error:e}, allowed {allowed:e})"
+                );
+                eprintln!("{what}: {name} error {error:e} (allowed {allowed:e})");
+            };
+            stat(
+                "policy loss",
+                stats[0],
+                terms.policy_loss,
+                1e-7 + policy_bound / n + 1e-5 * policy_scale / n,
+            );
+            stat("value loss", stats[1], value_loss, 1e-5 * f(value_loss));
+            // The reduction alone: the GPU's means against the f64 means
+            // of its own row terms — a tree of 500 f32 terms, within
+            // 2e-6 of the mean magnitude (1e-5 for the surrogate, whose
+            // f32 exp the f64 recomputation does not share).
+            let entropy_magnitude: f64 = (0..rows).map(|r| f(gpu_rows[3 * r + 1]).abs()).sum();
+            stat(
+                "policy loss (own rows)",
+                stats[0],
+                (own[0] / n) as f32,
+                1e-5 * policy_scale / n,
+            );
+            stat(
+                "entropy (own rows)",
+                stats[2],
+                (own[1] / n) as f32,
+                2e-6 * entropy_magnitude / n,
+            );
+            stat(
+                "entropy",
+                stats[2],
+                terms.entropy,
+                1e-7 + (VALUE_RTOL + 1e-5) * (1.0 + entropy_scale / n),
+            );
+            if kl_coeff == 0.0 {
+                assert_eq!((stats[3], terms.kl), (0.0, 0.0), "{what}: KL off");
+            } else {
+                stat(
+                    "kl",
+                    stats[3],
+                    terms.kl,
+                    1e-7 + (VALUE_RTOL + 1e-5) * (1.0 + kl_scale / n),
+                );
+                let kl_magnitude: f64 = (0..rows).map(|r| f(gpu_rows[3 * r + 2]).abs()).sum();
+                stat(
+                    "kl (own rows)",
+                    stats[3],
+                    (own[2] / n) as f32,
+                    1e-7 + 2e-6 * kl_magnitude / n,
+                );
+            }
+            // The same clip decisions: the GPU's count is exact (a sum of
+            // ones), then scaled by 1/rows; the CPU adds 1/rows in f32 (up
+            // to 500 roundings).
+            let count = clipped as f32 * (1.0 / rows as f32);
+            assert_eq!(stats[4].to_bits(), count.to_bits(), "{what}: clip count");
+            stat("clip fraction", stats[4], terms.clip_fraction, 1e-5);
+        }
+    }
+
+    // Typed errors.
+    let settings = LossSettings {
+        clip,
+        value_coeff: 0.5,
+        value_clip: None,
+        entropy_coeff: 0.0,
+        kl_coeff: 0.0,
+    };
+    let field = |e: GpuError| match e {
+        GpuError::Input { field, .. } => field,
+        other => panic!("expected an input error, got {other}"),
+    };
+    let aliased = LossBuffers {
+        d_logits: &logits_d,
+        ..buffers
+    };
+    assert_eq!(
+        field(PpoLoss::new(&ctx, aliased, settings).unwrap_err()),
+        "d_logits"
+    );
+    let short = DeviceVec::zeros(&ctx, "values", rows - 1).unwrap();
+    let misfit = LossBuffers {
+        values: &short,
+        ..buffers
+    };
+    assert_eq!(
+        field(PpoLoss::new(&ctx, misfit, settings).unwrap_err()),
+        "values"
+    );
+    let nan_clip = LossSettings {
+        clip: f32::NAN,
+        ..settings
+    };
+    assert_eq!(
+        field(PpoLoss::new(&ctx, buffers, nan_clip).unwrap_err()),
+        "clip"
+    );
+    let mut loss = PpoLoss::new(&ctx, buffers, settings).unwrap();
+    assert_eq!(
+        field(loss.set_coefficients(&ctx, 0.0, f32::INFINITY).unwrap_err()),
+        "kl_coeff"
+    );
+    assert_eq!(loss.settings(), settings);
+    let other = GpuContext::new().unwrap();
+    assert!(matches!(
+        loss.run(&other),
+        Err(GpuError::ContextMismatch { .. })
+    ));
+}
+
+/// The gradients' relative error on each part of ∂L/∂logits: GRAD_RTOL on
+/// term sums of up to a few tens (ψ and ψ′ of α down to softplus(−5) ≈
+/// 7e-3, where ψ′ ≈ 2e4), and WGSL's `exp` in the sigmoid.
+const D_RTOL: f64 = 1e-4;

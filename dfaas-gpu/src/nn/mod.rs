@@ -17,7 +17,11 @@
 //!   Xoshiro128++ stream on the device, Gamma by Marsaglia–Tsang with the
 //!   α < 1 boost (`dfaas_policies::dirichlet::sample`, in distribution);
 //! * [`gae::Gae`] — GAE as a reverse scan per column and the
-//!   standardisation of advantages (`dfaas_policies::gae`).
+//!   standardisation of advantages (`dfaas_policies::gae`);
+//! * [`loss::PpoLoss`] — the clipped surrogate, entropy and KL terms
+//!   differentiated to the actor's logits, the capped value loss to the
+//!   critic's values, and their means by a fixed-order reduction
+//!   (`dfaas_policies::backend::{actor_loss_gradient, value_loss_gradient}`).
 //!
 //! Tensors live in [`DeviceVec`]s: flat, row-major, `f32` or `u32`, on one
 //! [`GpuContext`]'s device. Every reduction sums in a fixed order (no float
@@ -31,6 +35,7 @@ pub mod adam;
 pub mod clip;
 pub mod dirichlet;
 pub mod gae;
+pub mod loss;
 pub mod mlp;
 pub mod sampler;
 

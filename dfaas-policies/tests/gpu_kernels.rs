@@ -53,6 +53,25 @@ fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], atol: f64, rtol: f64) {
     eprintln!("{what}: largest absolute error {worst:e}");
 }
 
+/// The entries row `r` of a random mask uses: at least two, every third
+/// row all of them, sorted.
+fn random_used(
+    rng: &mut dfaas_core::rng::Xoshiro128PlusPlus,
+    r: usize,
+    width: usize,
+) -> Vec<usize> {
+    let mut used: Vec<usize> = (0..width)
+        .filter(|_| r.is_multiple_of(3) || uniform(rng, 0.0, 1.0) < 0.6)
+        .collect();
+    for j in 0..width {
+        if used.len() < 2 && !used.contains(&j) {
+            used.push(j);
+        }
+    }
+    used.sort_unstable();
+    used
+}
+
 /// Largest magnitude of `values` (the scale of a tensor's absolute
 /// tolerance).
 fn scale(values: &[f32]) -> f64 {
@@ -430,16 +449,7 @@ fn dirichlet_log_prob_entropy_kl_and_gradients_match_the_cpu() {
     let mut mask = vec![0u32; rows * width];
     let mut used_of = Vec::with_capacity(rows);
     for r in 0..rows {
-        // At least two entries; every third row all of them.
-        let mut used: Vec<usize> = (0..width)
-            .filter(|_| r % 3 == 0 || uniform(&mut rng, 0.0, 1.0) < 0.6)
-            .collect();
-        for j in 0..width {
-            if used.len() < 2 && !used.contains(&j) {
-                used.push(j);
-            }
-        }
-        used.sort_unstable();
+        let used = random_used(&mut rng, r, width);
         for &j in &used {
             let i = r * width + j;
             mask[i] = 1;
@@ -1032,15 +1042,7 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
     let mut old_log_prob = Vec::with_capacity(rows);
     let (lo, hi) = (f64::from(1.0 - clip).ln(), f64::from(1.0 + clip).ln());
     for r in 0..rows {
-        let mut used: Vec<usize> = (0..width)
-            .filter(|_| r % 3 == 0 || uniform(&mut rng, 0.0, 1.0) < 0.6)
-            .collect();
-        for j in 0..width {
-            if used.len() < 2 && !used.contains(&j) {
-                used.push(j);
-            }
-        }
-        used.sort_unstable();
+        let used = random_used(&mut rng, r, width);
         // Logits in [−5, 5] everywhere (left-out entries too: they must
         // not count), α = softplus + 1e-7 as the CPU backend (below 20:
         // ln(1 + eˣ)).

@@ -81,12 +81,20 @@ impl Minibatch<'_> {
             product("minibatch.critic_obs", &[n, spec.critic_obs_dim])?,
             self.critic_obs.len(),
         )?;
+        length("minibatch.returns", n, self.returns.len())?;
+        self.check_actor(k)
+    }
+
+    /// Checks the slices the actor's loss reads (actions, old
+    /// concentrations, old log-densities, advantages, mask) against `size`
+    /// and `action_dim`.
+    fn check_actor(&self, action_dim: usize) -> Result<(), ShapeError> {
+        let (n, k) = (self.size, action_dim);
         let wide = product("minibatch.actions", &[n, k])?;
         length("minibatch.actions", wide, self.actions.len())?;
         length("minibatch.old_alpha", wide, self.old_alpha.len())?;
         length("minibatch.old_log_prob", n, self.old_log_prob.len())?;
         length("minibatch.advantages", n, self.advantages.len())?;
-        length("minibatch.returns", n, self.returns.len())?;
         if let Some(mask) = self.mask {
             length("minibatch.mask", wide, mask.len())?;
         }
@@ -501,21 +509,7 @@ pub fn actor_loss_gradient(
     let wide = product("outputs", &[n, k])?;
     length("outputs", wide, outputs.len())?;
     length("d_outputs", wide, d_outputs.len())?;
-    length("minibatch.actions", wide, mb.actions.len())?;
-    length("minibatch.old_alpha", wide, mb.old_alpha.len())?;
-    length("minibatch.old_log_prob", n, mb.old_log_prob.len())?;
-    length("minibatch.advantages", n, mb.advantages.len())?;
-    if let Some(mask) = mb.mask {
-        length("minibatch.mask", wide, mask.len())?;
-    }
-    if k > dirichlet::MAX_ENTRIES {
-        return Err(ShapeError::OutOfRange {
-            field: "action_dim",
-            min: 1,
-            max: dirichlet::MAX_ENTRIES,
-            got: k,
-        });
-    }
+    mb.check_actor(k)?;
     let scale = 1.0 / n as f32;
     let mut terms = ActorTerms::default();
     let (mut alpha, mut action, mut old_alpha) = (

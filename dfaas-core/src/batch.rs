@@ -527,8 +527,7 @@ impl BatchEnv {
         if let Some(m) = metrics {
             let rates: Vec<u32> = (0..n).map(|a| inputs[a * s + t]).collect();
             let observation = &self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width];
-            // The slices are this model's own: recording cannot fail.
-            let _ = m.record(model, t, observation, &rates, &sc.counts, &sc.rejects);
+            m.record_unchecked(model, t, observation, &rates, &sc.counts, &sc.rejects);
         }
 
         // 6. Advance; next observation (or the next episode's first).

@@ -154,6 +154,29 @@ pub enum StepError {
         /// The given length.
         got: usize,
     },
+    /// Occurs when the split given to [`crate::StepMetrics::record`] for an
+    /// agent, `[local, forwards.., reject]`, does not sum to its input rate.
+    SplitTotal {
+        /// Agent index.
+        agent: usize,
+        /// The split's sum.
+        sum: u64,
+        /// The agent's input rate.
+        rate: u32,
+    },
+    /// Occurs when a value given to [`crate::StepMetrics::record`] is not a
+    /// step's state: more rejects than requests in an entry, or a node
+    /// total beyond the model's response-time table.
+    InputValue {
+        /// The slice (`rejects`) or derived quantity (`incoming_rate`).
+        field: &'static str,
+        /// Entry (`rejects`) or node (`incoming_rate`) index.
+        index: usize,
+        /// The value.
+        value: u64,
+        /// The largest value accepted there.
+        max: u64,
+    },
     /// Occurs when a saved [`crate::batch::BatchEnvState`] does not fit the
     /// batch it is restored into.
     StateShape {
@@ -219,6 +242,16 @@ impl fmt::Display for StepError {
                 f,
                 "num_envs: {num_envs} environments do not fit in memory's address range"
             ),
+            Self::SplitTotal { agent, sum, rate } => write!(
+                f,
+                "counts: agent {agent}'s split sums to {sum}, not to its input rate {rate}"
+            ),
+            Self::InputValue {
+                field,
+                index,
+                value,
+                max,
+            } => write!(f, "{field}[{index}]: must be <= {max}, got {value}"),
             Self::StateValue {
                 field,
                 index,

@@ -99,8 +99,11 @@ impl StepMetrics {
     /// `StepMetrics::default()`) is resized to `model` first.
     ///
     /// # Errors
-    /// [`StepError::InputLength`] naming a slice that does not fit `model`
-    /// (nothing is written then).
+    /// Nothing is written when the inputs are not a step's state:
+    /// [`StepError::InputLength`] naming a slice that does not fit `model`,
+    /// [`StepError::SplitTotal`] for an agent whose split does not sum to its
+    /// input rate, [`StepError::InputValue`] for more rejects than requests
+    /// in an entry or a node total beyond the model's response-time table.
     pub fn record(
         &mut self,
         model: &EnvModel,
@@ -125,6 +128,23 @@ impl StepMetrics {
                 });
             }
         }
+        check_step_state(model, rates, counts, rejects)?;
+        self.record_unchecked(model, step, observation, rates, counts, rejects);
+        Ok(())
+    }
+
+    /// [`Self::record`] for slices known to be a step's state of `model`
+    /// (the CPU batch's own).
+    pub(crate) fn record_unchecked(
+        &mut self,
+        model: &EnvModel,
+        step: usize,
+        observation: &[f32],
+        rates: &[u32],
+        counts: &[u32],
+        rejects: &[u32],
+    ) {
+        let (n, w) = (model.num_agents(), model.action_width());
         if !self.fits(n, w, observation.len()) {
             *self = Self::new(model);
         }
@@ -158,7 +178,6 @@ impl StepMetrics {
             self.reward[a] = reward::of_agent_f64(numerator, rates[a]);
         }
         self.record_times_and_delays(model, step, counts);
-        Ok(())
     }
 
     /// Whether every array has its length for `n` agents, action width `w`
@@ -238,6 +257,56 @@ impl StepMetrics {
             self.network_return_delay_avg[a] = mean(ret_sum);
         }
     }
+}
+
+/// Checks that `counts` splits each agent's rate (`[local, forwards..,
+/// reject]` summing to `rates[a]`), that no entry rejects more than it
+/// holds, and that every node's total has a response time in its table.
+fn check_step_state(
+    model: &EnvModel,
+    rates: &[u32],
+    counts: &[u32],
+    rejects: &[u32],
+) -> Result<(), StepError> {
+    let w = model.action_width();
+    for (a, &rate) in rates.iter().enumerate() {
+        let k = model.degree(a);
+        let row = &counts[a * w..a * w + k + 2];
+        let sum: u64 = row.iter().map(|&c| u64::from(c)).sum();
+        if sum != u64::from(rate) {
+            return Err(StepError::SplitTotal {
+                agent: a,
+                sum,
+                rate,
+            });
+        }
+        for e in a * w..=a * w + k {
+            if rejects[e] > counts[e] {
+                return Err(StepError::InputValue {
+                    field: "rejects",
+                    index: e,
+                    value: u64::from(rejects[e]),
+                    max: u64::from(counts[e]),
+                });
+            }
+        }
+    }
+    for node in 0..model.num_agents() {
+        let forwarded: u64 = (model.in_offsets[node]..model.in_offsets[node + 1])
+            .map(|e| u64::from(counts[model.in_senders[e] * w + model.in_action_index[e]]))
+            .sum();
+        let total = u64::from(counts[node * w]) + forwarded;
+        let max = u64::from(model.perf_table(node).max_total());
+        if total > max {
+            return Err(StepError::InputValue {
+                field: "incoming_rate",
+                index: node,
+                value: total,
+                max,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Network delay in ms of `bytes` over a link: `access + bytes·8 /

@@ -5,7 +5,7 @@
 use dfaas_core::rejects::{RejectArithmetic, distribute_rejects};
 use dfaas_core::reward;
 use dfaas_core::split::split_requests;
-use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepMetrics, network_delay_ms};
+use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepError, StepMetrics, network_delay_ms};
 use proptest::prelude::*;
 
 fn any_f32() -> impl Strategy<Value = f32> {
@@ -77,6 +77,54 @@ proptest! {
         let model = EnvModel::new(&EnvConfig::default().build().unwrap()).unwrap();
         let mut m = StepMetrics::default();
         let _ = m.record(&model, step % model.max_steps(), &obs, &rates, &counts, &rejects);
+    }
+
+    /// A step's state recorded again gives the batch's own metrics; the
+    /// same state with one value made inconsistent is refused, naming it,
+    /// and leaves the record untouched.
+    #[test]
+    fn recorded_step_states_match_the_batch_and_corruptions_are_refused(
+        weights in prop::collection::vec(0.0f32..1.0, 6),
+        steps in 1usize..6,
+        target in any::<usize>(),
+        delta in 1u32..1000,
+        kind in 0usize..3,
+    ) {
+        let model = EnvModel::new(&EnvConfig::default().build().unwrap()).unwrap();
+        let (n, w) = (model.num_agents(), model.action_width());
+        prop_assert_eq!(weights.len(), n * w);
+        let mut batch = BatchEnv::new(model.clone(), 1).unwrap();
+        batch.reset(7).unwrap();
+        let mut metrics = vec![StepMetrics::default()];
+        for _ in 0..steps {
+            batch.step_with_metrics(&weights, &mut metrics).unwrap();
+        }
+        let m = &metrics[0];
+        let mut again = StepMetrics::default();
+        again.record(&model, m.step, &m.observation, &m.input_rate, &m.action, &m.forward_rejects).unwrap();
+        prop_assert_eq!(&again, m);
+
+        let (mut rates, mut counts, mut rejects) = (m.input_rate.clone(), m.action.clone(), m.forward_rejects.clone());
+        let agent = target % n;
+        let entry = agent * w + target % (model.degree(agent) + 1);
+        let past_table = model.perf_table(agent).max_total() + 1;
+        match kind {
+            0 => counts[agent * w + target % (model.degree(agent) + 2)] += delta,
+            1 => rejects[entry] = counts[entry] + delta,
+            _ => {
+                // A consistent split whose node total is past the table.
+                rates[agent] += past_table;
+                counts[agent * w] += past_table;
+            }
+        }
+        let result = again.record(&model, m.step, &m.observation, &rates, &counts, &rejects);
+        match (kind, result) {
+            (0, Err(StepError::SplitTotal { agent: a, .. })) => prop_assert_eq!(a, agent),
+            (1, Err(StepError::InputValue { field: "rejects", index, .. })) => prop_assert_eq!(index, entry),
+            (2, Err(StepError::InputValue { field: "incoming_rate", index, .. })) => prop_assert_eq!(index, agent),
+            (kind, other) => prop_assert!(false, "corruption {kind}: {other:?}"),
+        }
+        prop_assert_eq!(&again, m);
     }
 
     #[test]

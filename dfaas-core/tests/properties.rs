@@ -162,8 +162,10 @@ proptest! {
                     prop_assert!(rejected <= sent);
                 }
                 prop_assert!((-1.0..=1.0).contains(&m.reward[a]));
+                // At step 0 `prev_input_rate` is 1 (spec §5), above an
+                // all-zero static trace's largest rate.
                 for x in &obs_before[a * ow..(a + 1) * ow] {
-                    prop_assert!(x.is_finite() && *x >= 0.0 && *x <= max_rate as f32);
+                    prop_assert!(x.is_finite() && *x >= 0.0 && *x <= max_rate.max(1) as f32);
                 }
             }
             let sent: u32 = (0..n).map(|a| m.action[a * w + 1..=a * w + model.degree(a)].iter().sum::<u32>()).sum();

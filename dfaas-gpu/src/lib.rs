@@ -33,6 +33,7 @@
 pub mod batch_env;
 mod context;
 pub mod nn;
+pub mod ppo;
 pub mod split;
 
 pub use batch_env::{GpuBatchEnv, GpuEnvState, TracePool};

@@ -176,6 +176,27 @@ pub enum TrainError {
         /// Why it does not fit.
         reason: String,
     },
+    /// Occurs when a loss statistic or a gradient norm of an iteration was
+    /// NaN or infinite (the parameters are then not to be trusted).
+    #[error(
+        "iteration {iteration}: a loss or gradient became NaN or infinite (try a lower learning rate)"
+    )]
+    NonFinite {
+        /// The 1-based iteration.
+        iteration: usize,
+    },
+    /// Occurs when the GPU trainer is asked for a layout it does not run.
+    #[error(
+        "layout {layout:?} does not train on the GPU yet (use --layout independent or the CPU)"
+    )]
+    NotOnGpu {
+        /// The layout asked for.
+        layout: crate::ppo::Layout,
+    },
+    /// Occurs when the GPU refuses an operation.
+    #[cfg(feature = "gpu")]
+    #[error("on the GPU")]
+    Gpu(#[source] dfaas_gpu::GpuError),
     /// Occurs when a counter restored from a state would overflow.
     #[error("{counter}: {value} + {added} overflows")]
     CounterOverflow {

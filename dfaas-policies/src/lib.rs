@@ -28,6 +28,8 @@ pub mod dirichlet;
 pub mod error;
 pub mod gae;
 pub mod gemm;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod mlp;
 pub mod ppo;
 pub mod special;

@@ -323,6 +323,17 @@ pub struct RunningNorm {
 }
 
 impl RunningNorm {
+    /// Statistics of `count` rows with per-feature `mean` and sums of
+    /// squared deviations `m2`.
+    pub(crate) fn from_parts(count: f64, mean: Vec<f64>, m2: Vec<f64>) -> Self {
+        Self { count, mean, m2 }
+    }
+
+    /// Rows seen, per-feature means and sums of squared deviations.
+    pub(crate) fn parts(&self) -> (f64, &[f64], &[f64]) {
+        (self.count, &self.mean, &self.m2)
+    }
+
     fn new(dim: usize) -> Self {
         Self {
             count: 0.0,
@@ -615,6 +626,25 @@ where
         Ok(trainer)
     }
 
+    /// Replaces what was learned — policies, observation statistics, KL
+    /// coefficients and counters — with another trainer's (the GPU
+    /// trainer's hand-over; lengths as [`Trainer::state`]'s); the
+    /// environments and random streams stay this trainer's.
+    pub(crate) fn adopt(
+        &mut self,
+        policies: Vec<B::Policy>,
+        norms: Vec<RunningNorm>,
+        kl_coeffs: Vec<f32>,
+        iteration: usize,
+        env_steps: u64,
+    ) {
+        self.policies = policies;
+        self.norms = norms;
+        self.kl_coeffs = kl_coeffs;
+        self.iteration = iteration;
+        self.env_steps = env_steps;
+    }
+
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> &PpoConfig {
@@ -643,18 +673,6 @@ where
     #[must_use]
     pub fn backend(&self) -> &B {
         &self.backend
-    }
-
-    /// Entropy coefficient at the current progress.
-    fn entropy_coeff(&self) -> f32 {
-        let c = &self.config;
-        if c.entropy_decay_fraction <= 0.0 {
-            return c.entropy_coeff;
-        }
-        let progress =
-            self.iteration as f32 / (c.entropy_decay_fraction * c.iterations.max(1) as f32);
-        let t = progress.min(1.0);
-        c.entropy_coeff + (c.entropy_coeff_final - c.entropy_coeff) * t
     }
 
     /// Concentrations and values of policy `p` for `rows` input rows
@@ -733,10 +751,10 @@ where
     /// # Errors
     /// [`TrainError`] of the environments or a backend.
     pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
-        let (env_steps, iteration) = self.next_counters()?;
+        let (env_steps, iteration) = next_counters(&self.config, self.env_steps, self.iteration)?;
         let (rollouts, tally) = self.sample()?;
         let targets = self.targets(&rollouts)?;
-        let entropy_coeff = self.entropy_coeff();
+        let entropy_coeff = entropy_coeff_at(&self.config, self.iteration);
         let sums = self.update(&rollouts, &targets, entropy_coeff)?;
         self.env_steps = env_steps;
         self.iteration = iteration;
@@ -755,30 +773,6 @@ where
             clip_fraction: sums.mean(|s| s.clip_fraction),
             entropy_coeff: f64::from(entropy_coeff),
         })
-    }
-
-    /// The step and iteration counters after this iteration. Counters
-    /// restored from a state may be near their limits: checked before
-    /// anything changes.
-    fn next_counters(&self) -> Result<(u64, usize), TrainError> {
-        let added = (self.config.rollout_steps * self.config.num_envs) as u64;
-        let env_steps = self
-            .env_steps
-            .checked_add(added)
-            .ok_or(TrainError::CounterOverflow {
-                counter: "env_steps",
-                value: self.env_steps,
-                added,
-            })?;
-        let iteration = self
-            .iteration
-            .checked_add(1)
-            .ok_or(TrainError::CounterOverflow {
-                counter: "iteration",
-                value: self.iteration as u64,
-                added: 1,
-            })?;
-        Ok((env_steps, iteration))
     }
 
     /// Sampling: `rollout_steps` steps of every env with actions drawn from
@@ -1049,10 +1043,48 @@ impl<B: Backend> PolicyUpdate<'_, B> {
     }
 }
 
+/// The entropy coefficient after `iteration` iterations: linear from
+/// `entropy_coeff` to `entropy_coeff_final` over the decay fraction of the
+/// run, then constant (the schedule of every backend's trainer).
+pub(crate) fn entropy_coeff_at(c: &PpoConfig, iteration: usize) -> f32 {
+    if c.entropy_decay_fraction <= 0.0 {
+        return c.entropy_coeff;
+    }
+    let progress = iteration as f32 / (c.entropy_decay_fraction * c.iterations.max(1) as f32);
+    let t = progress.min(1.0);
+    c.entropy_coeff + (c.entropy_coeff_final - c.entropy_coeff) * t
+}
+
+/// The step and iteration counters after one more iteration from
+/// `env_steps` and `iteration`. Counters restored from a state may be near
+/// their limits: checked before anything changes.
+pub(crate) fn next_counters(
+    c: &PpoConfig,
+    env_steps: u64,
+    iteration: usize,
+) -> Result<(u64, usize), TrainError> {
+    let added = (c.rollout_steps * c.num_envs) as u64;
+    let next_steps = env_steps
+        .checked_add(added)
+        .ok_or(TrainError::CounterOverflow {
+            counter: "env_steps",
+            value: env_steps,
+            added,
+        })?;
+    let next_iteration = iteration
+        .checked_add(1)
+        .ok_or(TrainError::CounterOverflow {
+            counter: "iteration",
+            value: iteration as u64,
+            added: 1,
+        })?;
+    Ok((next_steps, next_iteration))
+}
+
 /// RLlib's KL-coefficient rule, after an iteration whose last epoch had
 /// mean KL `kl`: ×1.5 when `kl > 2·target`, ×0.5 when `kl < target/2`,
 /// unchanged otherwise (and a coefficient of 0 — the penalty off — stays 0).
-fn adapt_kl_coeff(coeff: f32, kl: f64, target: f32) -> f32 {
+pub(crate) fn adapt_kl_coeff(coeff: f32, kl: f64, target: f32) -> f32 {
     let target = f64::from(target);
     if coeff <= 0.0 {
         coeff

@@ -233,12 +233,16 @@ fn gae_matches_the_cpu_scan_and_standardisation() {
     // γ, λ ≠ 0; episode ends inside the rollout (about one step in 9);
     // rollouts that end mid-episode bootstrap from `last_values`. Several
     // shapes: more columns than one workgroup, a single step, a single
-    // column.
-    for (steps, columns, gamma, lambda) in [
-        (32, 300, 0.99, 0.95),
-        (1, 70, 0.7, 0.3),
-        (288, 1, 0.5, 1.0),
-        (20, 45, 0.0, 0.0),
+    // column; groups of columns standardised on their own (more samples
+    // than a workgroup, a few, one each: left as they are).
+    for (steps, columns, gamma, lambda, groups) in [
+        (32, 300, 0.99, 0.95, 1),
+        (1, 70, 0.7, 0.3, 1),
+        (288, 1, 0.5, 1.0, 1),
+        (20, 45, 0.0, 0.0, 1),
+        (32, 300, 0.99, 0.95, 3),
+        (20, 45, 0.9, 0.8, 5),
+        (1, 6, 0.9, 0.8, 6),
     ] {
         let mut rng = seeded(21);
         let len = steps * columns;
@@ -261,12 +265,12 @@ fn gae_matches_the_cpu_scan_and_standardisation() {
             last_values: &last_values,
         };
         let (cpu_advantages, cpu_returns) = gae::advantages(&samples, gamma, lambda).unwrap();
-        let kernel = Gae::new(&ctx, steps, columns, gamma, lambda).unwrap();
+        let kernel = Gae::new(&ctx, steps, columns, gamma, lambda, groups).unwrap();
         kernel.rewards().write(&ctx, &rewards).unwrap();
         kernel.values().write(&ctx, &values).unwrap();
         kernel.dones().write(&ctx, &dones).unwrap();
         kernel.last_values().write(&ctx, &last_values).unwrap();
-        let label = format!("{steps}×{columns}, γ {gamma}, λ {lambda}");
+        let label = format!("{steps}×{columns}, γ {gamma}, λ {lambda}, {groups} groups");
         for standardise in [false, true] {
             kernel.run(&ctx, standardise).unwrap();
             // The scan: the same f32 operations in the same order (products
@@ -284,9 +288,21 @@ fn gae_matches_the_cpu_scan_and_standardisation() {
             if standardise {
                 // The CPU takes mean and variance in f64, the GPU in f32
                 // (each invocation's strided slice, then a tree): about
-                // len/256 roundings of 6e-8 each on the moments.
+                // len/256 roundings of 6e-8 each on the moments. The CPU
+                // standardises each group's samples (its columns, every
+                // step) on their own.
+                let k = columns / groups;
                 let mut want = cpu_advantages.clone();
-                gae::standardise(&mut want);
+                for g in 0..groups {
+                    let at: Vec<usize> = (0..steps)
+                        .flat_map(|t| (g * k..(g + 1) * k).map(move |c| t * columns + c))
+                        .collect();
+                    let mut group: Vec<f32> = at.iter().map(|&i| cpu_advantages[i]).collect();
+                    gae::standardise(&mut group);
+                    for (&i, &a) in at.iter().zip(&group) {
+                        want[i] = a;
+                    }
+                }
                 assert_close(
                     &format!("standardised {label}"),
                     &advantages,
@@ -310,12 +326,21 @@ fn gae_matches_the_cpu_scan_and_standardisation() {
         kernel.run(&ctx, true).unwrap();
         assert_eq!(again, kernel.advantages().read(&ctx).unwrap());
     }
-    assert!(Gae::new(&ctx, 0, 4, 0.9, 0.9).is_err());
+    assert!(Gae::new(&ctx, 0, 4, 0.9, 0.9, 1).is_err());
     assert!(matches!(
-        Gae::new(&ctx, 4, 4, 1.5, 0.9),
+        Gae::new(&ctx, 4, 4, 1.5, 0.9, 1),
         Err(GpuError::Input { field: "gamma", .. })
     ));
-    assert!(Gae::new(&ctx, usize::MAX, 2, 0.9, 0.9).is_err());
+    for groups in [0, 3] {
+        assert!(matches!(
+            Gae::new(&ctx, 4, 4, 0.9, 0.9, groups),
+            Err(GpuError::Input {
+                field: "groups",
+                ..
+            })
+        ));
+    }
+    assert!(Gae::new(&ctx, usize::MAX, 2, 0.9, 0.9, 1).is_err());
 }
 
 #[test]
@@ -1028,12 +1053,25 @@ fn dirichlet_sampler_matches_the_cpu_sampler_in_distribution() {
 /// under half this margin — so no clip decision can differ.
 const CLIP_MARGIN: f64 = 1e-2;
 
-#[test]
-fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
-    let Some(ctx) = context() else { return };
-    let (rows, width, clip) = (500, 5, 0.2f32);
+/// Random inputs of the loss tests.
+struct LossCase {
+    logits: Vec<f32>,
+    old_alpha: Vec<f32>,
+    actions: Vec<f32>,
+    mask: Vec<u32>,
+    mask_u8: Vec<u8>,
+    used_of: Vec<Vec<usize>>,
+    old_log_prob: Vec<f32>,
+    advantages: Vec<f32>,
+    values: Vec<f32>,
+    returns: Vec<f32>,
+}
+
+/// `rows` random samples of `width` outputs (a random mask of at least two
+/// entries a row), their ratios placed away from the clip boundaries.
+fn loss_case(rows: usize, width: usize, clip: f32, seed: u64) -> LossCase {
     let wide = rows * width;
-    let mut rng = seeded(71);
+    let mut rng = seeded(seed);
     let mut logits = vec![0f32; wide];
     let mut old_alpha = vec![0f32; wide];
     let mut actions = vec![0.37f32; wide];
@@ -1081,6 +1119,37 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
     let returns: Vec<f32> = (0..rows)
         .map(|_| 2.0 * standard_normal(&mut rng) as f32)
         .collect();
+    LossCase {
+        logits,
+        old_alpha,
+        actions,
+        mask,
+        mask_u8,
+        used_of,
+        old_log_prob,
+        advantages,
+        values,
+        returns,
+    }
+}
+
+#[test]
+fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
+    let Some(ctx) = context() else { return };
+    let (rows, width, clip) = (500, 5, 0.2f32);
+    let wide = rows * width;
+    let LossCase {
+        logits,
+        old_alpha,
+        actions,
+        mask,
+        mask_u8,
+        used_of,
+        old_log_prob,
+        advantages,
+        values,
+        returns,
+    } = loss_case(rows, width, clip, 71);
 
     let logits_d = DeviceVec::from_slice(&ctx, "logits", &logits).unwrap();
     let kernel = DirichletKernel::new(&ctx, rows, width).unwrap();
@@ -1106,16 +1175,16 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
             entropy_coeff: 0.0,
             kl_coeff: 0.0,
         };
-        let mut loss = PpoLoss::new(&ctx, buffers, settings).unwrap();
+        let mut loss = PpoLoss::new(&ctx, buffers, settings, 1).unwrap();
         loss.old_log_prob().write(&ctx, &old_log_prob).unwrap();
         loss.advantages().write(&ctx, &advantages).unwrap();
         loss.returns().write(&ctx, &returns).unwrap();
         for (entropy_coeff, kl_coeff) in [(0.01f32, 0.0f32), (0.003, 0.3)] {
             let before = ctx.traffic();
-            loss.set_coefficients(&ctx, entropy_coeff, kl_coeff)
+            loss.set_coefficients(&ctx, entropy_coeff, &[kl_coeff])
                 .unwrap();
-            // One uniform rewritten, nothing rebuilt.
-            assert_eq!((ctx.traffic() - before).bytes_uploaded, 48);
+            // One uniform and one KL weight rewritten, nothing rebuilt.
+            assert_eq!((ctx.traffic() - before).bytes_uploaded, 48 + 4);
             let pass = || {
                 let before = ctx.traffic();
                 dfaas_gpu::nn::submit_pass(&ctx, "loss", |pass| {
@@ -1133,6 +1202,11 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
                 )
             };
             let (gpu_d, gpu_dv, stats) = pass();
+            // One group: its KL mean is the overall one, the same sum in
+            // the same order.
+            let group_kl = loss.group_kl().read(&ctx).unwrap();
+            assert_eq!(group_kl.len(), 1);
+            assert_eq!(group_kl[0].to_bits(), stats[3].to_bits(), "group KL");
             // The Dirichlet kernel's rows [log-density, entropy, KL].
             let gpu_rows = kernel.values().read(&ctx).unwrap();
             // The same bits run to run (fixed-order reduction), into
@@ -1373,7 +1447,7 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
         ..buffers
     };
     assert_eq!(
-        field(PpoLoss::new(&ctx, aliased, settings).unwrap_err()),
+        field(PpoLoss::new(&ctx, aliased, settings, 1).unwrap_err()),
         "d_logits"
     );
     let short = DeviceVec::zeros(&ctx, "values", rows - 1).unwrap();
@@ -1382,23 +1456,41 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
         ..buffers
     };
     assert_eq!(
-        field(PpoLoss::new(&ctx, misfit, settings).unwrap_err()),
+        field(PpoLoss::new(&ctx, misfit, settings, 1).unwrap_err()),
         "values"
     );
+    for groups in [0, 3] {
+        assert_eq!(
+            field(PpoLoss::new(&ctx, buffers, settings, groups).unwrap_err()),
+            "groups"
+        );
+    }
     let nan_clip = LossSettings {
         clip: f32::NAN,
         ..settings
     };
     assert_eq!(
-        field(PpoLoss::new(&ctx, buffers, nan_clip).unwrap_err()),
+        field(PpoLoss::new(&ctx, buffers, nan_clip, 1).unwrap_err()),
         "clip"
     );
-    let mut loss = PpoLoss::new(&ctx, buffers, settings).unwrap();
+    let mut loss = PpoLoss::new(&ctx, buffers, settings, 1).unwrap();
     assert_eq!(
-        field(loss.set_coefficients(&ctx, 0.0, f32::INFINITY).unwrap_err()),
-        "kl_coeff"
+        field(
+            loss.set_coefficients(&ctx, 0.0, &[f32::INFINITY])
+                .unwrap_err()
+        ),
+        "kl_coeffs"
+    );
+    assert_eq!(
+        field(loss.set_coefficients(&ctx, 0.0, &[0.1, 0.1]).unwrap_err()),
+        "kl_coeffs"
+    );
+    assert_eq!(
+        field(loss.set_coefficients(&ctx, f32::NAN, &[0.1]).unwrap_err()),
+        "entropy_coeff"
     );
     assert_eq!(loss.settings(), settings);
+    assert_eq!(loss.kl_coeffs(), &[settings.kl_coeff]);
     let other = GpuContext::new().unwrap();
     assert!(matches!(
         loss.run(&other),
@@ -1410,3 +1502,260 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
 /// term sums of up to a few tens (ψ and ψ′ of α down to softplus(−5) ≈
 /// 7e-3, where ψ′ ≈ 2e4), and WGSL's `exp` in the sigmoid.
 const D_RTOL: f64 = 1e-4;
+
+#[test]
+fn ppo_loss_groups_match_the_cpu_loss_of_each_group() {
+    let Some(ctx) = context() else { return };
+    // 3 groups of R = 50 rows (group-major), each with its own KL weight,
+    // one of them 0: each group against the CPU loss of its own minibatch.
+    let (rows, width, clip, groups) = (150, 5, 0.2f32, 3);
+    let (group_rows, wide) = (rows / groups, rows * width);
+    let (entropy_coeff, kl_coeffs) = (0.003f32, [0.3f32, 0.0, 0.05]);
+    let case = loss_case(rows, width, clip, 72);
+    let logits_d = DeviceVec::from_slice(&ctx, "logits", &case.logits).unwrap();
+    let kernel = DirichletKernel::new(&ctx, rows, width).unwrap();
+    kernel.actions().write(&ctx, &case.actions).unwrap();
+    kernel.old_alpha().write(&ctx, &case.old_alpha).unwrap();
+    kernel.mask().write(&ctx, &case.mask).unwrap();
+    let concentrations = Concentrations::new(&ctx, &logits_d, kernel.alpha()).unwrap();
+    let d_logits = DeviceVec::zeros(&ctx, "d_logits", wide).unwrap();
+    let values_d = DeviceVec::from_slice(&ctx, "values", &case.values).unwrap();
+    let d_values = DeviceVec::zeros(&ctx, "d_values", rows).unwrap();
+    let buffers = LossBuffers {
+        logits: &logits_d,
+        dirichlet: &kernel,
+        d_logits: &d_logits,
+        values: &values_d,
+        d_values: &d_values,
+    };
+    let settings = LossSettings {
+        clip,
+        value_coeff: 0.5,
+        value_clip: Some(4.0),
+        entropy_coeff: 0.0,
+        kl_coeff: 0.1,
+    };
+    let mut loss = PpoLoss::new(&ctx, buffers, settings, groups).unwrap();
+    assert_eq!((loss.groups(), loss.kl_coeffs()), (groups, &[0.1; 3][..]));
+    loss.old_log_prob().write(&ctx, &case.old_log_prob).unwrap();
+    loss.advantages().write(&ctx, &case.advantages).unwrap();
+    loss.returns().write(&ctx, &case.returns).unwrap();
+    let before = ctx.traffic();
+    loss.set_coefficients(&ctx, entropy_coeff, &kl_coeffs)
+        .unwrap();
+    // The uniform and the 3 KL weights.
+    assert_eq!((ctx.traffic() - before).bytes_uploaded, 48 + 4 * 3);
+    assert_eq!(loss.kl_coeffs(), &kl_coeffs);
+    assert_eq!(loss.settings().kl_coeff, kl_coeffs[0]);
+    let pass = || {
+        dfaas_gpu::nn::submit_pass(&ctx, "loss", |pass| {
+            concentrations.encode(&ctx, pass)?;
+            kernel.encode(&ctx, pass)?;
+            loss.encode(&ctx, pass)
+        })
+        .unwrap();
+        (
+            d_logits.read(&ctx).unwrap(),
+            d_values.read(&ctx).unwrap(),
+            loss.stats().read(&ctx).unwrap(),
+            loss.group_kl().read(&ctx).unwrap(),
+        )
+    };
+    let (gpu_d, gpu_dv, stats, group_kl) = pass();
+    let gpu_rows = kernel.values().read(&ctx).unwrap();
+    // The same bits run to run (fixed-order reductions).
+    loss.group_kl().write(&ctx, &[0.0; 3]).unwrap();
+    let again = pass();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&gpu_d), bits(&again.0), "d_logits run to run");
+    assert_eq!(bits(&stats), bits(&again.2), "stats run to run");
+    assert_eq!(bits(&group_kl), bits(&again.3), "group KL run to run");
+
+    let f = |v: f32| f64::from(v);
+    let stat = |name: &str, gpu: f32, cpu: f64, allowed: f64| {
+        let error = (f(gpu) - cpu).abs();
+        assert!(
+            error <= allowed,
+            "{name}: gpu {gpu} cpu {cpu} (error {error:e}, allowed {allowed:e})"
+        );
+        eprintln!("{name}: error {error:e} (allowed {allowed:e})");
+    };
+    // Means over all rows from the CPU's groups (R equal: the mean of
+    // their means) and from the GPU's own KL rows.
+    let (mut value_loss, mut clip_fraction, mut own_kl, mut kl_magnitude) =
+        (0f64, 0f64, 0f64, 0f64);
+    let mut worst_d = 0f64;
+    for (g, &kl_coeff) in kl_coeffs.iter().enumerate() {
+        let rows_of = g * group_rows..(g + 1) * group_rows;
+        let (lo, hi) = (rows_of.start, rows_of.end);
+        let c = LossCoefficients {
+            clip,
+            value_coeff: settings.value_coeff,
+            value_clip: settings.value_clip,
+            entropy_coeff,
+            kl_coeff,
+            max_grad_norm: None,
+        };
+        let mb = Minibatch {
+            size: group_rows,
+            obs: &[],
+            critic_obs: &[],
+            actions: &case.actions[lo * width..hi * width],
+            old_alpha: &case.old_alpha[lo * width..hi * width],
+            old_log_prob: &case.old_log_prob[rows_of.clone()],
+            advantages: &case.advantages[rows_of.clone()],
+            returns: &case.returns[rows_of.clone()],
+            mask: Some(&case.mask_u8[lo * width..hi * width]),
+        };
+        let mut cpu_d = vec![0f32; group_rows * width];
+        let logits = &case.logits[lo * width..hi * width];
+        let terms = actor_loss_gradient(logits, &mb, width, &c, &mut cpu_d).unwrap();
+        let mut cpu_dv = vec![0f32; group_rows];
+        let group_value_loss = value_loss_gradient(
+            &case.values[rows_of.clone()],
+            &case.returns[rows_of.clone()],
+            &c,
+            &mut cpu_dv,
+        )
+        .unwrap();
+        value_loss += f(group_value_loss) / groups as f64;
+        clip_fraction += f(terms.clip_fraction) / groups as f64;
+        let what = format!("group {g}, c_KL {kl_coeff}");
+        // d_values: the CPU's f32 operations in its order, scaled by 1/R
+        // (one rounding of slack for a compiler's reassociation).
+        assert_close(
+            &format!("{what}: d_values"),
+            &gpu_dv[rows_of.clone()],
+            &cpu_dv,
+            0.0,
+            1e-6,
+        );
+        // d_logits entry by entry, with the bound of the one-group test
+        // (the ratio's error from the log-density's on the surrogate's
+        // part, D_RTOL on each part, 1e-6 of the scale for the sum's
+        // roundings), each part over R rows.
+        let d_scale = scale(&cpu_d);
+        let (mut kl_scale, mut group_own_kl) = (0f64, 0f64);
+        for r in rows_of.clone() {
+            let used = &case.used_of[r];
+            let pick = |v: &[f32]| -> Vec<f32> { used.iter().map(|&j| v[r * width + j]).collect() };
+            let a: Vec<f32> = used
+                .iter()
+                .map(|&j| case.logits[r * width + j].exp().ln_1p() + CONCENTRATION_EPSILON)
+                .collect();
+            let (b, x) = (pick(&case.old_alpha), pick(&case.actions));
+            let m = used.len();
+            let (mut g_lp, mut g_h, mut g_kl) = (vec![0f32; m], vec![0f32; m], vec![0f32; m]);
+            let log_prob = dirichlet::log_prob(&a, &x, &mut g_lp);
+            dirichlet::entropy(&a, &mut g_h);
+            dirichlet::kl(&b, &a, &mut g_kl);
+            let a0: f64 = a.iter().copied().map(f).sum();
+            let b0: f64 = b.iter().copied().map(f).sum();
+            let lp_terms = ln_gamma(a0).abs()
+                + a.iter()
+                    .zip(&x)
+                    .map(|(&ai, &xi)| {
+                        ((f(ai) - 1.0) * f(xi).max(dirichlet::MIN_ENTRY).ln()).abs()
+                            + ln_gamma(f(ai)).abs()
+                    })
+                    .sum::<f64>();
+            kl_scale += ln_gamma(a0).abs()
+                + ln_gamma(b0).abs()
+                + a.iter()
+                    .zip(&b)
+                    .map(|(&ai, &bi)| {
+                        ln_gamma(f(ai)).abs()
+                            + ln_gamma(f(bi)).abs()
+                            + ((f(bi) - f(ai)) * (digamma(f(bi)) - digamma(b0))).abs()
+                    })
+                    .sum::<f64>();
+            let lp_seen = (f(gpu_rows[3 * r]) - f(log_prob)).abs();
+            assert!(
+                lp_seen <= VALUE_RTOL * (1.0 + lp_terms),
+                "{what}, row {r}: log-density off by {lp_seen:e}"
+            );
+            let lp_error = lp_seen + 1e-6;
+            if kl_coeff != 0.0 {
+                group_own_kl += f(gpu_rows[3 * r + 2]);
+                kl_magnitude += f(gpu_rows[3 * r + 2]).abs();
+            }
+            let ratio = f(log_prob - case.old_log_prob[r]).exp();
+            let advantage = f(case.advantages[r]);
+            let clipped = ratio.clamp(1.0 - f(clip), 1.0 + f(clip));
+            let unclipped = ratio * advantage <= clipped * advantage;
+            let d_log_prob = if unclipped { -ratio * advantage } else { 0.0 };
+            for (i, &j) in used.iter().enumerate() {
+                let e = r * width + j;
+                let sigma = 1.0 / (1.0 + (-f(case.logits[e])).exp());
+                let parts = [
+                    (d_log_prob * f(g_lp[i])).abs(),
+                    (f(entropy_coeff) * f(g_h[i])).abs(),
+                    (f(kl_coeff) * f(g_kl[i])).abs(),
+                ];
+                let allowed = 1e-6 * d_scale
+                    + (lp_error * parts[0] + D_RTOL * parts.iter().sum::<f64>()) * sigma
+                        / group_rows as f64;
+                let cpu = cpu_d[e - lo * width];
+                let error = (f(gpu_d[e]) - f(cpu)).abs();
+                assert!(
+                    error <= allowed,
+                    "{what}: d_logits[{e}] gpu {} cpu {cpu} (error {error:e}, allowed {allowed:e})",
+                    gpu_d[e]
+                );
+                worst_d = worst_d.max(error / allowed);
+            }
+            for j in (0..width).filter(|j| !used.contains(j)) {
+                assert_eq!(gpu_d[r * width + j], 0.0, "{what}: left-out entry");
+            }
+        }
+        own_kl += group_own_kl;
+        if kl_coeff == 0.0 {
+            assert_eq!((group_kl[g], terms.kl), (0.0, 0.0), "{what}: KL off");
+        } else {
+            let n = group_rows as f64;
+            // Against the CPU: the rows' KL errors (the Dirichlet test's
+            // VALUE_RTOL on their terms) plus 1e-5 for the f32 sums.
+            stat(
+                &format!("{what}: kl"),
+                group_kl[g],
+                f(terms.kl),
+                1e-7 + (VALUE_RTOL + 1e-5) * (1.0 + kl_scale / n),
+            );
+            // The reduction alone: a tree of R f32 terms against their
+            // f64 mean, within 2e-6 of the mean magnitude.
+            let magnitude: f64 = rows_of.map(|r| f(gpu_rows[3 * r + 2]).abs()).sum();
+            stat(
+                &format!("{what}: kl (own rows)"),
+                group_kl[g],
+                group_own_kl / n,
+                1e-7 + 2e-6 * magnitude / n,
+            );
+        }
+    }
+    eprintln!("d_logits error/allowed {worst_d:.3}");
+    let n = rows as f64;
+    // Over all rows: the groups' means averaged (1e-5 relative for the f32
+    // sums); the KL over every row, 0 on the group without it.
+    stat("value loss", stats[1], value_loss, 1e-5 * value_loss);
+    stat("clip fraction", stats[4], clip_fraction, 1e-5);
+    stat(
+        "kl (own rows)",
+        stats[3],
+        own_kl / n,
+        1e-7 + 2e-6 * kl_magnitude / n,
+    );
+    // Not the same as one minibatch of 150: the groups' gradients are 3
+    // times those of a single group's mean over all rows.
+    let mut single = vec![0f32; rows];
+    let c = LossCoefficients {
+        clip,
+        value_coeff: settings.value_coeff,
+        value_clip: settings.value_clip,
+        entropy_coeff,
+        kl_coeff: 0.0,
+        max_grad_norm: None,
+    };
+    value_loss_gradient(&case.values, &case.returns, &c, &mut single).unwrap();
+    let nonzero = single.iter().position(|&d| d != 0.0).unwrap();
+    assert!((f(gpu_dv[nonzero]) / f(single[nonzero]) - 3.0).abs() < 1e-5);
+}

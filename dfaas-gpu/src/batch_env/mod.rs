@@ -129,6 +129,18 @@ pub struct GpuEnvState {
     pub rejects: Vec<u32>,
 }
 
+/// The device buffers of a [`GpuBatchEnv`], in the layouts of its
+/// accessors; `state` holds [`STATE_WORDS`] words per env (its done flag at
+/// [`DONE`]).
+pub(crate) struct EnvBuffers<'a> {
+    pub actions: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+    pub rejects: &'a wgpu::Buffer,
+    pub obs: &'a wgpu::Buffer,
+    pub rewards: &'a wgpu::Buffer,
+    pub state: &'a wgpu::Buffer,
+}
+
 /// The batch on the device, usable only with the [`GpuContext`] it was
 /// built on.
 #[derive(Debug)]
@@ -432,8 +444,6 @@ impl GpuBatchEnv {
     }
 
     fn dispatch(&self, ctx: &GpuContext, pipeline: &wgpu::ComputePipeline) {
-        let groups = self.params.envs.div_ceil(64);
-        let (x, y) = (groups.min(65_535), groups.div_ceil(65_535));
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("env") });
@@ -442,11 +452,53 @@ impl GpuBatchEnv {
                 label: Some("env"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &self.bind_group, &[]);
-            pass.dispatch_workgroups(x, y, 1);
+            self.record(&mut pass, pipeline);
         }
         ctx.submit(encoder);
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline) {
+        let groups = self.params.envs.div_ceil(64);
+        let (x, y) = (groups.min(65_535), groups.div_ceil(65_535));
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+
+    /// Records one step of every env with the actions in its action buffer
+    /// into `pass` (the device path of a trainer, [`crate::ppo`]).
+    pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record(pass, &self.step_pipeline);
+    }
+
+    /// The env's device buffers, for kernels that read its state and write
+    /// its actions.
+    pub(crate) fn buffers(&self) -> EnvBuffers<'_> {
+        EnvBuffers {
+            actions: &self.actions,
+            counts: &self.counts,
+            rejects: &self.rejects,
+            obs: &self.obs,
+            rewards: &self.rewards,
+            state: &self.state,
+        }
+    }
+
+    /// The model.
+    #[must_use]
+    pub fn model(&self) -> &EnvModel {
+        &self.model
+    }
+
+    /// Number of environments.
+    #[must_use]
+    pub fn num_envs(&self) -> usize {
+        self.params.envs as usize
+    }
+
+    /// The id of the context the env was built on.
+    pub(crate) fn context(&self) -> u64 {
+        self.context
     }
 
     /// Starts every env's first episode again (episode counters to 0: env

@@ -1,7 +1,9 @@
 //! [`Gae`]: generalised advantage estimation on the device — the twin of
 //! `dfaas_policies::gae::{advantages, standardise}` — over a rollout stored
 //! `[step][column]`, one invocation per column for the reverse scan, and
-//! the standardisation of the advantages by a fixed-order reduction.
+//! the standardisation of the advantages by a fixed-order reduction, per
+//! group of columns (e.g. one policy per agent: column `c` in group
+//! `c / (columns / groups)`).
 
 use super::{
     DeviceVec, bind, bind_at, checked_product, encode_on, linear_grid, pipeline, run_on, uniform,
@@ -17,6 +19,10 @@ struct Params {
     columns: u32,
     gamma: f32,
     lambda: f32,
+    groups: u32,
+    group_columns: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 /// GAE for rollouts of `steps × columns` samples with fixed γ and λ: its
@@ -35,6 +41,7 @@ pub struct Gae {
     moments_group: wgpu::BindGroup,
     apply_group: wgpu::BindGroup,
     scan_grid: [u32; 3],
+    groups_grid: [u32; 3],
     apply_grid: [u32; 3],
     rewards: DeviceVec<f32>,
     values: DeviceVec<f32>,
@@ -46,17 +53,20 @@ pub struct Gae {
 
 impl Gae {
     /// GAE over `steps × columns` samples with discount `gamma` and
-    /// `lambda` (both in [0, 1]).
+    /// `lambda` (both in [0, 1]), the columns split into `groups` equal
+    /// groups of consecutive columns, each standardised on its own.
     ///
     /// # Errors
-    /// [`GpuError::Input`] for no samples, γ or λ outside [0, 1], or sizes
-    /// beyond the device's buffers and dispatch limits.
+    /// [`GpuError::Input`] for no samples, γ or λ outside [0, 1], `groups`
+    /// 0 or not dividing `columns`, or sizes beyond the device's buffers
+    /// and dispatch limits.
     pub fn new(
         ctx: &GpuContext,
         steps: usize,
         columns: usize,
         gamma: f32,
         lambda: f32,
+        groups: usize,
     ) -> Result<Self, GpuError> {
         let input = |field: &'static str, reason: String| GpuError::Input { field, reason };
         for (field, value) in [("gamma", gamma), ("lambda", lambda)] {
@@ -70,21 +80,32 @@ impl Gae {
                 format!("{steps} steps × {columns} columns: must not be empty"),
             ));
         }
+        if groups == 0 || !columns.is_multiple_of(groups) {
+            return Err(input(
+                "groups",
+                format!("{groups} groups must be ≥ 1 and divide the {columns} columns"),
+            ));
+        }
         let len = checked_product("samples", &[steps, columns])?;
         let params = Params {
             steps: word("steps", steps)?,
             columns: word("columns", columns)?,
             gamma,
             lambda,
+            groups: word("groups", groups)?,
+            group_columns: word("columns", columns / groups)?,
+            _pad0: 0,
+            _pad1: 0,
         };
         word("samples", len)?;
         let scan_grid = linear_grid(ctx, "columns", columns, 64)?;
+        let groups_grid = linear_grid(ctx, "groups", groups, 1)?;
         let apply_grid = linear_grid(ctx, "samples", len, 256)?;
         let vector = |field| DeviceVec::<f32>::zeros(ctx, field, len);
         let (rewards, values, dones) = (vector("rewards")?, vector("values")?, vector("dones")?);
         let (advantages, returns) = (vector("advantages")?, vector("returns")?);
         let last_values = DeviceVec::zeros(ctx, "last_values", columns)?;
-        let moments_buf = DeviceVec::<f32>::zeros(ctx, "gae.moments", 2)?;
+        let moments_buf = DeviceVec::<f32>::zeros(ctx, "gae.moments", 2 * groups)?;
         let uniform_buf = uniform(ctx, "gae", &params);
         let source = include_str!("gae.wgsl");
         let scan = pipeline(ctx, "gae.scan", source, "scan");
@@ -116,6 +137,7 @@ impl Gae {
             moments_group,
             apply_group,
             scan_grid,
+            groups_grid,
             apply_grid,
             rewards,
             values,
@@ -150,7 +172,7 @@ impl Gae {
         &self.last_values
     }
 
-    /// Advantages `[step][column]` (standardised when asked).
+    /// Advantages `[step][column]` (each group standardised when asked).
     #[must_use]
     pub fn advantages(&self) -> &DeviceVec<f32> {
         &self.advantages
@@ -162,8 +184,8 @@ impl Gae {
         &self.returns
     }
 
-    /// Records the scan and, with `standardise`, the standardisation into
-    /// `pass`.
+    /// Records the scan and, with `standardise`, the standardisation of
+    /// each group's advantages into `pass`.
     ///
     /// # Errors
     /// [`GpuError::ContextMismatch`].
@@ -187,7 +209,8 @@ impl Gae {
         if standardise && self.advantages.len() > 1 {
             pass.set_pipeline(&self.moments);
             pass.set_bind_group(0, &self.moments_group, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
+            let [x, y, z] = self.groups_grid;
+            pass.dispatch_workgroups(x, y, z);
             pass.set_pipeline(&self.apply);
             pass.set_bind_group(0, &self.apply_group, &[]);
             let [x, y, z] = self.apply_grid;

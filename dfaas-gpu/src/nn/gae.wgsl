@@ -3,16 +3,22 @@
 // order): one invocation per column runs the reverse scan
 //   δ_t = r_t + γ·V_{t+1}·(1 − done_t) − V_t,  A_t = δ_t + γλ·(1 − done_t)·A_{t+1}
 // from V after the last step = last_values[column], and writes the value
-// targets A_t + V_t. `standardise_*` turn the advantages into
-// (A − mean)/max(std, 1e-8): one workgroup sums in a fixed order (each
-// invocation a strided slice in increasing index, then a tree), so the
-// result is the same bits run to run.
+// targets A_t + V_t. `standardise_*` turn the advantages of each group
+// (column c in group c / (columns/groups), all steps) into
+// (A − mean_g)/max(std_g, 1e-8): one workgroup per group sums its samples in
+// a fixed order (each invocation a strided slice in increasing sample
+// index, step-major, then a tree), so the result is the same bits run to
+// run; a group of one sample is left as it is.
 
 struct Gae {
     steps: u32,
     columns: u32,
     gamma: f32,
     lambda: f32,
+    groups: u32,
+    group_columns: u32, // columns / groups
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Gae;
@@ -22,7 +28,7 @@ struct Gae {
 @group(0) @binding(4) var<storage, read> last_values: array<f32>;
 @group(0) @binding(5) var<storage, read_write> advantages: array<f32>;
 @group(0) @binding(6) var<storage, read_write> returns: array<f32>;
-@group(0) @binding(7) var<storage, read_write> moments: array<f32>; // mean, 1 / max(std, 1e-8)
+@group(0) @binding(7) var<storage, read_write> moments: array<f32>; // [groups][mean, 1 / max(std, 1e-8)]
 
 @compute @workgroup_size(64)
 fn scan(
@@ -54,11 +60,14 @@ fn scan(
 
 var<workgroup> partial: array<f32, 256>;
 
-// Σ over every advantage of `term(a)`, by workgroup invocation `local` of
-// 256, into partial[0] (all invocations must call it).
-fn workgroup_sum(local: u32, len: u32, centre: f32, squared: bool) {
+// Σ over the `len` advantages of the group whose first column is `first`
+// of (a − centre) or its square, by workgroup invocation `local` of 256,
+// into partial[0] (all invocations must call it).
+fn workgroup_sum(local: u32, len: u32, first: u32, centre: f32, squared: bool) {
+    let k = p.group_columns;
     var sum = 0.0;
-    for (var i = local; i < len; i += 256u) {
+    for (var j = local; j < len; j += 256u) {
+        let i = (j / k) * p.columns + first + j % k;
         let d = advantages[i] - centre;
         sum += select(d, d * d, squared);
     }
@@ -72,17 +81,29 @@ fn workgroup_sum(local: u32, len: u32, centre: f32, squared: bool) {
     }
 }
 
+// One workgroup per group (workgroups beyond the groups do nothing).
 @compute @workgroup_size(256)
-fn standardise_moments(@builtin(local_invocation_index) local: u32) {
-    let len = p.steps * p.columns;
+fn standardise_moments(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) count: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let group = wg.y * count.x + wg.x;
+    if (group >= p.groups) {
+        return;
+    }
+    let len = p.steps * p.group_columns;
+    let first = group * p.group_columns;
     let n = f32(len);
-    workgroup_sum(local, len, 0.0, false);
+    workgroup_sum(local, len, first, 0.0, false);
     let mean = partial[0] / n;
     workgroupBarrier();
-    workgroup_sum(local, len, mean, true);
+    workgroup_sum(local, len, first, mean, true);
     if (local == 0u) {
-        moments[0] = mean;
-        moments[1] = 1.0 / max(sqrt(partial[0] / n), 1e-8);
+        // (A − 0)·1 = A: the CPU leaves a single sample as it is.
+        let single = len < 2u;
+        moments[2u * group] = select(mean, 0.0, single);
+        moments[2u * group + 1u] = select(1.0 / max(sqrt(partial[0] / n), 1e-8), 1.0, single);
     }
 }
 
@@ -96,5 +117,6 @@ fn standardise_apply(
     if (i >= p.steps * p.columns) {
         return;
     }
-    advantages[i] = (advantages[i] - moments[0]) * moments[1];
+    let group = (i % p.columns) / p.group_columns;
+    advantages[i] = (advantages[i] - moments[2u * group]) * moments[2u * group + 1u];
 }

@@ -5,6 +5,11 @@
 //! value error differentiated to the critic's values, and their means over
 //! the minibatch by a fixed-order reduction.
 //!
+//! The rows may hold several independent minibatches (groups, e.g. one
+//! policy per agent) stored group-major: row `r` belongs to group `r / R`
+//! with `R = rows / groups`; each group's gradients are its own means, with
+//! its own KL weight.
+//!
 //! It reads the actor's Dirichlet through a [`DirichletKernel`] (its
 //! log-density, entropy, KL and their gradients with respect to α, and its
 //! mask), whose concentrations the caller computes from the same logits
@@ -13,9 +18,7 @@
 //! gradients land in the caller's vectors (e.g. the MLPs' `d_output`s).
 
 use super::dirichlet::DirichletKernel;
-use super::{
-    DeviceVec, bind, bind_at, checked_product, encode_on, linear_grid, pipeline, run_on, word,
-};
+use super::{DeviceVec, bind_at, checked_product, encode_on, linear_grid, pipeline, run_on, word};
 use crate::{GpuContext, GpuError};
 
 /// Number of entries of [`PpoLoss::stats`].
@@ -34,7 +37,8 @@ pub struct LossSettings {
     /// Entropy bonus weight (changeable per call:
     /// [`PpoLoss::set_coefficients`]).
     pub entropy_coeff: f32,
-    /// KL penalty weight, 0 disables it (changeable per call).
+    /// KL penalty weight of every group at construction, 0 disables it
+    /// (changeable per group and call).
     pub kl_coeff: f32,
 }
 
@@ -45,15 +49,15 @@ struct Params {
     rows: u32,
     width: u32,
     has_cap: u32,
-    _pad0: u32,
+    groups: u32,
     clip: f32,
     value_coeff: f32,
     value_clip: f32,
-    inv_rows: f32,
+    inv_group_rows: f32,
     entropy_coeff: f32,
-    kl_coeff: f32,
-    _pad1: f32,
-    _pad2: f32,
+    inv_rows: f32,
+    group_rows: u32,
+    _pad: u32,
 }
 
 /// The vectors a [`PpoLoss`] reads and writes, all on one context.
@@ -68,16 +72,19 @@ pub struct LossBuffers<'a> {
     pub d_logits: &'a DeviceVec<f32>,
     /// The critic's values `[rows]`.
     pub values: &'a DeviceVec<f32>,
-    /// Written: ∂L/∂values `[rows]` (`c_v`·2·(V − R)/rows, 0 where capped).
+    /// Written: ∂L/∂values `[rows]` (`c_v`·2·(V − ret)/R, R the rows of a
+    /// group; 0 where capped).
     pub d_values: &'a DeviceVec<f32>,
 }
 
-/// The PPO loss of minibatches of `rows` samples: inputs
+/// The PPO loss of `groups` minibatches of `R = rows / groups` samples each
+/// (group-major rows): inputs
 /// ([`PpoLoss::old_log_prob`], [`PpoLoss::advantages`],
 /// [`PpoLoss::returns`], all `[rows]`, and the [`LossBuffers`] it was built
 /// on), outputs (the gradients into [`LossBuffers::d_logits`] and
-/// [`LossBuffers::d_values`], the means into [`PpoLoss::stats`]); usable
-/// only with the [`GpuContext`] it was built on.
+/// [`LossBuffers::d_values`], the means into [`PpoLoss::stats`] and
+/// [`PpoLoss::group_kl`]); usable only with the [`GpuContext`] it was built
+/// on.
 #[derive(Debug)]
 pub struct PpoLoss {
     context: u64,
@@ -86,9 +93,15 @@ pub struct PpoLoss {
     uniform: wgpu::Buffer,
     rows_pipeline: wgpu::ComputePipeline,
     means_pipeline: wgpu::ComputePipeline,
+    group_kl_pipeline: wgpu::ComputePipeline,
     rows_group: wgpu::BindGroup,
     means_group: wgpu::BindGroup,
+    group_kl_group: wgpu::BindGroup,
     rows_grid: [u32; 3],
+    groups_grid: [u32; 3],
+    kl_coeffs: Vec<f32>,
+    kl_coeffs_buf: DeviceVec<f32>,
+    group_kl: DeviceVec<f32>,
     old_log_prob: DeviceVec<f32>,
     advantages: DeviceVec<f32>,
     returns: DeviceVec<f32>,
@@ -117,24 +130,52 @@ fn check_settings(settings: &LossSettings) -> Result<(), GpuError> {
     Ok(())
 }
 
+/// `Ok` when there is one finite KL weight per group.
+fn check_kl_coeffs(kl_coeffs: &[f32], groups: usize) -> Result<(), GpuError> {
+    if kl_coeffs.len() != groups {
+        return Err(GpuError::Input {
+            field: "kl_coeffs",
+            reason: format!("{} weights for {groups} groups", kl_coeffs.len()),
+        });
+    }
+    if let Some(bad) = kl_coeffs.iter().find(|c| !c.is_finite()) {
+        return Err(GpuError::Input {
+            field: "kl_coeffs",
+            reason: format!("must be finite, got {bad}"),
+        });
+    }
+    Ok(())
+}
+
 impl PpoLoss {
-    /// The loss over `buffers` with `settings`; the rows and the width
-    /// are the [`LossBuffers::dirichlet`] kernel's.
+    /// The loss over `buffers` with `settings`, its rows split into
+    /// `groups` minibatches of equal size (every group's KL weight
+    /// `settings.kl_coeff` to begin with); the rows and the width are the
+    /// [`LossBuffers::dirichlet`] kernel's.
     ///
     /// # Errors
     /// [`GpuError::ContextMismatch`] when a vector lives on another
     /// context than `ctx`; [`GpuError::Input`] naming the field when a
-    /// setting is out of range (not finite, ε or the cap < 0), a vector's
-    /// length does not fit the kernel's rows and width, an output vector is
-    /// also an input (or the other output), or sizes exceed the device.
+    /// setting is out of range (not finite, ε or the cap < 0), `groups` is
+    /// 0 or does not divide the rows, a vector's length does not fit the
+    /// kernel's rows and width, an output vector is also an input (or the
+    /// other output), or sizes exceed the device.
     pub fn new(
         ctx: &GpuContext,
         buffers: LossBuffers<'_>,
         settings: LossSettings,
+        groups: usize,
     ) -> Result<Self, GpuError> {
         check_settings(&settings)?;
         let dirichlet = buffers.dirichlet;
         let rows = dirichlet.values().len() / 3;
+        if groups == 0 || !rows.is_multiple_of(groups) {
+            return Err(GpuError::Input {
+                field: "groups",
+                reason: format!("{groups} groups must be ≥ 1 and divide the {rows} rows"),
+            });
+        }
+        let group_rows = rows / groups;
         let width = dirichlet.alpha().len() / rows;
         let (ctx_id, wide) = (ctx.id(), dirichlet.alpha().len());
         dirichlet.values().check(ctx_id, "dirichlet", rows * 3)?;
@@ -167,16 +208,16 @@ impl PpoLoss {
             rows: word("rows", rows)?,
             width: word("width", width)?,
             has_cap: u32::from(settings.value_clip.is_some()),
-            _pad0: 0,
+            groups: word("groups", groups)?,
             clip: settings.clip,
             value_coeff: settings.value_coeff,
             value_clip: settings.value_clip.unwrap_or(0.0),
-            // The CPU's `scale`, the same bits.
-            inv_rows: 1.0 / rows as f32,
+            // The CPU's `scale` of a group's minibatch, the same bits.
+            inv_group_rows: 1.0 / group_rows as f32,
             entropy_coeff: settings.entropy_coeff,
-            kl_coeff: settings.kl_coeff,
-            _pad1: 0.0,
-            _pad2: 0.0,
+            inv_rows: 1.0 / rows as f32,
+            group_rows: word("rows", group_rows)?,
+            _pad: 0,
         };
         let terms_len = checked_product("rows", &[rows, STATS])?;
         // The terms' last index, 5·rows − 1, must fit a u32.
@@ -189,6 +230,9 @@ impl PpoLoss {
         );
         let terms = DeviceVec::<f32>::zeros(ctx, "loss.terms", terms_len)?;
         let stats = DeviceVec::<f32>::zeros(ctx, "loss.stats", STATS)?;
+        let kl_coeffs = vec![settings.kl_coeff; groups];
+        let kl_coeffs_buf = DeviceVec::from_slice(ctx, "kl_coeffs", &kl_coeffs)?;
+        let group_kl = DeviceVec::<f32>::zeros(ctx, "loss.group_kl", groups)?;
         // COPY_DST: the coefficients are rewritten between calls.
         let uniform = ctx.buffer_with(
             "loss",
@@ -198,23 +242,25 @@ impl PpoLoss {
         let source = include_str!("loss.wgsl");
         let rows_pipeline = pipeline(ctx, "loss.rows", source, "loss_rows");
         let means_pipeline = pipeline(ctx, "loss.means", source, "loss_means");
-        let rows_group = bind(
+        let group_kl_pipeline = pipeline(ctx, "loss.group_kl", source, "loss_group_kl");
+        let rows_group = bind_at(
             ctx,
             "loss.rows",
             &rows_pipeline,
             &[
-                &uniform,
-                buffers.logits.buffer(),
-                dirichlet.values().buffer(),
-                dirichlet.grads().buffer(),
-                dirichlet.mask().buffer(),
-                old_log_prob.buffer(),
-                advantages.buffer(),
-                buffers.values.buffer(),
-                returns.buffer(),
-                buffers.d_logits.buffer(),
-                buffers.d_values.buffer(),
-                terms.buffer(),
+                (0, &uniform),
+                (1, buffers.logits.buffer()),
+                (2, dirichlet.values().buffer()),
+                (3, dirichlet.grads().buffer()),
+                (4, dirichlet.mask().buffer()),
+                (5, old_log_prob.buffer()),
+                (6, advantages.buffer()),
+                (7, buffers.values.buffer()),
+                (8, returns.buffer()),
+                (9, buffers.d_logits.buffer()),
+                (10, buffers.d_values.buffer()),
+                (11, terms.buffer()),
+                (13, kl_coeffs_buf.buffer()),
             ],
         );
         let means_group = bind_at(
@@ -223,6 +269,12 @@ impl PpoLoss {
             &means_pipeline,
             &[(0, &uniform), (11, terms.buffer()), (12, stats.buffer())],
         );
+        let group_kl_group = bind_at(
+            ctx,
+            "loss.group_kl",
+            &group_kl_pipeline,
+            &[(0, &uniform), (11, terms.buffer()), (14, group_kl.buffer())],
+        );
         Ok(Self {
             context: ctx_id,
             settings,
@@ -230,9 +282,15 @@ impl PpoLoss {
             uniform,
             rows_pipeline,
             means_pipeline,
+            group_kl_pipeline,
             rows_group,
             means_group,
+            group_kl_group,
             rows_grid: linear_grid(ctx, "rows", rows, 64)?,
+            groups_grid: linear_grid(ctx, "groups", groups, 1)?,
+            kl_coeffs,
+            kl_coeffs_buf,
+            group_kl,
             old_log_prob,
             advantages,
             returns,
@@ -240,36 +298,53 @@ impl PpoLoss {
         })
     }
 
-    /// The settings in use.
+    /// The settings in use; `kl_coeff` is group 0's KL weight (all of
+    /// them: [`PpoLoss::kl_coeffs`]).
     #[must_use]
     pub fn settings(&self) -> LossSettings {
         self.settings
     }
 
-    /// Sets the entropy and KL weights of the following calls (the
-    /// trainer's entropy schedule and adaptive KL): one upload of the
-    /// uniform parameters (48 bytes, counted), nothing rebuilt.
+    /// Number of groups (minibatches of `rows / groups` rows).
+    #[must_use]
+    pub fn groups(&self) -> usize {
+        self.kl_coeffs.len()
+    }
+
+    /// The KL weight of each group in use, `[groups]`.
+    #[must_use]
+    pub fn kl_coeffs(&self) -> &[f32] {
+        &self.kl_coeffs
+    }
+
+    /// Sets the entropy weight and each group's KL weight (`[groups]`) of
+    /// the following calls (the trainer's entropy schedule and adaptive
+    /// KL): two uploads, the uniform parameters (48 bytes) and the weights
+    /// (4·groups bytes), both counted; nothing rebuilt.
     ///
     /// # Errors
-    /// [`GpuError::ContextMismatch`]; [`GpuError::Input`] naming a weight
-    /// that is not finite.
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Input`] naming
+    /// `entropy_coeff` when it is not finite, `kl_coeffs` when it is not
+    /// one finite weight per group (nothing is changed then).
     pub fn set_coefficients(
         &mut self,
         ctx: &GpuContext,
         entropy_coeff: f32,
-        kl_coeff: f32,
+        kl_coeffs: &[f32],
     ) -> Result<(), GpuError> {
         ctx.check(self.context)?;
+        check_kl_coeffs(kl_coeffs, self.groups())?;
         let settings = LossSettings {
             entropy_coeff,
-            kl_coeff,
+            kl_coeff: kl_coeffs[0],
             ..self.settings
         };
         check_settings(&settings)?;
         self.settings = settings;
         self.params.entropy_coeff = entropy_coeff;
-        self.params.kl_coeff = kl_coeff;
+        self.kl_coeffs.copy_from_slice(kl_coeffs);
         ctx.upload(&self.uniform, 0, bytemuck::bytes_of(&self.params));
+        self.kl_coeffs_buf.write(ctx, kl_coeffs)?;
         Ok(())
     }
 
@@ -291,13 +366,20 @@ impl PpoLoss {
         &self.returns
     }
 
-    /// `[STATS]`, means over the rows of the last call: policy loss
-    /// `−min(r·A, clip(r)·A)`, value loss `min((V − R)², cap)` (before
-    /// `c_v`), entropy, KL(old ‖ new) (0 when `kl_coeff` is 0), clip
-    /// fraction.
+    /// `[STATS]`, means over all rows of the last call (the mean of the
+    /// groups' means): policy loss `−min(r·A, clip(r)·A)`, value loss
+    /// `min((V − R)², cap)` (before `c_v`), entropy, KL(old ‖ new) (0 on
+    /// the rows of a group whose KL weight is 0), clip fraction.
     #[must_use]
     pub fn stats(&self) -> &DeviceVec<f32> {
         &self.stats
+    }
+
+    /// `[groups]`, each group's mean KL(old ‖ new) over its rows in the
+    /// last call (0 for a group whose KL weight is 0).
+    #[must_use]
+    pub fn group_kl(&self) -> &DeviceVec<f32> {
+        &self.group_kl
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -308,9 +390,14 @@ impl PpoLoss {
         pass.set_pipeline(&self.means_pipeline);
         pass.set_bind_group(0, &self.means_group, &[]);
         pass.dispatch_workgroups(1, 1, 1);
+        pass.set_pipeline(&self.group_kl_pipeline);
+        pass.set_bind_group(0, &self.group_kl_group, &[]);
+        let [x, y, z] = self.groups_grid;
+        pass.dispatch_workgroups(x, y, z);
     }
 
-    /// Records the loss (gradients, then the means) into `pass`, after the
+    /// Records the loss (gradients, then the means and the groups' KL
+    /// means) into `pass`, after the
     /// [`DirichletKernel`]'s evaluation.
     ///
     /// # Errors

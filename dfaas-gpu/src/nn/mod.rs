@@ -168,7 +168,12 @@ impl<T: bytemuck::Pod> DeviceVec<T> {
 
     /// `Ok` when the vector lives on context `context` and holds `len`
     /// elements.
-    fn check(&self, context: u64, field: &'static str, len: usize) -> Result<(), GpuError> {
+    pub(crate) fn check(
+        &self,
+        context: u64,
+        field: &'static str,
+        len: usize,
+    ) -> Result<(), GpuError> {
         if self.context != context {
             return Err(GpuError::ContextMismatch {
                 built_on: context,
@@ -191,7 +196,12 @@ fn usages() -> wgpu::BufferUsages {
 
 /// A compute pipeline of `source`'s entry point `entry` (the bind group
 /// layout derived from the shader).
-fn pipeline(ctx: &GpuContext, label: &str, source: &str, entry: &str) -> wgpu::ComputePipeline {
+pub(crate) fn pipeline(
+    ctx: &GpuContext,
+    label: &str,
+    source: &str,
+    entry: &str,
+) -> wgpu::ComputePipeline {
     let module = ctx
         .device
         .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -210,7 +220,7 @@ fn pipeline(ctx: &GpuContext, label: &str, source: &str, entry: &str) -> wgpu::C
 }
 
 /// A bind group of `pipeline`'s group 0 with `buffers` at bindings 0, 1, …
-fn bind(
+pub(crate) fn bind(
     ctx: &GpuContext,
     label: &str,
     pipeline: &wgpu::ComputePipeline,
@@ -222,7 +232,7 @@ fn bind(
 
 /// A bind group of `pipeline`'s group 0 with each buffer at its binding
 /// (for entry points that use a subset of their module's bindings).
-fn bind_at(
+pub(crate) fn bind_at(
     ctx: &GpuContext,
     label: &str,
     pipeline: &wgpu::ComputePipeline,
@@ -248,7 +258,7 @@ fn bind_at(
 ///
 /// # Errors
 /// [`GpuError::Input`] naming `field` when even that exceeds the device.
-fn linear_grid(
+pub(crate) fn linear_grid(
     ctx: &GpuContext,
     field: &'static str,
     len: usize,
@@ -261,7 +271,7 @@ fn linear_grid(
 }
 
 /// A uniform buffer holding `value` (counted as uploaded).
-fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
+pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
     ctx.buffer_with(
         label,
         bytemuck::bytes_of(value),
@@ -273,7 +283,11 @@ fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::
 ///
 /// # Errors
 /// [`GpuError::Input`] naming `field` otherwise.
-fn grid(ctx: &GpuContext, field: &'static str, dims: [usize; 3]) -> Result<[u32; 3], GpuError> {
+pub(crate) fn grid(
+    ctx: &GpuContext,
+    field: &'static str,
+    dims: [usize; 3],
+) -> Result<[u32; 3], GpuError> {
     let limit = ctx.device.limits().max_compute_workgroups_per_dimension;
     let mut out = [0u32; 3];
     for (o, &d) in out.iter_mut().zip(&dims) {
@@ -291,7 +305,7 @@ fn grid(ctx: &GpuContext, field: &'static str, dims: [usize; 3]) -> Result<[u32;
 }
 
 /// The product of `values` in checked arithmetic, or [`GpuError::Input`] naming `field`.
-fn checked_product(field: &'static str, values: &[usize]) -> Result<usize, GpuError> {
+pub(crate) fn checked_product(field: &'static str, values: &[usize]) -> Result<usize, GpuError> {
     values
         .iter()
         .try_fold(1usize, |acc, &v| acc.checked_mul(v))
@@ -302,7 +316,7 @@ fn checked_product(field: &'static str, values: &[usize]) -> Result<usize, GpuEr
 }
 
 /// `value` as a WGSL `u32`, or [`GpuError::Input`] naming `field`.
-fn word(field: &'static str, value: usize) -> Result<u32, GpuError> {
+pub(crate) fn word(field: &'static str, value: usize) -> Result<u32, GpuError> {
     u32::try_from(value).map_err(|_| GpuError::Input {
         field,
         reason: format!("{value} does not fit a 32-bit index"),

@@ -1,0 +1,437 @@
+// The glue of one on-device PPO iteration (dfaas_gpu::ppo): everything that
+// moves data between the env, the networks and the rollout storage, so that
+// the whole iteration is one command buffer. G = agents (one policy each),
+// E = envs, D = padded observation width, W = padded action width, T =
+// rollout steps, R = minibatch rows per policy. A row `g·E + e` is agent g in
+// env e; a sample `t·E + e` of policy g is step t of env e. The step,
+// minibatch and epoch counters live on the device (`clock`), so no kernel
+// needs an upload between dispatches.
+
+struct Params {
+    envs: u32,
+    agents: u32,
+    obs_width: u32,
+    width: u32,
+    steps: u32,
+    rows: u32,         // R
+    minibatches: u32,  // per epoch
+    epochs: u32,
+    normalize: u32,    // 1: running mean/variance normalisation
+    seed_lo: u32,
+    seed_hi: u32,
+    half_bits: u32,    // h: the permutation domain is 4^h >= T·E
+    beta: f32,         // team-reward weight
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Words of `clock`.
+const STEP: u32 = 0u;
+const MINIBATCH: u32 = 1u;
+const EPOCH: u32 = 2u;
+const ITERATION: u32 = 3u;
+
+// Words of `tally` per agent: reward sum (f32 bits), input (u64 lo, hi),
+// rejected (u64 lo, hi).
+const TALLY: u32 = 5u;
+// Entries of `acc` before the per-agent KL sums: policy loss, value loss,
+// entropy, KL, clip fraction, grad norm, updates, non-finite flag.
+const ACC: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> degrees: array<u32>;          // [G]
+@group(0) @binding(2) var<storage, read> env_obs: array<f32>;          // [E][G][D]
+@group(0) @binding(3) var<storage, read_write> norm: array<f32>;       // [G][D][3]: count, mean, M2
+@group(0) @binding(4) var<storage, read_write> actor_in: array<f32>;   // [G][E][D]
+@group(0) @binding(5) var<storage, read_write> critic_in: array<f32>;  // [G][E][D]
+@group(0) @binding(6) var<storage, read_write> roll_obs: array<f32>;   // [T][G][E][D]
+@group(0) @binding(7) var<storage, read_write> clock: array<u32>;      // [4]
+@group(0) @binding(8) var<storage, read> samples: array<f32>;          // [G·E][W]
+@group(0) @binding(9) var<storage, read> act_alpha: array<f32>;        // [G·E][W]
+@group(0) @binding(10) var<storage, read_write> dir_actions: array<f32>; // [G·E][W]
+@group(0) @binding(11) var<storage, read_write> env_actions: array<f32>; // [E][G][W]
+@group(0) @binding(12) var<storage, read_write> roll_actions: array<f32>; // [T][G·E][W]
+@group(0) @binding(13) var<storage, read_write> roll_alpha: array<f32>;   // [T][G·E][W]
+@group(0) @binding(14) var<storage, read> act_dir_values: array<f32>;  // [G·E][3]
+@group(0) @binding(15) var<storage, read> critic_out: array<f32>;      // [G·E]
+@group(0) @binding(16) var<storage, read_write> roll_logp: array<f32>; // [T][G·E]
+@group(0) @binding(17) var<storage, read_write> gae_values: array<f32>; // [T][G·E]
+@group(0) @binding(18) var<storage, read> env_rewards: array<f32>;     // [E][G]
+@group(0) @binding(19) var<storage, read> env_state: array<u32>;       // [E][5]
+@group(0) @binding(20) var<storage, read_write> gae_rewards: array<f32>; // [T][G·E]
+@group(0) @binding(21) var<storage, read_write> gae_dones: array<f32>;   // [T][G·E]
+@group(0) @binding(22) var<storage, read> env_counts: array<u32>;      // [E][G][W]
+@group(0) @binding(23) var<storage, read> env_rejects: array<u32>;     // [E][G][W]
+@group(0) @binding(24) var<storage, read_write> tally: array<u32>;     // [G][TALLY]
+@group(0) @binding(25) var<storage, read_write> gae_last: array<f32>;  // [G·E]
+@group(0) @binding(26) var<storage, read> gae_advantages: array<f32>;  // [T][G·E]
+@group(0) @binding(27) var<storage, read> gae_returns: array<f32>;     // [T][G·E]
+@group(0) @binding(28) var<storage, read_write> train_actor_in: array<f32>;  // [G][R][D]
+@group(0) @binding(29) var<storage, read_write> train_critic_in: array<f32>; // [G][R][D]
+@group(0) @binding(30) var<storage, read_write> train_actions: array<f32>;   // [G·R][W]
+@group(0) @binding(31) var<storage, read_write> train_old_alpha: array<f32>; // [G·R][W]
+@group(0) @binding(32) var<storage, read_write> loss_old_logp: array<f32>;   // [G·R]
+@group(0) @binding(33) var<storage, read_write> loss_advantages: array<f32>; // [G·R]
+@group(0) @binding(34) var<storage, read_write> loss_returns: array<f32>;    // [G·R]
+@group(0) @binding(35) var<storage, read> loss_stats: array<f32>;      // [5]
+@group(0) @binding(36) var<storage, read> group_kl: array<f32>;        // [G]
+@group(0) @binding(37) var<storage, read> clip_norms: array<f32>;      // [G]
+@group(0) @binding(38) var<storage, read_write> acc: array<f32>;       // [ACC + G]
+@group(0) @binding(39) var<storage, read_write> out: array<u32>;       // [G·TALLY + ACC + G]
+
+fn linear(wg: vec3<u32>, count: vec3<u32>, local: u32, size: u32) -> u32 {
+    return (wg.y * count.x + wg.x) * size + local;
+}
+
+// Observation features agent g uses: input rates and, per neighbour, the
+// previous forward and its rejects.
+fn features(g: u32) -> u32 {
+    return 2u + 2u * degrees[g];
+}
+
+// ---- Observation statistics -------------------------------------------
+
+var<workgroup> partial: array<f32, 256>;
+
+fn workgroup_total(local: u32) -> f32 {
+    workgroupBarrier();
+    for (var width = 128u; width > 0u; width /= 2u) {
+        if (local < width) {
+            partial[local] += partial[local + width];
+        }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
+// One workgroup per (agent, feature): this step's mean and M2 over the envs
+// (two passes, fixed order), merged into the running ones (Chan et al.).
+@compute @workgroup_size(256)
+fn norm_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let g = wg.x / p.obs_width;
+    let f = wg.x % p.obs_width;
+    // Padded features keep no statistics (every invocation still reaches
+    // the barriers).
+    let used = f < features(g);
+    var sum = 0.0;
+    for (var e = local; e < p.envs; e += 256u) {
+        sum += env_obs[(e * p.agents + g) * p.obs_width + f];
+    }
+    partial[local] = sum;
+    let n_b = f32(p.envs);
+    let mean_b = workgroup_total(local) / n_b;
+    workgroupBarrier();
+    var squares = 0.0;
+    for (var e = local; e < p.envs; e += 256u) {
+        let d = env_obs[(e * p.agents + g) * p.obs_width + f] - mean_b;
+        squares += d * d;
+    }
+    partial[local] = squares;
+    let m2_b = workgroup_total(local);
+    if (local == 0u && used) {
+        let at = (g * p.obs_width + f) * 3u;
+        let n_a = norm[at];
+        let n = n_a + n_b;
+        let delta = mean_b - norm[at + 1u];
+        norm[at] = n;
+        norm[at + 1u] = norm[at + 1u] + delta * (n_b / n);
+        norm[at + 2u] = norm[at + 2u] + m2_b + delta * delta * (n_a * n_b / n);
+    }
+}
+
+// The policy input of feature f of agent g: normalised (as the CPU's
+// RunningNorm::apply) when asked; 0 past the agent's own features.
+fn input_feature(g: u32, e: u32, f: u32) -> f32 {
+    if (f >= features(g)) {
+        return 0.0;
+    }
+    let x = env_obs[(e * p.agents + g) * p.obs_width + f];
+    if (p.normalize == 0u) {
+        return x;
+    }
+    let at = (g * p.obs_width + f) * 3u;
+    let count = norm[at];
+    let deviation = select(1.0, sqrt(norm[at + 2u] / count), count > 1.0);
+    return clamp((x - norm[at + 1u]) / max(deviation, 1e-4), -10.0, 10.0);
+}
+
+fn observe_into(i: u32, store: bool) {
+    let per_agent = p.envs * p.obs_width;
+    if (i >= p.agents * per_agent) {
+        return;
+    }
+    let g = i / per_agent;
+    let e = (i % per_agent) / p.obs_width;
+    let f = i % p.obs_width;
+    let x = input_feature(g, e, f);
+    actor_in[i] = x;
+    critic_in[i] = x;
+    if (store) {
+        roll_obs[clock[STEP] * p.agents * per_agent + i] = x;
+    }
+}
+
+// The networks' inputs [G][E][D] from the env's observations, kept in the
+// rollout at the current step.
+@compute @workgroup_size(64)
+fn observe(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    observe_into(linear(wg, count, local, 64u), true);
+}
+
+// As `observe`, for the bootstrap after the rollout (nothing stored).
+@compute @workgroup_size(64)
+fn observe_last(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    observe_into(linear(wg, count, local, 64u), false);
+}
+
+// ---- Acting -----------------------------------------------------------
+
+// Each drawn entry into the Dirichlet kernel's actions (for its
+// log-density), the rollout, and the env's action buffer [E][G][W].
+@compute @workgroup_size(64)
+fn store_actions(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let i = linear(wg, count, local, 64u);
+    let wide = p.agents * p.envs * p.width;
+    if (i >= wide) {
+        return;
+    }
+    let row = i / p.width;
+    let j = i % p.width;
+    let g = row / p.envs;
+    let e = row % p.envs;
+    let x = samples[i];
+    dir_actions[i] = x;
+    let at = clock[STEP] * wide + i;
+    roll_actions[at] = x;
+    roll_alpha[at] = act_alpha[i];
+    env_actions[(e * p.agents + g) * p.width + j] = x;
+}
+
+// Each row's log-density and critic value into the rollout.
+@compute @workgroup_size(64)
+fn store_values(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let row = linear(wg, count, local, 64u);
+    let rows = p.agents * p.envs;
+    if (row >= rows) {
+        return;
+    }
+    let at = clock[STEP] * rows + row;
+    roll_logp[at] = act_dir_values[3u * row];
+    gae_values[at] = critic_out[row];
+}
+
+// Each row's learning reward (1 − β)·own + β·(the env's mean, agents summed
+// in order) and done flag into the rollout, as dfaas_core::reward.
+@compute @workgroup_size(64)
+fn store_rewards(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let row = linear(wg, count, local, 64u);
+    let rows = p.agents * p.envs;
+    if (row >= rows) {
+        return;
+    }
+    let g = row / p.envs;
+    let e = row % p.envs;
+    var sum = 0.0;
+    for (var a = 0u; a < p.agents; a++) {
+        sum += env_rewards[e * p.agents + a];
+    }
+    let mean = sum / f32(p.agents);
+    let own = env_rewards[e * p.agents + g];
+    let at = clock[STEP] * rows + row;
+    gae_rewards[at] = (1.0 - p.beta) * own + p.beta * mean;
+    gae_dones[at] = select(0.0, 1.0, env_state[e * 5u + 3u] != 0u);
+}
+
+var<workgroup> partial_in: array<u32, 256>;
+var<workgroup> partial_out: array<u32, 256>;
+
+// a + b as u64 (lo, hi) words.
+fn add_wide(lo: u32, hi: u32, b: u32) -> vec2<u32> {
+    let sum = lo + b;
+    return vec2<u32>(sum, hi + select(0u, 1u, sum < lo));
+}
+
+// One workgroup per agent: the step's env rewards, input requests and
+// rejected requests (rejected in the split, at the agent's node, at its
+// neighbours) summed over the envs into the agent's tally.
+@compute @workgroup_size(256)
+fn tally_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let g = wg.x;
+    let k = degrees[g];
+    var reward = 0.0;
+    var input = 0u;
+    var rejected = 0u;
+    for (var e = local; e < p.envs; e += 256u) {
+        reward += env_rewards[e * p.agents + g];
+        let base = (e * p.agents + g) * p.width;
+        for (var j = 0u; j < k + 2u; j++) {
+            input += env_counts[base + j];
+        }
+        rejected += env_counts[base + k + 1u];
+        for (var j = 0u; j <= k; j++) {
+            rejected += env_rejects[base + j];
+        }
+    }
+    partial[local] = reward;
+    partial_in[local] = input;
+    partial_out[local] = rejected;
+    let total = workgroup_total(local);
+    if (local == 0u) {
+        let at = g * TALLY;
+        tally[at] = bitcast<u32>(bitcast<f32>(tally[at]) + total);
+        var inputs = vec2<u32>(tally[at + 1u], tally[at + 2u]);
+        var rejects = vec2<u32>(tally[at + 3u], tally[at + 4u]);
+        for (var i = 0u; i < 256u; i++) {
+            inputs = add_wide(inputs.x, inputs.y, partial_in[i]);
+            rejects = add_wide(rejects.x, rejects.y, partial_out[i]);
+        }
+        tally[at + 1u] = inputs.x;
+        tally[at + 2u] = inputs.y;
+        tally[at + 3u] = rejects.x;
+        tally[at + 4u] = rejects.y;
+    }
+}
+
+@compute @workgroup_size(1)
+fn tick_step() {
+    clock[STEP] = min(clock[STEP] + 1u, p.steps);
+}
+
+// The critic's values of the observations after the rollout (the
+// bootstrap of GAE).
+@compute @workgroup_size(64)
+fn store_last(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let row = linear(wg, count, local, 64u);
+    if (row < p.agents * p.envs) {
+        gae_last[row] = critic_out[row];
+    }
+}
+
+// ---- Minibatches ------------------------------------------------------
+
+// lowbias32: a 32-bit integer hash (Wellons' constants).
+fn mix(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// Round key r of the permutation of policy g's samples in this epoch.
+fn round_key(g: u32, r: u32) -> u32 {
+    let k = mix(p.seed_lo ^ mix(p.seed_hi ^ mix(clock[ITERATION] ^ mix(clock[EPOCH] ^ mix(g)))));
+    return mix(k + r);
+}
+
+// Position `i` of a pseudo-random permutation of 0..n (n = T·E): a 4-round
+// Feistel network on 2h bits, cycle-walking until the value is below n
+// (dfaas_gpu::ppo::permuted, the host mirror).
+fn permuted(i: u32, n: u32, g: u32) -> u32 {
+    let h = p.half_bits;
+    let mask = (1u << h) - 1u;
+    var x = i;
+    loop {
+        var l = x >> h;
+        var r = x & mask;
+        for (var round = 0u; round < 4u; round++) {
+            let next = l ^ (mix(r ^ round_key(g, round)) & mask);
+            l = r;
+            r = next;
+        }
+        x = (l << h) | r;
+        if (x < n) {
+            break;
+        }
+    }
+    return x;
+}
+
+// One invocation per (policy, row) of the minibatch: the sample at
+// permuted position `minibatch·R + row` gathered into the training
+// networks' inputs and the loss's inputs.
+@compute @workgroup_size(64)
+fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let i = linear(wg, count, local, 64u);
+    if (i >= p.agents * p.rows) {
+        return;
+    }
+    let g = i / p.rows;
+    let r = i % p.rows;
+    let samples_per_policy = p.steps * p.envs;
+    let s = permuted(clock[MINIBATCH] * p.rows + r, samples_per_policy, g);
+    let t = s / p.envs;
+    let e = s % p.envs;
+    let rows = p.agents * p.envs;
+    let src_row = t * rows + g * p.envs + e;
+    let obs_from = src_row * p.obs_width;
+    for (var f = 0u; f < p.obs_width; f++) {
+        let x = roll_obs[obs_from + f];
+        train_actor_in[i * p.obs_width + f] = x;
+        train_critic_in[i * p.obs_width + f] = x;
+    }
+    for (var j = 0u; j < p.width; j++) {
+        train_actions[i * p.width + j] = roll_actions[src_row * p.width + j];
+        train_old_alpha[i * p.width + j] = roll_alpha[src_row * p.width + j];
+    }
+    loss_old_logp[i] = roll_logp[src_row];
+    loss_advantages[i] = gae_advantages[src_row];
+    loss_returns[i] = gae_returns[src_row];
+}
+
+fn finite(x: f32) -> bool {
+    // NaN fails both comparisons; ±∞ fails the bound.
+    return abs(x) <= 3.4028235e38;
+}
+
+// After an update: its statistics summed (and the last epoch's KL per
+// policy), a flag raised on any non-finite value, the minibatch and epoch
+// counters advanced.
+@compute @workgroup_size(1)
+fn accumulate() {
+    var bad = false;
+    for (var s = 0u; s < 5u; s++) {
+        acc[s] += loss_stats[s];
+        bad = bad || !finite(loss_stats[s]);
+    }
+    var norms = 0.0;
+    for (var g = 0u; g < p.agents; g++) {
+        norms += clip_norms[g];
+        if (clock[EPOCH] + 1u == p.epochs) {
+            acc[ACC + g] += group_kl[g];
+        }
+    }
+    bad = bad || !finite(norms);
+    acc[5] += norms / f32(p.agents);
+    acc[6] += 1.0;
+    if (bad) {
+        acc[7] = 1.0;
+    }
+    clock[MINIBATCH] += 1u;
+    if (clock[MINIBATCH] == p.minibatches) {
+        clock[MINIBATCH] = 0u;
+        clock[EPOCH] += 1u;
+    }
+}
+
+// The iteration's statistics into `out` (the one buffer read back), the
+// sums and counters reset for the next iteration.
+@compute @workgroup_size(1)
+fn finish() {
+    let tallies = p.agents * TALLY;
+    for (var i = 0u; i < tallies; i++) {
+        out[i] = tally[i];
+        tally[i] = 0u;
+    }
+    for (var i = 0u; i < ACC + p.agents; i++) {
+        out[tallies + i] = bitcast<u32>(acc[i]);
+        acc[i] = 0.0;
+    }
+    clock[STEP] = 0u;
+    clock[MINIBATCH] = 0u;
+    clock[EPOCH] = 0u;
+    clock[ITERATION] += 1u;
+}

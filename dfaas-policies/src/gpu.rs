@@ -1,0 +1,423 @@
+//! PPO trained on the GPU (feature `gpu`): [`GpuTrainer`] drives
+//! `dfaas_gpu::ppo::GpuPpo` — the whole iteration (rollout on a
+//! `GpuBatchEnv`, GAE, every update) as one command buffer — with the
+//! schedule of [`crate::ppo::Trainer`] (the same entropy decay, KL
+//! adaptation and counters, written once in `ppo`). Per iteration the host
+//! uploads the entropy and KL weights and reads back one statistics buffer.
+//!
+//! Policies start as the CPU trainer's (same seeds, same initial
+//! parameters) and go back to a CPU [`Trainer`] for checkpoints and
+//! evaluation ([`GpuTrainer::to_cpu`]): one file format for both backends.
+//! A run continued on the other backend keeps its parameters, Adam state,
+//! observation statistics, KL coefficients and counters; its episodes and
+//! random streams start afresh.
+//!
+//! On the GPU: the independent layout (one actor and critic per agent, run
+//! as one grouped network); `shared` and `mappo` are refused with
+//! [`TrainError::NotOnGpu`]. Minibatches: `minibatch_size` samples per
+//! policy (at most the rollout's `num_envs × rollout_steps`), as many whole
+//! ones per epoch as the rollout holds.
+
+use crate::adam::Adam;
+use crate::backend::{CpuBackend, CpuPolicy};
+use crate::error::TrainError;
+use crate::mlp::{Activation, Mlp};
+use crate::ppo::{
+    IterationMetrics, Layout, PpoConfig, RunningNorm, Trainer, adapt_kl_coeff, entropy_coeff_at,
+    next_counters,
+};
+use dfaas_core::EnvModel;
+use dfaas_gpu::nn::adam::AdamSettings;
+use dfaas_gpu::nn::loss::LossSettings;
+use dfaas_gpu::nn::mlp::Activation as GpuActivation;
+use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings};
+use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuError, TracePool, Traffic};
+
+/// Largest trace pool, in bytes of input rates (episodes are generated on
+/// the CPU when the trainer is built).
+const POOL_BYTES: usize = 64 << 20;
+
+/// A PPO run on one GPU.
+pub struct GpuTrainer {
+    config: PpoConfig,
+    model: EnvModel,
+    ctx: GpuContext,
+    env: GpuBatchEnv,
+    engine: GpuPpo,
+    /// The policies' shapes on the CPU (unpadded), per agent.
+    shapes: Vec<(Mlp, Mlp)>,
+    /// The grouped networks' shapes (padded widths).
+    padded: (Mlp, Mlp),
+    kl_coeffs: Vec<f32>,
+    iteration: usize,
+    env_steps: u64,
+}
+
+impl GpuTrainer {
+    /// A run of `model` with `config` on `ctx`'s device, starting from the
+    /// policies a CPU [`Trainer`] of the same configuration starts from.
+    ///
+    /// # Errors
+    /// [`TrainError`]: an invalid configuration, a layout not on the GPU,
+    /// an env the device refuses (e.g. the reference's f64 reject
+    /// arithmetic), sizes beyond the device.
+    pub fn new(model: EnvModel, config: PpoConfig, ctx: GpuContext) -> Result<Self, TrainError> {
+        let cpu = Trainer::new(model, config, CpuBackend::new())?;
+        Self::from_cpu(&cpu, ctx)
+    }
+
+    /// A run continuing `cpu`'s: its policies, Adam state, observation
+    /// statistics, KL coefficients and counters (the episodes and random
+    /// streams start afresh).
+    ///
+    /// # Errors
+    /// As [`GpuTrainer::new`].
+    pub fn from_cpu(cpu: &Trainer<CpuBackend>, ctx: GpuContext) -> Result<Self, TrainError> {
+        let config = cpu.config().clone();
+        if config.layout != Layout::Independent {
+            return Err(TrainError::NotOnGpu {
+                layout: config.layout,
+            });
+        }
+        let model = cpu.model().clone();
+        let gpu = |e: GpuError| TrainError::Gpu(e);
+        let (n, s) = (model.num_agents(), model.max_steps());
+        let episodes = (4 * config.num_envs)
+            .max(256)
+            .min((POOL_BYTES / (4 * n * s)).max(1));
+        let pool = TracePool::generate(&model, episodes, config.seed).map_err(gpu)?;
+        let env = GpuBatchEnv::new(&ctx, &model, config.num_envs, &pool).map_err(gpu)?;
+        let samples = config.num_envs * config.rollout_steps;
+        let rows = config.minibatch_size.min(samples);
+        let settings = GpuPpoSettings {
+            hidden: config.hidden.clone(),
+            activation: match config.activation {
+                Activation::Tanh => GpuActivation::Tanh,
+                Activation::Relu => GpuActivation::Relu,
+            },
+            rollout_steps: config.rollout_steps,
+            minibatch_rows: rows,
+            minibatches: samples / rows,
+            epochs: config.epochs,
+            gamma: config.gamma,
+            lambda: config.lambda,
+            loss: LossSettings {
+                clip: config.clip,
+                value_coeff: config.value_coeff,
+                value_clip: config.value_clip,
+                entropy_coeff: config.entropy_coeff,
+                kl_coeff: config.kl_coeff,
+            },
+            max_grad_norm: config.max_grad_norm,
+            adam: AdamSettings::new(config.learning_rate),
+            normalize_observations: config.normalize_observations,
+            normalize_advantages: config.normalize_advantages,
+            team_reward: config.team_reward,
+            seed: config.seed ^ 0x6770_755F_5EED,
+        };
+        let engine = GpuPpo::new(&ctx, &env, &settings).map_err(gpu)?;
+        let padded_mlp = |widths: &[usize]| {
+            Mlp::new(widths, config.activation).map_err(|e| TrainError::Backend {
+                policy: 0,
+                source: e.into(),
+            })
+        };
+        let padded = (
+            padded_mlp(engine.actor().widths())?,
+            padded_mlp(engine.critic().widths())?,
+        );
+        let shapes = cpu
+            .policies()
+            .iter()
+            .map(|p| (p.actor.clone(), p.critic.clone()))
+            .collect();
+        let state = cpu.state();
+        let trainer = Self {
+            model,
+            ctx,
+            env,
+            engine,
+            shapes,
+            padded,
+            kl_coeffs: state.kl_coeffs.clone(),
+            iteration: state.iteration,
+            env_steps: state.env_steps,
+            config,
+        };
+        trainer.upload(cpu.policies(), &state.norms).map_err(gpu)?;
+        Ok(trainer)
+    }
+
+    /// Writes the CPU policies (padded into the grouped layout), their Adam
+    /// state, the observation statistics and the iteration into the engine.
+    fn upload(&self, policies: &[CpuPolicy], norms: &[RunningNorm]) -> Result<(), GpuError> {
+        let ctx = &self.ctx;
+        let (actor, critic) = &self.padded;
+        let grouped = |part: fn(&CpuPolicy) -> (&Mlp, &[f32]), big: &Mlp| -> Vec<f32> {
+            policies
+                .iter()
+                .flat_map(|p| {
+                    let (small, values) = part(p);
+                    pad(small, values, big)
+                })
+                .collect()
+        };
+        let actor_params = grouped(|p| (&p.actor, &p.actor_params), actor);
+        let critic_params = grouped(|p| (&p.critic, &p.critic_params), critic);
+        self.engine
+            .write_parameters(ctx, &actor_params, &critic_params)?;
+        let (actor_adam, critic_adam) = self.engine.optimisers();
+        actor_adam
+            .m()
+            .write(ctx, &grouped(|p| (&p.actor, &p.actor_adam.m), actor))?;
+        actor_adam
+            .v()
+            .write(ctx, &grouped(|p| (&p.actor, &p.actor_adam.v), actor))?;
+        critic_adam
+            .m()
+            .write(ctx, &grouped(|p| (&p.critic, &p.critic_adam.m), critic))?;
+        critic_adam
+            .v()
+            .write(ctx, &grouped(|p| (&p.critic, &p.critic_adam.v), critic))?;
+        let steps = |t: u64| u32::try_from(t).unwrap_or(u32::MAX);
+        actor_adam.set_steps(ctx, steps(policies[0].actor_adam.t))?;
+        critic_adam.set_steps(ctx, steps(policies[0].critic_adam.t))?;
+        let d = self.model.obs_width();
+        let mut stats = vec![0f32; norms.len() * d * 3];
+        for (a, norm) in norms.iter().enumerate() {
+            let (count, mean, m2) = norm.parts();
+            for f in 0..mean.len() {
+                let at = (a * d + f) * 3;
+                stats[at] = count as f32;
+                stats[at + 1] = mean[f] as f32;
+                stats[at + 2] = m2[f] as f32;
+            }
+        }
+        self.engine.observation_statistics().write(ctx, &stats)?;
+        self.engine
+            .clock()
+            .write(ctx, &[0, 0, 0, self.iteration as u32])
+    }
+
+    /// One iteration on the device; the metrics as the CPU trainer's.
+    ///
+    /// # Errors
+    /// [`TrainError::CounterOverflow`]; [`TrainError::Gpu`];
+    /// [`TrainError::NonFinite`] when a loss or gradient became NaN or
+    /// infinite (the parameters are then not to be trusted).
+    pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
+        let (env_steps, iteration) = next_counters(&self.config, self.env_steps, self.iteration)?;
+        let entropy_coeff = entropy_coeff_at(&self.config, self.iteration);
+        let stats = self
+            .engine
+            .iterate(&self.ctx, &mut self.env, entropy_coeff, &self.kl_coeffs)
+            .map_err(TrainError::Gpu)?;
+        if stats.non_finite {
+            return Err(TrainError::NonFinite { iteration });
+        }
+        for (k, &kl) in self.kl_coeffs.iter_mut().zip(&stats.last_epoch_kl) {
+            *k = adapt_kl_coeff(*k, kl, self.config.kl_target);
+        }
+        self.env_steps = env_steps;
+        self.iteration = iteration;
+        let n = self.model.num_agents();
+        let steps = (self.config.rollout_steps * self.config.num_envs) as f64;
+        let agent_rewards: Vec<f64> = stats.reward_sums.iter().map(|r| r / steps).collect();
+        let (rejected, input) = (
+            stats.rejected.iter().sum::<u64>(),
+            stats.input.iter().sum::<u64>(),
+        );
+        Ok(IterationMetrics {
+            iteration,
+            env_steps,
+            agent_steps: env_steps.saturating_mul(n as u64),
+            mean_reward: agent_rewards.iter().sum::<f64>() / n as f64,
+            agent_rewards,
+            reject_pct: if input == 0 {
+                0.0
+            } else {
+                100.0 * rejected as f64 / input as f64
+            },
+            policy_loss: stats.policy_loss,
+            value_loss: stats.value_loss,
+            entropy: stats.entropy,
+            kl: stats.kl,
+            clip_fraction: stats.clip_fraction,
+            entropy_coeff: f64::from(entropy_coeff),
+        })
+    }
+
+    /// A CPU trainer holding this run's policies, Adam state, observation
+    /// statistics, KL coefficients and counters (its environments freshly
+    /// reset): for checkpoints ([`crate::checkpoint::save`]) and evaluation.
+    ///
+    /// # Errors
+    /// [`TrainError::Gpu`] when the read-back fails; as [`Trainer::new`].
+    pub fn to_cpu(&self) -> Result<Trainer<CpuBackend>, TrainError> {
+        let gpu = |e: GpuError| TrainError::Gpu(e);
+        let ctx = &self.ctx;
+        let (actor_adam, critic_adam) = self.engine.optimisers();
+        let read = |v: &dfaas_gpu::nn::DeviceVec<f32>| v.read(ctx).map_err(gpu);
+        let actor = read(self.engine.actor().params())?;
+        let critic = read(self.engine.critic().params())?;
+        let (actor_m, actor_v) = (read(actor_adam.m())?, read(actor_adam.v())?);
+        let (critic_m, critic_v) = (read(critic_adam.m())?, read(critic_adam.v())?);
+        let actor_steps = u64::from(actor_adam.steps(ctx).map_err(gpu)?);
+        let critic_steps = u64::from(critic_adam.steps(ctx).map_err(gpu)?);
+        let stats = read(self.engine.observation_statistics())?;
+        let (big_actor, big_critic) = &self.padded;
+        let (pa, pc) = (big_actor.num_params(), big_critic.num_params());
+        let lr = self.config.learning_rate;
+        let adam = |small: &Mlp, big: &Mlp, m: &[f32], v: &[f32], t: u64| Adam {
+            m: unpad(small, big, m),
+            v: unpad(small, big, v),
+            t,
+            ..Adam::new(0, lr)
+        };
+        let mut cpu = Trainer::new(self.model.clone(), self.config.clone(), CpuBackend::new())?;
+        let specs: Vec<_> = cpu.policies().iter().map(|p| p.spec.clone()).collect();
+        let policies = self
+            .shapes
+            .iter()
+            .zip(specs)
+            .enumerate()
+            .map(|(a, ((small_actor, small_critic), spec))| {
+                let (ra, rc) = (a * pa..(a + 1) * pa, a * pc..(a + 1) * pc);
+                CpuPolicy {
+                    spec,
+                    actor_params: unpad(small_actor, big_actor, &actor[ra.clone()]),
+                    critic_params: unpad(small_critic, big_critic, &critic[rc.clone()]),
+                    actor_adam: adam(
+                        small_actor,
+                        big_actor,
+                        &actor_m[ra.clone()],
+                        &actor_v[ra],
+                        actor_steps,
+                    ),
+                    critic_adam: adam(
+                        small_critic,
+                        big_critic,
+                        &critic_m[rc.clone()],
+                        &critic_v[rc],
+                        critic_steps,
+                    ),
+                    actor: small_actor.clone(),
+                    critic: small_critic.clone(),
+                }
+            })
+            .collect();
+        let d = self.model.obs_width();
+        let norms = self
+            .shapes
+            .iter()
+            .enumerate()
+            .map(|(a, (small_actor, _))| {
+                let row = |f: usize, i: usize| f64::from(stats[(a * d + f) * 3 + i]);
+                let dim = small_actor.input();
+                RunningNorm::from_parts(
+                    row(0, 0),
+                    (0..dim).map(|f| row(f, 1)).collect(),
+                    (0..dim).map(|f| row(f, 2)).collect(),
+                )
+            })
+            .collect();
+        cpu.adopt(
+            policies,
+            norms,
+            self.kl_coeffs.clone(),
+            self.iteration,
+            self.env_steps,
+        );
+        Ok(cpu)
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &PpoConfig {
+        &self.config
+    }
+
+    /// The environment model.
+    #[must_use]
+    pub fn model(&self) -> &EnvModel {
+        &self.model
+    }
+
+    /// Iterations done.
+    #[must_use]
+    pub fn iteration(&self) -> usize {
+        self.iteration
+    }
+
+    /// The adapter in use, e.g. `NVIDIA H100 (Vulkan, DiscreteGpu)`.
+    #[must_use]
+    pub fn adapter(&self) -> String {
+        self.ctx.describe()
+    }
+
+    /// Submits, bytes uploaded and bytes read back so far.
+    #[must_use]
+    pub fn traffic(&self) -> Traffic {
+        self.ctx.traffic()
+    }
+
+    /// Bytes read back per iteration (the statistics buffer).
+    #[must_use]
+    pub fn stats_bytes(&self) -> u64 {
+        self.engine.stats_bytes()
+    }
+}
+
+/// `values` of network `small` placed into the layout of `big` (same
+/// layers, each at least as wide): every weight and bias at its own
+/// `(out, in)` position, zeros elsewhere.
+fn pad(small: &Mlp, values: &[f32], big: &Mlp) -> Vec<f32> {
+    let mut out = vec![0f32; big.num_params()];
+    for (s, b) in small.tensors().iter().zip(big.tensors()) {
+        let (rows, cols) = (s.1[0], s.1.get(1).copied().unwrap_or(1));
+        let big_cols = b.1.get(1).copied().unwrap_or(1);
+        for r in 0..rows {
+            let (from, to) = (s.2 + r * cols, b.2 + r * big_cols);
+            out[to..to + cols].copy_from_slice(&values[from..from + cols]);
+        }
+    }
+    out
+}
+
+/// The inverse of [`pad`]: `small`'s values read from `big`'s layout.
+fn unpad(small: &Mlp, big: &Mlp, values: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; small.num_params()];
+    for (s, b) in small.tensors().iter().zip(big.tensors()) {
+        let (rows, cols) = (s.1[0], s.1.get(1).copied().unwrap_or(1));
+        let big_cols = b.1.get(1).copied().unwrap_or(1);
+        for r in 0..rows {
+            let (to, from) = (s.2 + r * cols, b.2 + r * big_cols);
+            out[to..to + cols].copy_from_slice(&values[from..from + cols]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_keeps_every_weight_at_its_position_and_unpads_exactly() {
+        let small = Mlp::new(&[4, 3, 2], Activation::Tanh).unwrap();
+        let big = Mlp::new(&[6, 3, 5], Activation::Tanh).unwrap();
+        let values: Vec<f32> = (0..small.num_params()).map(|i| i as f32 + 1.0).collect();
+        let padded = pad(&small, &values, &big);
+        // layer0.weight [3][4] in [3][6]: row 1, column 2 of the small one.
+        assert_eq!(padded[6 + 2], values[4 + 2]);
+        assert_eq!(padded[4], 0.0, "padded input column");
+        // layer1.bias [2] after layer1.weight [5][3]: offset 3·6 + 3 + 15.
+        assert_eq!(padded[18 + 3 + 15 + 1], values[12 + 3 + 6 + 1]);
+        assert_eq!(unpad(&small, &big, &padded), values);
+        assert_eq!(
+            padded.iter().filter(|&&v| v != 0.0).count(),
+            values.len(),
+            "nothing else is written"
+        );
+    }
+}

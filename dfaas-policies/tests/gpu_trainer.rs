@@ -1,0 +1,199 @@
+//! PPO trained on the GPU (lavapipe in CI, where `DFAAS_REQUIRE_GPU=1`
+//! makes a missing adapter a failure): it learns, one iteration moves only
+//! the statistics buffer back and a size-independent number of bytes and
+//! submits, the same seed gives the same parameters, and its policies go
+//! through a checkpoint to the CPU and back.
+
+use dfaas_core::{EnvConfig, EnvModel, RejectArithmetic};
+use dfaas_gpu::GpuContext;
+use dfaas_policies::backend::CpuBackend;
+use dfaas_policies::baselines::Random;
+use dfaas_policies::checkpoint;
+use dfaas_policies::controller::{evaluate, evaluation_env};
+use dfaas_policies::error::TrainError;
+use dfaas_policies::gpu::GpuTrainer;
+use dfaas_policies::ppo::{Layout, PpoConfig, Trainer};
+
+fn context() -> Option<GpuContext> {
+    let ctx = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)")?;
+    eprintln!("adapter: {}", ctx.describe());
+    Some(ctx)
+}
+
+/// The CPU learning test's scenario, with the exact-integer reject rule
+/// the GPU env uses.
+fn env_config() -> EnvConfig {
+    EnvConfig {
+        max_steps: 48,
+        request_memory_mb: Some(516),
+        warm_service_time: Some(0.137),
+        cold_service_time: Some(0.513),
+        reject_arithmetic: RejectArithmetic::Exact,
+        ..EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+    }
+}
+
+fn model() -> EnvModel {
+    EnvModel::new(&env_config().build().unwrap()).unwrap()
+}
+
+fn ppo_config(iterations: usize) -> PpoConfig {
+    PpoConfig {
+        hidden: vec![32, 32],
+        num_envs: 8,
+        rollout_steps: 48,
+        minibatch_size: 96,
+        iterations,
+        seed: 7,
+        ..PpoConfig::default()
+    }
+}
+
+#[test]
+fn gpu_training_beats_random_and_improves() {
+    let Some(ctx) = context() else { return };
+    let iterations = 40;
+    let mut t = GpuTrainer::new(model(), ppo_config(iterations), ctx).unwrap();
+    let mut curve = Vec::new();
+    for _ in 0..iterations {
+        curve.push(t.train_iteration().unwrap().mean_reward);
+    }
+    eprintln!("training curve: {curve:.3?}");
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+    let (early, late) = (mean(&curve[..3]), mean(&curve[iterations - 5..]));
+    assert!(late > early + 0.05, "late {late:.3} vs early {early:.3}");
+    let config = env_config().build().unwrap().config().clone();
+    let mut cpu = t.to_cpu().unwrap();
+    let ppo = evaluate(
+        &mut cpu.controller(),
+        &mut evaluation_env(&config, 4, 99).unwrap(),
+    )
+    .unwrap();
+    let random = evaluate(
+        &mut Random::new(1),
+        &mut evaluation_env(&config, 4, 99).unwrap(),
+    )
+    .unwrap();
+    eprintln!(
+        "evaluation: ppo {:.3}, random {:.3}",
+        ppo.mean_reward, random.mean_reward
+    );
+    assert!(
+        ppo.mean_reward > random.mean_reward + 0.2,
+        "ppo {:.3} vs random {:.3}",
+        ppo.mean_reward,
+        random.mean_reward
+    );
+}
+
+/// Traffic of the second iteration of a fresh run (the first may differ
+/// only by what the construction left queued).
+fn traffic_of_one_iteration(num_envs: usize, epochs: usize) -> (dfaas_gpu::Traffic, u64) {
+    let ctx = context().expect("checked by the caller");
+    let config = PpoConfig {
+        num_envs,
+        epochs,
+        rollout_steps: 8,
+        minibatch_size: 16,
+        ..ppo_config(4)
+    };
+    let mut t = GpuTrainer::new(model(), config, ctx).unwrap();
+    t.train_iteration().unwrap();
+    let before = t.traffic();
+    t.train_iteration().unwrap();
+    (t.traffic() - before, t.stats_bytes())
+}
+
+#[test]
+fn an_iteration_reads_back_only_its_statistics_whatever_the_size() {
+    if context().is_none() {
+        return;
+    }
+    let (base, stats) = traffic_of_one_iteration(4, 1);
+    eprintln!("one iteration: {base:?}, statistics {stats} bytes");
+    assert_eq!(base.bytes_read_back, stats, "only the statistics come back");
+    // The entropy weight's uniform (48 bytes) and one KL weight per policy.
+    assert_eq!(base.bytes_uploaded, 48 + 4 * 3);
+    assert_eq!(base.submits, 2, "the iteration and the statistics' copy");
+    for (envs, epochs) in [(8, 1), (4, 2), (16, 3)] {
+        let (other, other_stats) = traffic_of_one_iteration(envs, epochs);
+        assert_eq!(other_stats, stats);
+        assert_eq!(other, base, "{envs} envs × {epochs} epochs");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_parameters() {
+    let Some(ctx) = context() else { return };
+    let run = |ctx: GpuContext| {
+        let mut t = GpuTrainer::new(model(), ppo_config(3), ctx).unwrap();
+        let metrics: Vec<String> = (0..3)
+            .map(|_| format!("{:?}", t.train_iteration().unwrap()))
+            .collect();
+        (metrics, t.to_cpu().unwrap().policies().to_vec())
+    };
+    let (first, second) = (run(ctx), run(context().unwrap()));
+    assert_eq!(first.0, second.0, "metrics");
+    assert_eq!(first.1, second.1, "parameters and Adam state");
+}
+
+#[test]
+fn gpu_policies_go_through_a_checkpoint_to_the_cpu_and_back() {
+    let Some(ctx) = context() else { return };
+    let mut gpu = GpuTrainer::new(model(), ppo_config(6), ctx).unwrap();
+    for _ in 0..2 {
+        gpu.train_iteration().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = gpu.to_cpu().unwrap();
+    checkpoint::save(&cpu, dir.path()).unwrap();
+    let mut loaded = checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
+    assert_eq!(loaded.iteration(), 2);
+    assert_eq!(
+        loaded.policies(),
+        cpu.policies(),
+        "the file holds the GPU's policies"
+    );
+    let (a, b) = (loaded.state(), cpu.state());
+    assert_eq!(
+        (a.norms, a.kl_coeffs, a.env_steps),
+        (b.norms, b.kl_coeffs, b.env_steps)
+    );
+    // Trained on: the initial policies are gone (the GPU moved them).
+    let fresh = Trainer::new(model(), ppo_config(6), CpuBackend::new()).unwrap();
+    assert_ne!(fresh.policies(), cpu.policies());
+    // Back onto the GPU: the same parameters, Adam state and statistics.
+    let back = GpuTrainer::from_cpu(&loaded, context().unwrap()).unwrap();
+    let again = back.to_cpu().unwrap();
+    assert_eq!(again.policies(), cpu.policies());
+    assert_eq!(again.state().norms, cpu.state().norms);
+    // Both continue: the CPU from the GPU's parameters, the GPU from the file.
+    let m = loaded.train_iteration().unwrap();
+    assert_eq!(m.iteration, 3);
+    let mut back = back;
+    assert_eq!(back.train_iteration().unwrap().iteration, 3);
+}
+
+#[test]
+fn layouts_not_on_the_gpu_and_bad_envs_are_typed_errors() {
+    let Some(ctx) = context() else { return };
+    let config = PpoConfig {
+        layout: Layout::Shared,
+        ..ppo_config(1)
+    };
+    assert!(matches!(
+        GpuTrainer::new(model(), config, ctx),
+        Err(TrainError::NotOnGpu {
+            layout: Layout::Shared
+        })
+    ));
+    let reference = EnvConfig {
+        reject_arithmetic: RejectArithmetic::Reference,
+        ..env_config()
+    };
+    let model = EnvModel::new(&reference.build().unwrap()).unwrap();
+    let error = GpuTrainer::new(model, ppo_config(1), context().unwrap())
+        .err()
+        .expect("the reference's f64 reject rule is CPU only");
+    assert!(matches!(error, TrainError::Gpu(_)), "{error:?}");
+}

@@ -326,6 +326,13 @@ impl GpuContext {
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }
+
+    /// Whether the adapter runs on the CPU (a software rasteriser such as
+    /// lavapipe): correct, but no faster than the CPU backend.
+    #[must_use]
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
 }
 
 /// `shared` with its private arrays sized `max_entries`: the line

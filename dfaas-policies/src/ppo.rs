@@ -164,6 +164,22 @@ impl PpoConfig {
 }
 
 impl PpoConfig {
+    /// The project's defaults at GPU scale: 4096 envs, rollouts of 32 steps
+    /// (not tied to the episode length: the critic bootstraps their end),
+    /// 4 minibatches of 32 768 samples per policy per epoch, 4 epochs, γ =
+    /// λ = 0 as the defaults (so the short rollouts lose nothing), 2 × 64
+    /// networks and 100 iterations (13 million env steps).
+    #[must_use]
+    pub fn gpu() -> Self {
+        Self {
+            num_envs: 4096,
+            rollout_steps: 32,
+            minibatch_size: 32_768,
+            iterations: 100,
+            ..Self::default()
+        }
+    }
+
     /// Checks every setting; the error names the field and the value.
     ///
     /// # Errors
@@ -325,16 +341,20 @@ pub struct RunningNorm {
 impl RunningNorm {
     /// Statistics of `count` rows with per-feature `mean` and sums of
     /// squared deviations `m2`.
+    #[cfg(feature = "gpu")]
     pub(crate) fn from_parts(count: f64, mean: Vec<f64>, m2: Vec<f64>) -> Self {
         Self { count, mean, m2 }
     }
 
     /// Rows seen, per-feature means and sums of squared deviations.
+    #[cfg(feature = "gpu")]
     pub(crate) fn parts(&self) -> (f64, &[f64], &[f64]) {
         (self.count, &self.mean, &self.m2)
     }
 
-    fn new(dim: usize) -> Self {
+    /// No rows seen yet, `dim` features.
+    #[must_use]
+    pub fn new(dim: usize) -> Self {
         Self {
             count: 0.0,
             mean: vec![0.0; dim],
@@ -342,7 +362,9 @@ impl RunningNorm {
         }
     }
 
-    fn update(&mut self, rows: &[f32]) {
+    /// Adds `rows` (`[row][dim]`) to the statistics, one row at a time
+    /// (Welford, f64).
+    pub fn update(&mut self, rows: &[f32]) {
         let dim = self.mean.len();
         for row in rows.chunks_exact(dim) {
             self.count += 1.0;
@@ -354,7 +376,9 @@ impl RunningNorm {
         }
     }
 
-    fn apply(&self, rows: &mut [f32]) {
+    /// Normalises `rows` in place: `(x − mean) / max(std, 1e-4)` clamped to
+    /// [−10, 10] (std 1 before two rows were seen).
+    pub fn apply(&self, rows: &mut [f32]) {
         let dim = self.mean.len();
         for row in rows.chunks_exact_mut(dim) {
             for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.m2) {
@@ -630,6 +654,7 @@ where
     /// coefficients and counters — with another trainer's (the GPU
     /// trainer's hand-over; lengths as [`Trainer::state`]'s); the
     /// environments and random streams stay this trainer's.
+    #[cfg(feature = "gpu")]
     pub(crate) fn adopt(
         &mut self,
         policies: Vec<B::Policy>,

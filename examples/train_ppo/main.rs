@@ -4,7 +4,14 @@
 //! ```text
 //! cargo run --release --example train_ppo
 //! cargo run --release --example train_ppo -- --preset reference --iterations 20 --out runs/reference
+//! cargo run --release --example train_ppo -- --backend gpu --iterations 40 --out runs/gpu
 //! ```
+//!
+//! `--backend auto` (the default) trains on a hardware GPU when there is
+//! one, else on the CPU (never on a software adapter such as lavapipe;
+//! `--backend gpu` takes any adapter). The GPU trains the independent
+//! layout with the exact-integer reject rule (the reference's f64 rule is
+//! CPU only: a configuration asking for it is switched, with a note).
 //!
 //! The run folder holds `env_config.yaml` (the built environment
 //! configuration), `ppo_config.txt`, `metrics.csv` (one row per iteration),
@@ -17,7 +24,7 @@ mod plots;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use dfaas::core::{EnvConfig, EnvModel};
+use dfaas::core::{EnvConfig, EnvModel, RejectArithmetic};
 use dfaas::policies::backend::CpuBackend;
 use dfaas::policies::baselines;
 use dfaas::policies::checkpoint;
@@ -26,6 +33,8 @@ use dfaas::policies::controller::{
 };
 use dfaas::policies::mlp::Activation;
 use dfaas::policies::ppo::{IterationMetrics, Layout, PpoConfig, Trainer};
+#[cfg(feature = "gpu")]
+use dfaas::{gpu::GpuContext, policies::gpu::GpuTrainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,6 +47,9 @@ enum Preset {
     Default,
     /// The reference's RLlib settings (2×256 tanh, 30 epochs, minibatch 144, …).
     Reference,
+    /// The defaults at GPU scale (4096 envs, 32-step rollouts, 4 minibatches
+    /// per epoch).
+    Gpu,
 }
 
 /// Compute backends.
@@ -45,10 +57,98 @@ enum Preset {
 enum BackendChoice {
     /// Plain Rust on the CPU.
     Cpu,
-    /// wgpu compute kernels (not built yet).
+    /// The whole iteration as wgpu kernels, on any adapter.
     Gpu,
-    /// The GPU when one is available, else the CPU.
+    /// A hardware GPU when one is available, else the CPU.
     Auto,
+}
+
+/// The training run on the backend chosen.
+enum Run {
+    Cpu(Box<Trainer<CpuBackend>>),
+    #[cfg(feature = "gpu")]
+    Gpu(Box<GpuTrainer>),
+}
+
+impl Run {
+    fn iteration(&self) -> usize {
+        match self {
+            Self::Cpu(t) => t.iteration(),
+            #[cfg(feature = "gpu")]
+            Self::Gpu(t) => t.iteration(),
+        }
+    }
+
+    fn train_iteration(&mut self) -> Result<IterationMetrics> {
+        Ok(match self {
+            Self::Cpu(t) => t.train_iteration()?,
+            #[cfg(feature = "gpu")]
+            Self::Gpu(t) => t.train_iteration()?,
+        })
+    }
+
+    /// The run as a CPU trainer (the GPU's policies read back): what
+    /// checkpoints store and evaluation runs.
+    fn on_cpu(self) -> Result<Trainer<CpuBackend>> {
+        Ok(match self {
+            Self::Cpu(t) => *t,
+            #[cfg(feature = "gpu")]
+            Self::Gpu(t) => t.to_cpu()?,
+        })
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        match self {
+            Self::Cpu(t) => checkpoint::save(t, dir)?,
+            #[cfg(feature = "gpu")]
+            Self::Gpu(t) => checkpoint::save(&t.to_cpu()?, dir)?,
+        }
+        Ok(())
+    }
+}
+
+/// The device to train on: `None` for the CPU.
+#[cfg(feature = "gpu")]
+type Device = Option<GpuContext>;
+#[cfg(not(feature = "gpu"))]
+type Device = Option<std::convert::Infallible>;
+
+/// Resolves `--backend`, printing what it picked.
+fn device(choice: BackendChoice) -> Result<Device> {
+    #[cfg(feature = "gpu")]
+    {
+        let found = match choice {
+            BackendChoice::Cpu => None,
+            BackendChoice::Gpu => Some(GpuContext::new().context("--backend gpu")?),
+            BackendChoice::Auto => match GpuContext::new() {
+                Ok(ctx) if !ctx.is_software() => Some(ctx),
+                Ok(ctx) => {
+                    println!(
+                        "backend: cpu ({} is a software adapter; --backend gpu trains on it)",
+                        ctx.describe()
+                    );
+                    return Ok(None);
+                }
+                Err(why) => {
+                    println!("backend: cpu (no GPU adapter: {why})");
+                    return Ok(None);
+                }
+            },
+        };
+        match &found {
+            Some(ctx) => println!("backend: gpu on {}", ctx.describe()),
+            None => println!("backend: cpu"),
+        }
+        Ok(found)
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        if choice == BackendChoice::Gpu {
+            bail!("--backend gpu: this build has no GPU support (feature `gpu`)");
+        }
+        println!("backend: cpu");
+        Ok(None)
+    }
 }
 
 /// Train multi-agent PPO on a DFaaS scenario and compare it with the baselines.
@@ -132,6 +232,7 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
     let mut config = match args.preset {
         Preset::Default => PpoConfig::default(),
         Preset::Reference => PpoConfig::reference(),
+        Preset::Gpu => PpoConfig::gpu(),
     };
     config.seed = args.seed;
     config.layout = args.layout;
@@ -279,17 +380,12 @@ fn earlier_metrics(path: &Path, iteration: usize) -> Result<Logged> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.backend == BackendChoice::Gpu {
-        bail!("--backend gpu: the GPU backend is not implemented yet (use cpu or auto)");
-    }
     if args.eval_episodes == 0 || args.checkpoint_every == 0 {
         bail!("--eval-episodes and --checkpoint-every must be > 0");
     }
-    if args.backend == BackendChoice::Auto {
-        println!("backend: cpu (the GPU training backend is not built yet)");
-    }
+    let device = device(args.backend)?;
     let checkpoints = args.out.join("checkpoints");
-    let (mut trainer, built) = if args.resume {
+    let (trainer, built) = if args.resume {
         if args.config.is_some() {
             bail!("--resume continues the run's own configuration; drop --config");
         }
@@ -314,10 +410,16 @@ fn main() -> Result<()> {
         let built = trainer.model().built().clone();
         (trainer, built)
     } else {
-        let env_config = match &args.config {
+        let mut env_config = match &args.config {
             Some(path) => EnvConfig::from_file(path)?,
             None => dfaas::default_config(),
         };
+        if device.is_some() && env_config.reject_arithmetic == RejectArithmetic::Reference {
+            println!(
+                "note: the GPU env uses the exact-integer reject rule (reject_arithmetic: exact)"
+            );
+            env_config.reject_arithmetic = RejectArithmetic::Exact;
+        }
         let built = env_config
             .build()
             .context("building the environment configuration")?;
@@ -333,6 +435,11 @@ fn main() -> Result<()> {
         (trainer, built)
     };
     let mut config = trainer.config().clone();
+    let mut run = match device {
+        None => Run::Cpu(Box::new(trainer)),
+        #[cfg(feature = "gpu")]
+        Some(ctx) => Run::Gpu(Box::new(GpuTrainer::from_cpu(&trainer, ctx)?)),
+    };
     if args.resume {
         if let Some(v) = args.iterations {
             config.iterations = v;
@@ -341,7 +448,7 @@ fn main() -> Result<()> {
     let names = built.topology().names().to_vec();
     let metrics_path = args.out.join("metrics.csv");
     let mut logged = if args.resume {
-        earlier_metrics(&metrics_path, trainer.iteration())?
+        earlier_metrics(&metrics_path, run.iteration())?
     } else {
         Logged {
             rows: Vec::new(),
@@ -355,18 +462,15 @@ fn main() -> Result<()> {
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} iterations, {elapsed} {msg}",
     )?);
-    bar.set_position(trainer.iteration() as u64);
+    bar.set_position(run.iteration() as u64);
     let start = Instant::now();
-    let (first_iteration, wall_before) = (trainer.iteration(), logged.wall_seconds);
-    while trainer.iteration() < config.iterations {
-        let m = trainer.train_iteration()?;
+    let (first_iteration, wall_before) = (run.iteration(), logged.wall_seconds);
+    while run.iteration() < config.iterations {
+        let m = run.train_iteration()?;
         logged.push(&m, wall_before + start.elapsed().as_secs_f64());
         if m.iteration % args.checkpoint_every == 0 || m.iteration == config.iterations {
             logged.write(&metrics_path, &names)?;
-            checkpoint::save(
-                &trainer,
-                &checkpoints.join(checkpoint::folder_name(m.iteration)),
-            )?;
+            run.save(&checkpoints.join(checkpoint::folder_name(m.iteration)))?;
         }
         bar.set_message(format!("reward {:.3}", m.mean_reward));
         bar.inc(1);
@@ -374,6 +478,7 @@ fn main() -> Result<()> {
     bar.finish();
     let train_seconds = start.elapsed().as_secs_f64();
     logged.write(&metrics_path, &names)?;
+    let mut trainer = run.on_cpu()?;
 
     // ---- Evaluation: PPO and every baseline on the same episodes ----
     let eval_seed = evaluation_seed(config.seed);

@@ -112,6 +112,24 @@ impl Glue {
     }
 }
 
+/// The rollout storage of a [`GpuPpo`] (T steps, G agents, E envs, D and
+/// W the padded observation and action widths; row `g·E + e`).
+#[derive(Debug, Clone, Copy)]
+pub struct Rollout<'a> {
+    /// The policies' inputs `[T][G][E][D]` (normalised when asked; 0 on
+    /// padded features).
+    pub obs: &'a DeviceVec<f32>,
+    /// The actions drawn `[T][G·E][W]` (0 on an agent's unused entries).
+    pub actions: &'a DeviceVec<f32>,
+    /// Their concentrations `[T][G·E][W]`.
+    pub alpha: &'a DeviceVec<f32>,
+    /// Their log-densities `[T][G·E]`.
+    pub log_prob: &'a DeviceVec<f32>,
+    /// GAE's inputs (rewards after team mixing, dones, values, the
+    /// bootstrap) and outputs (advantages, returns), `[T][G·E]`.
+    pub targets: &'a Gae,
+}
+
 /// What one iteration measured, decoded from the statistics buffer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GpuIterationStats {
@@ -169,6 +187,10 @@ pub struct GpuPpo {
     actor_adam: GpuAdam,
     critic_adam: GpuAdam,
     norm: DeviceVec<f32>,
+    roll_obs: DeviceVec<f32>,
+    roll_actions: DeviceVec<f32>,
+    roll_alpha: DeviceVec<f32>,
+    roll_logp: DeviceVec<f32>,
     clock: DeviceVec<u32>,
     out: DeviceVec<u32>,
     norm_update: Glue,
@@ -530,6 +552,10 @@ impl GpuPpo {
             actor_adam,
             critic_adam,
             norm,
+            roll_obs,
+            roll_actions,
+            roll_alpha,
+            roll_logp,
             clock,
             out,
             norm_update,
@@ -578,6 +604,26 @@ impl GpuPpo {
     #[must_use]
     pub fn observation_statistics(&self) -> &DeviceVec<f32> {
         &self.norm
+    }
+
+    /// The last iteration's rollout, as stored on the device.
+    #[must_use]
+    pub fn rollout(&self) -> Rollout<'_> {
+        Rollout {
+            obs: &self.roll_obs,
+            actions: &self.roll_actions,
+            alpha: &self.roll_alpha,
+            log_prob: &self.roll_logp,
+            targets: &self.gae,
+        }
+    }
+
+    /// The loss, holding the last minibatch's inputs
+    /// ([`PpoLoss::old_log_prob`], [`PpoLoss::advantages`],
+    /// [`PpoLoss::returns`], `[G][R]`).
+    #[must_use]
+    pub fn loss(&self) -> &PpoLoss {
+        &self.loss
     }
 
     /// Each action row's Xoshiro128++ stream `[G·E][4]`.

@@ -197,13 +197,21 @@ fn bad_arguments_are_clear_errors() {
         stderr.contains("no complete checkpoint") && !stderr.contains("panicked"),
         "{stderr}"
     );
+    // A layout the GPU does not train (or, on a machine without any
+    // adapter, the missing adapter): a clear error before any training.
     let out = Command::new(example("train_ppo"))
-        .args(["--backend", "gpu"])
+        .args(["--backend", "gpu", "--layout", "shared"])
         .arg("--out")
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("GPU backend"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && (stderr.contains("does not train on the GPU") || stderr.contains("--backend gpu"))
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     let out = Command::new(example("train_ppo"))
         .args(["--team-reward", "2"])
         .arg("--out")

@@ -33,9 +33,9 @@ use dfaas_gpu::nn::mlp::Activation as GpuActivation;
 use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings};
 use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuError, TracePool, Traffic};
 
-/// Largest trace pool, in bytes of input rates (episodes are generated on
-/// the CPU when the trainer is built).
-const POOL_BYTES: usize = 64 << 20;
+/// Largest trace pool, in bytes of input rates per half (the env holds two:
+/// the one in play and the one refreshed for the next episodes).
+const POOL_BYTES: usize = 32 << 20;
 
 /// A PPO run on one GPU.
 pub struct GpuTrainer {
@@ -51,6 +51,15 @@ pub struct GpuTrainer {
     kl_coeffs: Vec<f32>,
     iteration: usize,
     env_steps: u64,
+    /// Episodes in the trace pool.
+    pool_episodes: usize,
+    /// Steps each env took since this trainer reset them (all envs step
+    /// together, so they share one episode counter).
+    steps_done: u64,
+    /// The latest episode whose pool half holds its own fresh episodes.
+    pool_ready: u64,
+    /// Bytes of trace-pool refreshes uploaded so far.
+    refreshed_bytes: u64,
 }
 
 impl GpuTrainer {
@@ -85,7 +94,7 @@ impl GpuTrainer {
         let episodes = (4 * config.num_envs)
             .max(256)
             .min((POOL_BYTES / (4 * n * s)).max(1));
-        let pool = TracePool::generate(&model, episodes, config.seed).map_err(gpu)?;
+        let pool = TracePool::generate(&model, episodes, pool_seed(config.seed, 0)).map_err(gpu)?;
         let env = GpuBatchEnv::new(&ctx, &model, config.num_envs, &pool).map_err(gpu)?;
         let samples = config.num_envs * config.rollout_steps;
         let rows = config.minibatch_size.min(samples);
@@ -142,6 +151,10 @@ impl GpuTrainer {
             kl_coeffs: state.kl_coeffs.clone(),
             iteration: state.iteration,
             env_steps: state.env_steps,
+            pool_episodes: episodes,
+            steps_done: 0,
+            pool_ready: 1,
+            refreshed_bytes: 0,
             config,
         };
         trainer.upload(cpu.policies(), &state.norms).map_err(gpu)?;
@@ -208,6 +221,7 @@ impl GpuTrainer {
     pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
         let (env_steps, iteration) = next_counters(&self.config, self.env_steps, self.iteration)?;
         let entropy_coeff = entropy_coeff_at(&self.config, self.iteration);
+        self.refresh_pool()?;
         let stats = self
             .engine
             .iterate(&self.ctx, &mut self.env, entropy_coeff, &self.kl_coeffs)
@@ -220,6 +234,7 @@ impl GpuTrainer {
         }
         self.env_steps = env_steps;
         self.iteration = iteration;
+        self.steps_done += self.config.rollout_steps as u64;
         let n = self.model.num_agents();
         let steps = (self.config.rollout_steps * self.config.num_envs) as f64;
         let agent_rewards: Vec<f64> = stats.reward_sums.iter().map(|r| r / steps).collect();
@@ -245,6 +260,35 @@ impl GpuTrainer {
             clip_fraction: stats.clip_fraction,
             entropy_coeff: f64::from(entropy_coeff),
         })
+    }
+
+    /// Before an iteration: when the envs play episode `j`, the pool half
+    /// of episode `j + 1` gets fresh episodes from the model's generator
+    /// (seeded per episode), so no pool is replayed for more than one
+    /// episode of every env. Not when a rollout is longer than an episode
+    /// (it would reach the half it refreshes): the pool is then replayed.
+    fn refresh_pool(&mut self) -> Result<(), TrainError> {
+        let steps = self.model.max_steps() as u64;
+        if self.config.rollout_steps as u64 > steps {
+            return Ok(());
+        }
+        let next = self.steps_done / steps + 1;
+        if next > self.pool_ready {
+            let gpu = |e: GpuError| TrainError::Gpu(e);
+            let seed = pool_seed(self.config.seed, next);
+            let pool = TracePool::generate(&self.model, self.pool_episodes, seed).map_err(gpu)?;
+            self.refreshed_bytes += self.env.refresh_pool(&self.ctx, next, &pool).map_err(gpu)?;
+            self.pool_ready = next;
+        }
+        Ok(())
+    }
+
+    /// Bytes of trace-pool refreshes uploaded so far (part of
+    /// [`GpuTrainer::traffic`]'s uploads): one pool half, `episodes ×
+    /// agents × max_steps × 4` bytes, per episode of the envs.
+    #[must_use]
+    pub fn refreshed_bytes(&self) -> u64 {
+        self.refreshed_bytes
     }
 
     /// A CPU trainer holding this run's policies, Adam state, observation
@@ -366,6 +410,11 @@ impl GpuTrainer {
     pub fn stats_bytes(&self) -> u64 {
         self.engine.stats_bytes()
     }
+}
+
+/// The seed of the trace-pool episodes of the envs' `episode`-th episode.
+fn pool_seed(seed: u64, episode: u64) -> u64 {
+    dfaas_core::rng::env_master_seed(seed ^ 0x7261_6365_5F70_6F6F, episode)
 }
 
 /// `values` of network `small` placed into the layout of `big` (same

@@ -99,9 +99,13 @@ fn traffic_of_one_iteration(num_envs: usize, epochs: usize) -> (dfaas_gpu::Traff
     };
     let mut t = GpuTrainer::new(model(), config, ctx).unwrap();
     t.train_iteration().unwrap();
-    let before = t.traffic();
+    let (before, refreshed) = (t.traffic(), t.refreshed_bytes());
     t.train_iteration().unwrap();
-    (t.traffic() - before, t.stats_bytes())
+    let mut traffic = t.traffic() - before;
+    // Trace-pool refreshes are counted apart (none in this iteration).
+    assert_eq!(t.refreshed_bytes(), refreshed);
+    traffic.bytes_uploaded -= t.refreshed_bytes() - refreshed;
+    (traffic, t.stats_bytes())
 }
 
 #[test]
@@ -120,6 +124,35 @@ fn an_iteration_reads_back_only_its_statistics_whatever_the_size() {
         assert_eq!(other_stats, stats);
         assert_eq!(other, base, "{envs} envs × {epochs} epochs");
     }
+}
+
+#[test]
+fn the_trace_pool_is_refreshed_once_per_episode() {
+    let Some(ctx) = context() else { return };
+    // Episodes of 48 steps, rollouts of 24: the envs start episode 1 at
+    // iteration 3, episode 2 at iteration 5; the half of episode j + 1 is
+    // refreshed at the first iteration of episode j (j ≥ 1).
+    let config = PpoConfig {
+        rollout_steps: 24,
+        ..ppo_config(6)
+    };
+    let mut t = GpuTrainer::new(model(), config, ctx).unwrap();
+    let (n, s) = (t.model().num_agents(), t.model().max_steps());
+    let mut refreshes = Vec::new();
+    for _ in 0..6 {
+        let (before, bytes) = (t.traffic(), t.refreshed_bytes());
+        t.train_iteration().unwrap();
+        let uploaded = t.traffic().bytes_uploaded - before.bytes_uploaded;
+        let refreshed = t.refreshed_bytes() - bytes;
+        assert_eq!(
+            uploaded,
+            60 + refreshed,
+            "the refresh is the only other upload"
+        );
+        refreshes.push(refreshed);
+    }
+    let half = (256 * n * s * 4) as u64;
+    assert_eq!(refreshes, [0, 0, half, 0, half, 0]);
 }
 
 #[test]

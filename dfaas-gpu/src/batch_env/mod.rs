@@ -5,7 +5,10 @@
 //!
 //! Input rates come from a [`TracePool`] generated ahead on the CPU with
 //! the model's own generator: env `i` plays pool entry `(i + j·N) mod P` in
-//! its `j`-th episode, so new episodes never wait for the CPU. Everything
+//! its `j`-th episode, so new episodes never wait for the CPU. The pool is
+//! held twice on the device: episodes of even `j` read the first half, odd
+//! ones the second, so [`GpuBatchEnv::refresh_pool`] can replace the half
+//! the envs' next episodes will read while they play the other. Everything
 //! stays on the device between steps; only what the caller asks for is
 //! read back (per-step metrics are derived on the host from the read-back
 //! integer state, with the CPU's own code). Pipelines, buffers and the bind
@@ -35,7 +38,8 @@ struct Params {
     in_index: u32,
     table_offsets: u32,
     tables: u32,
-    _pad: u32,
+    /// Words of one pool half (`pool_size · agents · max_steps`).
+    pool_half: u32,
 }
 
 /// Words of the per-env state, as in `shader.wgsl`: step, episode counter
@@ -146,7 +150,9 @@ pub(crate) struct EnvBuffers<'a> {
 #[derive(Debug)]
 pub struct GpuBatchEnv {
     model: EnvModel,
-    pool: TracePool,
+    /// The pool halves on the host (what each device half holds).
+    pools: [TracePool; 2],
+    pool_buffer: wgpu::Buffer,
     params: Params,
     context: u64,
     step_pipeline: wgpu::ComputePipeline,
@@ -288,7 +294,7 @@ impl GpuBatchEnv {
         for (field, bytes) in [
             ("num_envs", bytes(widest)),
             ("num_envs", bytes(num_envs.saturating_mul(STATE_WORDS))),
-            ("pool", bytes(pool.rates.len())),
+            ("pool", bytes(pool.rates.len().saturating_mul(2))),
             ("model", bytes(words.len())),
         ] {
             if bytes > largest {
@@ -314,7 +320,7 @@ impl GpuBatchEnv {
             in_index: sections[3],
             table_offsets: sections[4],
             tables: sections[5],
-            _pad: 0,
+            pool_half: pool.rates.len() as u32,
         };
         let device = &ctx.device;
         let init = |label: &str, bytes: &[u8], usage: wgpu::BufferUsages| {
@@ -332,7 +338,12 @@ impl GpuBatchEnv {
         let readable = U::STORAGE | U::COPY_SRC;
         let params_buf = init("env.params", bytemuck::bytes_of(&params), U::UNIFORM);
         let topology = init("env.topology", bytemuck::cast_slice(&words), U::STORAGE);
-        let pool_buf = init("env.pool", bytemuck::cast_slice(&pool.rates), U::STORAGE);
+        let both_halves = [pool.rates.as_slice(), pool.rates.as_slice()].concat();
+        let pool_buf = init(
+            "env.pool",
+            bytemuck::cast_slice(&both_halves),
+            U::STORAGE | U::COPY_DST,
+        );
         let wide = num_envs * n * model.action_width();
         let actions = zeroed("env.actions", wide, U::STORAGE | U::COPY_DST);
         let writable = readable | U::COPY_DST;
@@ -426,7 +437,8 @@ impl GpuBatchEnv {
         });
         let env = Self {
             model: model.clone(),
-            pool: pool.clone(),
+            pools: [pool.clone(), pool.clone()],
+            pool_buffer: pool_buf,
             params,
             context: ctx.id(),
             step_pipeline,
@@ -482,6 +494,40 @@ impl GpuBatchEnv {
             rewards: &self.rewards,
             state: &self.state,
         }
+    }
+
+    /// Replaces the pool half that episode `episode` (counted from the
+    /// last reset) reads with `pool`, which must have the same number of
+    /// episodes and fit the model; returns the bytes uploaded. Refresh the
+    /// half of episode `j + 1` while the envs play episode `j`: the half
+    /// in play is never touched then. Queued after every submitted
+    /// command, before any later one.
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Input`] for a pool of
+    /// another size or one that does not fit the model (nothing changes).
+    pub fn refresh_pool(
+        &mut self,
+        ctx: &GpuContext,
+        episode: u64,
+        pool: &TracePool,
+    ) -> Result<u64, GpuError> {
+        ctx.check(self.context)?;
+        if pool.rates.len() != self.pools[0].rates.len() {
+            return Err(GpuError::Input {
+                field: "pool",
+                reason: format!(
+                    "{} episodes; the env's pool has {}",
+                    pool.episodes, self.pools[0].episodes
+                ),
+            });
+        }
+        check_pool_fits(&self.model, pool)?;
+        let half = (episode & 1) as usize;
+        let offset = (half * pool.rates.len() * 4) as u64;
+        ctx.upload(&self.pool_buffer, offset, bytemuck::cast_slice(&pool.rates));
+        self.pools[half] = pool.clone();
+        Ok((pool.rates.len() * 4) as u64)
     }
 
     /// The model.
@@ -574,7 +620,8 @@ impl GpuBatchEnv {
         {
             let (t, entry) = (words[STEP] as usize, words[ENTRY] as usize);
             for (a, r) in rates.iter_mut().enumerate() {
-                *r = self.pool.rates[(entry * n + a) * s + t];
+                let pool = &self.pools[(words[EPISODE_LOW] & 1) as usize];
+                *r = pool.rates[(entry * n + a) * s + t];
             }
             m.record(
                 &self.model,
@@ -736,7 +783,7 @@ impl GpuBatchEnv {
                 return Err(input(field, format!("entry {i} is {}", values[i])));
             }
         }
-        let pool = self.pool.episodes as u128;
+        let pool = self.pools[0].episodes as u128;
         let mut words = vec![0u32; envs * STATE_WORDS];
         for (e, w) in words.chunks_exact_mut(STATE_WORDS).enumerate() {
             let episode = state.episodes[e];

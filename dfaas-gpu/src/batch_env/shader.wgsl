@@ -21,7 +21,7 @@ struct Params {
     in_index: u32,
     table_offsets: u32,
     tables: u32,
-    _pad: u32,
+    pool_half: u32,    // words of one pool half: pool_size · agents · max_steps
 }
 
 // Words of `state` per env.
@@ -34,7 +34,7 @@ const STATE_WORDS: u32 = 5u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> topology: array<u32>;        // static sections, see Params
-@group(0) @binding(2) var<storage, read> pool: array<u32>;            // [pool][agent][step]
+@group(0) @binding(2) var<storage, read> pool: array<u32>;            // [2][pool][agent][step]
 @group(0) @binding(3) var<storage, read> actions: array<f32>;         // [env][agent][width]
 @group(0) @binding(4) var<storage, read_write> counts: array<u32>;    // [env][agent][width]
 @group(0) @binding(5) var<storage, read_write> rejects: array<u32>;   // [env][agent][width]: 0 local, 1..=k forwards
@@ -46,10 +46,12 @@ fn degree(a: u32) -> u32 {
     return topology[params.degrees + a];
 }
 
-// Input rate of agent `a` at step `t` of env `e`'s current episode.
+// Input rate of agent `a` at step `t` of env `e`'s current episode: from
+// the pool half of the episode's parity (the host refreshes the other).
 fn rate(e: u32, a: u32, t: u32) -> u32 {
     let entry = state[e * STATE_WORDS + ENTRY];
-    return pool[(entry * params.agents + a) * params.max_steps + t];
+    let half = (state[e * STATE_WORDS + EPISODE_LOW] & 1u) * params.pool_half;
+    return pool[half + (entry * params.agents + a) * params.max_steps + t];
 }
 
 // Node `node`'s incoming list (own local count first, then every positive

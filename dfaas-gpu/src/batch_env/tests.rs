@@ -319,6 +319,70 @@ fn multi_episode_pools_wrap_around_like_the_cpu() {
     }
 }
 
+#[test]
+fn a_refreshed_pool_half_is_read_by_the_next_episode_only() {
+    let Some(ctx) = context() else { return };
+    let model = synthetic_model(&["node_0 node_1 node_2", "node_1 node_2"], 4, false);
+    let (envs, pool_len, steps) = (6usize, 5usize, 4usize);
+    let (n, ow) = (model.num_agents(), model.obs_width());
+    let pools: Vec<TracePool> = (1..=3)
+        .map(|seed| TracePool::generate(&model, pool_len, seed).unwrap())
+        .collect();
+    assert_ne!(pools[0], pools[1]);
+    let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pools[0]).unwrap();
+    // The input rate each env's agents observe at step `t` of episode `j`,
+    // from pool `p`: entry (i + j·N) mod P.
+    let check = |gpu: &GpuBatchEnv, j: usize, t: usize, p: usize| {
+        let obs = gpu.observations(&ctx).unwrap();
+        for i in 0..envs {
+            let episode = pools[p].episode((i + j * envs) % pool_len).unwrap();
+            for a in 0..n {
+                assert_eq!(
+                    obs[(i * n + a) * ow],
+                    episode[a * steps + t] as f32,
+                    "episode {j}, step {t}, env {i}, agent {a}: pool {p}"
+                );
+            }
+        }
+    };
+    let bytes = gpu.refresh_pool(&ctx, 1, &pools[1]).unwrap();
+    assert_eq!(bytes, (pool_len * n * steps * 4) as u64);
+    let mut rng = seeded(3);
+    check(&gpu, 0, 0, 0);
+    for t in 1..steps {
+        gpu.step(&ctx, &random_actions(&model, envs, &mut rng))
+            .unwrap();
+        check(&gpu, 0, t, 0);
+    }
+    gpu.step(&ctx, &random_actions(&model, envs, &mut rng))
+        .unwrap();
+    check(&gpu, 1, 0, 1);
+    // While episode 1 plays pool 1, episode 2's half (the first) changes.
+    gpu.refresh_pool(&ctx, 2, &pools[2]).unwrap();
+    for t in 1..steps {
+        gpu.step(&ctx, &random_actions(&model, envs, &mut rng))
+            .unwrap();
+        check(&gpu, 1, t, 1);
+    }
+    gpu.step(&ctx, &random_actions(&model, envs, &mut rng))
+        .unwrap();
+    check(&gpu, 2, 0, 2);
+    // A pool of another size is refused; nothing changes.
+    let small = TracePool::generate(&model, pool_len - 1, 9).unwrap();
+    assert!(matches!(
+        gpu.refresh_pool(&ctx, 3, &small),
+        Err(GpuError::Input { field: "pool", .. })
+    ));
+    for t in 1..steps {
+        gpu.step(&ctx, &random_actions(&model, envs, &mut rng))
+            .unwrap();
+        check(&gpu, 2, t, 2);
+    }
+    gpu.step(&ctx, &random_actions(&model, envs, &mut rng))
+        .unwrap();
+    check(&gpu, 3, 0, 1);
+}
+
 /// Actions that forward most of every leaf's requests to the hub (agent
 /// 0), every 4th leaf row summing above 1 (rescaled); the hub's own rows
 /// as [`random_actions`].

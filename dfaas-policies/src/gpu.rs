@@ -23,15 +23,15 @@ use crate::backend::{CpuBackend, CpuPolicy};
 use crate::error::TrainError;
 use crate::mlp::{Activation, Mlp};
 use crate::ppo::{
-    IterationMetrics, Layout, PpoConfig, RunningNorm, Trainer, adapt_kl_coeff, entropy_coeff_at,
-    next_counters,
+    GpuRunState, IterationMetrics, Layout, PpoConfig, RunningNorm, Trainer, adapt_kl_coeff,
+    entropy_coeff_at, next_counters,
 };
 use dfaas_core::EnvModel;
 use dfaas_gpu::nn::adam::AdamSettings;
 use dfaas_gpu::nn::loss::LossSettings;
 use dfaas_gpu::nn::mlp::Activation as GpuActivation;
 use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings};
-use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuError, TracePool, Traffic};
+use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuEnvState, GpuError, TracePool, Traffic};
 
 /// Largest trace pool, in bytes of input rates per half (the env holds two:
 /// the one in play and the one refreshed for the next episodes).
@@ -76,8 +76,11 @@ impl GpuTrainer {
     }
 
     /// A run continuing `cpu`'s: its policies, Adam state, observation
-    /// statistics, KL coefficients and counters (the episodes and random
-    /// streams start afresh).
+    /// statistics, KL coefficients and counters — and, when `cpu` holds a
+    /// GPU run's device state of the same size (a GPU checkpoint), its
+    /// envs, action streams and counters, so that the run continues
+    /// exactly (on the same device). Otherwise the episodes and random
+    /// streams start afresh.
     ///
     /// # Errors
     /// As [`GpuTrainer::new`].
@@ -157,8 +160,57 @@ impl GpuTrainer {
             refreshed_bytes: 0,
             config,
         };
+        let mut trainer = trainer;
         trainer.upload(cpu.policies(), &state.norms).map_err(gpu)?;
+        if let Some(device) = state
+            .gpu
+            .as_ref()
+            .filter(|d| d.num_envs == trainer.config.num_envs)
+        {
+            trainer.restore_device(device)?;
+        }
         Ok(trainer)
+    }
+
+    /// Writes a GPU run's device state: envs, streams, clock, and the
+    /// trace-pool halves its episodes read (regenerated from their seeds).
+    fn restore_device(&mut self, device: &GpuRunState) -> Result<(), TrainError> {
+        let gpu = |e: GpuError| TrainError::Gpu(e);
+        let floats = |bits: &[u32]| bits.iter().map(|&b| f32::from_bits(b)).collect();
+        let env_state = GpuEnvState {
+            steps: device.steps.clone(),
+            episodes: device.episodes.clone(),
+            dones: device.dones.clone(),
+            observations: floats(&device.observation_bits),
+            rewards: floats(&device.reward_bits),
+            splits: device.splits.clone(),
+            rejects: device.rejects.clone(),
+        };
+        self.env.restore(&self.ctx, &env_state).map_err(gpu)?;
+        self.engine
+            .streams()
+            .write(&self.ctx, &device.streams)
+            .map_err(gpu)?;
+        self.engine
+            .clock()
+            .write(&self.ctx, &device.clock)
+            .map_err(gpu)?;
+        // Each half holds the latest refreshed episode of its parity (the
+        // first pool for episodes 0 and 1).
+        let ready = device.pool_ready;
+        for episode in [ready.saturating_sub(1), ready] {
+            if episode >= 2 {
+                let seed = pool_seed(self.config.seed, episode);
+                let pool =
+                    TracePool::generate(&self.model, self.pool_episodes, seed).map_err(gpu)?;
+                self.env
+                    .refresh_pool(&self.ctx, episode, &pool)
+                    .map_err(gpu)?;
+            }
+        }
+        self.steps_done = device.steps_done;
+        self.pool_ready = ready;
+        Ok(())
     }
 
     /// Writes the CPU policies (padded into the grouped layout), their Adam
@@ -365,12 +417,29 @@ impl GpuTrainer {
                 )
             })
             .collect();
+        let env = self.env.state(ctx).map_err(gpu)?;
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect();
+        let device = GpuRunState {
+            num_envs: self.config.num_envs,
+            steps: env.steps,
+            episodes: env.episodes,
+            dones: env.dones,
+            observation_bits: bits(&env.observations),
+            reward_bits: bits(&env.rewards),
+            splits: env.splits,
+            rejects: env.rejects,
+            streams: self.engine.streams().read(ctx).map_err(gpu)?,
+            clock: self.engine.clock().read(ctx).map_err(gpu)?,
+            steps_done: self.steps_done,
+            pool_ready: self.pool_ready,
+        };
         cpu.adopt(
             policies,
             norms,
             self.kl_coeffs.clone(),
             self.iteration,
             self.env_steps,
+            device,
         );
         Ok(cpu)
     }

@@ -411,6 +411,43 @@ pub struct TrainerState {
     pub shuffle_rngs: Vec<Xoshiro128PlusPlus>,
     /// The environments.
     pub env: dfaas_core::BatchEnvState,
+    /// A GPU run's device state (its envs, streams and counters), so that
+    /// it resumes exactly on the GPU; absent for a CPU run, and dropped
+    /// once a CPU trainer trains on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuRunState>,
+}
+
+/// The device state of a GPU run (`dfaas_policies::gpu`, feature `gpu`)
+/// beyond its policies: `GpuBatchEnv`'s state (f32 values as their bits,
+/// so that a checkpoint keeps them exactly), the action streams, the device
+/// clock and the trace-pool position.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GpuRunState {
+    /// Environments of the run.
+    pub num_envs: usize,
+    /// Step of each env within its episode.
+    pub steps: Vec<u32>,
+    /// Episodes each env finished since the run's envs were reset.
+    pub episodes: Vec<u64>,
+    /// Whether each env's last step ended an episode.
+    pub dones: Vec<bool>,
+    /// Observations `[env][agent][obs_width]`, as `f32::to_bits`.
+    pub observation_bits: Vec<u32>,
+    /// Rewards of the last step `[env][agent]`, as `f32::to_bits`.
+    pub reward_bits: Vec<u32>,
+    /// Splits of the last step `[env][agent][action_width]`.
+    pub splits: Vec<u32>,
+    /// Rejects of the last step `[env][agent][action_width]`.
+    pub rejects: Vec<u32>,
+    /// Each action row's Xoshiro128++ state `[agent·env][4]`.
+    pub streams: Vec<u32>,
+    /// The device clock `[step, minibatch, epoch, iteration]`.
+    pub clock: Vec<u32>,
+    /// Steps each env took since the run's envs were reset.
+    pub steps_done: u64,
+    /// The latest episode whose trace-pool half holds its own episodes.
+    pub pool_ready: u64,
 }
 
 /// One iteration's numbers (a row of `metrics.csv`).
@@ -480,6 +517,8 @@ pub struct Trainer<B: Backend> {
     iteration: usize,
     env_steps: u64,
     metrics: Vec<StepMetrics>,
+    /// The device state of the GPU run this trainer holds, if any.
+    gpu: Option<GpuRunState>,
 }
 
 impl<B: Backend + Clone + Send> Trainer<B>
@@ -559,6 +598,7 @@ where
             entries,
             iteration: 0,
             env_steps: 0,
+            gpu: None,
         })
     }
 
@@ -573,6 +613,7 @@ where
             rng: self.rng.clone(),
             shuffle_rngs: self.shuffle_rngs.clone(),
             env: self.env.state(),
+            gpu: self.gpu.clone(),
         }
     }
 
@@ -647,12 +688,13 @@ where
         trainer.norms = state.norms;
         trainer.rng = state.rng;
         trainer.shuffle_rngs = state.shuffle_rngs;
+        trainer.gpu = state.gpu;
         Ok(trainer)
     }
 
     /// Replaces what was learned — policies, observation statistics, KL
-    /// coefficients and counters — with another trainer's (the GPU
-    /// trainer's hand-over; lengths as [`Trainer::state`]'s); the
+    /// coefficients and counters — with a GPU run's, and keeps its device
+    /// state for its checkpoints (lengths as [`Trainer::state`]'s); the
     /// environments and random streams stay this trainer's.
     #[cfg(feature = "gpu")]
     pub(crate) fn adopt(
@@ -662,12 +704,14 @@ where
         kl_coeffs: Vec<f32>,
         iteration: usize,
         env_steps: u64,
+        gpu: GpuRunState,
     ) {
         self.policies = policies;
         self.norms = norms;
         self.kl_coeffs = kl_coeffs;
         self.iteration = iteration;
         self.env_steps = env_steps;
+        self.gpu = Some(gpu);
     }
 
     /// The configuration.
@@ -777,6 +821,8 @@ where
     /// [`TrainError`] of the environments or a backend.
     pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
         let (env_steps, iteration) = next_counters(&self.config, self.env_steps, self.iteration)?;
+        // A GPU run's device state no longer matches once the CPU trains.
+        self.gpu = None;
         let (rollouts, tally) = self.sample()?;
         let targets = self.targets(&rollouts)?;
         let entropy_coeff = entropy_coeff_at(&self.config, self.iteration);

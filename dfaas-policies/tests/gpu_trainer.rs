@@ -208,6 +208,48 @@ fn gpu_policies_go_through_a_checkpoint_to_the_cpu_and_back() {
 }
 
 #[test]
+fn a_gpu_run_resumed_from_its_checkpoint_on_the_gpu_is_exact() {
+    let Some(ctx) = context() else { return };
+    // Rollouts of 24 steps in 48-step episodes: the checkpoint falls mid
+    // episode, and the resumed part crosses a trace-pool refresh.
+    let config = PpoConfig {
+        rollout_steps: 24,
+        ..ppo_config(6)
+    };
+    let mut straight = GpuTrainer::new(model(), config.clone(), ctx).unwrap();
+    let mut want = Vec::new();
+    for _ in 0..5 {
+        want.push(format!("{:?}", straight.train_iteration().unwrap()));
+    }
+    let mut first = GpuTrainer::new(model(), config, context().unwrap()).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(format!("{:?}", first.train_iteration().unwrap()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(&first.to_cpu().unwrap(), dir.path()).unwrap();
+    drop(first);
+    let loaded = checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
+    assert!(
+        loaded.state().gpu.is_some(),
+        "the checkpoint holds the device state"
+    );
+    let mut resumed = GpuTrainer::from_cpu(&loaded, context().unwrap()).unwrap();
+    for _ in 0..3 {
+        got.push(format!("{:?}", resumed.train_iteration().unwrap()));
+    }
+    assert_eq!(got, want, "metrics of every iteration");
+    assert_eq!(
+        resumed.to_cpu().unwrap().policies(),
+        straight.to_cpu().unwrap().policies()
+    );
+    // A CPU trainer that trains on drops the device state.
+    let mut cpu = loaded;
+    cpu.train_iteration().unwrap();
+    assert!(cpu.state().gpu.is_none());
+}
+
+#[test]
 fn layouts_not_on_the_gpu_and_bad_envs_are_typed_errors() {
     let Some(ctx) = context() else { return };
     let config = PpoConfig {

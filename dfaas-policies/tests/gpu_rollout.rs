@@ -22,6 +22,17 @@ use dfaas_policies::ppo::RunningNorm;
 
 #[test]
 fn the_device_rollout_and_minibatch_match_their_cpu_twins() {
+    check_rollout(true);
+}
+
+/// Raw observations and advantages (the reference's inputs; the defaults
+/// normalise both).
+#[test]
+fn without_normalisation_the_rollout_holds_the_raw_observations() {
+    check_rollout(false);
+}
+
+fn check_rollout(normalize: bool) {
     let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
         return;
     };
@@ -55,8 +66,8 @@ fn the_device_rollout_and_minibatch_match_their_cpu_twins() {
         },
         max_grad_norm: Some(0.5),
         adam: AdamSettings::new(1e-3),
-        normalize_observations: true,
-        normalize_advantages: true,
+        normalize_observations: normalize,
+        normalize_advantages: normalize,
         team_reward: beta,
         seed: 0xABCD_0123_4567,
     };
@@ -103,8 +114,10 @@ fn the_device_rollout_and_minibatch_match_their_cpu_twins() {
             let mut block: Vec<f32> = (0..envs)
                 .flat_map(|e| env_obs[(e * g + a) * d..][..own].to_vec())
                 .collect();
-            norm.update(&block);
-            norm.apply(&mut block);
+            if normalize {
+                norm.update(&block);
+                norm.apply(&mut block);
+            }
             for e in 0..envs {
                 let stored = &obs[((t * g + a) * envs + e) * d..][..d];
                 for f in 0..d {

@@ -250,6 +250,23 @@ fn a_gpu_run_resumed_from_its_checkpoint_on_the_gpu_is_exact() {
 }
 
 #[test]
+fn a_diverging_run_is_a_typed_error() {
+    let Some(ctx) = context() else { return };
+    // A learning rate of 1e30 and no clipping: the parameters blow up and
+    // a loss becomes infinite or NaN within a few iterations.
+    let config = PpoConfig {
+        learning_rate: 1e30,
+        max_grad_norm: None,
+        ..ppo_config(5)
+    };
+    let mut t = GpuTrainer::new(model(), config, ctx).unwrap();
+    let error = (0..5)
+        .find_map(|_| t.train_iteration().err())
+        .expect("the run diverges");
+    assert!(matches!(error, TrainError::NonFinite { .. }), "{error:?}");
+}
+
+#[test]
 fn layouts_not_on_the_gpu_and_bad_envs_are_typed_errors() {
     let Some(ctx) = context() else { return };
     let config = PpoConfig {

@@ -119,6 +119,19 @@ impl Tally {
         }
     }
 
+    /// Each agent's input requests so far.
+    #[must_use]
+    pub fn input(&self) -> &[u64] {
+        &self.input
+    }
+
+    /// Each agent's rejected requests so far (rejected in its split, at its
+    /// node, at its neighbours).
+    #[must_use]
+    pub fn rejected(&self) -> &[u64] {
+        &self.rejected
+    }
+
     /// Mean per-agent per-step reward so far.
     #[must_use]
     pub fn mean_reward(&self) -> f64 {

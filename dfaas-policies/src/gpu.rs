@@ -98,7 +98,11 @@ impl GpuTrainer {
             .max(256)
             .min((POOL_BYTES / (4 * n * s)).max(1));
         let pool = TracePool::generate(&model, episodes, pool_seed(config.seed, 0)).map_err(gpu)?;
-        let env = GpuBatchEnv::new(&ctx, &model, config.num_envs, &pool).map_err(gpu)?;
+        let mut env = GpuBatchEnv::new(&ctx, &model, config.num_envs, &pool).map_err(gpu)?;
+        // Episode 1 reads the other half: its own episodes from the start.
+        let second =
+            TracePool::generate(&model, episodes, pool_seed(config.seed, 1)).map_err(gpu)?;
+        env.refresh_pool(&ctx, 1, &second).map_err(gpu)?;
         let samples = config.num_envs * config.rollout_steps;
         let rows = config.minibatch_size.min(samples);
         let settings = GpuPpoSettings {
@@ -278,15 +282,16 @@ impl GpuTrainer {
             .engine
             .iterate(&self.ctx, &mut self.env, entropy_coeff, &self.kl_coeffs)
             .map_err(TrainError::Gpu)?;
+        // The device has moved on either way: the counters follow it.
+        self.env_steps = env_steps;
+        self.iteration = iteration;
+        self.steps_done += self.config.rollout_steps as u64;
         if stats.non_finite {
             return Err(TrainError::NonFinite { iteration });
         }
         for (k, &kl) in self.kl_coeffs.iter_mut().zip(&stats.last_epoch_kl) {
             *k = adapt_kl_coeff(*k, kl, self.config.kl_target);
         }
-        self.env_steps = env_steps;
-        self.iteration = iteration;
-        self.steps_done += self.config.rollout_steps as u64;
         let n = self.model.num_agents();
         let steps = (self.config.rollout_steps * self.config.num_envs) as f64;
         let agent_rewards: Vec<f64> = stats.reward_sums.iter().map(|r| r / steps).collect();

@@ -18,6 +18,7 @@ use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings, permuted};
 use dfaas_gpu::{GpuBatchEnv, GpuContext, TracePool};
 use dfaas_policies::controller::Tally;
 use dfaas_policies::dirichlet;
+use dfaas_policies::gae;
 use dfaas_policies::ppo::RunningNorm;
 
 #[test]
@@ -84,7 +85,10 @@ fn check_rollout(normalize: bool) {
     let actor = random(engine.actor().params().len());
     let critic = random(engine.critic().params().len());
     engine.write_parameters(&ctx, &actor, &critic).unwrap();
-    let stats = engine.iterate(&ctx, &mut env, 0.01, &[0.0; 3]).unwrap();
+    // KL weights on two policies and off on the third.
+    let stats = engine
+        .iterate(&ctx, &mut env, 0.01, &[0.1, 0.0, 0.2])
+        .unwrap();
 
     let rollout = engine.rollout();
     let obs = rollout.obs.read(&ctx).unwrap();
@@ -95,6 +99,8 @@ fn check_rollout(normalize: bool) {
     let dones = rollout.targets.dones().read(&ctx).unwrap();
     let advantages = rollout.targets.advantages().read(&ctx).unwrap();
     let returns = rollout.targets.returns().read(&ctx).unwrap();
+    let values = rollout.targets.values().read(&ctx).unwrap();
+    let last_values = rollout.targets.last_values().read(&ctx).unwrap();
 
     let mut norms: Vec<RunningNorm> = (0..g)
         .map(|a| RunningNorm::new(2 + 2 * model.degree(a)))
@@ -178,19 +184,60 @@ fn check_rollout(normalize: bool) {
         ended |= env_dones.iter().any(|&x| x);
     }
     assert!(ended, "an episode ends inside the rollout");
-    // The tallies: the same integers as the CPU's (reject %), rewards
-    // summed in f32 on the device against f64 metrics.
-    let (rejected, input) = (
-        stats.rejected.iter().sum::<u64>(),
-        stats.input.iter().sum::<u64>(),
-    );
-    assert_eq!(100.0 * rejected as f64 / input as f64, tally.reject_pct());
+    // The tallies: the same integers as the CPU's, rewards summed in f32
+    // on the device against f64 metrics.
+    assert_eq!(stats.input, tally.input());
+    assert_eq!(stats.rejected, tally.rejected());
     for (a, want) in tally.agent_rewards().iter().enumerate() {
         let got = stats.reward_sums[a] / (steps * envs) as f64;
         assert!((got - want).abs() < 1e-5, "agent {a}: {got} vs {want}");
     }
     assert_eq!(stats.updates as usize, epochs * minibatches);
     assert!(!stats.non_finite);
+    // The last epoch's KL per policy: 0 where its weight is 0.
+    assert_eq!(stats.last_epoch_kl[1], 0.0);
+    assert!(
+        stats.last_epoch_kl[0] > 0.0 && stats.last_epoch_kl[2] > 0.0,
+        "{:?}",
+        stats.last_epoch_kl
+    );
+
+    // GAE from the stored rewards, dones, values and bootstrap, by the
+    // CPU's `gae::advantages` (the same f32 operations: equal within 1e-6),
+    // then standardised per policy over its T × E samples (f64 moments on
+    // the CPU, a fixed-order f32 sum on the device: within 1e-4).
+    let columns = g * envs;
+    let samples = gae::Samples {
+        steps,
+        columns,
+        rewards: &rewards,
+        values: &values,
+        dones: &dones,
+        last_values: &last_values,
+    };
+    let (cpu_advantages, cpu_returns) = gae::advantages(&samples, 0.9, 0.8).unwrap();
+    for (i, (&got, &want)) in returns.iter().zip(&cpu_returns).enumerate() {
+        assert!(
+            (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+            "return {i}: {got} vs {want}"
+        );
+    }
+    for a in 0..g {
+        let index = |t: usize, e: usize| t * columns + a * envs + e;
+        let mut own: Vec<f32> = (0..steps * envs)
+            .map(|k| cpu_advantages[index(k / envs, k % envs)])
+            .collect();
+        if normalize {
+            gae::standardise(&mut own);
+        }
+        for (k, want) in own.iter().enumerate() {
+            let got = advantages[index(k / envs, k % envs)];
+            assert!(
+                (got - want).abs() <= 1e-4,
+                "policy {a}, sample {k}: {got} vs {want}"
+            );
+        }
+    }
 
     // The last minibatch (epoch `epochs − 1`, minibatch `minibatches − 1`,
     // iteration 0 of the device clock): exactly the samples the host

@@ -210,43 +210,43 @@ fn gpu_policies_go_through_a_checkpoint_to_the_cpu_and_back() {
 #[test]
 fn a_gpu_run_resumed_from_its_checkpoint_on_the_gpu_is_exact() {
     let Some(ctx) = context() else { return };
-    // Rollouts of 24 steps in 48-step episodes: the checkpoint falls mid
-    // episode, and the resumed part crosses a trace-pool refresh.
+    // Rollouts of 24 steps in 48-step episodes: checkpoints after 2
+    // iterations (mid episode), 3 (pool half of episode 2 refreshed) and 5
+    // (both halves refreshed: episodes 2 and 3), each resumed across a
+    // refresh.
     let config = PpoConfig {
         rollout_steps: 24,
-        ..ppo_config(6)
+        ..ppo_config(7)
     };
+    let total = 7;
     let mut straight = GpuTrainer::new(model(), config.clone(), ctx).unwrap();
-    let mut want = Vec::new();
-    for _ in 0..5 {
-        want.push(format!("{:?}", straight.train_iteration().unwrap()));
+    let want: Vec<String> = (0..total)
+        .map(|_| format!("{:?}", straight.train_iteration().unwrap()))
+        .collect();
+    let want_policies = straight.to_cpu().unwrap().policies().to_vec();
+    drop(straight);
+    for at in [2, 3, 5] {
+        let mut first = GpuTrainer::new(model(), config.clone(), context().unwrap()).unwrap();
+        let mut got: Vec<String> = (0..at)
+            .map(|_| format!("{:?}", first.train_iteration().unwrap()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        checkpoint::save(&first.to_cpu().unwrap(), dir.path()).unwrap();
+        drop(first);
+        let loaded = checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
+        assert!(
+            loaded.state().gpu.is_some(),
+            "the checkpoint holds the device state"
+        );
+        let mut resumed = GpuTrainer::from_cpu(&loaded, context().unwrap()).unwrap();
+        got.extend((at..total).map(|_| format!("{:?}", resumed.train_iteration().unwrap())));
+        assert_eq!(got, want, "resumed after {at}: metrics of every iteration");
+        assert_eq!(resumed.to_cpu().unwrap().policies(), &want_policies[..]);
+        // A CPU trainer that trains on drops the device state.
+        let mut cpu = loaded;
+        cpu.train_iteration().unwrap();
+        assert!(cpu.state().gpu.is_none());
     }
-    let mut first = GpuTrainer::new(model(), config, context().unwrap()).unwrap();
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        got.push(format!("{:?}", first.train_iteration().unwrap()));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    checkpoint::save(&first.to_cpu().unwrap(), dir.path()).unwrap();
-    drop(first);
-    let loaded = checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
-    assert!(
-        loaded.state().gpu.is_some(),
-        "the checkpoint holds the device state"
-    );
-    let mut resumed = GpuTrainer::from_cpu(&loaded, context().unwrap()).unwrap();
-    for _ in 0..3 {
-        got.push(format!("{:?}", resumed.train_iteration().unwrap()));
-    }
-    assert_eq!(got, want, "metrics of every iteration");
-    assert_eq!(
-        resumed.to_cpu().unwrap().policies(),
-        straight.to_cpu().unwrap().policies()
-    );
-    // A CPU trainer that trains on drops the device state.
-    let mut cpu = loaded;
-    cpu.train_iteration().unwrap();
-    assert!(cpu.state().gpu.is_none());
 }
 
 #[test]

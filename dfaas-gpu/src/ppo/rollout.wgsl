@@ -243,13 +243,19 @@ fn store_rewards(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     gae_dones[at] = select(0.0, 1.0, env_state[e * 5u + 3u] != 0u);
 }
 
-var<workgroup> partial_in: array<u32, 256>;
-var<workgroup> partial_out: array<u32, 256>;
+var<workgroup> partial_in: array<vec2<u32>, 256>;
+var<workgroup> partial_out: array<vec2<u32>, 256>;
 
-// a + b as u64 (lo, hi) words.
-fn add_wide(lo: u32, hi: u32, b: u32) -> vec2<u32> {
-    let sum = lo + b;
-    return vec2<u32>(sum, hi + select(0u, 1u, sum < lo));
+// a + b for a u64 `a` as (lo, hi) words and a u32 `b`.
+fn add_wide(a: vec2<u32>, b: u32) -> vec2<u32> {
+    let sum = a.x + b;
+    return vec2<u32>(sum, a.y + select(0u, 1u, sum < a.x));
+}
+
+// a + b for two u64 as (lo, hi) words.
+fn add_wide2(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let low = add_wide(a, b.x);
+    return vec2<u32>(low.x, low.y + b.y);
 }
 
 // One workgroup per agent: the step's env rewards, input requests and
@@ -260,18 +266,22 @@ fn tally_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let g = wg.x;
     let k = degrees[g];
     var reward = 0.0;
-    var input = 0u;
-    var rejected = 0u;
+    var input = vec2<u32>(0u, 0u);
+    var rejected = vec2<u32>(0u, 0u);
     for (var e = local; e < p.envs; e += 256u) {
         reward += env_rewards[e * p.agents + g];
         let base = (e * p.agents + g) * p.width;
+        // One env's sums stay below 2^32 (at most 64 entries of 2^20).
+        var env_input = 0u;
         for (var j = 0u; j < k + 2u; j++) {
-            input += env_counts[base + j];
+            env_input += env_counts[base + j];
         }
-        rejected += env_counts[base + k + 1u];
+        var env_rejected = env_counts[base + k + 1u];
         for (var j = 0u; j <= k; j++) {
-            rejected += env_rejects[base + j];
+            env_rejected += env_rejects[base + j];
         }
+        input = add_wide(input, env_input);
+        rejected = add_wide(rejected, env_rejected);
     }
     partial[local] = reward;
     partial_in[local] = input;
@@ -283,8 +293,8 @@ fn tally_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         var inputs = vec2<u32>(tally[at + 1u], tally[at + 2u]);
         var rejects = vec2<u32>(tally[at + 3u], tally[at + 4u]);
         for (var i = 0u; i < 256u; i++) {
-            inputs = add_wide(inputs.x, inputs.y, partial_in[i]);
-            rejects = add_wide(rejects.x, rejects.y, partial_out[i]);
+            inputs = add_wide2(inputs, partial_in[i]);
+            rejects = add_wide2(rejects, partial_out[i]);
         }
         tally[at + 1u] = inputs.x;
         tally[at + 2u] = inputs.y;
@@ -382,9 +392,10 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: 
     loss_returns[i] = gae_returns[src_row];
 }
 
+// Not NaN or ±∞, tested on the bits (a comparison may be folded away by a
+// compiler that assumes finite floats).
 fn finite(x: f32) -> bool {
-    // NaN fails both comparisons; ±∞ fails the bound.
-    return abs(x) <= 3.4028235e38;
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
 // After an update: its statistics summed (and the last epoch's KL per

@@ -608,6 +608,31 @@ fn dirichlet_log_prob_entropy_kl_and_gradients_match_the_cpu() {
         }
     }
     eprintln!("largest error / terms: log_prob, entropy, kl, their gradients: {worst:?}");
+
+    // The log-density alone (acting): the same bits as the full
+    // evaluation's, nothing else written.
+    let marker = vec![-7.0f32; rows * 3];
+    kernel.values().write(&ctx, &marker).unwrap();
+    let before = ctx.traffic();
+    dfaas_gpu::nn::submit_pass(&ctx, "log density", |pass| {
+        kernel.encode_log_density(&ctx, pass)
+    })
+    .unwrap();
+    assert_eq!((ctx.traffic() - before).submits, 1);
+    let log_density = kernel.values().read(&ctx).unwrap();
+    for r in 0..rows {
+        assert_eq!(
+            log_density[3 * r].to_bits(),
+            values[3 * r].to_bits(),
+            "row {r}"
+        );
+        assert_eq!(&log_density[3 * r + 1..3 * r + 3], &[-7.0, -7.0], "row {r}");
+    }
+    assert_eq!(
+        kernel.grads().read(&ctx).unwrap(),
+        grads,
+        "gradients untouched"
+    );
 }
 
 /// Relative tolerances on the sum of the magnitudes of a value's terms:

@@ -130,6 +130,7 @@ impl Concentrations {
 pub struct DirichletKernel {
     context: u64,
     dispatch: Dispatch,
+    log_density: Dispatch,
     alpha: DeviceVec<f32>,
     actions: DeviceVec<f32>,
     old_alpha: DeviceVec<f32>,
@@ -191,6 +192,24 @@ impl DirichletKernel {
                 (8, grads.buffer()),
             ],
         );
+        let log_density_pipeline = super::pipeline(
+            ctx,
+            "dirichlet.log_density",
+            include_str!("dirichlet.wgsl"),
+            "log_density_main",
+        );
+        let log_density_group = bind_at(
+            ctx,
+            "dirichlet.log_density",
+            &log_density_pipeline,
+            &[
+                (0, &params),
+                (3, alpha.buffer()),
+                (4, actions.buffer()),
+                (6, mask.buffer()),
+                (7, values.buffer()),
+            ],
+        );
         // One invocation per row, 64 per workgroup.
         let workgroups = linear_grid(ctx, "rows", rows, 64)?;
         Ok(Self {
@@ -198,6 +217,11 @@ impl DirichletKernel {
             dispatch: Dispatch {
                 pipeline,
                 bind_group,
+                grid: workgroups,
+            },
+            log_density: Dispatch {
+                pipeline: log_density_pipeline,
+                bind_group: log_density_group,
                 grid: workgroups,
             },
             alpha,
@@ -256,6 +280,22 @@ impl DirichletKernel {
         pass: &mut wgpu::ComputePass<'_>,
     ) -> Result<(), GpuError> {
         encode_on(ctx, self.context, pass, |pass| self.dispatch.record(pass))
+    }
+
+    /// Records the log-densities only (`values[3·row]`, the same bits as
+    /// [`DirichletKernel::encode`]'s; the entropy, KL and gradients are not
+    /// touched) into `pass` — what acting needs.
+    ///
+    /// # Errors
+    /// [`GpuError::ContextMismatch`].
+    pub fn encode_log_density(
+        &self,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+    ) -> Result<(), GpuError> {
+        encode_on(ctx, self.context, pass, |pass| {
+            self.log_density.record(pass)
+        })
     }
 
     /// Submits the evaluation.

@@ -180,3 +180,35 @@ fn dirichlet_main(
     values[3u * row + 1u] = entropy;
     values[3u * row + 2u] = kl;
 }
+
+// As `dirichlet_main`, the log-density only (values[3·row], the same
+// operations in the same order; the entropy, KL and gradients are left as
+// they are): what acting needs.
+@compute @workgroup_size(64)
+fn log_density_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) count: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let row = (wg.y * count.x + wg.x) * 64u + local;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.width;
+    var a0 = 0.0;
+    for (var j = 0u; j < p.width; j++) {
+        if (mask[base + j] != 0u) {
+            a0 += alpha[base + j];
+        }
+    }
+    var log_prob = ln_gamma(a0);
+    for (var j = 0u; j < p.width; j++) {
+        let i = base + j;
+        if (mask[i] != 0u) {
+            let a = alpha[i];
+            let ln_x = log(max(actions[i], MIN_ENTRY));
+            log_prob += (a - 1.0) * ln_x - ln_gamma(a);
+        }
+    }
+    values[3u * row] = log_prob;
+}

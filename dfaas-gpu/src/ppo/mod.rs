@@ -718,7 +718,7 @@ impl GpuPpo {
             self.sampler_alpha.encode(ctx, pass)?;
             self.sampler.encode(ctx, pass)?;
             self.store_actions.record(pass);
-            self.act_dirichlet.encode(ctx, pass)?;
+            self.act_dirichlet.encode_log_density(ctx, pass)?;
             self.store_values.record(pass);
             env.record_step(pass);
             self.store_rewards.record(pass);

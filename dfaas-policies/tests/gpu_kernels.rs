@@ -524,9 +524,8 @@ fn dirichlet_log_prob_entropy_kl_and_gradients_match_the_cpu() {
             dirichlet::entropy(&a, &mut g_h),
             dirichlet::kl(&b, &a, &mut g_kl),
         ];
-        // The magnitudes of the terms each value sums (CPU functions, f64);
-        // `a0 − k` counts as `a0 + k`: a0 is summed in f32 on the GPU, so
-        // the difference keeps an error relative to a0.
+        // The tolerances' scales: the values' term magnitudes, and the
+        // gradients' below (`a0 − k` counts as `a0 + k`, as there).
         let f = |v: f32| f64::from(v);
         let a0: f64 = a.iter().copied().map(f).sum();
         let b0: f64 = b.iter().copied().map(f).sum();
@@ -535,28 +534,7 @@ fn dirichlet_log_prob_entropy_kl_and_gradients_match_the_cpu() {
             .map(|&v| f(v).max(dirichlet::MIN_ENTRY).ln())
             .collect();
         let k = m as f64;
-        let terms = [
-            ln_gamma(a0).abs()
-                + a.iter()
-                    .zip(&ln_x)
-                    .map(|(&ai, lx)| ((f(ai) - 1.0) * lx).abs() + ln_gamma(f(ai)).abs())
-                    .sum::<f64>(),
-            ln_gamma(a0).abs()
-                + (a0 + k) * digamma(a0).abs()
-                + a.iter()
-                    .map(|&ai| ln_gamma(f(ai)).abs() + ((f(ai) - 1.0) * digamma(f(ai))).abs())
-                    .sum::<f64>(),
-            ln_gamma(a0).abs()
-                + ln_gamma(b0).abs()
-                + a.iter()
-                    .zip(&b)
-                    .map(|(&ai, &bi)| {
-                        ln_gamma(f(ai)).abs()
-                            + ln_gamma(f(bi)).abs()
-                            + ((f(bi) - f(ai)) * (digamma(f(bi)) - digamma(b0))).abs()
-                    })
-                    .sum::<f64>(),
-        ];
+        let terms = term_magnitudes(&a, &b, &x);
         for (v, name) in ["log_prob", "entropy", "kl"].iter().enumerate() {
             let ratio = check_terms(
                 name,
@@ -633,6 +611,43 @@ fn dirichlet_log_prob_entropy_kl_and_gradients_match_the_cpu() {
         grads,
         "gradients untouched"
     );
+}
+
+/// The magnitudes of the terms that the log-density of `x` under Dir(`a`),
+/// the entropy of Dir(`a`) and KL(Dir(`b`) ‖ Dir(`a`)) sum (CPU functions,
+/// f64): the scales of their tolerances. `a0 − k` counts as `a0 + k`: a0 is
+/// summed in f32 on the GPU, so the difference keeps an error relative to
+/// a0.
+fn term_magnitudes(a: &[f32], b: &[f32], x: &[f32]) -> [f64; 3] {
+    let f = |v: f32| f64::from(v);
+    let a0: f64 = a.iter().copied().map(f).sum();
+    let b0: f64 = b.iter().copied().map(f).sum();
+    let k = a.len() as f64;
+    [
+        ln_gamma(a0).abs()
+            + a.iter()
+                .zip(x)
+                .map(|(&ai, &xi)| {
+                    ((f(ai) - 1.0) * f(xi).max(dirichlet::MIN_ENTRY).ln()).abs()
+                        + ln_gamma(f(ai)).abs()
+                })
+                .sum::<f64>(),
+        ln_gamma(a0).abs()
+            + (a0 + k) * digamma(a0).abs()
+            + a.iter()
+                .map(|&ai| ln_gamma(f(ai)).abs() + ((f(ai) - 1.0) * digamma(f(ai))).abs())
+                .sum::<f64>(),
+        ln_gamma(a0).abs()
+            + ln_gamma(b0).abs()
+            + a.iter()
+                .zip(b)
+                .map(|(&ai, &bi)| {
+                    ln_gamma(f(ai)).abs()
+                        + ln_gamma(f(bi)).abs()
+                        + ((f(bi) - f(ai)) * (digamma(f(bi)) - digamma(b0))).abs()
+                })
+                .sum::<f64>(),
+    ]
 }
 
 /// Relative tolerances on the sum of the magnitudes of a value's terms:
@@ -1294,32 +1309,9 @@ fn ppo_loss_matches_the_cpu_actor_and_value_loss_gradients() {
                 let log_prob = dirichlet::log_prob(&a, &x, &mut g_lp);
                 dirichlet::entropy(&a, &mut g_h);
                 dirichlet::kl(&b, &a, &mut g_kl);
-                let a0: f64 = a.iter().copied().map(f).sum();
-                let b0: f64 = b.iter().copied().map(f).sum();
-                let k = m as f64;
-                let lp_terms = ln_gamma(a0).abs()
-                    + a.iter()
-                        .zip(&x)
-                        .map(|(&ai, &xi)| {
-                            ((f(ai) - 1.0) * f(xi).max(dirichlet::MIN_ENTRY).ln()).abs()
-                                + ln_gamma(f(ai)).abs()
-                        })
-                        .sum::<f64>();
-                entropy_scale += ln_gamma(a0).abs()
-                    + (a0 + k) * digamma(a0).abs()
-                    + a.iter()
-                        .map(|&ai| ln_gamma(f(ai)).abs() + ((f(ai) - 1.0) * digamma(f(ai))).abs())
-                        .sum::<f64>();
-                kl_scale += ln_gamma(a0).abs()
-                    + ln_gamma(b0).abs()
-                    + a.iter()
-                        .zip(&b)
-                        .map(|(&ai, &bi)| {
-                            ln_gamma(f(ai)).abs()
-                                + ln_gamma(f(bi)).abs()
-                                + ((f(bi) - f(ai)) * (digamma(f(bi)) - digamma(b0))).abs()
-                        })
-                        .sum::<f64>();
+                let [lp_terms, entropy_terms, kl_terms] = term_magnitudes(&a, &b, &x);
+                entropy_scale += entropy_terms;
+                kl_scale += kl_terms;
                 // |Δ ln π| ≤ VALUE_RTOL·(1 + terms) (the Dirichlet test);
                 // the ratio inherits the row's Δ as a relative error,
                 // exp(ln π + Δ) = r·(1 + Δ + …), plus WGSL's exp (a few
@@ -1674,26 +1666,8 @@ fn ppo_loss_groups_match_the_cpu_loss_of_each_group() {
             let log_prob = dirichlet::log_prob(&a, &x, &mut g_lp);
             dirichlet::entropy(&a, &mut g_h);
             dirichlet::kl(&b, &a, &mut g_kl);
-            let a0: f64 = a.iter().copied().map(f).sum();
-            let b0: f64 = b.iter().copied().map(f).sum();
-            let lp_terms = ln_gamma(a0).abs()
-                + a.iter()
-                    .zip(&x)
-                    .map(|(&ai, &xi)| {
-                        ((f(ai) - 1.0) * f(xi).max(dirichlet::MIN_ENTRY).ln()).abs()
-                            + ln_gamma(f(ai)).abs()
-                    })
-                    .sum::<f64>();
-            kl_scale += ln_gamma(a0).abs()
-                + ln_gamma(b0).abs()
-                + a.iter()
-                    .zip(&b)
-                    .map(|(&ai, &bi)| {
-                        ln_gamma(f(ai)).abs()
-                            + ln_gamma(f(bi)).abs()
-                            + ((f(bi) - f(ai)) * (digamma(f(bi)) - digamma(b0))).abs()
-                    })
-                    .sum::<f64>();
+            let [lp_terms, _, kl_terms] = term_magnitudes(&a, &b, &x);
+            kl_scale += kl_terms;
             let lp_seen = (f(gpu_rows[3 * r]) - f(log_prob)).abs();
             assert!(
                 lp_seen <= VALUE_RTOL * (1.0 + lp_terms),

@@ -119,6 +119,18 @@ impl Tally {
         }
     }
 
+    /// Env steps tallied so far.
+    #[must_use]
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Each agent's reward summed over the env steps so far.
+    #[must_use]
+    pub fn reward_sums(&self) -> &[f64] {
+        &self.reward
+    }
+
     /// Each agent's input requests so far.
     #[must_use]
     pub fn input(&self) -> &[u64] {
@@ -176,7 +188,8 @@ impl Tally {
     }
 }
 
-fn pct(part: u64, whole: u64) -> f64 {
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
+pub(crate) fn pct(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {

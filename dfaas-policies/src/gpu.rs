@@ -1,9 +1,11 @@
-//! PPO trained on the GPU (feature `gpu`): [`GpuTrainer`] drives
+//! PPO trained on the GPU (feature `gpu`): [`GpuEngine`] provides the
+//! operations of [`crate::engine`]'s iteration by recording them with
 //! `dfaas_gpu::ppo::GpuPpo` — the whole iteration (rollout on a
-//! `GpuBatchEnv`, GAE, every update) as one command buffer — with the
-//! schedule of [`crate::ppo::Trainer`] (the same entropy decay, KL
-//! adaptation and counters, written once in `ppo`). Per iteration the host
-//! uploads the entropy and KL weights and reads back one statistics buffer.
+//! `GpuBatchEnv`, GAE, every update) as one command buffer — and
+//! [`GpuTrainer`] runs it under the schedule the CPU trainer runs (the
+//! same entropy decay, KL adaptation and counters, written once in
+//! `engine`). Per iteration the host uploads the entropy and KL weights and
+//! reads back one statistics buffer.
 //!
 //! Policies start as the CPU trainer's (same seeds, same initial
 //! parameters) and go back to a CPU [`Trainer`] for checkpoints and
@@ -14,18 +16,15 @@
 //!
 //! On the GPU: the independent layout (one actor and critic per agent, run
 //! as one grouped network); `shared` and `mappo` are refused with
-//! [`TrainError::NotOnGpu`]. Minibatches: `minibatch_size` samples per
-//! policy (at most the rollout's `num_envs × rollout_steps`), as many whole
-//! ones per epoch as the rollout holds.
+//! [`TrainError::NotOnGpu`]. Minibatches as [`Plan::new`] plans them for
+//! both backends.
 
 use crate::adam::Adam;
 use crate::backend::{CpuBackend, CpuPolicy};
+use crate::engine::{Engine, Plan, Schedule, Summary, train_iteration};
 use crate::error::TrainError;
 use crate::mlp::{Activation, Mlp};
-use crate::ppo::{
-    GpuRunState, IterationMetrics, Layout, PpoConfig, RunningNorm, Trainer, adapt_kl_coeff,
-    entropy_coeff_at, next_counters,
-};
+use crate::ppo::{GpuRunState, IterationMetrics, Layout, PpoConfig, RunningNorm, Trainer};
 use dfaas_core::EnvModel;
 use dfaas_gpu::nn::adam::AdamSettings;
 use dfaas_gpu::nn::loss::LossSettings;
@@ -37,25 +36,114 @@ use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuEnvState, GpuError, TracePool, Traff
 /// the one in play and the one refreshed for the next episodes).
 const POOL_BYTES: usize = 32 << 20;
 
+/// The operations of an iteration on one GPU: a [`GpuBatchEnv`] and the
+/// [`GpuPpo`] built for it, on their context.
+pub struct GpuEngine {
+    ctx: GpuContext,
+    env: GpuBatchEnv,
+    ppo: GpuPpo,
+}
+
+impl GpuEngine {
+    /// The engine of `ppo`, built for `env`, on `ctx`. Every operation
+    /// checks the three belong together ([`GpuError::ContextMismatch`],
+    /// or [`GpuError::Input`] for another env).
+    #[must_use]
+    pub fn new(ctx: GpuContext, env: GpuBatchEnv, ppo: GpuPpo) -> Self {
+        Self { ctx, env, ppo }
+    }
+
+    /// The context.
+    #[must_use]
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// The environments.
+    #[must_use]
+    pub fn env(&self) -> &GpuBatchEnv {
+        &self.env
+    }
+
+    /// The on-device iteration (its networks, optimisers and rollout).
+    #[must_use]
+    pub fn ppo(&self) -> &GpuPpo {
+        &self.ppo
+    }
+}
+
+impl Engine for GpuEngine {
+    fn begin(&mut self, entropy_coeff: f32, kl_coeffs: &[f32]) -> Result<(), TrainError> {
+        self.ppo
+            .begin(&self.ctx, entropy_coeff, kl_coeffs)
+            .map_err(TrainError::Gpu)
+    }
+
+    fn act(&mut self) -> Result<(), TrainError> {
+        self.ppo.act(&self.ctx).map_err(TrainError::Gpu)
+    }
+
+    fn step(&mut self) -> Result<(), TrainError> {
+        self.ppo.step(&self.ctx, &self.env).map_err(TrainError::Gpu)
+    }
+
+    fn bootstrap(&mut self) -> Result<(), TrainError> {
+        self.ppo.bootstrap(&self.ctx).map_err(TrainError::Gpu)
+    }
+
+    fn advantages(&mut self, standardise: bool) -> Result<(), TrainError> {
+        self.ppo
+            .advantages(&self.ctx, standardise)
+            .map_err(TrainError::Gpu)
+    }
+
+    /// No commands: the device's permutation is a function of the
+    /// iteration and epoch words of its clock, and the clock moves to the
+    /// next epoch after each epoch's last minibatch.
+    fn shuffle(&mut self, _epoch: usize) -> Result<(), TrainError> {
+        Ok(())
+    }
+
+    /// The device takes minibatches in order: `index` is the clock's.
+    fn minibatch(&mut self, _index: usize) -> Result<(), TrainError> {
+        self.ppo.minibatch(&self.ctx).map_err(TrainError::Gpu)
+    }
+
+    fn finish(&mut self) -> Result<Summary, TrainError> {
+        let stats = self.ppo.finish(&self.ctx).map_err(TrainError::Gpu)?;
+        Ok(Summary {
+            env_steps: (self.ppo.rollout_steps() * self.env.num_envs()) as u64,
+            reward_sums: stats.reward_sums,
+            input: stats.input,
+            rejected: stats.rejected,
+            policy_loss: stats.policy_loss,
+            value_loss: stats.value_loss,
+            entropy: stats.entropy,
+            kl: stats.kl,
+            clip_fraction: stats.clip_fraction,
+            last_epoch_kl: stats.last_epoch_kl,
+            non_finite: stats.non_finite,
+        })
+    }
+}
+
 /// A PPO run on one GPU.
 pub struct GpuTrainer {
     config: PpoConfig,
     model: EnvModel,
-    ctx: GpuContext,
-    env: GpuBatchEnv,
-    engine: GpuPpo,
+    engine: GpuEngine,
+    plan: Plan,
+    schedule: Schedule,
     /// The policies' shapes on the CPU (unpadded), per agent.
     shapes: Vec<(Mlp, Mlp)>,
     /// The grouped networks' shapes (padded widths).
     padded: (Mlp, Mlp),
-    kl_coeffs: Vec<f32>,
-    iteration: usize,
-    env_steps: u64,
     /// Episodes in the trace pool.
     pool_episodes: usize,
-    /// Steps each env took since this trainer reset them (all envs step
-    /// together, so they share one episode counter).
-    steps_done: u64,
+    /// The schedule's env steps when the envs were reset: all envs step
+    /// together, so `(env_steps − this) / num_envs` is the steps each
+    /// took since (one episode counter for all).
+    env_steps_at_reset: u64,
     /// The latest episode whose pool half holds its own fresh episodes.
     pool_ready: u64,
     /// Bytes of trace-pool refreshes uploaded so far.
@@ -103,8 +191,7 @@ impl GpuTrainer {
         let second =
             TracePool::generate(&model, episodes, pool_seed(config.seed, 1)).map_err(gpu)?;
         env.refresh_pool(&ctx, 1, &second).map_err(gpu)?;
-        let samples = config.num_envs * config.rollout_steps;
-        let rows = config.minibatch_size.min(samples);
+        let plan = Plan::new(&config, config.num_envs * config.rollout_steps);
         let settings = GpuPpoSettings {
             hidden: config.hidden.clone(),
             activation: match config.activation {
@@ -112,8 +199,8 @@ impl GpuTrainer {
                 Activation::Relu => GpuActivation::Relu,
             },
             rollout_steps: config.rollout_steps,
-            minibatch_rows: rows,
-            minibatches: samples / rows,
+            minibatch_rows: plan.minibatch_rows,
+            minibatches: plan.minibatches,
             epochs: config.epochs,
             gamma: config.gamma,
             lambda: config.lambda,
@@ -127,11 +214,10 @@ impl GpuTrainer {
             max_grad_norm: config.max_grad_norm,
             adam: AdamSettings::new(config.learning_rate),
             normalize_observations: config.normalize_observations,
-            normalize_advantages: config.normalize_advantages,
             team_reward: config.team_reward,
             seed: config.seed ^ 0x6770_755F_5EED,
         };
-        let engine = GpuPpo::new(&ctx, &env, &settings).map_err(gpu)?;
+        let ppo = GpuPpo::new(&ctx, &env, &settings).map_err(gpu)?;
         let padded_mlp = |widths: &[usize]| {
             Mlp::new(widths, config.activation).map_err(|e| TrainError::Backend {
                 policy: 0,
@@ -139,8 +225,8 @@ impl GpuTrainer {
             })
         };
         let padded = (
-            padded_mlp(engine.actor().widths())?,
-            padded_mlp(engine.critic().widths())?,
+            padded_mlp(ppo.actor().widths())?,
+            padded_mlp(ppo.critic().widths())?,
         );
         let shapes = cpu
             .policies()
@@ -148,23 +234,20 @@ impl GpuTrainer {
             .map(|p| (p.actor.clone(), p.critic.clone()))
             .collect();
         let state = cpu.state();
-        let trainer = Self {
+        let schedule = cpu.schedule().clone();
+        let mut trainer = Self {
             model,
-            ctx,
-            env,
-            engine,
+            engine: GpuEngine::new(ctx, env, ppo),
+            plan,
+            env_steps_at_reset: schedule.env_steps,
+            schedule,
             shapes,
             padded,
-            kl_coeffs: state.kl_coeffs.clone(),
-            iteration: state.iteration,
-            env_steps: state.env_steps,
             pool_episodes: episodes,
-            steps_done: 0,
             pool_ready: 1,
             refreshed_bytes: 0,
             config,
         };
-        let mut trainer = trainer;
         trainer.upload(cpu.policies(), &state.norms).map_err(gpu)?;
         if let Some(device) = state
             .gpu
@@ -190,15 +273,10 @@ impl GpuTrainer {
             splits: device.splits.clone(),
             rejects: device.rejects.clone(),
         };
-        self.env.restore(&self.ctx, &env_state).map_err(gpu)?;
-        self.engine
-            .streams()
-            .write(&self.ctx, &device.streams)
-            .map_err(gpu)?;
-        self.engine
-            .clock()
-            .write(&self.ctx, &device.clock)
-            .map_err(gpu)?;
+        let GpuEngine { ctx, env, ppo } = &mut self.engine;
+        env.restore(ctx, &env_state).map_err(gpu)?;
+        ppo.streams().write(ctx, &device.streams).map_err(gpu)?;
+        ppo.clock().write(ctx, &device.clock).map_err(gpu)?;
         // Each half holds the latest refreshed episode of its parity (the
         // first pool for episodes 0 and 1).
         let ready = device.pool_ready;
@@ -207,12 +285,14 @@ impl GpuTrainer {
                 let seed = pool_seed(self.config.seed, episode);
                 let pool =
                     TracePool::generate(&self.model, self.pool_episodes, seed).map_err(gpu)?;
-                self.env
-                    .refresh_pool(&self.ctx, episode, &pool)
-                    .map_err(gpu)?;
+                env.refresh_pool(ctx, episode, &pool).map_err(gpu)?;
             }
         }
-        self.steps_done = device.steps_done;
+        let num_envs = self.config.num_envs as u64;
+        self.env_steps_at_reset = self
+            .schedule
+            .env_steps
+            .saturating_sub(device.steps_done.saturating_mul(num_envs));
         self.pool_ready = ready;
         Ok(())
     }
@@ -220,7 +300,7 @@ impl GpuTrainer {
     /// Writes the CPU policies (padded into the grouped layout), their Adam
     /// state, the observation statistics and the iteration into the engine.
     fn upload(&self, policies: &[CpuPolicy], norms: &[RunningNorm]) -> Result<(), GpuError> {
-        let ctx = &self.ctx;
+        let (ctx, ppo) = (&self.engine.ctx, &self.engine.ppo);
         let (actor, critic) = &self.padded;
         let grouped = |part: fn(&CpuPolicy) -> (&Mlp, &[f32]), big: &Mlp| -> Vec<f32> {
             policies
@@ -233,9 +313,8 @@ impl GpuTrainer {
         };
         let actor_params = grouped(|p| (&p.actor, &p.actor_params), actor);
         let critic_params = grouped(|p| (&p.critic, &p.critic_params), critic);
-        self.engine
-            .write_parameters(ctx, &actor_params, &critic_params)?;
-        let (actor_adam, critic_adam) = self.engine.optimisers();
+        ppo.write_parameters(ctx, &actor_params, &critic_params)?;
+        let (actor_adam, critic_adam) = ppo.optimisers();
         actor_adam
             .m()
             .write(ctx, &grouped(|p| (&p.actor, &p.actor_adam.m), actor))?;
@@ -262,61 +341,33 @@ impl GpuTrainer {
                 stats[at + 2] = m2[f] as f32;
             }
         }
-        self.engine.observation_statistics().write(ctx, &stats)?;
-        self.engine
-            .clock()
-            .write(ctx, &[0, 0, 0, self.iteration as u32])
+        ppo.observation_statistics().write(ctx, &stats)?;
+        ppo.clock()
+            .write(ctx, &[0, 0, 0, self.schedule.iteration as u32])
     }
 
-    /// One iteration on the device; the metrics as the CPU trainer's.
+    /// One iteration on the device ([`crate::engine::iterate`] on the
+    /// [`GpuEngine`], with the CPU trainer's schedule); the metrics as the
+    /// CPU trainer's.
     ///
     /// # Errors
     /// [`TrainError::CounterOverflow`]; [`TrainError::Gpu`];
     /// [`TrainError::NonFinite`] when a loss or gradient became NaN or
     /// infinite (the parameters are then not to be trusted).
     pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
-        let (env_steps, iteration) = next_counters(&self.config, self.env_steps, self.iteration)?;
-        let entropy_coeff = entropy_coeff_at(&self.config, self.iteration);
         self.refresh_pool()?;
-        let stats = self
-            .engine
-            .iterate(&self.ctx, &mut self.env, entropy_coeff, &self.kl_coeffs)
-            .map_err(TrainError::Gpu)?;
-        // The device has moved on either way: the counters follow it.
-        self.env_steps = env_steps;
-        self.iteration = iteration;
-        self.steps_done += self.config.rollout_steps as u64;
-        if stats.non_finite {
-            return Err(TrainError::NonFinite { iteration });
-        }
-        for (k, &kl) in self.kl_coeffs.iter_mut().zip(&stats.last_epoch_kl) {
-            *k = adapt_kl_coeff(*k, kl, self.config.kl_target);
-        }
-        let n = self.model.num_agents();
-        let steps = (self.config.rollout_steps * self.config.num_envs) as f64;
-        let agent_rewards: Vec<f64> = stats.reward_sums.iter().map(|r| r / steps).collect();
-        let (rejected, input) = (
-            stats.rejected.iter().sum::<u64>(),
-            stats.input.iter().sum::<u64>(),
-        );
-        Ok(IterationMetrics {
-            iteration,
-            env_steps,
-            agent_steps: env_steps.saturating_mul(n as u64),
-            mean_reward: agent_rewards.iter().sum::<f64>() / n as f64,
-            agent_rewards,
-            reject_pct: if input == 0 {
-                0.0
-            } else {
-                100.0 * rejected as f64 / input as f64
-            },
-            policy_loss: stats.policy_loss,
-            value_loss: stats.value_loss,
-            entropy: stats.entropy,
-            kl: stats.kl,
-            clip_fraction: stats.clip_fraction,
-            entropy_coeff: f64::from(entropy_coeff),
-        })
+        train_iteration(
+            &mut self.engine,
+            &self.config,
+            &self.plan,
+            &mut self.schedule,
+            self.model.num_agents(),
+        )
+    }
+
+    /// Steps each env took since this trainer reset them.
+    fn steps_done(&self) -> u64 {
+        (self.schedule.env_steps - self.env_steps_at_reset) / self.config.num_envs as u64
     }
 
     /// Before an iteration: when the envs play episode `j`, the pool half
@@ -329,12 +380,13 @@ impl GpuTrainer {
         if self.config.rollout_steps as u64 > steps {
             return Ok(());
         }
-        let next = self.steps_done / steps + 1;
+        let next = self.steps_done() / steps + 1;
         if next > self.pool_ready {
             let gpu = |e: GpuError| TrainError::Gpu(e);
             let seed = pool_seed(self.config.seed, next);
             let pool = TracePool::generate(&self.model, self.pool_episodes, seed).map_err(gpu)?;
-            self.refreshed_bytes += self.env.refresh_pool(&self.ctx, next, &pool).map_err(gpu)?;
+            let GpuEngine { ctx, env, .. } = &mut self.engine;
+            self.refreshed_bytes += env.refresh_pool(ctx, next, &pool).map_err(gpu)?;
             self.pool_ready = next;
         }
         Ok(())
@@ -356,16 +408,16 @@ impl GpuTrainer {
     /// [`TrainError::Gpu`] when the read-back fails; as [`Trainer::new`].
     pub fn to_cpu(&self) -> Result<Trainer<CpuBackend>, TrainError> {
         let gpu = |e: GpuError| TrainError::Gpu(e);
-        let ctx = &self.ctx;
-        let (actor_adam, critic_adam) = self.engine.optimisers();
+        let (ctx, ppo) = (&self.engine.ctx, &self.engine.ppo);
+        let (actor_adam, critic_adam) = ppo.optimisers();
         let read = |v: &dfaas_gpu::nn::DeviceVec<f32>| v.read(ctx).map_err(gpu);
-        let actor = read(self.engine.actor().params())?;
-        let critic = read(self.engine.critic().params())?;
+        let actor = read(ppo.actor().params())?;
+        let critic = read(ppo.critic().params())?;
         let (actor_m, actor_v) = (read(actor_adam.m())?, read(actor_adam.v())?);
         let (critic_m, critic_v) = (read(critic_adam.m())?, read(critic_adam.v())?);
         let actor_steps = u64::from(actor_adam.steps(ctx).map_err(gpu)?);
         let critic_steps = u64::from(critic_adam.steps(ctx).map_err(gpu)?);
-        let stats = read(self.engine.observation_statistics())?;
+        let stats = read(ppo.observation_statistics())?;
         let (big_actor, big_critic) = &self.padded;
         let (pa, pc) = (big_actor.num_params(), big_critic.num_params());
         let lr = self.config.learning_rate;
@@ -422,7 +474,7 @@ impl GpuTrainer {
                 )
             })
             .collect();
-        let env = self.env.state(ctx).map_err(gpu)?;
+        let env = self.engine.env.state(ctx).map_err(gpu)?;
         let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect();
         let device = GpuRunState {
             num_envs: self.config.num_envs,
@@ -433,19 +485,12 @@ impl GpuTrainer {
             reward_bits: bits(&env.rewards),
             splits: env.splits,
             rejects: env.rejects,
-            streams: self.engine.streams().read(ctx).map_err(gpu)?,
-            clock: self.engine.clock().read(ctx).map_err(gpu)?,
-            steps_done: self.steps_done,
+            streams: ppo.streams().read(ctx).map_err(gpu)?,
+            clock: ppo.clock().read(ctx).map_err(gpu)?,
+            steps_done: self.steps_done(),
             pool_ready: self.pool_ready,
         };
-        cpu.adopt(
-            policies,
-            norms,
-            self.kl_coeffs.clone(),
-            self.iteration,
-            self.env_steps,
-            device,
-        );
+        cpu.adopt(policies, norms, self.schedule.clone(), device);
         Ok(cpu)
     }
 
@@ -464,25 +509,25 @@ impl GpuTrainer {
     /// Iterations done.
     #[must_use]
     pub fn iteration(&self) -> usize {
-        self.iteration
+        self.schedule.iteration
     }
 
     /// The adapter in use, e.g. `NVIDIA H100 (Vulkan, DiscreteGpu)`.
     #[must_use]
     pub fn adapter(&self) -> String {
-        self.ctx.describe()
+        self.engine.ctx.describe()
     }
 
     /// Submits, bytes uploaded and bytes read back so far.
     #[must_use]
     pub fn traffic(&self) -> Traffic {
-        self.ctx.traffic()
+        self.engine.ctx.traffic()
     }
 
     /// Bytes read back per iteration (the statistics buffer).
     #[must_use]
     pub fn stats_bytes(&self) -> u64 {
-        self.engine.stats_bytes()
+        self.engine.ppo.stats_bytes()
     }
 }
 

@@ -25,6 +25,7 @@ pub mod baselines;
 pub mod checkpoint;
 pub mod controller;
 pub mod dirichlet;
+pub mod engine;
 pub mod error;
 pub mod gae;
 pub mod gemm;

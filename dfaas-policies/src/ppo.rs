@@ -1,30 +1,34 @@
-//! Multi-agent PPO, written once over a [`Backend`], read top to bottom:
-//! configuration, rollout, GAE, the update, evaluation.
+//! Multi-agent PPO on the CPU: the configuration, the [`Trainer`] (a
+//! [`CpuEngine`] under the schedule of [`crate::engine`], where the
+//! iteration is written once for every backend), its state, and the
+//! trained policies as a [`Controller`].
 //!
-//! Layout: one independent policy (actor + critic) per agent, as the
-//! reference trains them. Each agent's actor sees its own observation
-//! `[input_rate, prev_input_rate, prev_forward_to.., prev_forward_rejects_to..]`
-//! and outputs the concentrations of a Dirichlet over `[local, forward..,
-//! reject]`.
+//! Layouts: one independent policy (actor + critic) per agent, as the
+//! reference trains them; one shared by all agents (an agent id appended,
+//! actions masked to the agent's entries); MAPPO (per-agent actors, critics
+//! that see every agent's inputs). Each agent's actor sees its own
+//! observation `[input_rate, prev_input_rate, prev_forward_to..,
+//! prev_forward_rejects_to..]` and outputs the concentrations of a
+//! Dirichlet over `[local, forward.., reject]`.
 //!
 //! Random streams (all seeded from [`PpoConfig::seed`]): the env batch is
 //! reset with `seed`; policy `a` is initialised from `seed + 1 + a`
 //! (wrapping: every `u64` is a valid seed); action
-//! sampling uses a stream seeded `seed ^ 0x5EED`, and agent `a`'s minibatch
-//! shuffles one seeded `seed ^ 0x5EED ^ ((a + 1) << 32)`. The agents'
+//! sampling uses a stream seeded `seed ^ 0x5EED`, and policy `a`'s minibatch
+//! shuffles one seeded `seed ^ 0x5EED ^ ((a + 1) << 32)`. The policies'
 //! updates run in parallel (one thread per core), each on its own policy and
-//! stream, and their statistics are summed in agent order: a seed gives the
+//! stream, and their statistics are summed in policy order: a seed gives the
 //! same metrics bit for bit, whatever the number of cores.
 
-use crate::backend::{Backend, LossCoefficients, Minibatch, PolicySpec, UpdateStats};
-use crate::controller::{Controller, Tally, check_batch};
+use crate::backend::Backend;
+use crate::controller::{Controller, check_batch};
 use crate::dirichlet;
-use crate::error::{BackendError, ControlError, PpoConfigError, TrainError, UnknownName};
-use crate::gae;
+use crate::engine::cpu::CpuEngine;
+use crate::engine::{Schedule, train_iteration};
+use crate::error::{ControlError, PpoConfigError, TrainError, UnknownName};
 use crate::mlp::Activation;
-use dfaas_core::reward::{team_mean, team_mixed};
-use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
-use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
+use dfaas_core::EnvModel;
+use dfaas_core::rng::Xoshiro128PlusPlus;
 
 /// Largest `num_envs × rollout_steps` (samples of one agent per iteration).
 const MAX_SAMPLES: usize = 1 << 31;
@@ -479,44 +483,12 @@ pub struct IterationMetrics {
     pub entropy_coeff: f64,
 }
 
-/// One policy's advantages and value targets, `[step][env][member]`.
-type Targets = (Vec<f32>, Vec<f32>);
-
-/// Per-policy rollout storage, `[step][env][member][..]`.
-#[derive(Debug, Clone, Default)]
-struct Rollout {
-    obs: Vec<f32>,
-    critic_obs: Vec<f32>,
-    /// `[..][action_dim]`, 1 where the sample's Dirichlet uses the output
-    /// (shared layout only).
-    mask: Vec<u8>,
-    actions: Vec<f32>,
-    alpha: Vec<f32>,
-    log_prob: Vec<f32>,
-    values: Vec<f32>,
-    rewards: Vec<f32>,
-    dones: Vec<f32>,
-}
-
-/// The trainer: environments, one policy per agent, and their state.
+/// The trainer: a [`CpuEngine`] (environments, one policy per agent or
+/// one shared, rollout storage) and the schedule around it.
 pub struct Trainer<B: Backend> {
     config: PpoConfig,
-    env: BatchEnv,
-    backend: B,
-    policies: Vec<B::Policy>,
-    specs: Vec<PolicySpec>,
-    /// Agents of each policy.
-    members: Vec<Vec<usize>>,
-    /// For each agent, its policy's outputs forming its Dirichlet, in the
-    /// order `[local, forward_1..k, reject]`.
-    entries: Vec<Vec<usize>>,
-    norms: Vec<RunningNorm>,
-    kl_coeffs: Vec<f32>,
-    rng: Xoshiro128PlusPlus,
-    shuffle_rngs: Vec<Xoshiro128PlusPlus>,
-    iteration: usize,
-    env_steps: u64,
-    metrics: Vec<StepMetrics>,
+    engine: CpuEngine<B>,
+    schedule: Schedule,
     /// The device state of the GPU run this trainer holds, if any.
     gpu: Option<GpuRunState>,
 }
@@ -532,72 +504,15 @@ where
     /// cannot build, a failed first reset.
     pub fn new(model: EnvModel, config: PpoConfig, backend: B) -> Result<Self, TrainError> {
         config.validate().map_err(TrainError::Config)?;
-        let n = model.num_agents();
-        let (ow, width) = (model.obs_width(), model.action_width());
-        let spec = |obs_dim: usize, critic_obs_dim: usize, action_dim: usize| PolicySpec {
-            obs_dim,
-            critic_obs_dim,
-            action_dim,
-            hidden: config.hidden.clone(),
-            activation: config.activation,
-            learning_rate: config.learning_rate,
-        };
-        let own = |a: usize| 2 + 2 * model.degree(a);
-        let all_own: usize = (0..n).map(own).sum();
-        let (specs, members, entries): (Vec<PolicySpec>, Vec<Vec<usize>>, Vec<Vec<usize>>) =
-            match config.layout {
-                Layout::Independent | Layout::Mappo => (
-                    (0..n)
-                        .map(|a| {
-                            let critic = if config.layout == Layout::Mappo {
-                                all_own
-                            } else {
-                                own(a)
-                            };
-                            spec(own(a), critic, 2 + model.degree(a))
-                        })
-                        .collect(),
-                    (0..n).map(|a| vec![a]).collect(),
-                    (0..n).map(|a| (0..2 + model.degree(a)).collect()).collect(),
-                ),
-                Layout::Shared => (
-                    vec![spec(ow + n, ow + n, width)],
-                    vec![(0..n).collect()],
-                    (0..n)
-                        .map(|a| (0..=model.degree(a)).chain([width - 1]).collect())
-                        .collect(),
-                ),
-            };
-        let count = specs.len();
-        let policies = specs
-            .iter()
-            .enumerate()
-            .map(|(p, s)| {
-                let seed = config.seed.wrapping_add(1).wrapping_add(p as u64);
-                backend
-                    .init_policy(s, seed)
-                    .map_err(|source| TrainError::Backend { policy: p, source })
-            })
-            .collect::<Result<_, _>>()?;
-        let mut env = BatchEnv::new(model.clone(), config.num_envs).map_err(TrainError::Env)?;
-        env.reset(config.seed).map_err(TrainError::Reset)?;
+        let engine = CpuEngine::new(model, config.clone(), backend)?;
         Ok(Self {
-            norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
-            kl_coeffs: vec![config.kl_coeff; count],
-            rng: seeded(config.seed ^ 0x5EED),
-            shuffle_rngs: (0..count as u64)
-                .map(|a| seeded(config.seed ^ 0x5EED ^ ((a + 1) << 32)))
-                .collect(),
-            metrics: vec![StepMetrics::new(&model); config.num_envs],
+            schedule: Schedule {
+                iteration: 0,
+                env_steps: 0,
+                kl_coeffs: vec![config.kl_coeff; engine.specs.len()],
+            },
             config,
-            env,
-            backend,
-            policies,
-            specs,
-            members,
-            entries,
-            iteration: 0,
-            env_steps: 0,
+            engine,
             gpu: None,
         })
     }
@@ -606,13 +521,13 @@ where
     #[must_use]
     pub fn state(&self) -> TrainerState {
         TrainerState {
-            iteration: self.iteration,
-            env_steps: self.env_steps,
-            kl_coeffs: self.kl_coeffs.clone(),
-            norms: self.norms.clone(),
-            rng: self.rng.clone(),
-            shuffle_rngs: self.shuffle_rngs.clone(),
-            env: self.env.state(),
+            iteration: self.schedule.iteration,
+            env_steps: self.schedule.env_steps,
+            kl_coeffs: self.schedule.kl_coeffs.clone(),
+            norms: self.engine.norms.clone(),
+            rng: self.engine.rng.clone(),
+            shuffle_rngs: self.engine.shuffle_rngs.clone(),
+            env: self.engine.env().state(),
             gpu: self.gpu.clone(),
         }
     }
@@ -631,7 +546,8 @@ where
         tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
     ) -> Result<Self, TrainError> {
         let mut trainer = Self::new(model, config, backend)?;
-        let n = trainer.specs.len(); // policies
+        let engine = &mut trainer.engine;
+        let n = engine.specs.len(); // policies
         let invalid = |field: String, reason: String| Err(TrainError::State { field, reason });
         for (field, len) in [
             ("kl_coeffs", state.kl_coeffs.len()),
@@ -654,7 +570,7 @@ where
             );
         }
         for (p, norm) in state.norms.iter().enumerate() {
-            let dim = trainer.specs[p].obs_dim;
+            let dim = engine.specs[p].obs_dim;
             if norm.mean.len() != dim || norm.m2.len() != dim {
                 return invalid(
                     format!("norms[{p}]"),
@@ -673,21 +589,26 @@ where
             }
         }
         let mut policies = Vec::with_capacity(n);
-        for (p, spec) in trainer.specs.iter().enumerate() {
-            let policy = trainer
-                .backend
+        for (p, spec) in engine.specs.iter().enumerate() {
+            let policy = engine
+                .backend()
                 .load_policy(spec, &|name| tensor(&format!("policy{p}.{name}")))
                 .map_err(|source| TrainError::Backend { policy: p, source })?;
             policies.push(policy);
         }
-        trainer.policies = policies;
-        trainer.env.restore(state.env).map_err(TrainError::Env)?;
-        trainer.iteration = state.iteration;
-        trainer.env_steps = state.env_steps;
-        trainer.kl_coeffs = state.kl_coeffs;
-        trainer.norms = state.norms;
-        trainer.rng = state.rng;
-        trainer.shuffle_rngs = state.shuffle_rngs;
+        engine.policies = policies;
+        engine
+            .env_mut()
+            .restore(state.env)
+            .map_err(TrainError::Env)?;
+        engine.norms = state.norms;
+        engine.rng = state.rng;
+        engine.shuffle_rngs = state.shuffle_rngs;
+        trainer.schedule = Schedule {
+            iteration: state.iteration,
+            env_steps: state.env_steps,
+            kl_coeffs: state.kl_coeffs,
+        };
         trainer.gpu = state.gpu;
         Ok(trainer)
     }
@@ -701,16 +622,12 @@ where
         &mut self,
         policies: Vec<B::Policy>,
         norms: Vec<RunningNorm>,
-        kl_coeffs: Vec<f32>,
-        iteration: usize,
-        env_steps: u64,
+        schedule: Schedule,
         gpu: GpuRunState,
     ) {
-        self.policies = policies;
-        self.norms = norms;
-        self.kl_coeffs = kl_coeffs;
-        self.iteration = iteration;
-        self.env_steps = env_steps;
+        self.engine.policies = policies;
+        self.engine.norms = norms;
+        self.schedule = schedule;
         self.gpu = Some(gpu);
     }
 
@@ -723,305 +640,51 @@ where
     /// The environment model.
     #[must_use]
     pub fn model(&self) -> &EnvModel {
-        self.env.model()
+        self.engine.env().model()
     }
 
     /// Iterations done.
     #[must_use]
     pub fn iteration(&self) -> usize {
-        self.iteration
+        self.schedule.iteration
+    }
+
+    /// The schedule (counters and KL coefficients).
+    #[cfg(feature = "gpu")]
+    pub(crate) fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// The policies (one per agent).
     #[must_use]
     pub fn policies(&self) -> &[B::Policy] {
-        &self.policies
+        &self.engine.policies
     }
 
     /// The backend.
     #[must_use]
     pub fn backend(&self) -> &B {
-        &self.backend
+        self.engine.backend()
     }
 
-    /// Concentrations and values of policy `p` for `rows` input rows
-    /// (buffers resized to fit).
-    fn act_policy(
-        &mut self,
-        p: usize,
-        actor: &[f32],
-        critic: &[f32],
-        rows: usize,
-        alpha: &mut Vec<f32>,
-        values: &mut Vec<f32>,
-    ) -> Result<(), BackendError> {
-        alpha.resize(rows * self.specs[p].action_dim, 0.0);
-        values.resize(rows, 0.0);
-        self.backend
-            .act(&self.policies[p], actor, critic, rows, alpha, values)
-    }
-
-    /// Actor and critic inputs of every policy for `observations`
-    /// (`[env][agent][obs_width]`), rows `[env][member]`; normalised (and,
-    /// with `learn`, the statistics updated first) when configured.
-    fn inputs(&mut self, observations: &[f32], learn: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-        let model = self.env.model();
-        let (n, ow) = (model.num_agents(), model.obs_width());
-        let envs = observations.len() / (n * ow);
-        let row = |e: usize, a: usize| &observations[(e * n + a) * ow..(e * n + a + 1) * ow];
-        let mut actor: Vec<Vec<f32>> = Vec::with_capacity(self.members.len());
-        for (p, members) in self.members.iter().enumerate() {
-            let mut rows = Vec::with_capacity(envs * members.len() * self.specs[p].obs_dim);
-            for e in 0..envs {
-                for &a in members {
-                    match self.config.layout {
-                        Layout::Shared => {
-                            rows.extend_from_slice(row(e, a));
-                            rows.extend((0..n).map(|b| f32::from(u8::from(a == b))));
-                        }
-                        Layout::Independent | Layout::Mappo => {
-                            rows.extend_from_slice(&row(e, a)[..2 + 2 * model.degree(a)]);
-                        }
-                    }
-                }
-            }
-            if self.config.normalize_observations {
-                if learn {
-                    self.norms[p].update(&rows);
-                }
-                self.norms[p].apply(&mut rows);
-            }
-            actor.push(rows);
-        }
-        let critic = match self.config.layout {
-            Layout::Independent | Layout::Shared => actor.clone(),
-            Layout::Mappo => {
-                // Every agent's critic sees all agents' (normalised) inputs.
-                let widths: Vec<usize> = self.specs.iter().map(|s| s.obs_dim).collect();
-                let global: Vec<f32> = (0..envs)
-                    .flat_map(|e| {
-                        actor
-                            .iter()
-                            .zip(&widths)
-                            .flat_map(move |(rows, &w)| rows[e * w..(e + 1) * w].iter().copied())
-                    })
-                    .collect();
-                vec![global; n]
-            }
-        };
-        (actor, critic)
-    }
-
-    /// One iteration, read top to bottom: `sample` a rollout of
-    /// `rollout_steps` steps in every env, `targets` (GAE), `update` every
-    /// policy for `epochs` passes of minibatches (in parallel), then the
-    /// iteration's metrics.
+    /// One iteration ([`crate::engine::iterate`] on the CPU engine, with
+    /// the shared schedule): sample, targets, update, then the metrics.
     ///
     /// # Errors
-    /// [`TrainError`] of the environments or a backend.
+    /// [`TrainError`] of the environments or a backend;
+    /// [`TrainError::NonFinite`] when an update diverged.
     pub fn train_iteration(&mut self) -> Result<IterationMetrics, TrainError> {
-        let (env_steps, iteration) = next_counters(&self.config, self.env_steps, self.iteration)?;
         // A GPU run's device state no longer matches once the CPU trains.
         self.gpu = None;
-        let (rollouts, tally) = self.sample()?;
-        let targets = self.targets(&rollouts)?;
-        let entropy_coeff = entropy_coeff_at(&self.config, self.iteration);
-        let sums = self.update(&rollouts, &targets, entropy_coeff)?;
-        self.env_steps = env_steps;
-        self.iteration = iteration;
-        let n = self.env.model().num_agents();
-        Ok(IterationMetrics {
-            iteration: self.iteration,
-            env_steps: self.env_steps,
-            agent_steps: self.env_steps.saturating_mul(n as u64),
-            agent_rewards: tally.agent_rewards(),
-            mean_reward: tally.mean_reward(),
-            reject_pct: tally.reject_pct(),
-            policy_loss: sums.mean(|s| s.policy_loss),
-            value_loss: sums.mean(|s| s.value_loss),
-            entropy: sums.mean(|s| s.entropy),
-            kl: sums.mean(|s| s.kl),
-            clip_fraction: sums.mean(|s| s.clip_fraction),
-            entropy_coeff: f64::from(entropy_coeff),
-        })
-    }
-
-    /// Sampling: `rollout_steps` steps of every env with actions drawn from
-    /// the policies' Dirichlets; returns each policy's rollout and the
-    /// rollout's reward and split sums.
-    fn sample(&mut self) -> Result<(Vec<Rollout>, Tally), TrainError> {
-        let model = self.env.model().clone();
-        let (n, w) = (model.num_agents(), model.action_width());
-        let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
-        let shared = self.config.layout == Layout::Shared;
-        let policies = self.policies.len();
-        let mut rollouts = vec![Rollout::default(); policies];
-        let mut actions = vec![0f32; envs * n * w];
-        let (mut alpha, mut values) = (Vec::new(), Vec::new());
-        let (mut sub_alpha, mut sample, mut grad) = (
-            Vec::new(),
-            vec![0f32; dirichlet::MAX_ENTRIES],
-            vec![0f32; dirichlet::MAX_ENTRIES],
-        );
-        let mut tally = Tally::new(n);
-        for _ in 0..steps {
-            let observations = self.env.observations().to_vec();
-            let (actor, critic) = self.inputs(&observations, true);
-            for p in 0..policies {
-                let (rows, k) = (envs * self.members[p].len(), self.specs[p].action_dim);
-                self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
-                    .map_err(|source| TrainError::Backend { policy: p, source })?;
-                let r = &mut rollouts[p];
-                r.obs.extend_from_slice(&actor[p]);
-                r.critic_obs.extend_from_slice(&critic[p]);
-                r.alpha.extend_from_slice(&alpha);
-                r.values.extend_from_slice(&values);
-                for e in 0..envs {
-                    for (i, &a) in self.members[p].iter().enumerate() {
-                        let row_alpha = &alpha[(e * self.members[p].len() + i) * k..][..k];
-                        let used = &self.entries[a];
-                        sub_alpha.clear();
-                        sub_alpha.extend(used.iter().map(|&j| row_alpha[j]));
-                        let m = used.len();
-                        dirichlet::sample(&sub_alpha, &mut self.rng, &mut sample[..m]).map_err(
-                            |e| TrainError::Backend {
-                                policy: p,
-                                source: e.into(),
-                            },
-                        )?;
-                        let env_row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
-                        env_row.fill(0.0);
-                        env_row[..m].copy_from_slice(&sample[..m]);
-                        let start = r.actions.len();
-                        r.actions.resize(start + k, 0.0);
-                        for (&j, &x) in used.iter().zip(&sample[..m]) {
-                            r.actions[start + j] = x;
-                        }
-                        if shared {
-                            r.mask.extend((0..k).map(|j| u8::from(used.contains(&j))));
-                        }
-                        r.log_prob.push(dirichlet::log_prob(
-                            &sub_alpha,
-                            &sample[..m],
-                            &mut grad[..m],
-                        ));
-                    }
-                }
-            }
-            self.env
-                .step_with_metrics(&actions, &mut self.metrics)
-                .map_err(TrainError::Env)?;
-            for m in &self.metrics {
-                tally.add(&model, m);
-            }
-            let beta = self.config.team_reward;
-            for e in 0..envs {
-                let rewards = &self.env.rewards()[e * n..(e + 1) * n];
-                let team = team_mean(rewards);
-                let done = f32::from(u8::from(self.env.dones()[e]));
-                for (r, members) in rollouts.iter_mut().zip(&self.members) {
-                    for &a in members {
-                        r.rewards.push(team_mixed(rewards[a], team, beta));
-                        r.dones.push(done);
-                    }
-                }
-            }
-        }
-        Ok((rollouts, tally))
-    }
-
-    /// Targets: each policy's advantages and value targets by GAE,
-    /// bootstrapped with the values of the observations after the rollout.
-    fn targets(&mut self, rollouts: &[Rollout]) -> Result<Vec<Targets>, TrainError> {
-        let (steps, envs) = (self.config.rollout_steps, self.config.num_envs);
-        let observations = self.env.observations().to_vec();
-        let (actor, critic) = self.inputs(&observations, false);
-        let (mut alpha, mut values) = (Vec::new(), Vec::new());
-        let mut targets = Vec::with_capacity(rollouts.len());
-        for (p, r) in rollouts.iter().enumerate() {
-            let rows = envs * self.members[p].len();
-            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
-                .map_err(|source| TrainError::Backend { policy: p, source })?;
-            let c = &self.config;
-            let samples = gae::Samples {
-                steps,
-                columns: rows,
-                rewards: &r.rewards,
-                values: &r.values,
-                dones: &r.dones,
-                last_values: &values,
-            };
-            let (mut advantages, returns) =
-                gae::advantages(&samples, c.gamma, c.lambda).map_err(|e| TrainError::Backend {
-                    policy: p,
-                    source: e.into(),
-                })?;
-            if c.normalize_advantages {
-                gae::standardise(&mut advantages);
-            }
-            targets.push((advantages, returns));
-        }
-        Ok(targets)
-    }
-
-    /// The update: `epochs` passes of shuffled minibatches for every policy
-    /// (in parallel, one thread per core, each policy on its own stream),
-    /// then each policy's KL adaptation; returns the update statistics in
-    /// policy order.
-    fn update(
-        &mut self,
-        rollouts: &[Rollout],
-        targets: &[Targets],
-        entropy_coeff: f32,
-    ) -> Result<UpdateSums, TrainError> {
-        let policies = self.policies.len();
-        let mut jobs: Vec<PolicyUpdate<'_, B>> = self
-            .policies
-            .iter_mut()
-            .zip(&mut self.shuffle_rngs)
-            .zip(&mut self.kl_coeffs)
-            .zip(rollouts)
-            .zip(targets)
-            .zip(&self.specs)
-            .map(
-                |(((((policy, rng), kl_coeff), rollout), (advantages, returns)), spec)| {
-                    PolicyUpdate {
-                        policy,
-                        rng,
-                        kl_coeff,
-                        rollout,
-                        advantages,
-                        returns,
-                        spec,
-                        stats: Vec::new(),
-                        outcome: Ok(()),
-                    }
-                },
-            )
-            .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(policies)
-            .max(1);
-        let config = &self.config;
-        let per_thread = policies.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for group in jobs.chunks_mut(per_thread) {
-                let mut backend = self.backend.clone();
-                scope.spawn(move || {
-                    for job in group {
-                        job.outcome = job.run(&mut backend, config, entropy_coeff);
-                    }
-                });
-            }
-        });
-        let mut sums = UpdateSums::default();
-        for (p, job) in jobs.iter_mut().enumerate() {
-            std::mem::replace(&mut job.outcome, Ok(()))
-                .map_err(|source| TrainError::Backend { policy: p, source })?;
-            job.stats.iter().for_each(|s| sums.add(s));
-        }
-        Ok(sums)
+        let agents = self.engine.env().model().num_agents();
+        let plan = *self.engine.plan();
+        train_iteration(
+            &mut self.engine,
+            &self.config,
+            &plan,
+            &mut self.schedule,
+            agents,
+        )
     }
 
     /// The trained policies acting deterministically (the Dirichlet mean).
@@ -1034,165 +697,6 @@ where
             values: Vec::new(),
         }
     }
-}
-
-/// One policy's share of an update: its parameters, streams and samples.
-struct PolicyUpdate<'a, B: Backend> {
-    policy: &'a mut B::Policy,
-    rng: &'a mut Xoshiro128PlusPlus,
-    kl_coeff: &'a mut f32,
-    rollout: &'a Rollout,
-    advantages: &'a [f32],
-    returns: &'a [f32],
-    spec: &'a PolicySpec,
-    stats: Vec<UpdateStats>,
-    /// The first backend error of [`PolicyUpdate::run`], if any.
-    outcome: Result<(), BackendError>,
-}
-
-impl<B: Backend> PolicyUpdate<'_, B> {
-    /// `epochs` passes of shuffled minibatches, then the KL adaptation.
-    fn run(
-        &mut self,
-        backend: &mut B,
-        c: &PpoConfig,
-        entropy_coeff: f32,
-    ) -> Result<(), BackendError> {
-        let coefficients = LossCoefficients {
-            clip: c.clip,
-            value_coeff: c.value_coeff,
-            value_clip: c.value_clip,
-            entropy_coeff,
-            kl_coeff: *self.kl_coeff,
-            max_grad_norm: c.max_grad_norm,
-        };
-        let (d, k) = (self.spec.obs_dim, self.spec.action_dim);
-        let r = self.rollout;
-        let mut kl_last_epoch = 0.0;
-        for epoch in 0..c.epochs {
-            let order = permutation(self.rng, self.advantages.len());
-            let (mut epoch_kl, mut updates) = (0.0, 0u32);
-            for indices in order.chunks(c.minibatch_size) {
-                let gather = |source: &[f32], width: usize| -> Vec<f32> {
-                    indices
-                        .iter()
-                        .flat_map(|&i| source[i * width..(i + 1) * width].iter().copied())
-                        .collect()
-                };
-                let mask: Vec<u8> = indices
-                    .iter()
-                    .flat_map(|&i| {
-                        r.mask
-                            .get(i * k..(i + 1) * k)
-                            .unwrap_or(&[])
-                            .iter()
-                            .copied()
-                    })
-                    .collect();
-                let minibatch = Minibatch {
-                    size: indices.len(),
-                    obs: &gather(&r.obs, d),
-                    critic_obs: &gather(&r.critic_obs, self.spec.critic_obs_dim),
-                    actions: &gather(&r.actions, k),
-                    old_alpha: &gather(&r.alpha, k),
-                    old_log_prob: &gather(&r.log_prob, 1),
-                    advantages: &gather(self.advantages, 1),
-                    returns: &gather(self.returns, 1),
-                    mask: (!r.mask.is_empty()).then_some(&mask[..]),
-                };
-                let stats = backend.update(self.policy, &minibatch, &coefficients)?;
-                epoch_kl += f64::from(stats.kl);
-                updates += 1;
-                self.stats.push(stats);
-            }
-            if epoch + 1 == c.epochs {
-                kl_last_epoch = epoch_kl / f64::from(updates.max(1));
-            }
-        }
-        *self.kl_coeff = adapt_kl_coeff(*self.kl_coeff, kl_last_epoch, c.kl_target);
-        Ok(())
-    }
-}
-
-/// The entropy coefficient after `iteration` iterations: linear from
-/// `entropy_coeff` to `entropy_coeff_final` over the decay fraction of the
-/// run, then constant (the schedule of every backend's trainer).
-pub(crate) fn entropy_coeff_at(c: &PpoConfig, iteration: usize) -> f32 {
-    if c.entropy_decay_fraction <= 0.0 {
-        return c.entropy_coeff;
-    }
-    let progress = iteration as f32 / (c.entropy_decay_fraction * c.iterations.max(1) as f32);
-    let t = progress.min(1.0);
-    c.entropy_coeff + (c.entropy_coeff_final - c.entropy_coeff) * t
-}
-
-/// The step and iteration counters after one more iteration from
-/// `env_steps` and `iteration`. Counters restored from a state may be near
-/// their limits: checked before anything changes.
-pub(crate) fn next_counters(
-    c: &PpoConfig,
-    env_steps: u64,
-    iteration: usize,
-) -> Result<(u64, usize), TrainError> {
-    let added = (c.rollout_steps * c.num_envs) as u64;
-    let next_steps = env_steps
-        .checked_add(added)
-        .ok_or(TrainError::CounterOverflow {
-            counter: "env_steps",
-            value: env_steps,
-            added,
-        })?;
-    let next_iteration = iteration
-        .checked_add(1)
-        .ok_or(TrainError::CounterOverflow {
-            counter: "iteration",
-            value: iteration as u64,
-            added: 1,
-        })?;
-    Ok((next_steps, next_iteration))
-}
-
-/// RLlib's KL-coefficient rule, after an iteration whose last epoch had
-/// mean KL `kl`: ×1.5 when `kl > 2·target`, ×0.5 when `kl < target/2`,
-/// unchanged otherwise (and a coefficient of 0 — the penalty off — stays 0).
-pub(crate) fn adapt_kl_coeff(coeff: f32, kl: f64, target: f32) -> f32 {
-    let target = f64::from(target);
-    if coeff <= 0.0 {
-        coeff
-    } else if kl > 2.0 * target {
-        coeff * 1.5
-    } else if kl < 0.5 * target {
-        coeff * 0.5
-    } else {
-        coeff
-    }
-}
-
-/// Means of update statistics.
-#[derive(Debug, Default)]
-struct UpdateSums {
-    count: f64,
-    all: Vec<UpdateStats>,
-}
-
-impl UpdateSums {
-    fn add(&mut self, s: &UpdateStats) {
-        self.count += 1.0;
-        self.all.push(*s);
-    }
-
-    fn mean(&self, field: impl Fn(&UpdateStats) -> f32) -> f64 {
-        self.all.iter().map(|s| f64::from(field(s))).sum::<f64>() / self.count.max(1.0)
-    }
-}
-
-/// A uniform random permutation of `0..n` (Fisher–Yates on `rng`).
-fn permutation(rng: &mut Xoshiro128PlusPlus, n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, below(rng, (i + 1) as u32) as usize);
-    }
-    order
 }
 
 /// The trained policies as a [`Controller`] (deterministic: Dirichlet mean).
@@ -1231,25 +735,24 @@ where
         }
         let envs = check_batch(own, observations, actions)?;
         let (n, w) = (model.num_agents(), model.action_width());
-        let (actor, critic) = self.trainer.inputs(observations, false);
-        let t = &mut *self.trainer;
-        for (p, members) in t.members.iter().enumerate() {
-            let (rows, k) = (envs * members.len(), t.specs[p].action_dim);
-            self.alpha.resize(rows * k, 0.0);
-            self.values.resize(rows, 0.0);
-            t.backend
-                .act(
-                    &t.policies[p],
-                    &actor[p],
-                    &critic[p],
-                    rows,
-                    &mut self.alpha,
-                    &mut self.values,
-                )
-                .map_err(ControlError::Backend)?;
+        let t = &mut self.trainer.engine;
+        let (actor, critic) = t.inputs(observations, false);
+        for p in 0..t.members.len() {
+            let members = t.members[p].len();
+            let rows = envs * members;
+            t.act_policy(
+                p,
+                &actor[p],
+                &critic[p],
+                rows,
+                &mut self.alpha,
+                &mut self.values,
+            )
+            .map_err(ControlError::Backend)?;
+            let k = t.specs[p].action_dim;
             for e in 0..envs {
-                for (i, &a) in members.iter().enumerate() {
-                    let row_alpha = &self.alpha[(e * members.len() + i) * k..][..k];
+                for (i, &a) in t.members[p].iter().enumerate() {
+                    let row_alpha = &self.alpha[(e * members + i) * k..][..k];
                     self.obs.clear();
                     self.obs.extend(t.entries[a].iter().map(|&j| row_alpha[j]));
                     let env_row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
@@ -1265,33 +768,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kl_coefficient_follows_rllibs_rule() {
-        // Target 0.25 (exact in binary): ×1.5 above 0.5, ×0.5 below 0.125,
-        // unchanged at the bounds and between them.
-        let steps = [
-            (1.0, 0.3),
-            (0.5, 0.3),
-            (0.3, 0.3),
-            (0.125, 0.3),
-            (0.1, 0.15),
-            (0.6, 0.225),
-        ];
-        let mut coeff = 0.2f32;
-        for (kl, want) in steps {
-            coeff = adapt_kl_coeff(coeff, kl, 0.25);
-            assert!(
-                (coeff - want).abs() < 1e-7,
-                "after KL {kl}: {coeff}, want {want}"
-            );
-        }
-        assert_eq!(
-            adapt_kl_coeff(0.0, 10.0, 0.25),
-            0.0,
-            "the penalty stays off"
-        );
-    }
 
     #[test]
     fn the_trainer_adapts_its_kl_coefficient_each_iteration() {

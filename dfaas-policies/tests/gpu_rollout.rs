@@ -15,10 +15,12 @@ use dfaas_gpu::nn::adam::AdamSettings;
 use dfaas_gpu::nn::loss::LossSettings;
 use dfaas_gpu::nn::mlp::Activation;
 use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings, permuted};
-use dfaas_gpu::{GpuBatchEnv, GpuContext, TracePool};
+use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuError, TracePool};
 use dfaas_policies::controller::Tally;
 use dfaas_policies::dirichlet;
+use dfaas_policies::engine::{self, Plan};
 use dfaas_policies::gae;
+use dfaas_policies::gpu::GpuEngine;
 use dfaas_policies::ppo::RunningNorm;
 
 #[test]
@@ -68,39 +70,46 @@ fn check_rollout(normalize: bool) {
         max_grad_norm: Some(0.5),
         adam: AdamSettings::new(1e-3),
         normalize_observations: normalize,
-        normalize_advantages: normalize,
         team_reward: beta,
         seed: 0xABCD_0123_4567,
     };
     let pool = TracePool::generate(&model, 3, 11).unwrap();
-    let mut env = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
+    let env = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
     let mut twin = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
-    let mut engine = GpuPpo::new(&ctx, &env, &settings).unwrap();
+    let ppo = GpuPpo::new(&ctx, &env, &settings).unwrap();
     let mut rng = seeded(5);
     let mut random = |len: usize| -> Vec<f32> {
         (0..len)
             .map(|_| uniform(&mut rng, -0.5, 0.5) as f32)
             .collect()
     };
-    let actor = random(engine.actor().params().len());
-    let critic = random(engine.critic().params().len());
-    engine.write_parameters(&ctx, &actor, &critic).unwrap();
-    // KL weights on two policies and off on the third.
-    let stats = engine
-        .iterate(&ctx, &mut env, 0.01, &[0.1, 0.0, 0.2])
-        .unwrap();
+    let actor = random(ppo.actor().params().len());
+    let critic = random(ppo.critic().params().len());
+    ppo.write_parameters(&ctx, &actor, &critic).unwrap();
+    // One iteration in the order every backend runs, with KL weights on
+    // two policies and off on the third.
+    let plan = Plan {
+        rollout_steps: steps,
+        epochs,
+        minibatch_rows: rows,
+        minibatches,
+        standardise_advantages: normalize,
+    };
+    let mut device = GpuEngine::new(ctx, env, ppo);
+    let stats = engine::iterate(&mut device, &plan, 0.01, &[0.1, 0.0, 0.2]).unwrap();
+    let (ctx, engine) = (device.context(), device.ppo());
 
     let rollout = engine.rollout();
-    let obs = rollout.obs.read(&ctx).unwrap();
-    let actions = rollout.actions.read(&ctx).unwrap();
-    let alpha = rollout.alpha.read(&ctx).unwrap();
-    let log_prob = rollout.log_prob.read(&ctx).unwrap();
-    let rewards = rollout.targets.rewards().read(&ctx).unwrap();
-    let dones = rollout.targets.dones().read(&ctx).unwrap();
-    let advantages = rollout.targets.advantages().read(&ctx).unwrap();
-    let returns = rollout.targets.returns().read(&ctx).unwrap();
-    let values = rollout.targets.values().read(&ctx).unwrap();
-    let last_values = rollout.targets.last_values().read(&ctx).unwrap();
+    let obs = rollout.obs.read(ctx).unwrap();
+    let actions = rollout.actions.read(ctx).unwrap();
+    let alpha = rollout.alpha.read(ctx).unwrap();
+    let log_prob = rollout.log_prob.read(ctx).unwrap();
+    let rewards = rollout.targets.rewards().read(ctx).unwrap();
+    let dones = rollout.targets.dones().read(ctx).unwrap();
+    let advantages = rollout.targets.advantages().read(ctx).unwrap();
+    let returns = rollout.targets.returns().read(ctx).unwrap();
+    let values = rollout.targets.values().read(ctx).unwrap();
+    let last_values = rollout.targets.last_values().read(ctx).unwrap();
 
     let mut norms: Vec<RunningNorm> = (0..g)
         .map(|a| RunningNorm::new(2 + 2 * model.degree(a)))
@@ -114,7 +123,7 @@ fn check_rollout(normalize: bool) {
         // then applied. Tolerance 2e-3: the device merges each step's
         // batch statistics in f32 (Chan et al.), the CPU adds row by row in
         // f64; normalised values are O(1) and clamped to ±10.
-        let env_obs = twin.observations(&ctx).unwrap();
+        let env_obs = twin.observations(ctx).unwrap();
         for (a, norm) in norms.iter_mut().enumerate() {
             let own = 2 + 2 * model.degree(a);
             let mut block: Vec<f32> = (0..envs)
@@ -158,13 +167,13 @@ fn check_rollout(normalize: bool) {
                 );
             }
         }
-        twin.step_with_metrics(&ctx, &env_actions, &mut metrics)
+        twin.step_with_metrics(ctx, &env_actions, &mut metrics)
             .unwrap();
         for m in &metrics {
             tally.add(&model, m);
         }
-        let env_rewards = twin.rewards(&ctx).unwrap();
-        let env_dones = twin.dones(&ctx).unwrap();
+        let env_rewards = twin.rewards(ctx).unwrap();
+        let env_dones = twin.dones(ctx).unwrap();
         for e in 0..envs {
             let r = &env_rewards[e * g..(e + 1) * g];
             let team = team_mean(r);
@@ -192,7 +201,7 @@ fn check_rollout(normalize: bool) {
         let got = stats.reward_sums[a] / (steps * envs) as f64;
         assert!((got - want).abs() < 1e-5, "agent {a}: {got} vs {want}");
     }
-    assert_eq!(stats.updates as usize, epochs * minibatches);
+    assert_eq!(stats.env_steps as usize, steps * envs);
     assert!(!stats.non_finite);
     // The last epoch's KL per policy: 0 where its weight is 0.
     assert_eq!(stats.last_epoch_kl[1], 0.0);
@@ -244,9 +253,9 @@ fn check_rollout(normalize: bool) {
     // mirror of the permutation names, gathered bit for bit.
     let loss = engine.loss();
     let (old, adv, ret) = (
-        loss.old_log_prob().read(&ctx).unwrap(),
-        loss.advantages().read(&ctx).unwrap(),
-        loss.returns().read(&ctx).unwrap(),
+        loss.old_log_prob().read(ctx).unwrap(),
+        loss.advantages().read(ctx).unwrap(),
+        loss.returns().read(ctx).unwrap(),
     );
     let n = (steps * envs) as u32;
     let mut positions = Vec::new();
@@ -273,4 +282,112 @@ fn check_rollout(normalize: bool) {
         positions.len() > rows,
         "the policies draw different samples"
     );
+}
+
+/// The device checks the counts its buffers are sized for: operations out
+/// of order or beyond the rollout are refused with a typed error, and the
+/// recording is dropped.
+#[test]
+fn operations_out_of_order_are_refused() {
+    let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
+        return;
+    };
+    let model = EnvModel::new(&EnvConfig::default().build().unwrap()).unwrap();
+    let settings = GpuPpoSettings {
+        hidden: vec![4],
+        activation: Activation::Tanh,
+        rollout_steps: 2,
+        minibatch_rows: 2,
+        minibatches: 1,
+        epochs: 1,
+        gamma: 0.0,
+        lambda: 0.0,
+        loss: LossSettings {
+            clip: 0.2,
+            value_coeff: 0.5,
+            value_clip: None,
+            entropy_coeff: 0.0,
+            kl_coeff: 0.0,
+        },
+        max_grad_norm: None,
+        adam: AdamSettings::new(1e-3),
+        normalize_observations: false,
+        team_reward: 0.0,
+        seed: 1,
+    };
+    let pool = TracePool::generate(&model, 2, 3).unwrap();
+    let env = GpuBatchEnv::new(&ctx, &model, 2, &pool).unwrap();
+    let other = GpuBatchEnv::new(&ctx, &model, 2, &pool).unwrap();
+    let mut ppo = GpuPpo::new(&ctx, &env, &settings).unwrap();
+    let kl = vec![0.0; model.num_agents()];
+    let refused = |r: Result<(), GpuError>, what: &str| {
+        assert!(
+            matches!(
+                &r,
+                Err(GpuError::Input {
+                    field: "iteration",
+                    ..
+                })
+            ),
+            "{what}: {r:?}"
+        );
+    };
+    refused(ppo.act(&ctx), "act before begin");
+    ppo.begin(&ctx, 0.0, &kl).unwrap();
+    refused(ppo.step(&ctx, &env), "step before act");
+    ppo.begin(&ctx, 0.0, &kl).unwrap();
+    ppo.act(&ctx).unwrap();
+    refused(ppo.act(&ctx), "two acts without a step");
+    ppo.begin(&ctx, 0.0, &kl).unwrap();
+    ppo.act(&ctx).unwrap();
+    assert!(
+        matches!(
+            ppo.step(&ctx, &other),
+            Err(GpuError::Input { field: "env", .. })
+        ),
+        "a step of another env"
+    );
+    ppo.begin(&ctx, 0.0, &kl).unwrap();
+    for _ in 0..2 {
+        ppo.act(&ctx).unwrap();
+        ppo.step(&ctx, &env).unwrap();
+    }
+    refused(ppo.act(&ctx), "an act past rollout_steps");
+    ppo.begin(&ctx, 0.0, &kl).unwrap();
+    for _ in 0..2 {
+        ppo.act(&ctx).unwrap();
+        ppo.step(&ctx, &env).unwrap();
+    }
+    ppo.bootstrap(&ctx).unwrap();
+    ppo.advantages(&ctx, true).unwrap();
+    assert!(
+        matches!(
+            ppo.finish(&ctx),
+            Err(GpuError::Input {
+                field: "iteration",
+                ..
+            })
+        ),
+        "finish before the updates"
+    );
+    // The whole sequence is accepted, and a second finish is not.
+    ppo.begin(&ctx, 0.0, &kl).unwrap();
+    for _ in 0..2 {
+        ppo.act(&ctx).unwrap();
+        ppo.step(&ctx, &env).unwrap();
+    }
+    ppo.bootstrap(&ctx).unwrap();
+    ppo.advantages(&ctx, true).unwrap();
+    ppo.minibatch(&ctx).unwrap();
+    refused(ppo.minibatch(&ctx), "a minibatch past epochs × minibatches");
+    ppo.begin(&ctx, 0.0, &kl).unwrap();
+    for _ in 0..2 {
+        ppo.act(&ctx).unwrap();
+        ppo.step(&ctx, &env).unwrap();
+    }
+    ppo.bootstrap(&ctx).unwrap();
+    ppo.advantages(&ctx, true).unwrap();
+    ppo.minibatch(&ctx).unwrap();
+    assert!(!ppo.finish(&ctx).unwrap().non_finite);
+    assert!(ppo.finish(&ctx).is_err(), "a second finish");
 }

@@ -5,10 +5,14 @@
 //! the rollout's tallies), GAE with per-policy standardisation, then
 //! `epochs × minibatches` updates (gather by an on-device permutation,
 //! forward, Dirichlet terms, loss, backward, global-norm clipping, Adam).
-//! The host records the commands and reads back one statistics buffer per
-//! iteration ([`GpuPpo::stats_bytes`]); it uploads only the entropy and KL
-//! weights. The PPO schedule (entropy decay, KL adaptation, counters) is
-//! the caller's: `dfaas_policies` drives this engine.
+//! Each operation ([`GpuPpo::begin`], [`GpuPpo::act`], [`GpuPpo::step`],
+//! [`GpuPpo::bootstrap`], [`GpuPpo::advantages`], [`GpuPpo::minibatch`],
+//! [`GpuPpo::finish`]) records its commands into the iteration's one
+//! compute pass; `finish` submits it and reads back one statistics buffer
+//! ([`GpuPpo::stats_bytes`]). The host uploads only the entropy and KL
+//! weights. The order of the operations and the PPO schedule (entropy
+//! decay, KL adaptation, counters) are the caller's: `dfaas_policies`'
+//! engine writes them once for the CPU and the GPU.
 //!
 //! Layout: G = agents, each its own actor and critic, run as one grouped
 //! network of padded widths (observation width D, action width W of the
@@ -59,7 +63,7 @@ pub struct GpuPpoSettings {
     /// GAE λ.
     pub lambda: f32,
     /// The loss's coefficients (entropy and KL weights are set per
-    /// iteration by [`GpuPpo::iterate`]).
+    /// iteration by [`GpuPpo::begin`]).
     pub loss: LossSettings,
     /// Global gradient-norm cap per policy; `None`: none.
     pub max_grad_norm: Option<f32>,
@@ -67,8 +71,6 @@ pub struct GpuPpoSettings {
     pub adam: AdamSettings,
     /// Running mean/variance normalisation of the observations.
     pub normalize_observations: bool,
-    /// Standardise each policy's advantages.
-    pub normalize_advantages: bool,
     /// Team-reward weight β in [0, 1].
     pub team_reward: f32,
     /// Seed of the action streams and the minibatch permutations.
@@ -169,7 +171,6 @@ pub struct GpuPpo {
     agents: usize,
     epochs: usize,
     minibatches: usize,
-    normalize_advantages: bool,
     normalize_observations: bool,
     actor_act: GroupedMlp,
     critic_act: GroupedMlp,
@@ -206,6 +207,9 @@ pub struct GpuPpo {
     accumulate: Glue,
     finish: Glue,
     steps: usize,
+    /// The env's observation buffer: [`GpuPpo::step`] takes only that env.
+    env_obs: wgpu::Buffer,
+    recording: Option<Recording>,
 }
 
 /// Smallest h ≥ 1 with 4^h ≥ `n`: the half width of the permutation of `n`
@@ -534,7 +538,6 @@ impl GpuPpo {
             agents: g,
             epochs: settings.epochs,
             minibatches: settings.minibatches,
-            normalize_advantages: settings.normalize_advantages,
             normalize_observations: settings.normalize_observations,
             actor_act,
             critic_act,
@@ -571,7 +574,15 @@ impl GpuPpo {
             accumulate,
             finish,
             steps: t,
+            env_obs: buffers.obs.clone(),
+            recording: None,
         })
+    }
+
+    /// Steps of every env per iteration (T).
+    #[must_use]
+    pub fn rollout_steps(&self) -> usize {
+        self.steps
     }
 
     /// Bytes of the statistics buffer, the one read back per iteration.
@@ -657,37 +668,225 @@ impl GpuPpo {
         self.critic_act.params().write(ctx, critic)
     }
 
-    /// One iteration on `env` with entropy weight `entropy_coeff` and KL
-    /// weights `kl_coeffs` (one per policy): one submit of every command,
-    /// then the statistics read back.
+    /// Starts recording an iteration with entropy weight `entropy_coeff`
+    /// and KL weights `kl_coeffs` (one per policy); the operations that
+    /// follow — [`GpuPpo::act`] and [`GpuPpo::step`] `rollout_steps`
+    /// times, [`GpuPpo::bootstrap`], [`GpuPpo::advantages`],
+    /// `epochs × minibatches` of [`GpuPpo::minibatch`] — record into one
+    /// command buffer that [`GpuPpo::finish`] submits. The order is the
+    /// caller's (`dfaas_policies::engine` writes it once for every
+    /// backend); the device checks only the counts its buffers are sized
+    /// for. A `begin` during a recording drops the unsubmitted one.
     ///
     /// # Errors
-    /// [`GpuError::ContextMismatch`] for another context or env;
-    /// [`GpuError::Input`] for weights that are not finite or not one per
-    /// policy; [`GpuError::Readback`].
-    pub fn iterate(
+    /// [`GpuError::ContextMismatch`]; [`GpuError::Input`] for weights that
+    /// are not finite or not one per policy.
+    pub fn begin(
         &mut self,
         ctx: &GpuContext,
-        env: &mut GpuBatchEnv,
         entropy_coeff: f32,
         kl_coeffs: &[f32],
-    ) -> Result<GpuIterationStats, GpuError> {
+    ) -> Result<(), GpuError> {
         ctx.check(self.context)?;
-        ctx.check(env.context())?;
         self.loss.set_coefficients(ctx, entropy_coeff, kl_coeffs)?;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ppo") });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        let pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("ppo"),
                 timestamp_writes: None,
+            })
+            .forget_lifetime();
+        self.recording = Some(Recording {
+            encoder,
+            pass,
+            counts: Counts::default(),
+        });
+        Ok(())
+    }
+
+    /// Records acting on the envs' observations: the observation
+    /// statistics merged with them (when normalising), the policies'
+    /// inputs, actor and critic forward, a Dirichlet draw per agent
+    /// written into the env's action buffer, and the sample stored
+    /// (inputs, actions, concentrations, log-density, value).
+    ///
+    /// # Errors
+    /// [`GpuError::Input`] (`field: "iteration"`) outside a recording or
+    /// past `rollout_steps` acts; [`GpuError::ContextMismatch`].
+    pub fn act(&mut self, ctx: &GpuContext) -> Result<(), GpuError> {
+        self.record(
+            ctx,
+            "act",
+            |ppo, c| {
+                expect(c.acts == c.steps, "act", "follows the previous act's step")?;
+                expect(c.acts < ppo.steps, "act", "is called rollout_steps times")?;
+                c.acts += 1;
+                Ok(())
+            },
+            |ppo, pass| {
+                if ppo.normalize_observations {
+                    ppo.norm_update.record(pass);
+                }
+                ppo.observe.record(pass);
+                ppo.actor_act.encode_forward(ctx, pass)?;
+                ppo.critic_act.encode_forward(ctx, pass)?;
+                ppo.act_alpha.encode(ctx, pass)?;
+                ppo.sampler_alpha.encode(ctx, pass)?;
+                ppo.sampler.encode(ctx, pass)?;
+                ppo.store_actions.record(pass);
+                ppo.act_dirichlet.encode_log_density(ctx, pass)?;
+                ppo.store_values.record(pass);
+                Ok(())
+            },
+        )
+    }
+
+    /// Records one step of `env` with the actions drawn, the rewards (team
+    /// mixed) and dones stored, the rollout's tallies and the step clock.
+    ///
+    /// # Errors
+    /// [`GpuError::Input`] (`field: "iteration"`) unless it follows an
+    /// [`GpuPpo::act`]; [`GpuError::ContextMismatch`] for another env.
+    pub fn step(&mut self, ctx: &GpuContext, env: &GpuBatchEnv) -> Result<(), GpuError> {
+        ctx.check(env.context())?;
+        if *env.buffers().obs != self.env_obs {
+            return Err(GpuError::Input {
+                field: "env",
+                reason: "not the env this iteration was built for".into(),
             });
-            self.record_rollout(ctx, env, &mut pass)?;
-            self.record_update(ctx, &mut pass)?;
-            self.finish.record(&mut pass);
         }
-        // The acting networks take the trained parameters.
+        self.record(
+            ctx,
+            "step",
+            |_, c| {
+                expect(c.steps + 1 == c.acts, "step", "follows an act")?;
+                c.steps += 1;
+                Ok(())
+            },
+            |ppo, pass| {
+                env.record_step(pass);
+                ppo.store_rewards.record(pass);
+                ppo.tally_step.record(pass);
+                ppo.tick_step.record(pass);
+                Ok(())
+            },
+        )
+    }
+
+    /// Records the critic's values of the observations after the rollout
+    /// (GAE's bootstrap).
+    ///
+    /// # Errors
+    /// [`GpuError::Input`] (`field: "iteration"`) before the rollout's
+    /// last step or a second time.
+    pub fn bootstrap(&mut self, ctx: &GpuContext) -> Result<(), GpuError> {
+        self.record(
+            ctx,
+            "bootstrap",
+            |ppo, c| {
+                expect(
+                    c.steps == ppo.steps,
+                    "bootstrap",
+                    "follows rollout_steps steps",
+                )?;
+                expect(!c.bootstrapped, "bootstrap", "is called once")?;
+                c.bootstrapped = true;
+                Ok(())
+            },
+            |ppo, pass| {
+                ppo.observe_last.record(pass);
+                ppo.critic_act.encode_forward(ctx, pass)?;
+                ppo.store_last.record(pass);
+                Ok(())
+            },
+        )
+    }
+
+    /// Records GAE and, with `standardise`, the standardisation of each
+    /// policy's advantages.
+    ///
+    /// # Errors
+    /// [`GpuError::Input`] (`field: "iteration"`) unless it follows
+    /// [`GpuPpo::bootstrap`], once.
+    pub fn advantages(&mut self, ctx: &GpuContext, standardise: bool) -> Result<(), GpuError> {
+        self.record(
+            ctx,
+            "advantages",
+            |_, c| {
+                expect(c.bootstrapped, "advantages", "follows bootstrap")?;
+                expect(!c.advantaged, "advantages", "is called once")?;
+                c.advantaged = true;
+                Ok(())
+            },
+            |ppo, pass| ppo.gae.encode(ctx, pass, standardise),
+        )
+    }
+
+    /// Records one update of every policy: gather the next minibatch of
+    /// the epoch's permutation (a function of the device clock's
+    /// iteration and epoch, which rolls after `minibatches`), forward,
+    /// Dirichlet terms, loss, backward, global-norm clipping, Adam, and
+    /// the update's statistics.
+    ///
+    /// # Errors
+    /// [`GpuError::Input`] (`field: "iteration"`) before
+    /// [`GpuPpo::advantages`] or past `epochs × minibatches` updates.
+    pub fn minibatch(&mut self, ctx: &GpuContext) -> Result<(), GpuError> {
+        self.record(
+            ctx,
+            "minibatch",
+            |ppo, c| {
+                expect(c.advantaged, "minibatch", "follows advantages")?;
+                expect(
+                    c.updates < ppo.epochs * ppo.minibatches,
+                    "minibatch",
+                    "is called epochs × minibatches times",
+                )?;
+                c.updates += 1;
+                Ok(())
+            },
+            |ppo, pass| {
+                ppo.gather.record(pass);
+                ppo.actor_train.encode_forward(ctx, pass)?;
+                ppo.critic_train.encode_forward(ctx, pass)?;
+                ppo.train_alpha.encode(ctx, pass)?;
+                ppo.train_dirichlet.encode(ctx, pass)?;
+                ppo.loss.encode(ctx, pass)?;
+                ppo.actor_train.encode_backward(ctx, pass)?;
+                ppo.critic_train.encode_backward(ctx, pass)?;
+                ppo.clip.encode(ctx, pass)?;
+                ppo.actor_adam.encode(ctx, pass)?;
+                ppo.critic_adam.encode(ctx, pass)?;
+                ppo.accumulate.record(pass);
+                Ok(())
+            },
+        )
+    }
+
+    /// Ends the recording: the statistics are finished, the acting
+    /// networks take the trained parameters, the one command buffer is
+    /// submitted and the statistics buffer read back.
+    ///
+    /// # Errors
+    /// [`GpuError::Input`] (`field: "iteration"`) outside a recording or
+    /// before all of its `epochs × minibatches` updates;
+    /// [`GpuError::Readback`].
+    pub fn finish(&mut self, ctx: &GpuContext) -> Result<GpuIterationStats, GpuError> {
+        ctx.check(self.context)?;
+        let Recording {
+            mut encoder,
+            mut pass,
+            counts,
+        } = self.recording.take().ok_or_else(|| outside("finish"))?;
+        expect(
+            counts.updates == self.epochs * self.minibatches,
+            "finish",
+            "follows epochs × minibatches updates",
+        )?;
+        self.finish.record(&mut pass);
+        drop(pass);
         for (from, to) in [
             (self.actor_train.params(), self.actor_act.params()),
             (self.critic_train.params(), self.critic_act.params()),
@@ -699,58 +898,20 @@ impl GpuPpo {
         Ok(self.decode(&words))
     }
 
-    /// The rollout: `T` steps of acting, stepping and storing, then the
-    /// bootstrap values and GAE.
-    fn record_rollout(
-        &self,
+    /// Checks the recording's counts with `admit`, then records `commands`
+    /// into its pass. On an error the recording is dropped.
+    fn record(
+        &mut self,
         ctx: &GpuContext,
-        env: &GpuBatchEnv,
-        pass: &mut wgpu::ComputePass<'_>,
+        call: &'static str,
+        admit: impl FnOnce(&Self, &mut Counts) -> Result<(), GpuError>,
+        commands: impl FnOnce(&Self, &mut wgpu::ComputePass<'static>) -> Result<(), GpuError>,
     ) -> Result<(), GpuError> {
-        for _ in 0..self.steps {
-            if self.normalize_observations {
-                self.norm_update.record(pass);
-            }
-            self.observe.record(pass);
-            self.actor_act.encode_forward(ctx, pass)?;
-            self.critic_act.encode_forward(ctx, pass)?;
-            self.act_alpha.encode(ctx, pass)?;
-            self.sampler_alpha.encode(ctx, pass)?;
-            self.sampler.encode(ctx, pass)?;
-            self.store_actions.record(pass);
-            self.act_dirichlet.encode_log_density(ctx, pass)?;
-            self.store_values.record(pass);
-            env.record_step(pass);
-            self.store_rewards.record(pass);
-            self.tally_step.record(pass);
-            self.tick_step.record(pass);
-        }
-        self.observe_last.record(pass);
-        self.critic_act.encode_forward(ctx, pass)?;
-        self.store_last.record(pass);
-        self.gae.encode(ctx, pass, self.normalize_advantages)
-    }
-
-    /// `epochs × minibatches` updates of every policy.
-    fn record_update(
-        &self,
-        ctx: &GpuContext,
-        pass: &mut wgpu::ComputePass<'_>,
-    ) -> Result<(), GpuError> {
-        for _ in 0..self.epochs * self.minibatches {
-            self.gather.record(pass);
-            self.actor_train.encode_forward(ctx, pass)?;
-            self.critic_train.encode_forward(ctx, pass)?;
-            self.train_alpha.encode(ctx, pass)?;
-            self.train_dirichlet.encode(ctx, pass)?;
-            self.loss.encode(ctx, pass)?;
-            self.actor_train.encode_backward(ctx, pass)?;
-            self.critic_train.encode_backward(ctx, pass)?;
-            self.clip.encode(ctx, pass)?;
-            self.actor_adam.encode(ctx, pass)?;
-            self.critic_adam.encode(ctx, pass)?;
-            self.accumulate.record(pass);
-        }
+        ctx.check(self.context)?;
+        let mut recording = self.recording.take().ok_or_else(|| outside(call))?;
+        admit(self, &mut recording.counts)?;
+        commands(self, &mut recording.pass)?;
+        self.recording = Some(recording);
         Ok(())
     }
 
@@ -785,11 +946,45 @@ impl GpuPpo {
             non_finite: acc[7] != 0.0,
         }
     }
+}
 
-    /// Number of epochs per iteration.
-    #[must_use]
-    pub fn epochs(&self) -> usize {
-        self.epochs
+/// An iteration being recorded: its encoder, the one compute pass every
+/// operation records into, and how many of each it holds.
+#[derive(Debug)]
+struct Recording {
+    encoder: wgpu::CommandEncoder,
+    pass: wgpu::ComputePass<'static>,
+    counts: Counts,
+}
+
+/// Operations recorded so far in an iteration.
+#[derive(Debug, Default)]
+struct Counts {
+    acts: usize,
+    steps: usize,
+    bootstrapped: bool,
+    advantaged: bool,
+    updates: usize,
+}
+
+/// `Ok` when `holds`, else the [`GpuError::Input`] saying that `call`
+/// `rule`.
+fn expect(holds: bool, call: &str, rule: &str) -> Result<(), GpuError> {
+    if holds {
+        Ok(())
+    } else {
+        Err(GpuError::Input {
+            field: "iteration",
+            reason: format!("{call} {rule}; the recording is dropped"),
+        })
+    }
+}
+
+/// The error of `call` without a [`GpuPpo::begin`].
+fn outside(call: &str) -> GpuError {
+    GpuError::Input {
+        field: "iteration",
+        reason: format!("{call} outside a recording: call begin first"),
     }
 }
 

@@ -1,0 +1,570 @@
+//! [`CpuEngine`]: the operations of a PPO iteration on the CPU — a
+//! [`BatchEnv`] stepped on the host and a [`Backend`]'s policies.
+//!
+//! Every operation runs when it is called, except the update's
+//! ([`Engine::shuffle`], [`Engine::minibatch`]): those are queued per
+//! policy and run at [`Engine::finish`], one thread per group of policies,
+//! each policy's queue in order on its own shuffle stream; statistics are
+//! summed in policy order, so a seed gives the same results bit for bit
+//! whatever the number of cores.
+
+use super::{Engine, Plan, Summary};
+use crate::backend::{Backend, LossCoefficients, Minibatch, PolicySpec, UpdateStats};
+use crate::controller::Tally;
+use crate::dirichlet;
+use crate::error::{BackendError, TrainError};
+use crate::gae;
+use crate::ppo::{Layout, PpoConfig, RunningNorm};
+use dfaas_core::reward::{team_mean, team_mixed};
+use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
+use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
+
+/// Per-policy rollout storage, `[step][env][member][..]`.
+#[derive(Debug, Clone, Default)]
+struct Rollout {
+    obs: Vec<f32>,
+    critic_obs: Vec<f32>,
+    /// `[..][action_dim]`, 1 where the sample's Dirichlet uses the output
+    /// (shared layout only).
+    mask: Vec<u8>,
+    actions: Vec<f32>,
+    alpha: Vec<f32>,
+    log_prob: Vec<f32>,
+    values: Vec<f32>,
+    rewards: Vec<f32>,
+    dones: Vec<f32>,
+    /// The critic's values after the rollout, `[env][member]`.
+    last_values: Vec<f32>,
+    advantages: Vec<f32>,
+    returns: Vec<f32>,
+}
+
+/// An update operation, queued until [`Engine::finish`].
+#[derive(Debug, Clone, Copy)]
+enum UpdateOp {
+    Shuffle,
+    Minibatch(usize),
+}
+
+/// The CPU's environments, policies and rollout storage.
+pub struct CpuEngine<B: Backend> {
+    config: PpoConfig,
+    env: BatchEnv,
+    backend: B,
+    pub(crate) policies: Vec<B::Policy>,
+    pub(crate) specs: Vec<PolicySpec>,
+    /// Agents of each policy.
+    pub(crate) members: Vec<Vec<usize>>,
+    /// For each agent, its policy's outputs forming its Dirichlet, in the
+    /// order `[local, forward_1..k, reject]`.
+    pub(crate) entries: Vec<Vec<usize>>,
+    pub(crate) norms: Vec<RunningNorm>,
+    pub(crate) rng: Xoshiro128PlusPlus,
+    pub(crate) shuffle_rngs: Vec<Xoshiro128PlusPlus>,
+    metrics: Vec<StepMetrics>,
+    plan: Plan,
+    // The iteration in progress.
+    rollouts: Vec<Rollout>,
+    tally: Tally,
+    /// The envs' actions `[env][agent][action_width]`.
+    actions: Vec<f32>,
+    coefficients: Vec<LossCoefficients>,
+    queue: Vec<UpdateOp>,
+}
+
+impl<B: Backend + Clone + Send> CpuEngine<B>
+where
+    B::Policy: Send,
+{
+    /// The engine of `model` with `config` on `backend`: policies
+    /// initialised from their seeds, envs reset with `config.seed`.
+    ///
+    /// # Errors
+    /// [`TrainError`]: a policy the backend cannot build, envs that cannot
+    /// be built or reset.
+    pub(crate) fn new(model: EnvModel, config: PpoConfig, backend: B) -> Result<Self, TrainError> {
+        let n = model.num_agents();
+        let (ow, width) = (model.obs_width(), model.action_width());
+        let spec = |obs_dim: usize, critic_obs_dim: usize, action_dim: usize| PolicySpec {
+            obs_dim,
+            critic_obs_dim,
+            action_dim,
+            hidden: config.hidden.clone(),
+            activation: config.activation,
+            learning_rate: config.learning_rate,
+        };
+        let own = |a: usize| 2 + 2 * model.degree(a);
+        let all_own: usize = (0..n).map(own).sum();
+        let (specs, members, entries): (Vec<PolicySpec>, Vec<Vec<usize>>, Vec<Vec<usize>>) =
+            match config.layout {
+                Layout::Independent | Layout::Mappo => (
+                    (0..n)
+                        .map(|a| {
+                            let critic = if config.layout == Layout::Mappo {
+                                all_own
+                            } else {
+                                own(a)
+                            };
+                            spec(own(a), critic, 2 + model.degree(a))
+                        })
+                        .collect(),
+                    (0..n).map(|a| vec![a]).collect(),
+                    (0..n).map(|a| (0..2 + model.degree(a)).collect()).collect(),
+                ),
+                Layout::Shared => (
+                    vec![spec(ow + n, ow + n, width)],
+                    vec![(0..n).collect()],
+                    (0..n)
+                        .map(|a| (0..=model.degree(a)).chain([width - 1]).collect())
+                        .collect(),
+                ),
+            };
+        let count = specs.len();
+        let policies = specs
+            .iter()
+            .enumerate()
+            .map(|(p, s)| {
+                let seed = config.seed.wrapping_add(1).wrapping_add(p as u64);
+                backend
+                    .init_policy(s, seed)
+                    .map_err(|source| TrainError::Backend { policy: p, source })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut env = BatchEnv::new(model.clone(), config.num_envs).map_err(TrainError::Env)?;
+        env.reset(config.seed).map_err(TrainError::Reset)?;
+        let samples = config.num_envs * config.rollout_steps * members[0].len();
+        Ok(Self {
+            norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
+            rng: seeded(config.seed ^ 0x5EED),
+            shuffle_rngs: (0..count as u64)
+                .map(|a| seeded(config.seed ^ 0x5EED ^ ((a + 1) << 32)))
+                .collect(),
+            metrics: vec![StepMetrics::new(&model); config.num_envs],
+            plan: Plan::new(&config, samples),
+            tally: Tally::new(n),
+            actions: vec![0f32; config.num_envs * n * width],
+            rollouts: Vec::new(),
+            coefficients: Vec::new(),
+            queue: Vec::new(),
+            config,
+            env,
+            backend,
+            policies,
+            specs,
+            members,
+            entries,
+        })
+    }
+
+    /// The iteration's plan.
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The environments.
+    pub(crate) fn env(&self) -> &BatchEnv {
+        &self.env
+    }
+
+    /// The environments, to restore.
+    pub(crate) fn env_mut(&mut self) -> &mut BatchEnv {
+        &mut self.env
+    }
+
+    /// The backend.
+    pub(crate) fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Concentrations `[rows][action_dim]` and values `[rows]` of policy
+    /// `p` for its actor and critic inputs (buffers resized to fit).
+    pub(crate) fn act_policy(
+        &mut self,
+        p: usize,
+        actor: &[f32],
+        critic: &[f32],
+        rows: usize,
+        alpha: &mut Vec<f32>,
+        values: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
+        alpha.resize(rows * self.specs[p].action_dim, 0.0);
+        values.resize(rows, 0.0);
+        self.backend
+            .act(&self.policies[p], actor, critic, rows, alpha, values)
+    }
+
+    /// Actor and critic inputs of every policy for `observations`
+    /// (`[env][agent][obs_width]`), rows `[env][member]`; normalised (and,
+    /// with `learn`, the statistics updated first) when configured.
+    pub(crate) fn inputs(
+        &mut self,
+        observations: &[f32],
+        learn: bool,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let model = self.env.model();
+        let (n, ow) = (model.num_agents(), model.obs_width());
+        let envs = observations.len() / (n * ow);
+        let row = |e: usize, a: usize| &observations[(e * n + a) * ow..(e * n + a + 1) * ow];
+        let mut actor: Vec<Vec<f32>> = Vec::with_capacity(self.members.len());
+        for (p, members) in self.members.iter().enumerate() {
+            let mut rows = Vec::with_capacity(envs * members.len() * self.specs[p].obs_dim);
+            for e in 0..envs {
+                for &a in members {
+                    match self.config.layout {
+                        Layout::Shared => {
+                            rows.extend_from_slice(row(e, a));
+                            rows.extend((0..n).map(|b| f32::from(u8::from(a == b))));
+                        }
+                        Layout::Independent | Layout::Mappo => {
+                            rows.extend_from_slice(&row(e, a)[..2 + 2 * model.degree(a)]);
+                        }
+                    }
+                }
+            }
+            if self.config.normalize_observations {
+                if learn {
+                    self.norms[p].update(&rows);
+                }
+                self.norms[p].apply(&mut rows);
+            }
+            actor.push(rows);
+        }
+        let critic = match self.config.layout {
+            Layout::Independent | Layout::Shared => actor.clone(),
+            Layout::Mappo => {
+                // Every agent's critic sees all agents' (normalised) inputs.
+                let widths: Vec<usize> = self.specs.iter().map(|s| s.obs_dim).collect();
+                let global: Vec<f32> = (0..envs)
+                    .flat_map(|e| {
+                        actor
+                            .iter()
+                            .zip(&widths)
+                            .flat_map(move |(rows, &w)| rows[e * w..(e + 1) * w].iter().copied())
+                    })
+                    .collect();
+                vec![global; n]
+            }
+        };
+        (actor, critic)
+    }
+}
+
+impl<B: Backend + Clone + Send> Engine for CpuEngine<B>
+where
+    B::Policy: Send,
+{
+    fn begin(&mut self, entropy_coeff: f32, kl_coeffs: &[f32]) -> Result<(), TrainError> {
+        let c = &self.config;
+        self.coefficients = kl_coeffs
+            .iter()
+            .map(|&kl_coeff| LossCoefficients {
+                clip: c.clip,
+                value_coeff: c.value_coeff,
+                value_clip: c.value_clip,
+                entropy_coeff,
+                kl_coeff,
+                max_grad_norm: c.max_grad_norm,
+            })
+            .collect();
+        self.rollouts = vec![Rollout::default(); self.policies.len()];
+        self.tally = Tally::new(self.env.model().num_agents());
+        self.queue.clear();
+        Ok(())
+    }
+
+    fn act(&mut self) -> Result<(), TrainError> {
+        let (n, w) = (
+            self.env.model().num_agents(),
+            self.env.model().action_width(),
+        );
+        let envs = self.config.num_envs;
+        let shared = self.config.layout == Layout::Shared;
+        let observations = self.env.observations().to_vec();
+        let (actor, critic) = self.inputs(&observations, true);
+        let (mut alpha, mut values) = (Vec::new(), Vec::new());
+        let (mut sub_alpha, mut sample, mut grad) = (
+            Vec::new(),
+            [0f32; dirichlet::MAX_ENTRIES],
+            [0f32; dirichlet::MAX_ENTRIES],
+        );
+        for p in 0..self.policies.len() {
+            let (rows, k) = (envs * self.members[p].len(), self.specs[p].action_dim);
+            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
+                .map_err(|source| TrainError::Backend { policy: p, source })?;
+            let r = &mut self.rollouts[p];
+            r.obs.extend_from_slice(&actor[p]);
+            r.critic_obs.extend_from_slice(&critic[p]);
+            r.alpha.extend_from_slice(&alpha);
+            r.values.extend_from_slice(&values);
+            for e in 0..envs {
+                for (i, &a) in self.members[p].iter().enumerate() {
+                    let row_alpha = &alpha[(e * self.members[p].len() + i) * k..][..k];
+                    let used = &self.entries[a];
+                    sub_alpha.clear();
+                    sub_alpha.extend(used.iter().map(|&j| row_alpha[j]));
+                    let m = used.len();
+                    dirichlet::sample(&sub_alpha, &mut self.rng, &mut sample[..m]).map_err(
+                        |e| TrainError::Backend {
+                            policy: p,
+                            source: e.into(),
+                        },
+                    )?;
+                    let env_row = &mut self.actions[(e * n + a) * w..(e * n + a + 1) * w];
+                    env_row.fill(0.0);
+                    env_row[..m].copy_from_slice(&sample[..m]);
+                    let start = r.actions.len();
+                    r.actions.resize(start + k, 0.0);
+                    for (&j, &x) in used.iter().zip(&sample[..m]) {
+                        r.actions[start + j] = x;
+                    }
+                    if shared {
+                        r.mask.extend((0..k).map(|j| u8::from(used.contains(&j))));
+                    }
+                    r.log_prob.push(dirichlet::log_prob(
+                        &sub_alpha,
+                        &sample[..m],
+                        &mut grad[..m],
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<(), TrainError> {
+        self.env
+            .step_with_metrics(&self.actions, &mut self.metrics)
+            .map_err(TrainError::Env)?;
+        let model = self.env.model();
+        for m in &self.metrics {
+            self.tally.add(model, m);
+        }
+        let n = model.num_agents();
+        let beta = self.config.team_reward;
+        for e in 0..self.config.num_envs {
+            let rewards = &self.env.rewards()[e * n..(e + 1) * n];
+            let team = team_mean(rewards);
+            let done = f32::from(u8::from(self.env.dones()[e]));
+            for (r, members) in self.rollouts.iter_mut().zip(&self.members) {
+                for &a in members {
+                    r.rewards.push(team_mixed(rewards[a], team, beta));
+                    r.dones.push(done);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn bootstrap(&mut self) -> Result<(), TrainError> {
+        let observations = self.env.observations().to_vec();
+        let (actor, critic) = self.inputs(&observations, false);
+        let (mut alpha, mut values) = (Vec::new(), Vec::new());
+        for p in 0..self.policies.len() {
+            let rows = self.config.num_envs * self.members[p].len();
+            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
+                .map_err(|source| TrainError::Backend { policy: p, source })?;
+            self.rollouts[p].last_values.clone_from(&values);
+        }
+        Ok(())
+    }
+
+    fn advantages(&mut self, standardise: bool) -> Result<(), TrainError> {
+        let c = &self.config;
+        for (p, r) in self.rollouts.iter_mut().enumerate() {
+            let samples = gae::Samples {
+                steps: c.rollout_steps,
+                columns: r.last_values.len(),
+                rewards: &r.rewards,
+                values: &r.values,
+                dones: &r.dones,
+                last_values: &r.last_values,
+            };
+            let (mut advantages, returns) =
+                gae::advantages(&samples, c.gamma, c.lambda).map_err(|e| TrainError::Backend {
+                    policy: p,
+                    source: e.into(),
+                })?;
+            if standardise {
+                gae::standardise(&mut advantages);
+            }
+            r.advantages = advantages;
+            r.returns = returns;
+        }
+        Ok(())
+    }
+
+    fn shuffle(&mut self, _epoch: usize) -> Result<(), TrainError> {
+        self.queue.push(UpdateOp::Shuffle);
+        Ok(())
+    }
+
+    fn minibatch(&mut self, index: usize) -> Result<(), TrainError> {
+        self.queue.push(UpdateOp::Minibatch(index));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<Summary, TrainError> {
+        let policies = self.policies.len();
+        let rows = self.plan.minibatch_rows;
+        let queue = &self.queue;
+        let mut jobs: Vec<PolicyUpdate<'_, B>> = self
+            .policies
+            .iter_mut()
+            .zip(&mut self.shuffle_rngs)
+            .zip(&self.rollouts)
+            .zip(&self.specs)
+            .zip(&self.coefficients)
+            .map(
+                |((((policy, rng), rollout), spec), coefficients)| PolicyUpdate {
+                    policy,
+                    rng,
+                    rollout,
+                    spec,
+                    coefficients,
+                    order: Vec::new(),
+                    stats: Vec::new(),
+                    last_epoch_kl: 0.0,
+                    outcome: Ok(()),
+                },
+            )
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(policies)
+            .max(1);
+        let per_thread = policies.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for group in jobs.chunks_mut(per_thread) {
+                let mut backend = self.backend.clone();
+                scope.spawn(move || {
+                    for job in group {
+                        job.outcome = job.run(&mut backend, queue, rows);
+                    }
+                });
+            }
+        });
+        let mut all: Vec<UpdateStats> = Vec::new();
+        let mut last_epoch_kl = Vec::with_capacity(policies);
+        for (p, job) in jobs.iter_mut().enumerate() {
+            std::mem::replace(&mut job.outcome, Ok(()))
+                .map_err(|source| TrainError::Backend { policy: p, source })?;
+            all.extend_from_slice(&job.stats);
+            last_epoch_kl.push(job.last_epoch_kl);
+        }
+        let mean = |field: fn(&UpdateStats) -> f32| {
+            all.iter().map(|s| f64::from(field(s))).sum::<f64>() / (all.len().max(1) as f64)
+        };
+        let non_finite = all.iter().any(|s| {
+            ![s.policy_loss, s.value_loss, s.entropy, s.kl, s.grad_norm]
+                .iter()
+                .all(|v| v.is_finite())
+        });
+        Ok(Summary {
+            env_steps: self.tally.steps(),
+            reward_sums: self.tally.reward_sums().to_vec(),
+            input: self.tally.input().to_vec(),
+            rejected: self.tally.rejected().to_vec(),
+            policy_loss: mean(|s| s.policy_loss),
+            value_loss: mean(|s| s.value_loss),
+            entropy: mean(|s| s.entropy),
+            kl: mean(|s| s.kl),
+            clip_fraction: mean(|s| s.clip_fraction),
+            last_epoch_kl,
+            non_finite,
+        })
+    }
+}
+
+/// One policy's share of an update: its parameters, stream and samples.
+struct PolicyUpdate<'a, B: Backend> {
+    policy: &'a mut B::Policy,
+    rng: &'a mut Xoshiro128PlusPlus,
+    rollout: &'a Rollout,
+    spec: &'a PolicySpec,
+    coefficients: &'a LossCoefficients,
+    /// The current epoch's permutation of the samples.
+    order: Vec<usize>,
+    stats: Vec<UpdateStats>,
+    /// Mean KL over the last epoch's updates.
+    last_epoch_kl: f64,
+    /// The first backend error of [`PolicyUpdate::run`], if any.
+    outcome: Result<(), BackendError>,
+}
+
+impl<B: Backend> PolicyUpdate<'_, B> {
+    /// The queued operations in order, on minibatches of `rows` samples.
+    fn run(
+        &mut self,
+        backend: &mut B,
+        queue: &[UpdateOp],
+        rows: usize,
+    ) -> Result<(), BackendError> {
+        let (mut epoch_kl, mut updates) = (0.0, 0u32);
+        for op in queue {
+            match *op {
+                UpdateOp::Shuffle => {
+                    self.order = permutation(self.rng, self.rollout.advantages.len());
+                    (epoch_kl, updates) = (0.0, 0);
+                }
+                UpdateOp::Minibatch(index) => {
+                    let stats = self.step(backend, index, rows)?;
+                    epoch_kl += f64::from(stats.kl);
+                    updates += 1;
+                    self.stats.push(stats);
+                }
+            }
+        }
+        self.last_epoch_kl = epoch_kl / f64::from(updates.max(1));
+        Ok(())
+    }
+
+    /// One gradient step on minibatch `index` (`rows` samples) of the
+    /// current permutation.
+    fn step(
+        &mut self,
+        backend: &mut B,
+        index: usize,
+        rows: usize,
+    ) -> Result<UpdateStats, BackendError> {
+        let (d, k) = (self.spec.obs_dim, self.spec.action_dim);
+        let r = self.rollout;
+        let indices = &self.order[index * rows..(index + 1) * rows];
+        let gather = |source: &[f32], width: usize| -> Vec<f32> {
+            indices
+                .iter()
+                .flat_map(|&i| source[i * width..(i + 1) * width].iter().copied())
+                .collect()
+        };
+        let mask: Vec<u8> = indices
+            .iter()
+            .flat_map(|&i| {
+                r.mask
+                    .get(i * k..(i + 1) * k)
+                    .unwrap_or(&[])
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let minibatch = Minibatch {
+            size: indices.len(),
+            obs: &gather(&r.obs, d),
+            critic_obs: &gather(&r.critic_obs, self.spec.critic_obs_dim),
+            actions: &gather(&r.actions, k),
+            old_alpha: &gather(&r.alpha, k),
+            old_log_prob: &gather(&r.log_prob, 1),
+            advantages: &gather(&r.advantages, 1),
+            returns: &gather(&r.returns, 1),
+            mask: (!r.mask.is_empty()).then_some(&mask[..]),
+        };
+        backend.update(self.policy, &minibatch, self.coefficients)
+    }
+}
+
+/// A uniform random permutation of `0..n` (Fisher–Yates on `rng`).
+fn permutation(rng: &mut Xoshiro128PlusPlus, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, below(rng, (i + 1) as u32) as usize);
+    }
+    order
+}

@@ -197,10 +197,9 @@ fn bad_arguments_are_clear_errors() {
         stderr.contains("no complete checkpoint") && !stderr.contains("panicked"),
         "{stderr}"
     );
-    // A layout the GPU does not train (or, on a machine without any
-    // adapter, the missing adapter): a clear error before any training.
+    // A backend that does not exist: the choices, before any training.
     let out = Command::new(example("train_ppo"))
-        .args(["--backend", "gpu", "--layout", "shared"])
+        .args(["--backend", "tpu"])
         .arg("--out")
         .arg(&dir)
         .output()
@@ -208,7 +207,8 @@ fn bad_arguments_are_clear_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
-            && (stderr.contains("does not train on the GPU") || stderr.contains("--backend gpu"))
+            && stderr.contains("tpu")
+            && stderr.contains("gpu")
             && !stderr.contains("panicked"),
         "{stderr}"
     );

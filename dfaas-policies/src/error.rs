@@ -185,14 +185,6 @@ pub enum TrainError {
         /// The 1-based iteration.
         iteration: usize,
     },
-    /// Occurs when the GPU trainer is asked for a layout it does not run.
-    #[error(
-        "layout {layout:?} does not train on the GPU yet (use --layout independent or the CPU)"
-    )]
-    NotOnGpu {
-        /// The layout asked for.
-        layout: crate::ppo::Layout,
-    },
     /// Occurs when the GPU refuses an operation.
     #[cfg(feature = "gpu")]
     #[error("on the GPU")]

@@ -14,10 +14,10 @@
 //! observation statistics, KL coefficients and counters; its episodes and
 //! random streams start afresh.
 //!
-//! On the GPU: the independent layout (one actor and critic per agent, run
-//! as one grouped network); `shared` and `mappo` are refused with
-//! [`TrainError::NotOnGpu`]. Minibatches as [`Plan::new`] plans them for
-//! both backends.
+//! Every layout trains on the GPU, its policies run as one grouped network
+//! (`independent` and `mappo`: one group per agent, padded to the widest;
+//! `shared`: one group). Minibatches as [`Plan::new`] plans them for both
+//! backends.
 
 use crate::adam::Adam;
 use crate::backend::{CpuBackend, CpuPolicy};
@@ -29,7 +29,7 @@ use dfaas_core::EnvModel;
 use dfaas_gpu::nn::adam::AdamSettings;
 use dfaas_gpu::nn::loss::LossSettings;
 use dfaas_gpu::nn::mlp::Activation as GpuActivation;
-use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings};
+use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings, PolicyLayout};
 use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuEnvState, GpuError, TracePool, Traffic};
 
 /// Largest trace pool, in bytes of input rates per half (the env holds two:
@@ -134,7 +134,7 @@ pub struct GpuTrainer {
     engine: GpuEngine,
     plan: Plan,
     schedule: Schedule,
-    /// The policies' shapes on the CPU (unpadded), per agent.
+    /// The policies' shapes on the CPU (unpadded), per policy.
     shapes: Vec<(Mlp, Mlp)>,
     /// The grouped networks' shapes (padded widths).
     padded: (Mlp, Mlp),
@@ -155,8 +155,7 @@ impl GpuTrainer {
     /// policies a CPU [`Trainer`] of the same configuration starts from.
     ///
     /// # Errors
-    /// [`TrainError`]: an invalid configuration, a layout not on the GPU,
-    /// an env the device refuses (e.g. the reference's f64 reject
+    /// [`TrainError`]: an invalid configuration, an env the device refuses (e.g. the reference's f64 reject
     /// arithmetic), sizes beyond the device.
     pub fn new(model: EnvModel, config: PpoConfig, ctx: GpuContext) -> Result<Self, TrainError> {
         let cpu = Trainer::new(model, config, CpuBackend::new())?;
@@ -174,11 +173,6 @@ impl GpuTrainer {
     /// As [`GpuTrainer::new`].
     pub fn from_cpu(cpu: &Trainer<CpuBackend>, ctx: GpuContext) -> Result<Self, TrainError> {
         let config = cpu.config().clone();
-        if config.layout != Layout::Independent {
-            return Err(TrainError::NotOnGpu {
-                layout: config.layout,
-            });
-        }
         let model = cpu.model().clone();
         let gpu = |e: GpuError| TrainError::Gpu(e);
         let (n, s) = (model.num_agents(), model.max_steps());
@@ -191,8 +185,14 @@ impl GpuTrainer {
         let second =
             TracePool::generate(&model, episodes, pool_seed(config.seed, 1)).map_err(gpu)?;
         env.refresh_pool(&ctx, 1, &second).map_err(gpu)?;
-        let plan = Plan::new(&config, config.num_envs * config.rollout_steps);
+        let (layout, members) = match config.layout {
+            Layout::Independent => (PolicyLayout::Independent, 1),
+            Layout::Shared => (PolicyLayout::Shared, n),
+            Layout::Mappo => (PolicyLayout::Mappo, 1),
+        };
+        let plan = Plan::new(&config, config.num_envs * config.rollout_steps * members);
         let settings = GpuPpoSettings {
+            layout,
             hidden: config.hidden.clone(),
             activation: match config.activation {
                 Activation::Tanh => GpuActivation::Tanh,
@@ -330,7 +330,7 @@ impl GpuTrainer {
         let steps = |t: u64| u32::try_from(t).unwrap_or(u32::MAX);
         actor_adam.set_steps(ctx, steps(policies[0].actor_adam.t))?;
         critic_adam.set_steps(ctx, steps(policies[0].critic_adam.t))?;
-        let d = self.model.obs_width();
+        let d = ppo.input_width();
         let mut stats = vec![0f32; norms.len() * d * 3];
         for (a, norm) in norms.iter().enumerate() {
             let (count, mean, m2) = norm.parts();
@@ -459,7 +459,7 @@ impl GpuTrainer {
                 }
             })
             .collect();
-        let d = self.model.obs_width();
+        let d = ppo.input_width();
         let norms = self
             .shapes
             .iter()

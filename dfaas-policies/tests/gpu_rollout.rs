@@ -14,7 +14,7 @@ use dfaas_core::{EnvConfig, EnvModel, RejectArithmetic, StepMetrics};
 use dfaas_gpu::nn::adam::AdamSettings;
 use dfaas_gpu::nn::loss::LossSettings;
 use dfaas_gpu::nn::mlp::Activation;
-use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings, permuted};
+use dfaas_gpu::ppo::{GpuPpo, GpuPpoSettings, PolicyLayout, permuted};
 use dfaas_gpu::{GpuBatchEnv, GpuContext, GpuError, TracePool};
 use dfaas_policies::controller::Tally;
 use dfaas_policies::dirichlet;
@@ -25,17 +25,31 @@ use dfaas_policies::ppo::RunningNorm;
 
 #[test]
 fn the_device_rollout_and_minibatch_match_their_cpu_twins() {
-    check_rollout(true);
+    check_rollout(true, PolicyLayout::Independent);
 }
 
 /// Raw observations and advantages (the reference's inputs; the defaults
 /// normalise both).
 #[test]
 fn without_normalisation_the_rollout_holds_the_raw_observations() {
-    check_rollout(false);
+    check_rollout(false, PolicyLayout::Independent);
 }
 
-fn check_rollout(normalize: bool) {
+/// One policy for all agents: inputs with the one-hot agent id under one
+/// pooled normaliser, each agent's Dirichlet over its first k + 1 outputs
+/// and the last, advantages standardised over all agents' samples.
+#[test]
+fn the_shared_layout_matches_its_cpu_twins() {
+    check_rollout(true, PolicyLayout::Shared);
+}
+
+/// Per-agent actors; critics that see every agent's normalised features.
+#[test]
+fn the_mappo_layout_matches_its_cpu_twins() {
+    check_rollout(true, PolicyLayout::Mappo);
+}
+
+fn check_rollout(normalize: bool, layout: PolicyLayout) {
     let Some(ctx) = GpuContext::new_or_skip().expect("a GPU adapter (DFAAS_REQUIRE_GPU=1)") else {
         return;
     };
@@ -49,9 +63,24 @@ fn check_rollout(normalize: bool) {
     .build()
     .unwrap();
     let model = EnvModel::new(&built).unwrap();
-    let (g, d, w) = (model.num_agents(), model.obs_width(), model.action_width());
+    let (n, o, w) = (model.num_agents(), model.obs_width(), model.action_width());
+    let shared = layout == PolicyLayout::Shared;
+    // Policies and agents per policy.
+    let (policies, members) = if shared { (1, n) } else { (n, 1) };
+    let own = |a: usize| 2 + 2 * model.degree(a);
+    // Each agent's Dirichlet entries, in the env's order [local, forward..,
+    // reject].
+    let entries = |a: usize| -> Vec<usize> {
+        let k = model.degree(a);
+        if shared {
+            (0..=k).chain([w - 1]).collect()
+        } else {
+            (0..k + 2).collect()
+        }
+    };
     let (envs, steps, rows, minibatches, epochs, beta) = (4, 7, 6, 3, 2, 0.25f32);
     let settings = GpuPpoSettings {
+        layout,
         hidden: vec![8],
         activation: Activation::Tanh,
         rollout_steps: steps,
@@ -77,6 +106,9 @@ fn check_rollout(normalize: bool) {
     let env = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
     let mut twin = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
     let ppo = GpuPpo::new(&ctx, &env, &settings).unwrap();
+    assert_eq!(ppo.policies(), policies);
+    let d = ppo.input_width();
+    assert_eq!(d, if shared { o + n } else { o });
     let mut rng = seeded(5);
     let mut random = |len: usize| -> Vec<f32> {
         (0..len)
@@ -87,7 +119,8 @@ fn check_rollout(normalize: bool) {
     let critic = random(ppo.critic().params().len());
     ppo.write_parameters(&ctx, &actor, &critic).unwrap();
     // One iteration in the order every backend runs, with KL weights on
-    // two policies and off on the third.
+    // some policies and (independent, MAPPO) off on the second.
+    let kl = [0.1, 0.0, 0.2];
     let plan = Plan {
         rollout_steps: steps,
         epochs,
@@ -96,7 +129,7 @@ fn check_rollout(normalize: bool) {
         standardise_advantages: normalize,
     };
     let mut device = GpuEngine::new(ctx, env, ppo);
-    let stats = engine::iterate(&mut device, &plan, 0.01, &[0.1, 0.0, 0.2]).unwrap();
+    let stats = engine::iterate(&mut device, &plan, 0.01, &kl[..policies]).unwrap();
     let (ctx, engine) = (device.context(), device.ppo());
 
     let rollout = engine.rollout();
@@ -111,11 +144,13 @@ fn check_rollout(normalize: bool) {
     let values = rollout.targets.values().read(ctx).unwrap();
     let last_values = rollout.targets.last_values().read(ctx).unwrap();
 
-    let mut norms: Vec<RunningNorm> = (0..g)
-        .map(|a| RunningNorm::new(2 + 2 * model.degree(a)))
-        .collect();
+    // The CPU twin of the inputs: each policy's rows (agent a's own
+    // features; with the shared layout every agent's observation row and
+    // its one-hot id), in the device's row order `a·E + e`.
+    let width = |q: usize| if shared { d } else { own(q) };
+    let mut norms: Vec<RunningNorm> = (0..policies).map(|q| RunningNorm::new(width(q))).collect();
     let mut metrics = vec![StepMetrics::default(); envs];
-    let mut tally = Tally::new(g);
+    let mut tally = Tally::new(n);
     let mut grad = vec![0f32; w];
     let mut ended = false;
     for t in 0..steps {
@@ -124,42 +159,60 @@ fn check_rollout(normalize: bool) {
         // batch statistics in f32 (Chan et al.), the CPU adds row by row in
         // f64; normalised values are O(1) and clamped to ±10.
         let env_obs = twin.observations(ctx).unwrap();
-        for (a, norm) in norms.iter_mut().enumerate() {
-            let own = 2 + 2 * model.degree(a);
-            let mut block: Vec<f32> = (0..envs)
-                .flat_map(|e| env_obs[(e * g + a) * d..][..own].to_vec())
-                .collect();
+        for (q, norm) in norms.iter_mut().enumerate() {
+            let width = width(q);
+            let agents = q * members..(q + 1) * members;
+            let mut block: Vec<f32> = Vec::new();
+            for a in agents.clone() {
+                for e in 0..envs {
+                    let row = &env_obs[(e * n + a) * o..][..o];
+                    if shared {
+                        block.extend_from_slice(row);
+                        block.extend((0..n).map(|b| f32::from(u8::from(a == b))));
+                    } else {
+                        block.extend_from_slice(&row[..width]);
+                    }
+                }
+            }
             if normalize {
                 norm.update(&block);
                 norm.apply(&mut block);
             }
-            for e in 0..envs {
-                let stored = &obs[((t * g + a) * envs + e) * d..][..d];
-                for f in 0..d {
-                    let want = if f < own { block[e * own + f] } else { 0.0 };
-                    assert!(
-                        (stored[f] - want).abs() <= 2e-3,
-                        "step {t}, agent {a}, env {e}, feature {f}: {} vs {want}",
-                        stored[f]
-                    );
+            for (i, a) in agents.enumerate() {
+                for e in 0..envs {
+                    let stored = &obs[((t * n + a) * envs + e) * d..][..d];
+                    let want = &block[(i * envs + e) * width..][..width];
+                    for (f, &got) in stored.iter().enumerate() {
+                        let want = want.get(f).copied().unwrap_or(0.0);
+                        assert!(
+                            (got - want).abs() <= 2e-3,
+                            "step {t}, agent {a}, env {e}, input {f}: {got} vs {want}"
+                        );
+                    }
                 }
             }
         }
-        // Actions: on the simplex of the agent's entries; replayed.
-        let mut env_actions = vec![0f32; envs * g * w];
-        for a in 0..g {
-            let used = 2 + model.degree(a);
+        // Actions: on the simplex of the agent's entries, 0 elsewhere;
+        // replayed in the env's order.
+        let mut env_actions = vec![0f32; envs * n * w];
+        for a in 0..n {
+            let used = entries(a);
             for e in 0..envs {
-                let row = (t * g + a) * envs + e;
+                let row = (t * n + a) * envs + e;
                 let x = &actions[row * w..][..w];
-                let sum: f32 = x[..used].iter().sum();
+                let drawn: Vec<f32> = used.iter().map(|&j| x[j]).collect();
+                let sum: f32 = drawn.iter().sum();
                 assert!((sum - 1.0).abs() < 1e-5, "row {row} sums to {sum}");
-                assert!(x[used..].iter().all(|&v| v == 0.0));
-                env_actions[(e * g + a) * w..][..w].copy_from_slice(x);
+                assert!(
+                    (0..w).all(|j| used.contains(&j) || x[j] == 0.0),
+                    "row {row}: {x:?}"
+                );
+                env_actions[(e * n + a) * w..][..drawn.len()].copy_from_slice(&drawn);
                 // Log-density: f32 ln Γ and ψ on the device against f64
                 // inside the CPU's; 1e-3 relative to the value's size.
-                let cpu =
-                    dirichlet::log_prob(&alpha[row * w..][..used], &x[..used], &mut grad[..used]);
+                let concentrations: Vec<f32> = used.iter().map(|&j| alpha[row * w + j]).collect();
+                let m = used.len();
+                let cpu = dirichlet::log_prob(&concentrations, &drawn, &mut grad[..m]);
                 let gpu = log_prob[row];
                 assert!(
                     (gpu - cpu).abs() <= 1e-3 * (1.0 + cpu.abs()),
@@ -175,13 +228,13 @@ fn check_rollout(normalize: bool) {
         let env_rewards = twin.rewards(ctx).unwrap();
         let env_dones = twin.dones(ctx).unwrap();
         for e in 0..envs {
-            let r = &env_rewards[e * g..(e + 1) * g];
+            let r = &env_rewards[e * n..(e + 1) * n];
             let team = team_mean(r);
-            for (a, &own) in r.iter().enumerate() {
-                let i = t * g * envs + a * envs + e;
+            for (a, &reward) in r.iter().enumerate() {
+                let i = t * n * envs + a * envs + e;
                 // (1 − β)·own + β·mean: the device may fuse the
                 // multiply-add (Vulkan allows it).
-                let want = team_mixed(own, team, beta);
+                let want = team_mixed(reward, team, beta);
                 assert!(
                     (rewards[i] - want).abs() <= 1e-6,
                     "reward {i}: {} vs {want}",
@@ -204,18 +257,16 @@ fn check_rollout(normalize: bool) {
     assert_eq!(stats.env_steps as usize, steps * envs);
     assert!(!stats.non_finite);
     // The last epoch's KL per policy: 0 where its weight is 0.
-    assert_eq!(stats.last_epoch_kl[1], 0.0);
-    assert!(
-        stats.last_epoch_kl[0] > 0.0 && stats.last_epoch_kl[2] > 0.0,
-        "{:?}",
-        stats.last_epoch_kl
-    );
+    assert_eq!(stats.last_epoch_kl.len(), policies);
+    for (q, &k) in stats.last_epoch_kl.iter().enumerate() {
+        assert_eq!(k == 0.0, kl[q] == 0.0, "policy {q}: {k}");
+    }
 
     // GAE from the stored rewards, dones, values and bootstrap, by the
     // CPU's `gae::advantages` (the same f32 operations: equal within 1e-6),
-    // then standardised per policy over its T × E samples (f64 moments on
-    // the CPU, a fixed-order f32 sum on the device: within 1e-4).
-    let columns = g * envs;
+    // then standardised per policy over its T × M × E samples (f64 moments
+    // on the CPU, a fixed-order f32 sum on the device: within 1e-4).
+    let columns = n * envs;
     let samples = gae::Samples {
         steps,
         columns,
@@ -231,57 +282,84 @@ fn check_rollout(normalize: bool) {
             "return {i}: {got} vs {want}"
         );
     }
-    for a in 0..g {
-        let index = |t: usize, e: usize| t * columns + a * envs + e;
-        let mut own: Vec<f32> = (0..steps * envs)
-            .map(|k| cpu_advantages[index(k / envs, k % envs)])
+    let per_policy = members * envs;
+    // Sample `t·M·E + c` of policy q is column `q·M·E + c` at step t.
+    let source = |q: usize, s: usize| (s / per_policy) * columns + q * per_policy + s % per_policy;
+    for q in 0..policies {
+        let mut own: Vec<f32> = (0..steps * per_policy)
+            .map(|s| cpu_advantages[source(q, s)])
             .collect();
         if normalize {
             gae::standardise(&mut own);
         }
-        for (k, want) in own.iter().enumerate() {
-            let got = advantages[index(k / envs, k % envs)];
+        for (s, want) in own.iter().enumerate() {
+            let got = advantages[source(q, s)];
             assert!(
                 (got - want).abs() <= 1e-4,
-                "policy {a}, sample {k}: {got} vs {want}"
+                "policy {q}, sample {s}: {got} vs {want}"
             );
         }
     }
 
     // The last minibatch (epoch `epochs − 1`, minibatch `minibatches − 1`,
     // iteration 0 of the device clock): exactly the samples the host
-    // mirror of the permutation names, gathered bit for bit.
+    // mirror of the permutation names, gathered bit for bit — the actor's
+    // inputs, the critic's (with MAPPO every agent's stored inputs at the
+    // sample's step and env), the sample's Dirichlet entries and the
+    // loss's inputs.
     let loss = engine.loss();
     let (old, adv, ret) = (
         loss.old_log_prob().read(ctx).unwrap(),
         loss.advantages().read(ctx).unwrap(),
         loss.returns().read(ctx).unwrap(),
     );
-    let n = (steps * envs) as u32;
+    let actor_in = engine.actor().input().read(ctx).unwrap();
+    let critic_in = engine.critic().input().read(ctx).unwrap();
+    let mask = engine.minibatch_entries().read(ctx).unwrap();
+    let critic_width = critic_in.len() / (policies * rows);
+    let count = (steps * per_policy) as u32;
     let mut positions = Vec::new();
-    for a in 0..g {
+    for q in 0..policies {
         for r in 0..rows {
             let i = ((minibatches - 1) * rows + r) as u32;
-            let s = permuted(settings.seed, 0, epochs as u32 - 1, a as u32, n, i) as usize;
-            let (t, e) = (s / envs, s % envs);
-            let source = t * g * envs + a * envs + e;
-            let at = a * rows + r;
+            let s = permuted(settings.seed, 0, epochs as u32 - 1, q as u32, count, i) as usize;
+            let from = source(q, s);
+            let (t, column) = (from / columns, from % columns);
+            let (a, e) = (column / envs, column % envs);
+            let at = q * rows + r;
             assert_eq!(
                 old[at].to_bits(),
-                log_prob[source].to_bits(),
-                "policy {a}, row {r}"
+                log_prob[from].to_bits(),
+                "policy {q}, row {r}"
             );
-            assert_eq!(adv[at].to_bits(), advantages[source].to_bits());
-            assert_eq!(ret[at].to_bits(), returns[source].to_bits());
-            positions.push(s);
+            assert_eq!(adv[at].to_bits(), advantages[from].to_bits());
+            assert_eq!(ret[at].to_bits(), returns[from].to_bits());
+            assert_eq!(&actor_in[at * d..][..d], &obs[from * d..][..d]);
+            let critic_want: Vec<f32> = if layout == PolicyLayout::Mappo {
+                (0..n)
+                    .flat_map(|b| obs[((t * n + b) * envs + e) * d..][..own(b)].to_vec())
+                    .collect()
+            } else {
+                obs[from * d..][..d].to_vec()
+            };
+            assert_eq!(
+                &critic_in[at * critic_width..][..critic_width],
+                &critic_want[..],
+                "policy {q}, row {r}: critic input"
+            );
+            let used = entries(a);
+            let want_mask: Vec<u32> = (0..w).map(|j| u32::from(used.contains(&j))).collect();
+            assert_eq!(&mask[at * w..][..w], &want_mask[..], "row {r}: entries");
+            positions.push((q, s));
         }
     }
     positions.sort_unstable();
     positions.dedup();
-    assert!(
-        positions.len() > rows,
-        "the policies draw different samples"
-    );
+    assert_eq!(positions.len(), policies * rows, "distinct samples");
+    if policies > 1 {
+        let drawn: std::collections::BTreeSet<usize> = positions.iter().map(|p| p.1).collect();
+        assert!(drawn.len() > rows, "the policies draw different samples");
+    }
 }
 
 /// The device checks the counts its buffers are sized for: operations out
@@ -294,6 +372,7 @@ fn operations_out_of_order_are_refused() {
     };
     let model = EnvModel::new(&EnvConfig::default().build().unwrap()).unwrap();
     let settings = GpuPpoSettings {
+        layout: PolicyLayout::Independent,
         hidden: vec![4],
         activation: Activation::Tanh,
         rollout_steps: 2,

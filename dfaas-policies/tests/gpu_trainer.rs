@@ -267,25 +267,71 @@ fn a_diverging_run_is_a_typed_error() {
 }
 
 #[test]
-fn layouts_not_on_the_gpu_and_bad_envs_are_typed_errors() {
+fn an_env_the_device_refuses_is_a_typed_error() {
     let Some(ctx) = context() else { return };
-    let config = PpoConfig {
-        layout: Layout::Shared,
-        ..ppo_config(1)
-    };
-    assert!(matches!(
-        GpuTrainer::new(model(), config, ctx),
-        Err(TrainError::NotOnGpu {
-            layout: Layout::Shared
-        })
-    ));
     let reference = EnvConfig {
         reject_arithmetic: RejectArithmetic::Reference,
         ..env_config()
     };
     let model = EnvModel::new(&reference.build().unwrap()).unwrap();
-    let error = GpuTrainer::new(model, ppo_config(1), context().unwrap())
+    let error = GpuTrainer::new(model, ppo_config(1), ctx)
         .err()
         .expect("the reference's f64 reject rule is CPU only");
     assert!(matches!(error, TrainError::Gpu(_)), "{error:?}");
+}
+
+/// The shared and MAPPO layouts train on the GPU (their glue is checked
+/// against the CPU twins in `gpu_rollout`): the curve rises, the
+/// evaluation beats random by 0.2, and the policies go through a
+/// checkpoint to the CPU, which trains on from them.
+#[test]
+fn shared_and_mappo_layouts_learn_on_the_gpu() {
+    if context().is_none() {
+        return;
+    }
+    let config = env_config().build().unwrap().config().clone();
+    let random = evaluate(
+        &mut Random::new(1),
+        &mut evaluation_env(&config, 4, 99).unwrap(),
+    )
+    .unwrap();
+    for layout in [Layout::Shared, Layout::Mappo] {
+        let iterations = 30;
+        let ppo = PpoConfig {
+            layout,
+            ..ppo_config(iterations)
+        };
+        let mut t = GpuTrainer::new(model(), ppo, context().unwrap()).unwrap();
+        let curve: Vec<f64> = (0..iterations)
+            .map(|_| t.train_iteration().unwrap().mean_reward)
+            .collect();
+        eprintln!("{layout:?} training curve: {curve:.3?}");
+        let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+        let (early, late) = (mean(&curve[..3]), mean(&curve[iterations - 5..]));
+        assert!(
+            late > early + 0.05,
+            "{layout:?}: late {late:.3} vs early {early:.3}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        checkpoint::save(&t.to_cpu().unwrap(), dir.path()).unwrap();
+        let mut cpu = checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
+        let evaluation = evaluate(
+            &mut cpu.controller(),
+            &mut evaluation_env(&config, 4, 99).unwrap(),
+        )
+        .unwrap();
+        eprintln!(
+            "{layout:?} evaluation: ppo {:.3}, random {:.3}",
+            evaluation.mean_reward, random.mean_reward
+        );
+        assert!(
+            evaluation.mean_reward > random.mean_reward + 0.2,
+            "{layout:?}: ppo {:.3} vs random {:.3}",
+            evaluation.mean_reward,
+            random.mean_reward
+        );
+        let back = GpuTrainer::from_cpu(&cpu, context().unwrap()).unwrap();
+        assert_eq!(back.to_cpu().unwrap().policies(), cpu.policies());
+        assert_eq!(cpu.train_iteration().unwrap().iteration, iterations + 1);
+    }
 }

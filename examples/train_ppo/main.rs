@@ -9,8 +9,8 @@
 //!
 //! `--backend auto` (the default) trains on a hardware GPU when there is
 //! one, else on the CPU (never on a software adapter such as lavapipe;
-//! `--backend gpu` takes any adapter). The GPU trains the independent
-//! layout with the exact-integer reject rule (the reference's f64 rule is
+//! `--backend gpu` takes any adapter). The GPU trains every layout with
+//! the exact-integer reject rule (the reference's f64 rule is
 //! CPU only: a configuration asking for it is switched, with a note).
 //!
 //! The run folder holds `env_config.yaml` (the built environment

@@ -1,5 +1,5 @@
-//! [`GpuPpo`]: one PPO iteration of independent per-agent policies as one
-//! command buffer on the device — the rollout on a [`GpuBatchEnv`] (running
+//! [`GpuPpo`]: one PPO iteration of multi-agent policies (any
+//! [`PolicyLayout`]) as one command buffer on the device — the rollout on a [`GpuBatchEnv`] (running
 //! observation statistics, actor and critic forward, Dirichlet draws
 //! written straight into the env's action buffer, team-reward mixing and
 //! the rollout's tallies), GAE with per-policy standardisation, then
@@ -14,13 +14,17 @@
 //! decay, KL adaptation, counters) are the caller's: `dfaas_policies`'
 //! engine writes them once for the CPU and the GPU.
 //!
-//! Layout: G = agents, each its own actor and critic, run as one grouped
-//! network of padded widths (observation width D, action width W of the
-//! model; an agent's unused inputs are 0 and its unused outputs masked, so
-//! padding changes nothing). Minibatch rows per policy: `minibatch_rows`;
-//! per epoch `minibatches` of them from a fresh permutation of the `T × E`
-//! samples of each policy (samples past `minibatches × minibatch_rows` sit
-//! that epoch out).
+//! Policies: P actor–critic pairs run as one grouped network of padded
+//! widths (an agent's unused inputs are 0 and its unused outputs masked, so
+//! padding changes nothing) — with [`PolicyLayout::Independent`] one per
+//! agent; [`PolicyLayout::Shared`] one for all, its input the observation
+//! and a one-hot agent id, each agent's Dirichlet over its own entries (the
+//! first `k + 1` outputs and the last); [`PolicyLayout::Mappo`] one per
+//! agent whose critic sees every agent's (normalised) own features.
+//! Minibatch rows per policy: `minibatch_rows`; per epoch `minibatches` of
+//! them from a fresh permutation of each policy's `T × E × agents per
+//! policy` samples (samples past `minibatches × minibatch_rows` sit that
+//! epoch out).
 
 use crate::batch_env::GpuBatchEnv;
 use crate::nn::adam::{AdamSettings, GpuAdam};
@@ -42,10 +46,27 @@ const ACC: usize = 8;
 /// Words of the device clock: step, minibatch, epoch, iteration.
 const CLOCK: usize = 4;
 
+/// Which agents share which networks (`dfaas_policies::ppo::Layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyLayout {
+    /// One actor and critic per agent, each seeing the agent's own
+    /// observation.
+    #[default]
+    Independent,
+    /// One actor and critic for all agents, seeing the observation row and
+    /// a one-hot agent id.
+    Shared,
+    /// One actor per agent on its own observation; its critic sees every
+    /// agent's own features, in agent order.
+    Mappo,
+}
+
 /// The settings of a [`GpuPpo`] (those of `dfaas_policies::PpoConfig` the
 /// device uses).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuPpoSettings {
+    /// Which agents share which networks.
+    pub layout: PolicyLayout,
     /// Hidden widths of actor and critic.
     pub hidden: Vec<usize>,
     /// Hidden activation.
@@ -94,6 +115,11 @@ struct Params {
     seed_hi: u32,
     half_bits: u32,
     beta: f32,
+    policies: u32,
+    members: u32,
+    policy_layout: u32,
+    in_width: u32,
+    critic_width: u32,
     _pad: [u32; 3],
 }
 
@@ -114,21 +140,23 @@ impl Glue {
     }
 }
 
-/// The rollout storage of a [`GpuPpo`] (T steps, G agents, E envs, D and
-/// W the padded observation and action widths; row `g·E + e`).
+/// The rollout storage of a [`GpuPpo`] (T steps, N agents, E envs, D the
+/// actors' input width, W the action width; row `a·E + e` is agent a in
+/// env e).
 #[derive(Debug, Clone, Copy)]
 pub struct Rollout<'a> {
-    /// The policies' inputs `[T][G][E][D]` (normalised when asked; 0 on
+    /// The actors' inputs `[T][N·E][D]` (normalised when asked; 0 on
     /// padded features).
     pub obs: &'a DeviceVec<f32>,
-    /// The actions drawn `[T][G·E][W]` (0 on an agent's unused entries).
+    /// The actions drawn `[T][N·E][W]`, in output positions (0 on an
+    /// agent's unused entries).
     pub actions: &'a DeviceVec<f32>,
-    /// Their concentrations `[T][G·E][W]`.
+    /// Their concentrations `[T][N·E][W]`.
     pub alpha: &'a DeviceVec<f32>,
-    /// Their log-densities `[T][G·E]`.
+    /// Their log-densities `[T][N·E]`.
     pub log_prob: &'a DeviceVec<f32>,
     /// GAE's inputs (rewards after team mixing, dones, values, the
-    /// bootstrap) and outputs (advantages, returns), `[T][G·E]`.
+    /// bootstrap) and outputs (advantages, returns), `[T][N·E]`.
     pub targets: &'a Gae,
 }
 
@@ -155,7 +183,7 @@ pub struct GpuIterationStats {
     /// Gradient norm before clipping (mean over the policies).
     pub grad_norm: f64,
     /// Each policy's mean KL over the last epoch's updates (for the KL
-    /// adaptation).
+    /// adaptation), in policy order.
     pub last_epoch_kl: Vec<f64>,
     /// Updates run.
     pub updates: u32,
@@ -169,6 +197,8 @@ pub struct GpuIterationStats {
 pub struct GpuPpo {
     context: u64,
     agents: usize,
+    policies: usize,
+    in_width: usize,
     epochs: usize,
     minibatches: usize,
     normalize_observations: bool,
@@ -277,8 +307,15 @@ impl GpuPpo {
         ctx.check(env.context())?;
         let input = |field: &'static str, reason: String| GpuError::Input { field, reason };
         let model = env.model();
-        let (g, e) = (model.num_agents(), env.num_envs());
-        let (d, w) = (model.obs_width(), model.action_width());
+        let (n, e) = (model.num_agents(), env.num_envs());
+        let (o, w) = (model.obs_width(), model.action_width());
+        let own = |a: usize| 2 + 2 * model.degree(a);
+        // Policies, agents per policy, actor and critic input widths.
+        let (g, members, d, c) = match settings.layout {
+            PolicyLayout::Independent => (n, 1, o, o),
+            PolicyLayout::Shared => (1, n, o + n, o + n),
+            PolicyLayout::Mappo => (n, 1, o, (0..n).map(own).sum()),
+        };
         let (t, r) = (settings.rollout_steps, settings.minibatch_rows);
         for (field, value) in [
             ("rollout_steps", t),
@@ -292,11 +329,14 @@ impl GpuPpo {
         }
         let samples = t
             .checked_mul(e)
+            .and_then(|s| s.checked_mul(members))
             .filter(|&s| u32::try_from(s).is_ok())
             .ok_or_else(|| {
                 input(
                     "rollout_steps",
-                    format!("{t} steps × {e} envs exceed 2^32 samples"),
+                    format!(
+                        "{t} steps × {e} envs × {members} agents per policy exceed 2^32 samples"
+                    ),
                 )
             })?;
         if settings.minibatches.saturating_mul(r) > samples {
@@ -312,33 +352,40 @@ impl GpuPpo {
             .chain(settings.hidden.iter().copied())
             .chain([w])
             .collect();
-        let critic_widths: Vec<usize> = std::iter::once(d)
+        let critic_widths: Vec<usize> = std::iter::once(c)
             .chain(settings.hidden.iter().copied())
             .chain([1])
             .collect();
         let act = settings.activation;
-        let actor_act = GroupedMlp::new(ctx, &actor_widths, act, g, e)?;
-        let critic_act = GroupedMlp::new(ctx, &critic_widths, act, g, e)?;
+        let actor_act = GroupedMlp::new(ctx, &actor_widths, act, g, members * e)?;
+        let critic_act = GroupedMlp::new(ctx, &critic_widths, act, g, members * e)?;
         let actor_train = GroupedMlp::new(ctx, &actor_widths, act, g, r)?;
         let critic_train = GroupedMlp::new(ctx, &critic_widths, act, g, r)?;
 
-        let (rows, train_rows) = (g * e, g * r);
+        let (rows, train_rows) = (n * e, g * r);
         let sampler = DirichletSampler::new(ctx, rows, w, settings.seed)?;
         let act_dirichlet = DirichletKernel::new(ctx, rows, w)?;
+        // The training rows' entries follow their samples (`gather`).
         let train_dirichlet = DirichletKernel::new(ctx, train_rows, w)?;
-        // Agent a's Dirichlet is over its first 2 + degree outputs.
-        let mask = |rows_per_agent: usize| -> Vec<u32> {
-            (0..g)
-                .flat_map(|a| {
-                    let used = 2 + model.degree(a);
-                    (0..rows_per_agent).flat_map(move |_| (0..w).map(move |j| u32::from(j < used)))
+        // Agent a's Dirichlet: its first 2 + degree outputs, or with the
+        // shared layout its first 1 + degree and the last.
+        let act_mask: Vec<u32> = (0..n)
+            .flat_map(|a| {
+                let k = model.degree(a);
+                let shared = settings.layout == PolicyLayout::Shared;
+                (0..e).flat_map(move |_| {
+                    (0..w).map(move |j| {
+                        u32::from(if shared {
+                            j <= k || j == w - 1
+                        } else {
+                            j < k + 2
+                        })
+                    })
                 })
-                .collect()
-        };
-        let act_mask = mask(e);
+            })
+            .collect();
         sampler.mask().write(ctx, &act_mask)?;
         act_dirichlet.mask().write(ctx, &act_mask)?;
-        train_dirichlet.mask().write(ctx, &mask(r))?;
         let act_alpha = Concentrations::new(ctx, actor_act.output(), act_dirichlet.alpha())?;
         let sampler_alpha = Concentrations::new(ctx, actor_act.output(), sampler.alpha())?;
         let train_alpha = Concentrations::new(ctx, actor_train.output(), train_dirichlet.alpha())?;
@@ -374,23 +421,23 @@ impl GpuPpo {
             settings.adam,
         )?;
 
-        let degrees: Vec<u32> = (0..g).map(|a| model.degree(a) as u32).collect();
+        let degrees: Vec<u32> = (0..n).map(|a| model.degree(a) as u32).collect();
         let degrees = DeviceVec::from_slice(ctx, "degrees", &degrees)?;
         let norm = DeviceVec::<f32>::zeros(ctx, "norm", g * d * 3)?;
-        let roll_obs = DeviceVec::<f32>::zeros(ctx, "rollout.obs", checked(&[t, g, e, d])?)?;
+        let roll_obs = DeviceVec::<f32>::zeros(ctx, "rollout.obs", checked(&[t, rows, d])?)?;
         let roll_actions =
             DeviceVec::<f32>::zeros(ctx, "rollout.actions", checked(&[t, rows, w])?)?;
         let roll_alpha = DeviceVec::<f32>::zeros(ctx, "rollout.alpha", checked(&[t, rows, w])?)?;
         let roll_logp = DeviceVec::<f32>::zeros(ctx, "rollout.log_prob", checked(&[t, rows])?)?;
         let clock = DeviceVec::<u32>::zeros(ctx, "clock", CLOCK)?;
-        let tally = DeviceVec::<u32>::zeros(ctx, "tally", g * TALLY)?;
+        let tally = DeviceVec::<u32>::zeros(ctx, "tally", n * TALLY)?;
         let acc = DeviceVec::<f32>::zeros(ctx, "acc", ACC + g)?;
-        let out = DeviceVec::<u32>::zeros(ctx, "stats", g * TALLY + ACC + g)?;
+        let out = DeviceVec::<u32>::zeros(ctx, "stats", n * TALLY + ACC + g)?;
 
         let params = Params {
             envs: word("num_envs", e)?,
-            agents: word("agents", g)?,
-            obs_width: d as u32,
+            agents: word("agents", n)?,
+            obs_width: o as u32,
             width: w as u32,
             steps: word("rollout_steps", t)?,
             rows: word("minibatch_rows", r)?,
@@ -401,6 +448,15 @@ impl GpuPpo {
             seed_hi: (settings.seed >> 32) as u32,
             half_bits: half_bits(samples as u32),
             beta: settings.team_reward,
+            policies: g as u32,
+            members: members as u32,
+            policy_layout: match settings.layout {
+                PolicyLayout::Independent => 0,
+                PolicyLayout::Shared => 1,
+                PolicyLayout::Mappo => 2,
+            },
+            in_width: d as u32,
+            critic_width: c as u32,
             _pad: [0; 3],
         };
         let uniform = uniform(ctx, "ppo", &params);
@@ -427,7 +483,7 @@ impl GpuPpo {
             (6, roll_obs.buffer()),
             (7, clock.buffer()),
         ];
-        let observe_grid = per_element("num_envs", g * e * d)?;
+        let observe_grid = per_element("num_envs", rows * d.max(c))?;
         let norm_update = glue(
             "norm_update",
             &[(1, degrees.buffer()), (2, buffers.obs), (3, norm.buffer())],
@@ -439,6 +495,7 @@ impl GpuPpo {
         let store_actions = glue(
             "store_actions",
             &[
+                (1, degrees.buffer()),
                 (7, clock.buffer()),
                 (8, sampler.samples().buffer()),
                 (9, act_dirichlet.alpha().buffer()),
@@ -481,7 +538,7 @@ impl GpuPpo {
                 (23, buffers.rejects),
                 (24, tally.buffer()),
             ],
-            [g as u32, 1, 1],
+            [n as u32, 1, 1],
         );
         let tick_step = glue("tick_step", &[(7, clock.buffer())], [1, 1, 1]);
         let store_last = glue(
@@ -495,6 +552,7 @@ impl GpuPpo {
         let gather = glue(
             "gather",
             &[
+                (1, degrees.buffer()),
                 (6, roll_obs.buffer()),
                 (7, clock.buffer()),
                 (12, roll_actions.buffer()),
@@ -509,6 +567,7 @@ impl GpuPpo {
                 (32, loss.old_log_prob().buffer()),
                 (33, loss.advantages().buffer()),
                 (34, loss.returns().buffer()),
+                (40, train_dirichlet.mask().buffer()),
             ],
             per_element("minibatch_rows", train_rows)?,
         );
@@ -535,7 +594,9 @@ impl GpuPpo {
         );
         Ok(Self {
             context: ctx.id(),
-            agents: g,
+            agents: n,
+            policies: g,
+            in_width: d,
             epochs: settings.epochs,
             minibatches: settings.minibatches,
             normalize_observations: settings.normalize_observations,
@@ -579,6 +640,18 @@ impl GpuPpo {
         })
     }
 
+    /// Policies (groups of the networks).
+    #[must_use]
+    pub fn policies(&self) -> usize {
+        self.policies
+    }
+
+    /// Width of the actors' input (D).
+    #[must_use]
+    pub fn input_width(&self) -> usize {
+        self.in_width
+    }
+
     /// Steps of every env per iteration (T).
     #[must_use]
     pub fn rollout_steps(&self) -> usize {
@@ -592,7 +665,7 @@ impl GpuPpo {
     }
 
     /// The actor network (grouped, padded widths) whose parameters
-    /// `[G][P]` the updates train.
+    /// `[policies][params]` the updates train.
     #[must_use]
     pub fn actor(&self) -> &GroupedMlp {
         &self.actor_train
@@ -610,8 +683,8 @@ impl GpuPpo {
         (&self.actor_adam, &self.critic_adam)
     }
 
-    /// Observation statistics `[G][D][3]`: count, mean, M2 per agent and
-    /// (padded) feature.
+    /// Observation statistics `[P][D][3]`: count, mean, M2 per policy and
+    /// (padded) actor input.
     #[must_use]
     pub fn observation_statistics(&self) -> &DeviceVec<f32> {
         &self.norm
@@ -631,13 +704,20 @@ impl GpuPpo {
 
     /// The loss, holding the last minibatch's inputs
     /// ([`PpoLoss::old_log_prob`], [`PpoLoss::advantages`],
-    /// [`PpoLoss::returns`], `[G][R]`).
+    /// [`PpoLoss::returns`], `[P][R]`).
     #[must_use]
     pub fn loss(&self) -> &PpoLoss {
         &self.loss
     }
 
-    /// Each action row's Xoshiro128++ stream `[G·E][4]`.
+    /// The last minibatch's Dirichlet entries `[P·R][W]`: 1 where the
+    /// gathered sample's agent uses the output.
+    #[must_use]
+    pub fn minibatch_entries(&self) -> &DeviceVec<u32> {
+        self.train_dirichlet.mask()
+    }
+
+    /// Each action row's Xoshiro128++ stream `[N·E][4]`.
     #[must_use]
     pub fn streams(&self) -> &DeviceVec<u32> {
         self.sampler.state()
@@ -650,8 +730,8 @@ impl GpuPpo {
         &self.clock
     }
 
-    /// Writes the actor's and critic's parameters (`[G][P]` each, the
-    /// grouped layout) into the networks that act and those that train.
+    /// Writes the actor's and critic's parameters (`[policies][params]`
+    /// each, the grouped layout) into the networks that act and those that train.
     ///
     /// # Errors
     /// [`GpuError::ContextMismatch`]; [`GpuError::Input`] for wrong lengths.
@@ -916,10 +996,10 @@ impl GpuPpo {
     }
 
     fn decode(&self, words: &[u32]) -> GpuIterationStats {
-        let g = self.agents;
+        let (n, g) = (self.agents, self.policies);
         let wide = |lo: u32, hi: u32| u64::from(hi) << 32 | u64::from(lo);
-        let tally: Vec<&[u32]> = words[..g * TALLY].chunks_exact(TALLY).collect();
-        let acc: Vec<f64> = words[g * TALLY..]
+        let tally: Vec<&[u32]> = words[..n * TALLY].chunks_exact(TALLY).collect();
+        let acc: Vec<f64> = words[n * TALLY..]
             .iter()
             .map(|&w| f64::from(f32::from_bits(w)))
             .collect();

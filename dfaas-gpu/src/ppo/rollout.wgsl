@@ -1,11 +1,15 @@
 // The glue of one on-device PPO iteration (dfaas_gpu::ppo): everything that
 // moves data between the env, the networks and the rollout storage, so that
-// the whole iteration is one command buffer. G = agents (one policy each),
-// E = envs, D = padded observation width, W = padded action width, T =
-// rollout steps, R = minibatch rows per policy. A row `g·E + e` is agent g in
-// env e; a sample `t·E + e` of policy g is step t of env e. The step,
-// minibatch and epoch counters live on the device (`clock`), so no kernel
-// needs an upload between dispatches.
+// the whole iteration is one command buffer. N = agents, E = envs, P =
+// policies of M agents each (independent and MAPPO: P = N, M = 1; shared:
+// P = 1, M = N), O = the env's observation width, D = the actors' input
+// width (O, or O + N with the shared layout's agent id), C = the critics'
+// (D, or with MAPPO every agent's own features in agent order), W = action
+// width, T = rollout steps, R = minibatch rows per policy. A row `a·E + e`
+// is agent a in env e; policy q holds rows q·M·E .. (q + 1)·M·E, and its
+// sample `t·M·E + c` is row `q·M·E + c` at step t. The step, minibatch and
+// epoch counters live on the device (`clock`), so no kernel needs an upload
+// between dispatches.
 
 struct Params {
     envs: u32,
@@ -21,10 +25,18 @@ struct Params {
     seed_hi: u32,
     half_bits: u32,    // h: the permutation domain is 4^h >= T·E
     beta: f32,         // team-reward weight
+    policies: u32,     // P
+    members: u32,      // M
+    policy_layout: u32, // 0 independent, 1 shared, 2 MAPPO
+    in_width: u32,     // D
+    critic_width: u32, // C
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }
+
+const SHARED: u32 = 1u;
+const MAPPO: u32 = 2u;
 
 // Words of `clock`.
 const STEP: u32 = 0u;
@@ -35,59 +47,90 @@ const ITERATION: u32 = 3u;
 // Words of `tally` per agent: reward sum (f32 bits), input (u64 lo, hi),
 // rejected (u64 lo, hi).
 const TALLY: u32 = 5u;
-// Entries of `acc` before the per-agent KL sums: policy loss, value loss,
+// Entries of `acc` before the per-policy KL sums: policy loss, value loss,
 // entropy, KL, clip fraction, grad norm, updates, non-finite flag.
 const ACC: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> degrees: array<u32>;          // [G]
-@group(0) @binding(2) var<storage, read> env_obs: array<f32>;          // [E][G][D]
-@group(0) @binding(3) var<storage, read_write> norm: array<f32>;       // [G][D][3]: count, mean, M2
-@group(0) @binding(4) var<storage, read_write> actor_in: array<f32>;   // [G][E][D]
-@group(0) @binding(5) var<storage, read_write> critic_in: array<f32>;  // [G][E][D]
-@group(0) @binding(6) var<storage, read_write> roll_obs: array<f32>;   // [T][G][E][D]
+@group(0) @binding(1) var<storage, read> degrees: array<u32>;          // [N]
+@group(0) @binding(2) var<storage, read> env_obs: array<f32>;          // [E][N][O]
+@group(0) @binding(3) var<storage, read_write> norm: array<f32>;       // [P][D][3]: count, mean, M2
+@group(0) @binding(4) var<storage, read_write> actor_in: array<f32>;   // [N·E][D]
+@group(0) @binding(5) var<storage, read_write> critic_in: array<f32>;  // [N·E][C]
+@group(0) @binding(6) var<storage, read_write> roll_obs: array<f32>;   // [T][N·E][D]
 @group(0) @binding(7) var<storage, read_write> clock: array<u32>;      // [4]
-@group(0) @binding(8) var<storage, read> samples: array<f32>;          // [G·E][W]
-@group(0) @binding(9) var<storage, read> act_alpha: array<f32>;        // [G·E][W]
-@group(0) @binding(10) var<storage, read_write> dir_actions: array<f32>; // [G·E][W]
-@group(0) @binding(11) var<storage, read_write> env_actions: array<f32>; // [E][G][W]
-@group(0) @binding(12) var<storage, read_write> roll_actions: array<f32>; // [T][G·E][W]
-@group(0) @binding(13) var<storage, read_write> roll_alpha: array<f32>;   // [T][G·E][W]
-@group(0) @binding(14) var<storage, read> act_dir_values: array<f32>;  // [G·E][3]
-@group(0) @binding(15) var<storage, read> critic_out: array<f32>;      // [G·E]
-@group(0) @binding(16) var<storage, read_write> roll_logp: array<f32>; // [T][G·E]
-@group(0) @binding(17) var<storage, read_write> gae_values: array<f32>; // [T][G·E]
-@group(0) @binding(18) var<storage, read> env_rewards: array<f32>;     // [E][G]
+@group(0) @binding(8) var<storage, read> samples: array<f32>;          // [N·E][W]
+@group(0) @binding(9) var<storage, read> act_alpha: array<f32>;        // [N·E][W]
+@group(0) @binding(10) var<storage, read_write> dir_actions: array<f32>; // [N·E][W]
+@group(0) @binding(11) var<storage, read_write> env_actions: array<f32>; // [E][N][W]
+@group(0) @binding(12) var<storage, read_write> roll_actions: array<f32>; // [T][N·E][W]
+@group(0) @binding(13) var<storage, read_write> roll_alpha: array<f32>;   // [T][N·E][W]
+@group(0) @binding(14) var<storage, read> act_dir_values: array<f32>;  // [N·E][3]
+@group(0) @binding(15) var<storage, read> critic_out: array<f32>;      // [N·E]
+@group(0) @binding(16) var<storage, read_write> roll_logp: array<f32>; // [T][N·E]
+@group(0) @binding(17) var<storage, read_write> gae_values: array<f32>; // [T][N·E]
+@group(0) @binding(18) var<storage, read> env_rewards: array<f32>;     // [E][N]
 @group(0) @binding(19) var<storage, read> env_state: array<u32>;       // [E][5]
-@group(0) @binding(20) var<storage, read_write> gae_rewards: array<f32>; // [T][G·E]
-@group(0) @binding(21) var<storage, read_write> gae_dones: array<f32>;   // [T][G·E]
-@group(0) @binding(22) var<storage, read> env_counts: array<u32>;      // [E][G][W]
-@group(0) @binding(23) var<storage, read> env_rejects: array<u32>;     // [E][G][W]
-@group(0) @binding(24) var<storage, read_write> tally: array<u32>;     // [G][TALLY]
-@group(0) @binding(25) var<storage, read_write> gae_last: array<f32>;  // [G·E]
-@group(0) @binding(26) var<storage, read> gae_advantages: array<f32>;  // [T][G·E]
-@group(0) @binding(27) var<storage, read> gae_returns: array<f32>;     // [T][G·E]
-@group(0) @binding(28) var<storage, read_write> train_actor_in: array<f32>;  // [G][R][D]
-@group(0) @binding(29) var<storage, read_write> train_critic_in: array<f32>; // [G][R][D]
-@group(0) @binding(30) var<storage, read_write> train_actions: array<f32>;   // [G·R][W]
-@group(0) @binding(31) var<storage, read_write> train_old_alpha: array<f32>; // [G·R][W]
-@group(0) @binding(32) var<storage, read_write> loss_old_logp: array<f32>;   // [G·R]
-@group(0) @binding(33) var<storage, read_write> loss_advantages: array<f32>; // [G·R]
-@group(0) @binding(34) var<storage, read_write> loss_returns: array<f32>;    // [G·R]
+@group(0) @binding(20) var<storage, read_write> gae_rewards: array<f32>; // [T][N·E]
+@group(0) @binding(21) var<storage, read_write> gae_dones: array<f32>;   // [T][N·E]
+@group(0) @binding(22) var<storage, read> env_counts: array<u32>;      // [E][N][W]
+@group(0) @binding(23) var<storage, read> env_rejects: array<u32>;     // [E][N][W]
+@group(0) @binding(24) var<storage, read_write> tally: array<u32>;     // [N][TALLY]
+@group(0) @binding(25) var<storage, read_write> gae_last: array<f32>;  // [N·E]
+@group(0) @binding(26) var<storage, read> gae_advantages: array<f32>;  // [T][N·E]
+@group(0) @binding(27) var<storage, read> gae_returns: array<f32>;     // [T][N·E]
+@group(0) @binding(28) var<storage, read_write> train_actor_in: array<f32>;  // [P][R][D]
+@group(0) @binding(29) var<storage, read_write> train_critic_in: array<f32>; // [P][R][C]
+@group(0) @binding(30) var<storage, read_write> train_actions: array<f32>;   // [P·R][W]
+@group(0) @binding(31) var<storage, read_write> train_old_alpha: array<f32>; // [P·R][W]
+@group(0) @binding(32) var<storage, read_write> loss_old_logp: array<f32>;   // [P·R]
+@group(0) @binding(33) var<storage, read_write> loss_advantages: array<f32>; // [P·R]
+@group(0) @binding(34) var<storage, read_write> loss_returns: array<f32>;    // [P·R]
 @group(0) @binding(35) var<storage, read> loss_stats: array<f32>;      // [5]
-@group(0) @binding(36) var<storage, read> group_kl: array<f32>;        // [G]
-@group(0) @binding(37) var<storage, read> clip_norms: array<f32>;      // [G]
-@group(0) @binding(38) var<storage, read_write> acc: array<f32>;       // [ACC + G]
-@group(0) @binding(39) var<storage, read_write> out: array<u32>;       // [G·TALLY + ACC + G]
+@group(0) @binding(36) var<storage, read> group_kl: array<f32>;        // [P]
+@group(0) @binding(37) var<storage, read> clip_norms: array<f32>;      // [P]
+@group(0) @binding(38) var<storage, read_write> acc: array<f32>;       // [ACC + P]
+@group(0) @binding(39) var<storage, read_write> out: array<u32>;       // [N·TALLY + ACC + P]
+@group(0) @binding(40) var<storage, read_write> train_mask: array<u32>; // [P·R][W]
 
 fn linear(wg: vec3<u32>, count: vec3<u32>, local: u32, size: u32) -> u32 {
     return (wg.y * count.x + wg.x) * size + local;
 }
 
-// Observation features agent g uses: input rates and, per neighbour, the
+// Observation features agent a uses: input rates and, per neighbour, the
 // previous forward and its rejects.
-fn features(g: u32) -> u32 {
-    return 2u + 2u * degrees[g];
+fn features(a: u32) -> u32 {
+    return 2u + 2u * degrees[a];
+}
+
+// Whether actor input f of policy q is one of its features (the others are
+// padding, 0, with no statistics): the agent's own features, or with the
+// shared layout every one of the D (the observation row and the agent id).
+fn input_used(q: u32, f: u32) -> bool {
+    if (p.policy_layout == SHARED) {
+        return f < p.in_width;
+    }
+    return f < features(q);
+}
+
+// Actor input f of row `a·E + e` before normalisation: the env's
+// observation, then (shared layout) the one-hot agent id.
+fn raw_input(a: u32, e: u32, f: u32) -> f32 {
+    if (f >= p.obs_width) {
+        return select(0.0, 1.0, f - p.obs_width == a);
+    }
+    return env_obs[(e * p.agents + a) * p.obs_width + f];
+}
+
+// Whether action entry j is one of agent a's Dirichlet entries: `[local,
+// forward_1..k, reject]` as the first k + 2 outputs, or with the shared
+// layout the first k + 1 and the last (the reject output of every agent).
+fn entry_used(a: u32, j: u32) -> bool {
+    let k = degrees[a];
+    if (p.policy_layout == SHARED) {
+        return j <= k || j == p.width - 1u;
+    }
+    return j < k + 2u;
 }
 
 // ---- Observation statistics -------------------------------------------
@@ -105,32 +148,34 @@ fn workgroup_total(local: u32) -> f32 {
     return partial[0];
 }
 
-// One workgroup per (agent, feature): this step's mean and M2 over the envs
-// (two passes, fixed order), merged into the running ones (Chan et al.).
+// One workgroup per (policy, actor input): this step's mean and M2 over
+// the policy's M·E rows (two passes, fixed order), merged into the running
+// ones (Chan et al.).
 @compute @workgroup_size(256)
 fn norm_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let g = wg.x / p.obs_width;
-    let f = wg.x % p.obs_width;
-    // Padded features keep no statistics (every invocation still reaches
+    let q = wg.x / p.in_width;
+    let f = wg.x % p.in_width;
+    // Padded inputs keep no statistics (every invocation still reaches
     // the barriers).
-    let used = f < features(g);
+    let used = input_used(q, f);
+    let columns = p.members * p.envs;
     var sum = 0.0;
-    for (var e = local; e < p.envs; e += 256u) {
-        sum += env_obs[(e * p.agents + g) * p.obs_width + f];
+    for (var c = local; c < columns; c += 256u) {
+        sum += raw_input(q * p.members + c / p.envs, c % p.envs, f);
     }
     partial[local] = sum;
-    let n_b = f32(p.envs);
+    let n_b = f32(columns);
     let mean_b = workgroup_total(local) / n_b;
     workgroupBarrier();
     var squares = 0.0;
-    for (var e = local; e < p.envs; e += 256u) {
-        let d = env_obs[(e * p.agents + g) * p.obs_width + f] - mean_b;
+    for (var c = local; c < columns; c += 256u) {
+        let d = raw_input(q * p.members + c / p.envs, c % p.envs, f) - mean_b;
         squares += d * d;
     }
     partial[local] = squares;
     let m2_b = workgroup_total(local);
     if (local == 0u && used) {
-        let at = (g * p.obs_width + f) * 3u;
+        let at = (q * p.in_width + f) * 3u;
         let n_a = norm[at];
         let n = n_a + n_b;
         let delta = mean_b - norm[at + 1u];
@@ -140,40 +185,70 @@ fn norm_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// The policy input of feature f of agent g: normalised (as the CPU's
-// RunningNorm::apply) when asked; 0 past the agent's own features.
-fn input_feature(g: u32, e: u32, f: u32) -> f32 {
-    if (f >= features(g)) {
+// Actor input f of agent a in env e: normalised with its policy's
+// statistics (as the CPU's RunningNorm::apply) when asked; 0 on padding.
+fn input_feature(a: u32, e: u32, f: u32) -> f32 {
+    let q = a / p.members;
+    if (!input_used(q, f)) {
         return 0.0;
     }
-    let x = env_obs[(e * p.agents + g) * p.obs_width + f];
+    let x = raw_input(a, e, f);
     if (p.normalize == 0u) {
         return x;
     }
-    let at = (g * p.obs_width + f) * 3u;
+    let at = (q * p.in_width + f) * 3u;
     let count = norm[at];
     let deviation = select(1.0, sqrt(norm[at + 2u] / count), count > 1.0);
     return clamp((x - norm[at + 1u]) / max(deviation, 1e-4), -10.0, 10.0);
 }
 
+// MAPPO critic input c: agent b's own feature f, where c runs over every
+// agent's own features in agent order; `vec2(b, f)`.
+fn critic_source(c: u32) -> vec2<u32> {
+    var rest = c;
+    var b = 0u;
+    loop {
+        let own = features(b);
+        if (rest < own || b + 1u == p.agents) {
+            break;
+        }
+        rest -= own;
+        b += 1u;
+    }
+    return vec2<u32>(b, rest);
+}
+
+// Invocation i (over [N·E][max(D, C)]) writes actor input i (the actors'
+// and, but with MAPPO, the critics') and, with MAPPO, critic input i.
 fn observe_into(i: u32, store: bool) {
-    let per_agent = p.envs * p.obs_width;
-    if (i >= p.agents * per_agent) {
+    let wide = max(p.in_width, p.critic_width);
+    let rows = p.agents * p.envs;
+    if (i >= rows * wide) {
         return;
     }
-    let g = i / per_agent;
-    let e = (i % per_agent) / p.obs_width;
-    let f = i % p.obs_width;
-    let x = input_feature(g, e, f);
-    actor_in[i] = x;
-    critic_in[i] = x;
-    if (store) {
-        roll_obs[clock[STEP] * p.agents * per_agent + i] = x;
+    let row = i / wide;
+    let f = i % wide;
+    let a = row / p.envs;
+    let e = row % p.envs;
+    if (f < p.in_width) {
+        let x = input_feature(a, e, f);
+        let at = row * p.in_width + f;
+        actor_in[at] = x;
+        if (p.policy_layout != MAPPO) {
+            critic_in[at] = x;
+        }
+        if (store) {
+            roll_obs[clock[STEP] * rows * p.in_width + at] = x;
+        }
+    }
+    if (p.policy_layout == MAPPO && f < p.critic_width) {
+        let source = critic_source(f);
+        critic_in[row * p.critic_width + f] = input_feature(source.x, e, source.y);
     }
 }
 
-// The networks' inputs [G][E][D] from the env's observations, kept in the
-// rollout at the current step.
+// The networks' inputs from the env's observations, the actors' kept in
+// the rollout at the current step.
 @compute @workgroup_size(64)
 fn observe(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     observe_into(linear(wg, count, local, 64u), true);
@@ -188,7 +263,9 @@ fn observe_last(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) c
 // ---- Acting -----------------------------------------------------------
 
 // Each drawn entry into the Dirichlet kernel's actions (for its
-// log-density), the rollout, and the env's action buffer [E][G][W].
+// log-density) and the rollout (output positions); and the env's action
+// buffer [E][N][W] in the env's order `[local, forward_1..k, reject]`,
+// taking the reject from the last output with the shared layout, 0 past it.
 @compute @workgroup_size(64)
 fn store_actions(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let i = linear(wg, count, local, 64u);
@@ -198,14 +275,22 @@ fn store_actions(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
     let row = i / p.width;
     let j = i % p.width;
-    let g = row / p.envs;
+    let a = row / p.envs;
     let e = row % p.envs;
     let x = samples[i];
     dir_actions[i] = x;
     let at = clock[STEP] * wide + i;
     roll_actions[at] = x;
     roll_alpha[at] = act_alpha[i];
-    env_actions[(e * p.agents + g) * p.width + j] = x;
+    let k = degrees[a];
+    var action = 0.0;
+    if (j <= k) {
+        action = x;
+    } else if (j == k + 1u) {
+        let reject = select(k + 1u, p.width - 1u, p.policy_layout == SHARED);
+        action = samples[row * p.width + reject];
+    }
+    env_actions[(e * p.agents + a) * p.width + j] = action;
 }
 
 // Each row's log-density and critic value into the rollout.
@@ -230,14 +315,14 @@ fn store_rewards(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     if (row >= rows) {
         return;
     }
-    let g = row / p.envs;
+    let agent = row / p.envs;
     let e = row % p.envs;
     var sum = 0.0;
     for (var a = 0u; a < p.agents; a++) {
         sum += env_rewards[e * p.agents + a];
     }
     let mean = sum / f32(p.agents);
-    let own = env_rewards[e * p.agents + g];
+    let own = env_rewards[e * p.agents + agent];
     let at = clock[STEP] * rows + row;
     gae_rewards[at] = (1.0 - p.beta) * own + p.beta * mean;
     gae_dones[at] = select(0.0, 1.0, env_state[e * 5u + 3u] != 0u);
@@ -337,7 +422,7 @@ fn round_key(g: u32, r: u32) -> u32 {
     return mix(k + r);
 }
 
-// Position `i` of a pseudo-random permutation of 0..n (n = T·E): a 4-round
+// Position `i` of a pseudo-random permutation of 0..n (n = T·M·E): a 4-round
 // Feistel network on 2h bits, cycle-walking until the value is below n
 // (dfaas_gpu::ppo::permuted, the host mirror).
 fn permuted(i: u32, n: u32, g: u32) -> u32 {
@@ -362,30 +447,44 @@ fn permuted(i: u32, n: u32, g: u32) -> u32 {
 
 // One invocation per (policy, row) of the minibatch: the sample at
 // permuted position `minibatch·R + row` gathered into the training
-// networks' inputs and the loss's inputs.
+// networks' inputs (with MAPPO the critic's from every agent's stored
+// inputs at the sample's step and env), its agent's Dirichlet entries, and
+// the loss's inputs.
 @compute @workgroup_size(64)
 fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) count: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let i = linear(wg, count, local, 64u);
-    if (i >= p.agents * p.rows) {
+    if (i >= p.policies * p.rows) {
         return;
     }
-    let g = i / p.rows;
+    let q = i / p.rows;
     let r = i % p.rows;
-    let samples_per_policy = p.steps * p.envs;
-    let s = permuted(clock[MINIBATCH] * p.rows + r, samples_per_policy, g);
-    let t = s / p.envs;
-    let e = s % p.envs;
+    let columns = p.members * p.envs;
+    let s = permuted(clock[MINIBATCH] * p.rows + r, p.steps * columns, q);
+    let t = s / columns;
+    let c = s % columns;
     let rows = p.agents * p.envs;
-    let src_row = t * rows + g * p.envs + e;
-    let obs_from = src_row * p.obs_width;
-    for (var f = 0u; f < p.obs_width; f++) {
+    let src_row = t * rows + q * columns + c;
+    let a = q * p.members + c / p.envs;
+    let e = c % p.envs;
+    let obs_from = src_row * p.in_width;
+    for (var f = 0u; f < p.in_width; f++) {
         let x = roll_obs[obs_from + f];
-        train_actor_in[i * p.obs_width + f] = x;
-        train_critic_in[i * p.obs_width + f] = x;
+        train_actor_in[i * p.in_width + f] = x;
+        if (p.policy_layout != MAPPO) {
+            train_critic_in[i * p.in_width + f] = x;
+        }
+    }
+    if (p.policy_layout == MAPPO) {
+        for (var f = 0u; f < p.critic_width; f++) {
+            let source = critic_source(f);
+            let at = (t * rows + source.x * p.envs + e) * p.in_width + source.y;
+            train_critic_in[i * p.critic_width + f] = roll_obs[at];
+        }
     }
     for (var j = 0u; j < p.width; j++) {
         train_actions[i * p.width + j] = roll_actions[src_row * p.width + j];
         train_old_alpha[i * p.width + j] = roll_alpha[src_row * p.width + j];
+        train_mask[i * p.width + j] = select(0u, 1u, entry_used(a, j));
     }
     loss_old_logp[i] = roll_logp[src_row];
     loss_advantages[i] = gae_advantages[src_row];
@@ -409,14 +508,14 @@ fn accumulate() {
         bad = bad || !finite(loss_stats[s]);
     }
     var norms = 0.0;
-    for (var g = 0u; g < p.agents; g++) {
-        norms += clip_norms[g];
+    for (var q = 0u; q < p.policies; q++) {
+        norms += clip_norms[q];
         if (clock[EPOCH] + 1u == p.epochs) {
-            acc[ACC + g] += group_kl[g];
+            acc[ACC + q] += group_kl[q];
         }
     }
     bad = bad || !finite(norms);
-    acc[5] += norms / f32(p.agents);
+    acc[5] += norms / f32(p.policies);
     acc[6] += 1.0;
     if (bad) {
         acc[7] = 1.0;
@@ -437,7 +536,7 @@ fn finish() {
         out[i] = tally[i];
         tally[i] = 0u;
     }
-    for (var i = 0u; i < ACC + p.agents; i++) {
+    for (var i = 0u; i < ACC + p.policies; i++) {
         out[tallies + i] = bitcast<u32>(acc[i]);
         acc[i] = 0.0;
     }

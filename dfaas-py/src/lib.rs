@@ -1,0 +1,297 @@
+//! `dfaas._dfaas`: the Rust environment for Python. A thin layer: it
+//! converts numpy arrays and raises; the PettingZoo/Gymnasium classes are
+//! pure Python (`python/dfaas`).
+//!
+//! Every Rust error becomes a Python exception carrying the Rust message:
+//! `FileNotFoundError`/`OSError` for files that cannot be read, `ValueError`
+//! for everything else (bad configuration, wrong shapes, non-finite
+//! actions). A Rust panic surfaces as pyo3's `PanicException`, never an
+//! abort.
+
+use dfaas::core::replay::{Episode, EpisodeFiles};
+use dfaas::core::stats::{Cell, StatsLayout, StatsWriter};
+use dfaas::core::{ConfigError, EnvConfig, EnvModel, StepMetrics};
+use numpy::{
+    PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::Path;
+
+/// A configuration error as the Python exception that fits it.
+fn config_error(error: &ConfigError) -> PyErr {
+    match error {
+        ConfigError::Io { message, .. } if message.contains("No such file") => {
+            PyFileNotFoundError::new_err(error.to_string())
+        }
+        ConfigError::Io { .. } => PyOSError::new_err(error.to_string()),
+        _ => PyValueError::new_err(error.to_string()),
+    }
+}
+
+/// Any other Rust error as `ValueError` with its message (and its causes).
+fn value_error(error: &dyn std::error::Error) -> PyErr {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    PyValueError::new_err(message)
+}
+
+/// A built environment model: topology, performance tables, traces.
+#[pyclass(module = "dfaas._dfaas", frozen)]
+struct Model {
+    model: EnvModel,
+}
+
+impl Model {
+    fn build(config: &EnvConfig) -> PyResult<Self> {
+        let built = config.build().map_err(|e| config_error(&e))?;
+        let model = EnvModel::new(&built).map_err(|e| config_error(&e))?;
+        Ok(Self { model })
+    }
+}
+
+#[pymethods]
+impl Model {
+    /// The embedded default scenario (3 agents, seconds regime).
+    #[staticmethod]
+    fn default() -> PyResult<Self> {
+        Self::build(&dfaas::default_config())
+    }
+
+    /// A configuration file (JSON when the name ends in `.json`, else
+    /// YAML) with the reference's keys.
+    #[staticmethod]
+    fn from_file(path: &str) -> PyResult<Self> {
+        Self::build(&EnvConfig::from_file(path).map_err(|e| config_error(&e))?)
+    }
+
+    /// A configuration as JSON text with the reference's keys.
+    #[staticmethod]
+    fn from_json(text: &str) -> PyResult<Self> {
+        Self::build(&EnvConfig::from_json(text).map_err(|e| config_error(&e))?)
+    }
+
+    /// A recorded episode in the conformance vectors' format (a folder
+    /// with `config.yaml`, `input_rate.csv`, `bandwidth.csv`,
+    /// `actions.csv`): the model with its input rates and bandwidths as
+    /// static traces and the reference's f64 reject rule, and its actions
+    /// `[steps, agents, action_width]`.
+    #[staticmethod]
+    fn from_episode<'py>(
+        py: Python<'py>,
+        folder: &str,
+    ) -> PyResult<(Self, Bound<'py, PyArray3<f32>>)> {
+        let episode = Episode::load(&EpisodeFiles::in_folder(Path::new(folder)))
+            .map_err(|e| config_error(&e))?;
+        let model = EnvModel::new(&episode.built).map_err(|e| config_error(&e))?;
+        let (n, w) = (model.num_agents(), model.action_width());
+        let steps = episode.actions.len() / (n * w);
+        let actions = PyArray1::from_slice(py, &episode.actions).reshape([steps, n, w])?;
+        Ok((Self { model }, actions))
+    }
+
+    /// Agent names, in agent order.
+    fn agents(&self) -> Vec<String> {
+        self.model.built().topology().names().to_vec()
+    }
+
+    /// Names of agent `agent`'s neighbours, in neighbour order (the order
+    /// of its forward entries and observation features).
+    fn neighbours(&self, agent: usize) -> PyResult<Vec<String>> {
+        let topology = self.model.built().topology();
+        if agent >= topology.names().len() {
+            return Err(PyValueError::new_err(format!(
+                "agent index {agent} out of range (the model has {} agents)",
+                topology.names().len()
+            )));
+        }
+        Ok(topology
+            .neighbours(agent)
+            .iter()
+            .map(|&b| topology.names()[b as usize].clone())
+            .collect())
+    }
+
+    /// Entries per agent of the padded observation rows.
+    #[getter]
+    fn obs_width(&self) -> usize {
+        self.model.obs_width()
+    }
+
+    /// Entries per agent of the padded action rows (`2 + max degree`).
+    #[getter]
+    fn action_width(&self) -> usize {
+        self.model.action_width()
+    }
+
+    /// Steps per episode.
+    #[getter]
+    fn max_steps(&self) -> usize {
+        self.model.max_steps()
+    }
+
+    /// Largest input rate an agent can receive (requests per step).
+    #[getter]
+    fn max_input_rate(&self) -> u32 {
+        self.model.max_input_rate()
+    }
+}
+
+/// One environment: `dfaas_core::Env`, with the episode's per-step
+/// metrics kept for [`Env::stats`] and [`Env::write_stats_csv`].
+#[pyclass(module = "dfaas._dfaas")]
+struct Env {
+    env: dfaas::core::Env,
+    agents: usize,
+    obs_width: usize,
+    /// The current episode's steps.
+    episode: Vec<StepMetrics>,
+}
+
+#[pymethods]
+impl Env {
+    #[new]
+    fn new(model: &Model) -> Self {
+        let model = model.model.clone();
+        Self {
+            agents: model.num_agents(),
+            obs_width: model.obs_width(),
+            env: dfaas::core::Env::new(model),
+            episode: Vec::new(),
+        }
+    }
+
+    /// Starts an episode: `seed` reseeds the master stream (`None`:
+    /// continue it), `episode_seed` overrides the episode's own seed (the
+    /// reference's `override_seed`). Returns the observations
+    /// `[agents, obs_width]`.
+    #[pyo3(signature = (seed=None, episode_seed=None))]
+    fn reset<'py>(
+        &mut self,
+        py: Python<'py>,
+        seed: Option<u64>,
+        episode_seed: Option<u32>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let obs = match episode_seed {
+            Some(e) => self.env.reset_with_episode_seed(e, seed),
+            None => self.env.reset(seed),
+        }
+        .map_err(|e| value_error(&e))?;
+        let obs = PyArray1::from_slice(py, obs).reshape([self.agents, self.obs_width]);
+        self.episode.clear();
+        obs
+    }
+
+    /// One step with `actions` `[agents, action_width]` (float32, each row
+    /// `[local, forward_1..k, reject, padding]`; off-simplex rows follow
+    /// the environment's documented rule). Returns `(observations
+    /// [agents, obs_width], rewards [agents], done)`.
+    #[allow(clippy::type_complexity)]
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        actions: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>, bool)> {
+        let width = self.env.model().action_width();
+        let shape = actions.shape();
+        if shape != [self.agents, width] {
+            return Err(PyValueError::new_err(format!(
+                "actions: shape {shape:?}, expected [{}, {width}] (agents × action width)",
+                self.agents
+            )));
+        }
+        let outcome = self
+            .env
+            .step(actions.as_slice()?)
+            .map_err(|e| value_error(&e))?;
+        let obs = PyArray1::from_slice(py, outcome.observations)
+            .reshape([self.agents, self.obs_width])?;
+        let rewards = PyArray1::from_slice(py, outcome.rewards);
+        let done = outcome.done;
+        self.episode.push(self.env.metrics().clone());
+        Ok((obs, rewards, done))
+    }
+
+    /// The current episode's per-step metrics as the reference's stats
+    /// table: a dict of equal-length columns, one row per (step, agent) —
+    /// `step` (int64), `agent` (names), then every column of its
+    /// `stats.csv` in its order (float64; NaN where the reference leaves
+    /// the cell empty).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let model = self.env.model();
+        let layout = StatsLayout::new(model);
+        let names: Vec<&str> = layout.names().collect();
+        let agent_names = model.built().topology().names();
+        let rows = self.episode.len() * self.agents;
+        let mut steps = Vec::with_capacity(rows);
+        let mut agents = Vec::with_capacity(rows);
+        let mut columns = vec![Vec::with_capacity(rows); names.len()];
+        for metrics in &self.episode {
+            for (a, name) in agent_names.iter().enumerate() {
+                steps.push(metrics.step as i64);
+                agents.push(name.clone());
+                for (column, cell) in columns.iter_mut().zip(layout.row(model, metrics, a)) {
+                    column.push(match cell {
+                        Cell::Int(v) => v as f64,
+                        Cell::Float(v) => v,
+                        Cell::Empty => f64::NAN,
+                    });
+                }
+            }
+        }
+        let out = PyDict::new(py);
+        out.set_item("step", PyArray1::from_vec(py, steps))?;
+        out.set_item("agent", agents)?;
+        for (name, column) in names.iter().zip(columns) {
+            out.set_item(*name, PyArray1::from_vec(py, column))?;
+        }
+        Ok(out)
+    }
+
+    /// Writes the current episode's `stats.csv` (the reference's format)
+    /// to `path`, atomically.
+    fn write_stats_csv(&self, path: &str) -> PyResult<()> {
+        let model = self.env.model();
+        dfaas::io::write_atomically(Path::new(path), |out| {
+            let mut writer = StatsWriter::new(model, out)?;
+            for metrics in &self.episode {
+                writer.write_step(model, metrics)?;
+            }
+            writer.finish().map(drop)
+        })
+        .map_err(|e| PyOSError::new_err(format!("{path}: {e}")))
+    }
+
+    /// Step index within the episode (`max_steps` when it is over).
+    #[getter]
+    fn step_index(&self) -> usize {
+        self.env.step_index()
+    }
+
+    /// The seed of the current episode.
+    #[getter]
+    fn episode_seed(&self) -> u32 {
+        self.env.episode_seed()
+    }
+}
+
+/// Panics inside Rust, for the test that a panic reaches Python as an
+/// exception (pyo3's `PanicException`) and not as an abort.
+#[pyfunction]
+fn _panic_for_tests() {
+    panic!("a Rust panic, raised on purpose by dfaas._dfaas._panic_for_tests");
+}
+
+#[pymodule]
+fn _dfaas(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Model>()?;
+    module.add_class::<Env>()?;
+    module.add_function(wrap_pyfunction!(_panic_for_tests, module)?)?;
+    Ok(())
+}

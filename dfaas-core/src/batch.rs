@@ -85,6 +85,9 @@ pub struct BatchEnv {
     evaluation_seeds: Vec<u32>,
     evaluation_cursor: Vec<usize>,
     obs: Vec<f32>,
+    /// Terminal observations of the envs whose episode ended at the last
+    /// step, `[env][agent][obs_width]` (auto-reset only).
+    final_obs: Vec<f32>,
     rewards: Vec<f32>,
     dones: Vec<bool>,
     started: bool,
@@ -126,6 +129,11 @@ impl BatchEnv {
             evaluation_seeds: Vec::new(),
             evaluation_cursor: (0..num_envs).collect(),
             obs: vec![0.0; num_envs * n * model.obs_width()],
+            final_obs: if auto_reset {
+                vec![0.0; num_envs * n * model.obs_width()]
+            } else {
+                Vec::new()
+            },
             rewards: vec![0.0; num_envs * n],
             dones: vec![false; num_envs],
             started: false,
@@ -347,6 +355,18 @@ impl BatchEnv {
         &self.dones
     }
 
+    /// The terminal observations `[env][agent][obs_width]` of the envs
+    /// whose episode ended at the last step (`dones()[i]`; their
+    /// [`BatchEnv::observations`] already hold the next episode's first):
+    /// the last input rate as both `input_rate` and `prev_input_rate`, the
+    /// last step's forwards and forward rejects — what [`crate::Env`]
+    /// returns after its last step. Rows of other envs hold the terminal
+    /// observation of their previous episode, or zeros.
+    #[must_use]
+    pub fn final_observations(&self) -> &[f32] {
+        &self.final_obs
+    }
+
     /// Current step of env `i` within its episode.
     #[must_use]
     pub fn step_index(&self, i: usize) -> usize {
@@ -535,6 +555,11 @@ impl BatchEnv {
         self.steps[i] = next;
         self.dones[i] = next == s;
         if next == s && self.auto_reset {
+            // Keep the terminal observation before the next episode's first.
+            self.write_observation(i, s - 1, s - 1);
+            let ow = self.model.obs_width;
+            let rows = i * n * ow..(i + 1) * n * ow;
+            self.final_obs[rows.clone()].copy_from_slice(&self.obs[rows]);
             let reset = self.reset_env(i, None, None);
             self.dones[i] = true;
             if reset.is_err() {

@@ -190,7 +190,8 @@ proptest! {
             e.reset(Some(env_master_seed(seed, i as u64))).unwrap();
             t.reset(Some(env_master_seed(seed, i as u64))).unwrap();
         }
-        // Two and a half episodes, crossing auto-resets.
+        // Two and a half episodes, crossing auto-resets (with their terminal
+        // observations).
         for step in 0..(2 * built.max_steps() + built.max_steps() / 2 + 1) {
             let per_env: Vec<Vec<f32>> = (0..num_envs).map(|i| actions_for(&model, &s.actions, step * 3 + i)).collect();
             batch.step(&per_env.concat()).unwrap();
@@ -203,6 +204,8 @@ proptest! {
                 prop_assert_eq!(&batch.rewards()[i * n..(i + 1) * n], &rewards[..]);
                 prop_assert_eq!(batch.dones()[i], done);
                 if done {
+                    // The terminal observation, kept across the auto-reset.
+                    prop_assert_eq!(&batch.final_observations()[i * n * ow..(i + 1) * n * ow], singles[i].observations());
                     singles[i].reset(None).unwrap();
                     twins[i].reset(None).unwrap();
                 }

@@ -281,6 +281,79 @@ impl Env {
     }
 }
 
+/// `num_envs` environments stepped together with auto-reset:
+/// `dfaas_core::BatchEnv`.
+#[pyclass(module = "dfaas._dfaas")]
+struct BatchEnv {
+    batch: dfaas::core::BatchEnv,
+    shape: [usize; 3],
+}
+
+#[pymethods]
+impl BatchEnv {
+    #[new]
+    fn new(model: &Model, num_envs: usize) -> PyResult<Self> {
+        let model = model.model.clone();
+        let shape = [num_envs, model.num_agents(), model.obs_width()];
+        if num_envs == 0 {
+            return Err(PyValueError::new_err("num_envs: must be > 0, got 0"));
+        }
+        let batch = dfaas::core::BatchEnv::new(model, num_envs).map_err(|e| value_error(&e))?;
+        Ok(Self { batch, shape })
+    }
+
+    /// Resets every env (env `i` from the master seed derived from `seed`
+    /// and `i`); returns the observations `[envs, agents, obs_width]`.
+    fn reset<'py>(&mut self, py: Python<'py>, seed: u64) -> PyResult<Bound<'py, PyArray3<f32>>> {
+        let obs = self.batch.reset(seed).map_err(|e| value_error(&e))?;
+        PyArray1::from_slice(py, obs).reshape(self.shape)
+    }
+
+    /// One step of every env with `actions` `[envs, agents, action_width]`
+    /// (float32). Envs whose episode ends start their next one in the same
+    /// step. Returns `(observations [envs, agents, obs_width], rewards
+    /// [envs, agents], dones [envs], final observations [envs, agents,
+    /// obs_width])` — the final observations are the terminal ones of the
+    /// envs that are done (other rows are stale).
+    #[allow(clippy::type_complexity)]
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        actions: numpy::PyReadonlyArray3<'py, f32>,
+    ) -> PyResult<(
+        Bound<'py, PyArray3<f32>>,
+        Bound<'py, PyArray2<f32>>,
+        Bound<'py, PyArray1<bool>>,
+        Bound<'py, PyArray3<f32>>,
+    )> {
+        let [envs, agents, _] = self.shape;
+        let width = self.batch.model().action_width();
+        let shape = actions.shape();
+        if shape != [envs, agents, width] {
+            return Err(PyValueError::new_err(format!(
+                "actions: shape {shape:?}, expected [{envs}, {agents}, {width}] (envs × agents × action width)"
+            )));
+        }
+        self.batch
+            .step(actions.as_slice()?)
+            .map_err(|e| value_error(&e))?;
+        let obs = PyArray1::from_slice(py, self.batch.observations()).reshape(self.shape)?;
+        let rewards = PyArray1::from_slice(py, self.batch.rewards()).reshape([envs, agents])?;
+        let dones = PyArray1::from_slice(py, self.batch.dones());
+        let finals =
+            PyArray1::from_slice(py, self.batch.final_observations()).reshape(self.shape)?;
+        Ok((obs, rewards, dones, finals))
+    }
+
+    /// The seed of each env's current episode (the reference's
+    /// `override_seed` reproduces it in a single env).
+    fn episode_seeds(&self) -> Vec<u32> {
+        (0..self.shape[0])
+            .map(|i| self.batch.episode_seed(i))
+            .collect()
+    }
+}
+
 /// Panics inside Rust, for the test that a panic reaches Python as an
 /// exception (pyo3's `PanicException`) and not as an abort.
 #[pyfunction]
@@ -292,6 +365,7 @@ fn _panic_for_tests() {
 fn _dfaas(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Model>()?;
     module.add_class::<Env>()?;
+    module.add_class::<BatchEnv>()?;
     module.add_function(wrap_pyfunction!(_panic_for_tests, module)?)?;
     Ok(())
 }

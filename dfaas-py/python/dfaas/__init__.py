@@ -3,11 +3,14 @@
 ``dfaas.ParallelEnv`` is a PettingZoo ``ParallelEnv`` over the Rust
 ``dfaas_core::Env``: each edge node is an agent that, every step, splits
 its incoming requests into local / forward-to-each-neighbour / reject.
+``dfaas.VectorEnv`` steps many of them in one Rust ``BatchEnv`` with
+Gymnasium's vector conventions (arrays ``[envs, agents, ...]``).
 The Rust extension (``dfaas._dfaas``) steps the environment; this layer
 only builds the spaces and the dictionaries PettingZoo expects.
 """
 
 from dfaas._dfaas import Model
 from dfaas.env import ParallelEnv, load_model
+from dfaas.vector import VectorEnv
 
-__all__ = ["Model", "ParallelEnv", "load_model"]
+__all__ = ["Model", "ParallelEnv", "VectorEnv", "load_model"]

@@ -313,8 +313,9 @@ impl BatchEnv {
     /// (float32). Envs whose episode ends start their next one in the same
     /// step. Returns `(observations [envs, agents, obs_width], rewards
     /// [envs, agents], dones [envs], final observations [envs, agents,
-    /// obs_width])` — the final observations are the terminal ones of the
-    /// envs that are done (other rows are stale).
+    /// obs_width] or None)` — the final observations, only when an env is
+    /// done, are the terminal ones of the envs that are (other rows are
+    /// stale).
     #[allow(clippy::type_complexity)]
     fn step<'py>(
         &mut self,
@@ -324,7 +325,7 @@ impl BatchEnv {
         Bound<'py, PyArray3<f32>>,
         Bound<'py, PyArray2<f32>>,
         Bound<'py, PyArray1<bool>>,
-        Bound<'py, PyArray3<f32>>,
+        Option<Bound<'py, PyArray3<f32>>>,
     )> {
         let [envs, agents, _] = self.shape;
         let width = self.batch.model().action_width();
@@ -340,9 +341,36 @@ impl BatchEnv {
         let obs = PyArray1::from_slice(py, self.batch.observations()).reshape(self.shape)?;
         let rewards = PyArray1::from_slice(py, self.batch.rewards()).reshape([envs, agents])?;
         let dones = PyArray1::from_slice(py, self.batch.dones());
-        let finals =
-            PyArray1::from_slice(py, self.batch.final_observations()).reshape(self.shape)?;
+        let finals = if self.batch.dones().contains(&true) {
+            Some(PyArray1::from_slice(py, self.batch.final_observations()).reshape(self.shape)?)
+        } else {
+            None
+        };
         Ok((obs, rewards, dones, finals))
+    }
+
+    /// Steps every env `steps` times with the same `actions` `[envs,
+    /// agents, action_width]` and returns nothing: the Rust batch's own
+    /// rate, without Python's per-step work (for benchmarks beside
+    /// [`BatchEnv::step`]).
+    fn step_repeatedly(
+        &mut self,
+        actions: numpy::PyReadonlyArray3<'_, f32>,
+        steps: usize,
+    ) -> PyResult<()> {
+        let [envs, agents, _] = self.shape;
+        let width = self.batch.model().action_width();
+        if actions.shape() != [envs, agents, width] {
+            return Err(PyValueError::new_err(format!(
+                "actions: shape {:?}, expected [{envs}, {agents}, {width}]",
+                actions.shape()
+            )));
+        }
+        let actions = actions.as_slice()?;
+        for _ in 0..steps {
+            self.batch.step(actions).map_err(|e| value_error(&e))?;
+        }
+        Ok(())
     }
 
     /// The seed of each env's current episode (the reference's

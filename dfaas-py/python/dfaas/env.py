@@ -160,7 +160,6 @@ class ParallelEnv(_PettingZooParallelEnv):
         out = {}
         for agent in self.agents:
             row = rows[self._index[agent]]
-            out[agent] = {
-                key: row[j : j + 1].copy() for j, key in enumerate(self._keys[agent])
-            }
+            # Views of `rows`, a new array every step: nothing aliases.
+            out[agent] = {key: row[j : j + 1] for j, key in enumerate(self._keys[agent])}
         return out

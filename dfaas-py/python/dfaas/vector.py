@@ -7,12 +7,18 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
 from gymnasium.vector import VectorEnv as _GymnasiumVectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dfaas._dfaas import BatchEnv as _BatchEnv
 from dfaas.env import DEFAULT_SEED, ConfigLike, load_model
+
+try:
+    from gymnasium.vector import AutoresetMode
+
+    SAME_STEP = AutoresetMode.SAME_STEP
+except ImportError:  # gymnasium 1.0 (the one Ray 2.40 pins) names no modes yet
+    SAME_STEP = "same-step"
 
 
 class VectorEnv(_GymnasiumVectorEnv):
@@ -44,7 +50,7 @@ class VectorEnv(_GymnasiumVectorEnv):
     seed + 1 (the first: ``DEFAULT_SEED``).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata = {"autoreset_mode": SAME_STEP}
 
     def __init__(self, config: ConfigLike = None, num_envs: int = 1) -> None:
         self.model = load_model(config)
@@ -79,7 +85,7 @@ class VectorEnv(_GymnasiumVectorEnv):
         actions = np.ascontiguousarray(actions, dtype=np.float32)
         obs, rewards, dones, finals = self._batch.step(actions)
         infos = {}
-        if dones.any():
+        if finals is not None:
             finals[~dones] = 0.0
             infos["final_obs"] = finals
             infos["_final_obs"] = dones.copy()

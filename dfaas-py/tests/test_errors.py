@@ -31,11 +31,11 @@ def test_a_config_of_the_wrong_type_is_a_type_error():
 def test_actions_of_the_wrong_shape_or_agent_are_value_errors():
     env = dfaas.ParallelEnv({"network": ["a b"]})
     env.reset(seed=1)
-    with pytest.raises(ValueError, match="expected 3"):
+    with pytest.raises(ValueError, match=r"expected \(3,\)"):
         env.step({"a": [0.5, 0.5], "b": [1.0, 0.0, 0.0]})
     with pytest.raises(ValueError, match="missing"):
         env.step({"a": [1.0, 0.0, 0.0]})
-    with pytest.raises(ValueError, match="unknown agent"):
+    with pytest.raises(ValueError, match="unknown agents"):
         env.step({"a": [1, 0, 0], "b": [1, 0, 0], "z": [1, 0, 0]})
 
 

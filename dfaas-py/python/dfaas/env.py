@@ -70,7 +70,6 @@ class ParallelEnv(_PettingZooParallelEnv):
         self.render_mode = None
         self.possible_agents = list(self.model.agents())
         self.agents = []
-        self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self._neighbours = [
             list(self.model.neighbours(i)) for i in range(len(self.possible_agents))
         ]
@@ -90,6 +89,8 @@ class ParallelEnv(_PettingZooParallelEnv):
             self._action_spaces[agent] = spaces.Box(
                 0.0, 1.0, shape=(len(neighbours) + 2,), dtype=np.float32
             )
+        self._agent_set = frozenset(self.possible_agents)
+        self._widths = [len(n) + 2 for n in self._neighbours]
         self._actions = np.zeros(
             (len(self.possible_agents), self.model.action_width), dtype=np.float32
         )
@@ -116,28 +117,27 @@ class ParallelEnv(_PettingZooParallelEnv):
     def step(self, actions: Mapping[str, Any]):
         if not self.agents:
             raise ValueError("step after the episode ended: call reset first")
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(f"actions: missing for agents {missing}")
-        self._actions.fill(0.0)
-        for agent, action in actions.items():
-            if agent not in self._index:
-                raise ValueError(f"actions: unknown agent {agent!r}")
-            i = self._index[agent]
-            row = np.asarray(action, dtype=np.float32).reshape(-1)
-            width = len(self._neighbours[i]) + 2
-            if row.shape != (width,):
+        if actions.keys() != self._agent_set:
+            missing = [a for a in self.agents if a not in actions]
+            unknown = [a for a in actions if a not in self._agent_set]
+            raise ValueError(f"actions: missing for agents {missing}, unknown agents {unknown}")
+        buffer = self._actions
+        for i, agent in enumerate(self.possible_agents):
+            action = actions[agent]
+            width = self._widths[i]
+            if np.ndim(action) != 1 or len(action) != width:
                 raise ValueError(
-                    f"actions[{agent!r}]: {row.shape[0]} entries, expected {width}"
+                    f"actions[{agent!r}]: shape {np.shape(action)}, expected ({width},)"
                     " ([local, forward to each neighbour, reject])"
                 )
-            self._actions[i, :width] = row
-        rows, rewards, done = self._env.step(self._actions)
-        observations = self._observations(rows)
+            # Entries past `width` stay 0 (padding the Rust step ignores).
+            buffer[i, :width] = action
+        rows, rewards, done = self._env.step(buffer)
         agents = self.agents
-        reward = {a: float(rewards[self._index[a]]) for a in agents}
-        terminations = {a: bool(done) for a in agents}
-        truncations = {a: False for a in agents}
+        observations = self._observations(rows)
+        reward = dict(zip(agents, rewards.tolist()))
+        terminations = dict.fromkeys(agents, done)
+        truncations = dict.fromkeys(agents, False)
         infos = {a: {} for a in agents}
         if done:
             self.agents = []
@@ -157,9 +157,10 @@ class ParallelEnv(_PettingZooParallelEnv):
         self._env.write_stats_csv(os.fspath(path))
 
     def _observations(self, rows: np.ndarray) -> dict:
-        out = {}
-        for agent in self.agents:
-            row = rows[self._index[agent]]
-            # Views of `rows`, a new array every step: nothing aliases.
-            out[agent] = {key: row[j : j + 1] for j, key in enumerate(self._keys[agent])}
-        return out
+        # Views of `rows` (a new array every step: nothing aliases), each
+        # entry of shape (1,).
+        entries = rows[:, :, None]
+        return {
+            agent: {key: entries[i, j] for j, key in enumerate(self._keys[agent])}
+            for i, agent in enumerate(self.agents)
+        }

@@ -5,7 +5,7 @@
 //! their order, the same on every backend, read top to bottom: `sample`
 //! (act, step × `rollout_steps`) → `targets` (bootstrap, GAE, advantage
 //! standardisation) → `update` (per epoch a shuffle, then its minibatches)
-//! → the summary. [`train_iteration`] adds the schedule around it, also
+//! → the summary. `train_iteration` (crate-private) adds the schedule around it, also
 //! shared: the counters, the entropy decay, the KL adaptation and the
 //! iteration's metrics.
 //!

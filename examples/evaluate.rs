@@ -90,18 +90,32 @@ fn main() -> Result<()> {
         args.episodes
     );
     for r in &results {
+        let o = &r.outcomes;
         println!(
             "\n{}: mean reward {:.4}, rejected {:.2} %, local {:.2} %, forwarded {:.2} %",
             r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
         );
         println!(
-            "  {:<10} {:>11} {:>8} {:>10} {:>9}",
-            "agent", "mean_reward", "local_%", "forward_%", "reject_%"
+            "  served {:.2} % (locally {:.2} %, by a neighbour {:.2} %); rejected by the policy {:.2} %, by overload at the node {:.2} %, at the neighbour {:.2} %",
+            o.served_pct(),
+            o.served_local_pct,
+            o.served_neighbour_pct,
+            o.rejected_by_policy_pct,
+            o.rejected_local_overload_pct,
+            o.rejected_neighbour_overload_pct
+        );
+        println!(
+            "  {:<10} {:>11} {:>8} {:>10} {:>9} {:>9}",
+            "agent", "mean_reward", "local_%", "forward_%", "reject_%", "served_%"
         );
         for (name, a) in names.iter().zip(&r.per_agent) {
             println!(
-                "  {name:<10} {:>11.4} {:>8.2} {:>10.2} {:>9.2}",
-                a.mean_reward, a.local_pct, a.forward_pct, a.reject_pct
+                "  {name:<10} {:>11.4} {:>8.2} {:>10.2} {:>9.2} {:>9.2}",
+                a.mean_reward,
+                a.local_pct,
+                a.forward_pct,
+                a.reject_pct,
+                a.outcomes.served_pct()
             );
         }
     }

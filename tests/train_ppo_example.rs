@@ -105,6 +105,27 @@ fn same_seed_same_run_and_resume_after_a_kill_matches() {
         8,
         "header + ppo + 5 baselines + upper bound:\n{table}"
     );
+    // Every row's outcomes: the served and rejected shares add up to 100,
+    // and the rejected ones to reject_pct.
+    let mut rows = table.lines().map(|l| l.split(',').collect::<Vec<_>>());
+    let header = rows.next().unwrap();
+    let column = |name: &str| header.iter().position(|&c| c == name).unwrap();
+    for row in rows {
+        let value = |name: &str| row[column(name)].parse::<f64>().unwrap();
+        let rejected = value("reject_policy_pct")
+            + value("reject_local_overload_pct")
+            + value("reject_neighbour_overload_pct");
+        assert!(
+            (value("served_pct") + rejected - 100.0).abs() < 1e-3,
+            "{row:?}"
+        );
+        assert!((rejected - value("reject_pct")).abs() < 1e-3, "{row:?}");
+        assert!(
+            (value("served_local_pct") + value("served_neighbour_pct") - value("served_pct")).abs()
+                < 1e-3,
+            "{row:?}"
+        );
+    }
     for policy in ["ppo", "all_local", "node_margin"] {
         for episode in 0..2 {
             let stats =

@@ -287,7 +287,7 @@ impl Controller for NodeMargin {
 pub fn upper_bound(
     env: &mut dfaas_core::BatchEnv,
 ) -> Result<crate::controller::Evaluation, EvaluateError> {
-    use crate::controller::{AgentShare, Evaluation};
+    use crate::controller::{AgentShare, Evaluation, Outcomes};
     let model = env.model().clone();
     let n = model.num_agents();
     let mut params = *model.perf_table(0).params();
@@ -334,11 +334,19 @@ pub fn upper_bound(
     } else {
         100.0 * rejected as f64 / input as f64
     };
+    // One node of pooled capacity: everything is served there or rejected
+    // by its overload.
+    let outcomes = Outcomes {
+        served_local_pct: 100.0 - reject_pct,
+        rejected_local_overload_pct: reject_pct,
+        ..Outcomes::default()
+    };
     let share = AgentShare {
         mean_reward,
         local_pct: 100.0,
         forward_pct: 0.0,
         reject_pct,
+        outcomes,
     };
     Ok(Evaluation {
         policy: "upper_bound".into(),
@@ -346,6 +354,7 @@ pub fn upper_bound(
         reject_pct,
         local_pct: 100.0,
         forward_pct: 0.0,
+        outcomes,
         per_agent: vec![share; n],
     })
 }

@@ -59,8 +59,36 @@ pub struct Evaluation {
     pub local_pct: f64,
     /// Requests the split forwarded, % of input.
     pub forward_pct: f64,
-    /// Per agent: (mean reward, local %, forward %, reject %).
+    /// Where the arriving requests went (served where, rejected why).
+    pub outcomes: Outcomes,
+    /// Per agent: (mean reward, local %, forward %, reject %, outcomes).
     pub per_agent: Vec<AgentShare>,
+}
+
+/// Where arriving requests went, in % of them: served at their node or by
+/// the neighbour they were forwarded to, or rejected — by the policy's own
+/// reject action, by overload at their node, or by overload at the
+/// neighbour. The five add up to 100 (for input > 0).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Outcomes {
+    /// Kept local and served there.
+    pub served_local_pct: f64,
+    /// Forwarded and served by the neighbour.
+    pub served_neighbour_pct: f64,
+    /// Rejected by the split's reject entry.
+    pub rejected_by_policy_pct: f64,
+    /// Kept local and rejected by the node's overload.
+    pub rejected_local_overload_pct: f64,
+    /// Forwarded and rejected by the neighbour's overload.
+    pub rejected_neighbour_overload_pct: f64,
+}
+
+impl Outcomes {
+    /// Served (at the node or by a neighbour), % of the arriving requests.
+    #[must_use]
+    pub fn served_pct(&self) -> f64 {
+        self.served_local_pct + self.served_neighbour_pct
+    }
 }
 
 /// One agent's share of an evaluation.
@@ -75,6 +103,8 @@ pub struct AgentShare {
     /// % of its input rejected (its reject action + model rejects of its
     /// local and forwarded requests).
     pub reject_pct: f64,
+    /// Where its input went.
+    pub outcomes: Outcomes,
 }
 
 /// Running sums while stepping.
@@ -86,6 +116,12 @@ pub struct Tally {
     local: Vec<u64>,
     forward: Vec<u64>,
     rejected: Vec<u64>,
+    /// Per agent: local requests rejected by the node's overload.
+    local_overload: Vec<u64>,
+    /// Per agent: forwarded requests rejected by the neighbours' overload.
+    neighbour_overload: Vec<u64>,
+    /// Per agent: requests of the split's reject entry.
+    policy_rejects: Vec<u64>,
 }
 
 impl Tally {
@@ -99,6 +135,9 @@ impl Tally {
             local: vec![0; agents],
             forward: vec![0; agents],
             rejected: vec![0; agents],
+            local_overload: vec![0; agents],
+            neighbour_overload: vec![0; agents],
+            policy_rejects: vec![0; agents],
         }
     }
 
@@ -116,6 +155,9 @@ impl Tally {
             self.rejected[a] += u64::from(split[k + 1])
                 + u64::from(m.incoming_rate_local_reject[a])
                 + u64::from(m.forward_reject_rate[a]);
+            self.policy_rejects[a] += u64::from(split[k + 1]);
+            self.local_overload[a] += u64::from(m.incoming_rate_local_reject[a]);
+            self.neighbour_overload[a] += u64::from(m.forward_reject_rate[a]);
         }
     }
 
@@ -165,16 +207,33 @@ impl Tally {
         pct(self.rejected.iter().sum(), self.input.iter().sum())
     }
 
+    /// The outcomes of the requests of the agents `agents`.
+    fn outcomes(&self, agents: core::ops::Range<usize>) -> Outcomes {
+        let sum = |v: &[u64]| -> u64 { v[agents.clone()].iter().sum() };
+        let input = sum(&self.input);
+        let (local_overload, neighbour_overload) =
+            (sum(&self.local_overload), sum(&self.neighbour_overload));
+        Outcomes {
+            served_local_pct: pct(sum(&self.local) - local_overload, input),
+            served_neighbour_pct: pct(sum(&self.forward) - neighbour_overload, input),
+            rejected_by_policy_pct: pct(sum(&self.policy_rejects), input),
+            rejected_local_overload_pct: pct(local_overload, input),
+            rejected_neighbour_overload_pct: pct(neighbour_overload, input),
+        }
+    }
+
     /// The evaluation summary under `policy`'s name.
     #[must_use]
     pub fn summary(&self, policy: &str) -> Evaluation {
+        let n = self.reward.len();
         let total: u64 = self.input.iter().sum();
-        let per_agent = (0..self.reward.len())
+        let per_agent = (0..n)
             .map(|a| AgentShare {
                 mean_reward: self.reward[a] / self.steps.max(1) as f64,
                 local_pct: pct(self.local[a], self.input[a]),
                 forward_pct: pct(self.forward[a], self.input[a]),
                 reject_pct: pct(self.rejected[a], self.input[a]),
+                outcomes: self.outcomes(a..a + 1),
             })
             .collect();
         Evaluation {
@@ -183,6 +242,7 @@ impl Tally {
             reject_pct: self.reject_pct(),
             local_pct: pct(self.local.iter().sum(), total),
             forward_pct: pct(self.forward.iter().sum(), total),
+            outcomes: self.outcomes(0..n),
             per_agent,
         }
     }
@@ -277,7 +337,10 @@ pub fn evaluate_with(
 }
 
 /// Writes `evaluation.csv` atomically: one row per evaluation, columns
-/// `policy,mean_reward,reject_pct,local_pct,forward_pct`.
+/// `policy,mean_reward,reject_pct,local_pct,forward_pct`, then the
+/// [`Outcomes`]: `served_pct,served_local_pct,served_neighbour_pct,
+/// reject_policy_pct,reject_local_overload_pct,reject_neighbour_overload_pct`
+/// (all in % of the arriving requests).
 ///
 /// # Errors
 /// The I/O error of writing `path`.
@@ -289,16 +352,71 @@ pub fn write_evaluation_csv(path: &Path, results: &[Evaluation]) -> std::io::Res
         "reject_pct",
         "local_pct",
         "forward_pct",
+        "served_pct",
+        "served_local_pct",
+        "served_neighbour_pct",
+        "reject_policy_pct",
+        "reject_local_overload_pct",
+        "reject_neighbour_overload_pct",
     ])?;
     for r in results {
+        let o = &r.outcomes;
         csv.write_record([
             r.policy.clone(),
             format!("{:.6}", r.mean_reward),
             format!("{:.4}", r.reject_pct),
             format!("{:.4}", r.local_pct),
             format!("{:.4}", r.forward_pct),
+            format!("{:.4}", o.served_pct()),
+            format!("{:.4}", o.served_local_pct),
+            format!("{:.4}", o.served_neighbour_pct),
+            format!("{:.4}", o.rejected_by_policy_pct),
+            format!("{:.4}", o.rejected_local_overload_pct),
+            format!("{:.4}", o.rejected_neighbour_overload_pct),
         ])?;
     }
     let bytes = csv.into_inner().map_err(|e| e.into_error())?;
     dfaas_core::io::write_atomically(path, |w| std::io::Write::write_all(w, &bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfaas_core::EnvConfig;
+
+    #[test]
+    fn outcomes_split_the_arriving_requests_by_where_they_went() {
+        let built = EnvConfig::with_network(&["a b"]).build().unwrap();
+        let model = EnvModel::new(&built).unwrap();
+        let mut m = StepMetrics::new(&model);
+        // Agent a: 10 requests split [local 5, forward 3, reject 2]; its
+        // node rejects 1 local, b rejects 1 of the 3 forwarded. Agent b: 20
+        // requests all local, 5 rejected by its node's overload.
+        m.input_rate = vec![10, 20];
+        m.action = vec![5, 3, 2, 20, 0, 0];
+        m.incoming_rate_local_reject = vec![1, 5];
+        m.forward_reject_rate = vec![1, 0];
+        let mut tally = Tally::new(2);
+        tally.add(&model, &m);
+        let e = tally.summary("x");
+        let close = |got: f64, want: f64| assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        let a = e.per_agent[0].outcomes;
+        close(a.served_local_pct, 40.0);
+        close(a.served_neighbour_pct, 20.0);
+        close(a.rejected_by_policy_pct, 20.0);
+        close(a.rejected_local_overload_pct, 10.0);
+        close(a.rejected_neighbour_overload_pct, 10.0);
+        let b = e.per_agent[1].outcomes;
+        close(b.served_pct(), 75.0);
+        close(b.rejected_local_overload_pct, 25.0);
+        // Overall, of 30: served 19 locally and 2 by a neighbour, rejected
+        // 2 by the policy, 6 by overload at the node, 1 at the neighbour.
+        let o = e.outcomes;
+        close(o.served_local_pct, 100.0 * 19.0 / 30.0);
+        close(o.served_neighbour_pct, 100.0 * 2.0 / 30.0);
+        close(o.rejected_by_policy_pct, 100.0 * 2.0 / 30.0);
+        close(o.rejected_local_overload_pct, 20.0);
+        close(o.rejected_neighbour_overload_pct, 100.0 / 30.0);
+        close(o.served_pct() + e.reject_pct, 100.0);
+    }
 }

@@ -491,13 +491,18 @@ fn main() -> Result<()> {
     results.push(baselines::upper_bound(&mut fresh_env()?)?);
 
     println!(
-        "\n{:<14} {:>11} {:>9} {:>8} {:>10}",
-        "policy", "mean_reward", "reject_%", "local_%", "forward_%"
+        "\n{:<14} {:>11} {:>9} {:>8} {:>10} {:>9}",
+        "policy", "mean_reward", "reject_%", "local_%", "forward_%", "served_%"
     );
     for r in &results {
         println!(
-            "{:<14} {:>11.4} {:>9.2} {:>8.2} {:>10.2}",
-            r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
+            "{:<14} {:>11.4} {:>9.2} {:>8.2} {:>10.2} {:>9.2}",
+            r.policy,
+            r.mean_reward,
+            r.reject_pct,
+            r.local_pct,
+            r.forward_pct,
+            r.outcomes.served_pct()
         );
     }
     let evaluation_csv = args.out.join("evaluation.csv");

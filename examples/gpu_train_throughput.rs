@@ -99,16 +99,26 @@ fn rate(
     Ok((iterations * agent_steps) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The CPU trainer's training time for `iterations` iterations and its
-/// final evaluation reward, then the GPU trainer's training time until its
-/// evaluation reaches that reward (`None`: not within `4 × iterations`)
-/// and the iterations it took.
+/// The outcome of [`race`].
+struct Race {
+    /// The CPU trainer's training time for its iterations.
+    cpu_time: Duration,
+    /// Its final evaluation reward.
+    target: f64,
+    /// The GPU trainer's training time until its evaluation reached
+    /// `target`, the iterations it took and the reward it reached (`None`:
+    /// not within `4 × iterations`).
+    gpu: Option<(Duration, usize, f64)>,
+}
+
+/// The CPU trainer's training time for `config.iterations` iterations and
+/// its final evaluation reward, then the GPU trainer's until it reaches it.
 fn race(
     model: &EnvModel,
     env_config: &dfaas::core::EnvConfig,
     config: &PpoConfig,
     episodes: usize,
-) -> Result<(Duration, f64, Option<(Duration, usize, f64)>)> {
+) -> Result<Race> {
     let eval = || evaluation_env(env_config, episodes, evaluation_seed(config.seed));
     let iterations = config.iterations;
     let mut cpu = Trainer::new(model.clone(), config.clone(), CpuBackend::new())?;
@@ -128,11 +138,19 @@ fn race(
         if done % every == 0 || done == 4 * iterations {
             let reward = evaluate(&mut gpu.to_cpu()?.controller(), &mut eval()?)?.mean_reward;
             if reward >= target {
-                return Ok((cpu_time, target, Some((gpu_time, done, reward))));
+                return Ok(Race {
+                    cpu_time,
+                    target,
+                    gpu: Some((gpu_time, done, reward)),
+                });
             }
         }
     }
-    Ok((cpu_time, target, None))
+    Ok(Race {
+        cpu_time,
+        target,
+        gpu: None,
+    })
 }
 
 fn main() -> Result<()> {
@@ -190,7 +208,11 @@ fn main() -> Result<()> {
             iterations: args.race,
             ..config(args.race_settings, args.race_envs)
         };
-        let (cpu_time, target, gpu) = race(&model, &env_config, &config, args.race_episodes)?;
+        let Race {
+            cpu_time,
+            target,
+            gpu,
+        } = race(&model, &env_config, &config, args.race_episodes)?;
         println!();
         println!(
             "race to the CPU's evaluation reward ({} settings, {} envs, {} CPU iterations, {} episodes)",

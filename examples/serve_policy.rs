@@ -122,6 +122,14 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     )
 }
 
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "",
+        "method not allowed (endpoints: POST /action, GET /, GET /health)",
+    )
+}
+
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -361,9 +369,9 @@ fn main() -> Result<()> {
         log,
     });
     let router = Router::new()
-        .route("/", get(root))
-        .route("/health", get(health))
-        .route("/action", post(action))
+        .route("/", get(root).fallback(method_not_allowed))
+        .route("/health", get(health).fallback(method_not_allowed))
+        .route("/action", post(action).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(app);
     let runtime = tokio::runtime::Builder::new_current_thread()

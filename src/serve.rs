@@ -248,6 +248,14 @@ impl Mapping {
         Ok(Self { nodes })
     }
 
+    /// A mapping of `nodes` as given, not checked against a policy (what
+    /// [`decode`] and [`encode`] need; [`Mapping::parse`] checks a file
+    /// against the policy).
+    #[must_use]
+    pub fn from_nodes(nodes: Vec<NodeMap>) -> Self {
+        Self { nodes }
+    }
+
     /// The node of request key `key`.
     #[must_use]
     pub fn node(&self, key: &str) -> Option<&NodeMap> {

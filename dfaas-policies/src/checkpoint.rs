@@ -94,10 +94,11 @@ where
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(tensor_error)?;
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        (METADATA_KEY.to_string(), inference),
-    ]);
+    // One entry only: safetensors writes its metadata map in hash order,
+    // so a second entry would make equal checkpoints differ byte for byte.
+    // (The `format` entry written before is not read by anything; the
+    // format tag that loading checks is `state.json`'s.)
+    let metadata = HashMap::from([(METADATA_KEY.to_string(), inference)]);
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(tensor_error)?;
     write_atomically(&path, |w| w.write_all(&bytes)).map_err(write_error(&path))?;
     let state = StateFile {

@@ -547,6 +547,89 @@ pub fn encode(node: &NodeMap, action: &[f32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dfaas_core::{EnvConfig, EnvModel};
+    use dfaas_policies::backend::CpuBackend;
+    use dfaas_policies::ppo::{PpoConfig, Trainer};
+
+    /// The policy of an untrained checkpoint of `node_0 node_1 node_2`,
+    /// `node_1 node_2` (every node has 2 neighbours).
+    fn policy() -> Policy {
+        let built = EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+            .build()
+            .unwrap();
+        let config = PpoConfig {
+            hidden: vec![4],
+            num_envs: 1,
+            rollout_steps: 48,
+            minibatch_size: 48,
+            ..PpoConfig::default()
+        };
+        let trainer =
+            Trainer::new(EnvModel::new(&built).unwrap(), config, CpuBackend::new()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        dfaas_policies::checkpoint::save(&trainer, dir.path()).unwrap();
+        Policy::from_safetensors(&std::fs::read(dir.path().join("policies.safetensors")).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn json_mappings_by_name_and_slot() {
+        let policy = policy();
+        let text = r#"{"nodes": {
+            "node_P": {"agent": "node_1", "neighbours": {"node_Q": "node_2", "node_R": 0}}
+        }}"#;
+        let mapping = Mapping::parse(text, true, &policy).unwrap();
+        assert_eq!(
+            mapping.nodes(),
+            &[NodeMap {
+                key: "node_P".into(),
+                agent: 1,
+                neighbours: vec!["node_R".into(), "node_Q".into()],
+            }]
+        );
+        let err = Mapping::parse(r#"{"nodes": {}}"#, true, &policy).unwrap_err();
+        assert_eq!(err, MappingError::Empty);
+        let twice = r#"{"nodes": {"node_P": {"agent": "node_1",
+            "neighbours": {"node_Q": "node_2", "node_R": 1}}}}"#;
+        assert_eq!(
+            Mapping::parse(twice, true, &policy)
+                .unwrap_err()
+                .to_string(),
+            "nodes.node_P.neighbours: slot 1 (`node_2`) is mapped twice"
+        );
+        let unknown_field = r#"{"nodes": {"node_P": {"agent": "node_1", "peers": {}}}}"#;
+        assert!(matches!(
+            Mapping::parse(unknown_field, true, &policy),
+            Err(MappingError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn decoding_converts_the_platforms_units() {
+        let policy = policy();
+        let mapping = Mapping::identity(&policy);
+        let mut obs = [f32::NAN; 6];
+        let body = br#"{"observation": {"node_2": {
+            "input_rate": 12.5, "previous_input_rate": 0,
+            "previous_fwd_to_node_0": 2.4, "previous_fwd_to_node_0_rejected": 0.5,
+            "previous_fwd_to_node_1": 1e6, "previous_fwd_to_node_1_rejected": 0,
+            "cpu_utilization": 0.3, "something_else": "ignored",
+            "previous_avg_resp_time_fwd_to_node_0": 9.0
+        }}}"#;
+        let decoded = decode(body, &mapping, 150, &mut obs).unwrap();
+        assert_eq!(decoded.node, 2);
+        assert_eq!(decoded.explore, None);
+        assert_eq!(decoded.clipped, 1);
+        // Halves away from zero; the first query's 0 read as 1; clipped.
+        assert_eq!(obs, [13.0, 1.0, 2.0, 150.0, 1.0, 0.0]);
+        let err = decode(b"[1]", &mapping, 150, &mut obs).unwrap_err();
+        assert_eq!((err.status, err.field.as_str()), (422, ""));
+        let err = decode(b"{\"observation\": {}}", &mapping, 150, &mut obs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "observation: must hold exactly one node, got 0"
+        );
+    }
 
     #[test]
     fn percentages_sum_to_100_by_largest_remainder() {

@@ -489,7 +489,8 @@ pub fn decode(
     })
 }
 
-/// Whole percentages `n_i` with `Σ n_i = 100` from `action` (largest
+/// Whole percentages `n_i` with `Σ n_i = 100` from `action` (at most
+/// [`dfaas_infer::MAX_ENTRIES`] entries are used; largest
 /// remainder: each share's floor, then one more to the largest remainders,
 /// ties to the earlier entry). Entries are clamped to `[0, ∞)` and
 /// normalised first; an all-zero action gives everything to the first.
@@ -530,9 +531,9 @@ pub fn percentages(action: &[f32], out: &mut [u32]) -> u32 {
 /// p}}`, each `p = n/100` written with two decimals, `Σ n = 100`.
 #[must_use]
 pub fn encode(node: &NodeMap, action: &[f32]) -> String {
-    let mut n = [0u32; dfaas_infer::MAX_ENTRIES];
-    percentages(action, &mut n);
     let k = node.neighbours.len();
+    let mut n = vec![0u32; k + 2];
+    percentages(action, &mut n);
     let mut out = String::with_capacity(64 + 24 * k);
     let quoted = |s: &str| Value::String(s.to_string()).to_string();
     let number = |v: u32| format!("{}.{:02}", v / 100, v % 100);
@@ -660,5 +661,16 @@ mod tests {
             encode(&node, &[1.0, 0.0, 0.0, 0.0]),
             r#"{"node_A":{"local":1.00,"node_B":0.00,"node_C":0.00,"reject":0.00}}"#
         );
+        // A short action (or a node wider than any policy) is not a panic.
+        assert_eq!(
+            encode(&node, &[0.25]),
+            r#"{"node_A":{"local":1.00,"node_B":0.00,"node_C":0.00,"reject":0.00}}"#
+        );
+        let wide = NodeMap {
+            key: "w".into(),
+            agent: 0,
+            neighbours: (0..100).map(|i| format!("n{i}")).collect(),
+        };
+        assert!(encode(&wide, &[0.5; 102]).starts_with(r#"{"w":{"local":"#));
     }
 }

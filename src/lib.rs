@@ -11,6 +11,10 @@
 //!   kernels — the GPU batch environment;
 //! * [`policies`] (`dfaas-policies`): Dirichlet PPO, baselines,
 //!   evaluation, checkpoints;
+//! * [`infer`] (`dfaas-infer`, `no_std`): a checkpoint's policies for
+//!   inference, allocation-free actions;
+//! * [`serve`]: the DFaaS platform's `/action` contract (mapping, request
+//!   decoding, response encoding) for the `serve_policy` example;
 //! * [`default_config`]: the embedded default scenario;
 //! * [`io`]: atomic file output (from `dfaas-core`).
 #![forbid(unsafe_code)]
@@ -18,7 +22,10 @@
 pub use dfaas_core as core;
 #[cfg(feature = "gpu")]
 pub use dfaas_gpu as gpu;
+pub use dfaas_infer as infer;
 pub use dfaas_policies as policies;
+
+pub mod serve;
 
 pub use dfaas_core::io;
 

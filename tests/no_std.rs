@@ -1,7 +1,8 @@
 //! Dependency promises: `dfaas-core` builds without its default `std`
 //! feature (with `json`, which needs only `alloc`) and no dependency of
-//! that build turns on a `std` feature; `std` alone pulls in no serde; the
-//! facade without its `gpu` feature compiles nothing of wgpu.
+//! that build turns on a `std` feature; so does `dfaas-infer` (checkpoint
+//! parsing and inference); `std` alone pulls in no serde; the facade
+//! without its `gpu` feature compiles nothing of wgpu.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -62,6 +63,46 @@ fn dfaas_core_builds_without_std() {
     assert!(
         with_std.is_empty(),
         "dependencies turn std on:\n{}",
+        with_std.join("\n")
+    );
+}
+
+/// `dfaas-infer` without `std`: it builds, and no dependency turns `std` on.
+#[test]
+fn dfaas_infer_builds_without_std() {
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no_std");
+    let output = cargo()
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dfaas-infer",
+            "--no-default-features",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "no_std build of dfaas-infer failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = tree(&[
+        "-p",
+        "dfaas-infer",
+        "--no-default-features",
+        "-e",
+        "normal,features",
+    ]);
+    assert!(tree.contains("safetensors"), "{tree}");
+    let with_std: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.contains("feature \"std\""))
+        .collect();
+    assert!(
+        with_std.is_empty(),
+        "dependencies of dfaas-infer turn std on:\n{}",
         with_std.join("\n")
     );
 }

@@ -20,9 +20,14 @@
 
 use crate::backend::Backend;
 use crate::error::CheckpointError;
-use crate::ppo::{PpoConfig, Trainer, TrainerState};
+use crate::mlp::Activation;
+use crate::ppo::{Layout, PpoConfig, Trainer, TrainerState};
 use dfaas_core::EnvConfig;
 use dfaas_core::io::write_atomically;
+use dfaas_infer::metadata::{
+    AgentMetadata, CONCENTRATION, InferenceMetadata, METADATA_KEY, METADATA_VERSION,
+    norm_mean_name, norm_var_name,
+};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,33 +60,52 @@ where
         move |source| CheckpointError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(write_error(dir))?;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let state = trainer.state();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (a, policy) in trainer.policies().iter().enumerate() {
         for (name, shape, values) in trainer.backend().tensors(policy) {
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            tensors.push((format!("policy{a}.{name}"), shape, bytes));
+            tensors.push((format!("policy{a}.{name}"), Dtype::F32, shape, bytes));
         }
     }
     let path = dir.join("policies.safetensors");
+    let json_error = |source| CheckpointError::Json {
+        path: path.clone(),
+        source,
+    };
+    if trainer.config().normalize_observations {
+        for (p, norm) in state.norms.iter().enumerate() {
+            let (mean, var) = norm.mean_and_variance();
+            for (name, values) in [(norm_mean_name(p), mean), (norm_var_name(p), var)] {
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                tensors.push((name, Dtype::F64, vec![values.len()], bytes));
+            }
+        }
+    }
+    let inference = serde_json::to_string(&inference_metadata(trainer)).map_err(json_error)?;
     let tensor_error = |source| CheckpointError::Tensors {
         path: path.clone(),
         source,
     };
     let views = tensors
         .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(tensor_error)?;
-    let metadata = HashMap::from([("format".to_string(), FORMAT.to_string())]);
+    // One entry only: safetensors writes its metadata map in hash order,
+    // so a second entry would make equal checkpoints differ byte for byte.
+    // (The `format` entry written before is not read by anything; the
+    // format tag that loading checks is `state.json`'s.)
+    let metadata = HashMap::from([(METADATA_KEY.to_string(), inference)]);
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(tensor_error)?;
     write_atomically(&path, |w| w.write_all(&bytes)).map_err(write_error(&path))?;
     let state = StateFile {
         format: FORMAT.into(),
         ppo_config: trainer.config().clone(),
         env_config: trainer.model().built().config().clone(),
-        state: trainer.state(),
+        state,
     };
     let path = dir.join("state.json");
     let json = serde_json::to_vec(&state).map_err(|source| CheckpointError::Json {
@@ -89,6 +113,43 @@ where
         source,
     })?;
     write_atomically(&path, |w| w.write_all(&json)).map_err(write_error(&path))
+}
+
+/// What inference needs besides the tensors (`dfaas_infer::metadata`).
+fn inference_metadata<B: Backend + Clone + Send>(trainer: &Trainer<B>) -> InferenceMetadata
+where
+    B::Policy: Send,
+{
+    let config = trainer.config();
+    let topology = trainer.model().built().topology();
+    let names = topology.names();
+    InferenceMetadata {
+        version: METADATA_VERSION,
+        layout: match config.layout {
+            Layout::Independent => "independent",
+            Layout::Shared => "shared",
+            Layout::Mappo => "mappo",
+        }
+        .into(),
+        activation: match config.activation {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+        }
+        .into(),
+        concentration: CONCENTRATION.into(),
+        normalize_observations: config.normalize_observations,
+        max_input_rate: trainer.model().max_input_rate(),
+        agents: (0..names.len())
+            .map(|a| AgentMetadata {
+                name: names[a].clone(),
+                neighbours: topology
+                    .neighbours(a)
+                    .iter()
+                    .map(|&j| names[j as usize].clone())
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 /// Rebuilds the trainer saved in `dir` on `backend`.

@@ -380,6 +380,26 @@ impl RunningNorm {
         }
     }
 
+    /// The per-feature means and variances it normalises with: variance
+    /// `m2 / count`, or 1 before two rows were seen (so that
+    /// `max(√variance, 1e-4)` is [`RunningNorm::apply`]'s divisor, bit for
+    /// bit).
+    #[must_use]
+    pub fn mean_and_variance(&self) -> (Vec<f64>, Vec<f64>) {
+        let variance = self
+            .m2
+            .iter()
+            .map(|s| {
+                if self.count > 1.0 {
+                    s / self.count
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        (self.mean.clone(), variance)
+    }
+
     /// Normalises `rows` in place: `(x − mean) / max(std, 1e-4)` clamped to
     /// [−10, 10] (std 1 before two rows were seen).
     pub fn apply(&self, rows: &mut [f32]) {

@@ -1,0 +1,177 @@
+//! The inference crate (`dfaas-infer`) against the trainer: a checkpoint's
+//! `policies.safetensors` alone gives the trainer's deterministic actions
+//! bit for bit on the evaluation episodes, in every layout; checkpoints
+//! without inference metadata are refused with a typed error.
+
+use dfaas_core::{EnvConfig, EnvModel};
+use dfaas_infer::{LoadError, Policy};
+use dfaas_policies::backend::CpuBackend;
+use dfaas_policies::checkpoint;
+use dfaas_policies::controller::{Controller, evaluation_env, evaluation_seed};
+use dfaas_policies::mlp::Activation;
+use dfaas_policies::ppo::{Layout, PpoConfig, Trainer};
+use safetensors::tensor::SafeTensors;
+use std::collections::HashMap;
+
+/// Five nodes of degrees 3, 2, 2, 2, 1 (the shared layout pads).
+fn env_config() -> EnvConfig {
+    EnvConfig::with_network(&[
+        "node_0 node_1 node_2",
+        "node_3 node_2 node_0",
+        "node_1 node_4",
+    ])
+}
+
+fn trained(config: PpoConfig) -> (Trainer<CpuBackend>, Vec<u8>) {
+    let built = env_config().build().unwrap();
+    let model = EnvModel::new(&built).unwrap();
+    let mut trainer = Trainer::new(model, config, CpuBackend::new()).unwrap();
+    for _ in 0..2 {
+        trainer.train_iteration().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(&trainer, dir.path()).unwrap();
+    let bytes = std::fs::read(dir.path().join("policies.safetensors")).unwrap();
+    (trainer, bytes)
+}
+
+fn small(layout: Layout) -> PpoConfig {
+    PpoConfig {
+        layout,
+        hidden: vec![16, 16],
+        num_envs: 4,
+        rollout_steps: 48,
+        minibatch_size: 96,
+        iterations: 2,
+        seed: 9,
+        ..PpoConfig::default()
+    }
+}
+
+/// Runs the trainer's controller over 3 evaluation episodes and checks every
+/// agent's inference action against it, bit for bit; returns the count.
+fn assert_equal_on_evaluation(config: PpoConfig) -> usize {
+    let (mut trainer, bytes) = trained(config.clone());
+    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    let mut env = evaluation_env(&env_config(), 3, evaluation_seed(config.seed)).unwrap();
+    let model = env.model().clone();
+    let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
+    let mut actions = vec![0f32; env.num_envs() * n * w];
+    let mut controller = trainer.controller();
+    let mut compared = 0;
+    for step in 0..model.max_steps() {
+        controller
+            .act(&model, env.observations(), &mut actions)
+            .unwrap();
+        for e in 0..env.num_envs() {
+            for a in 0..n {
+                let k = model.degree(a);
+                let obs = &env.observations()[(e * n + a) * ow..(e * n + a + 1) * ow];
+                let want = &actions[(e * n + a) * w..(e * n + a) * w + k + 2];
+                // The agent's own values and the padded row give the same.
+                for observation in [&obs[..2 + 2 * k], obs] {
+                    let mut got = vec![0f32; k + 2];
+                    policy.act(a, observation, &mut got).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(want),
+                        "{:?} step {step} env {e} agent {a}: {got:?} vs {want:?}",
+                        config.layout
+                    );
+                }
+                compared += 1;
+            }
+        }
+        env.step(&actions).unwrap();
+    }
+    compared
+}
+
+#[test]
+fn inference_equals_the_trainer_bit_for_bit_independent() {
+    assert_eq!(
+        assert_equal_on_evaluation(small(Layout::Independent)),
+        288 * 3 * 5
+    );
+}
+
+#[test]
+fn inference_equals_the_trainer_bit_for_bit_shared() {
+    assert_eq!(
+        assert_equal_on_evaluation(small(Layout::Shared)),
+        288 * 3 * 5
+    );
+}
+
+#[test]
+fn inference_equals_the_trainer_bit_for_bit_mappo() {
+    assert_eq!(
+        assert_equal_on_evaluation(small(Layout::Mappo)),
+        288 * 3 * 5
+    );
+}
+
+/// ReLU, raw observations, and a hidden layer wider than one 256-input
+/// block of the trainer's matrix products.
+#[test]
+fn inference_equals_the_trainer_with_relu_raw_inputs_and_wide_layers() {
+    let config = PpoConfig {
+        activation: Activation::Relu,
+        normalize_observations: false,
+        hidden: vec![300, 8],
+        ..small(Layout::Shared)
+    };
+    assert_eq!(assert_equal_on_evaluation(config), 288 * 3 * 5);
+}
+
+#[test]
+fn the_metadata_names_the_topology() {
+    let (_, bytes) = trained(small(Layout::Independent));
+    let policy = Policy::from_safetensors(&bytes).unwrap();
+    let names: Vec<&str> = policy.agents().iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["node_0", "node_1", "node_2", "node_3", "node_4"]);
+    assert_eq!(
+        policy.agents()[0].neighbours,
+        ["node_1", "node_2", "node_3"]
+    );
+    assert_eq!(policy.agents()[4].neighbours, ["node_1"]);
+    assert_eq!(policy.layout(), dfaas_infer::Layout::Independent);
+    let built = env_config().build().unwrap();
+    let model = EnvModel::new(&built).unwrap();
+    assert_eq!(policy.max_input_rate(), model.max_input_rate());
+}
+
+/// The same tensors re-serialised with only the `format` entry, as
+/// checkpoints were written before inference metadata existed.
+fn without_inference_metadata(bytes: &[u8]) -> Vec<u8> {
+    let tensors = SafeTensors::deserialize(bytes).unwrap();
+    let views: Vec<_> = tensors.tensors();
+    let metadata = HashMap::from([("format".to_string(), checkpoint::FORMAT.to_string())]);
+    safetensors::serialize(views, Some(metadata)).unwrap()
+}
+
+#[test]
+fn old_checkpoints_are_a_typed_error() {
+    let (trainer, bytes) = trained(small(Layout::Independent));
+    let old = without_inference_metadata(&bytes);
+    let err = Policy::from_safetensors(&old).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::MissingMetadata {
+                key: "dfaas.inference"
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("before inference metadata existed")
+    );
+    // The trainer still loads the extended checkpoints.
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(&trainer, dir.path()).unwrap();
+    let loaded = checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
+    assert_eq!(loaded.iteration(), trainer.iteration());
+}

@@ -1,0 +1,56 @@
+//! Arbitrary bytes as the body of a `POST /action` request: decoding gives
+//! an observation in the environment's range (whole counts, at most the
+//! largest input rate, finite) or a 4xx error naming the field; the
+//! response encoded from it is valid JSON whose percentages sum to 100 —
+//! never a panic.
+#![no_main]
+
+use dfaas::serve::{Mapping, NodeMap, decode, encode, percentages};
+use libfuzzer_sys::fuzz_target;
+
+const MAX_RATE: u32 = 150;
+
+fuzz_target!(|data: &[u8]| {
+    let mapping = Mapping::from_nodes(vec![
+        NodeMap {
+            key: "node_a".into(),
+            agent: 0,
+            neighbours: vec![
+                "node_b".into(),
+                "node_c".into(),
+                "node_d".into(),
+                "node_e".into(),
+            ],
+        },
+        NodeMap {
+            key: "node_b".into(),
+            agent: 1,
+            neighbours: vec!["node_a".into()],
+        },
+    ]);
+    let mut observation = [0f32; 10];
+    match decode(data, &mapping, MAX_RATE, &mut observation) {
+        Ok(decoded) => {
+            let node = &mapping.nodes()[decoded.node];
+            let k = node.neighbours.len();
+            let obs = &observation[..2 + 2 * k];
+            assert!(
+                obs.iter().all(|v| v.is_finite()
+                    && *v >= 0.0
+                    && *v <= MAX_RATE as f32
+                    && v.fract() == 0.0)
+            );
+            // Any action (here from the observation) encodes to valid JSON.
+            let action: Vec<f32> = (0..2 + k).map(|i| obs[i % obs.len()]).collect();
+            let body = encode(node, &action);
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(value.as_object().map(|o| o.len()), Some(1));
+            let mut n = [0u32; 6];
+            assert_eq!(percentages(&action, &mut n[..2 + k]), 100);
+        }
+        Err(e) => {
+            assert!((400..500).contains(&e.status));
+            let _: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        }
+    }
+});

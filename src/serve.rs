@@ -1,0 +1,676 @@
+//! The DFaaS platform's RL-strategy contract (`../shared/spec/
+//! PLATFORM_STRATEGIES.md`, "What the platform's own RL strategy expects"),
+//! without HTTP: the [`Mapping`] from platform node keys to a policy's
+//! agents and neighbour slots, [`decode`] of an agent's `POST /action`
+//! body into the environment's observation, and [`encode`] of an action
+//! into the response's proportions. The `serve_policy` example puts these
+//! behind HTTP.
+//!
+//! Observation conversion (platform key → environment feature, per
+//! one-second step): `input_rate` → `input_rate`, `previous_input_rate` →
+//! `prev_input_rate` (0, the platform's first-query default, → 1, what the
+//! environment gives at step 0), `previous_fwd_to_<n>` →
+//! `prev_forward_to_<slot of n>`, `previous_fwd_to_<n>_rejected` →
+//! `prev_forward_rejects_to_<slot of n>`; requests/s are rounded to the
+//! nearest whole count per step (halves away from zero) and clipped to the
+//! largest input rate of training; the other keys are ignored.
+
+use dfaas_infer::Policy;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Which platform node is which agent, and which of its neighbours' keys
+/// is which neighbour slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    nodes: Vec<NodeMap>,
+}
+
+/// One platform node of a [`Mapping`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeMap {
+    /// Its key in requests and responses (`node_<peer id>`).
+    pub key: String,
+    /// The policy's agent index.
+    pub agent: usize,
+    /// Its neighbours' keys by slot (the agent's neighbour order).
+    pub neighbours: Vec<String>,
+}
+
+/// A mapping file that does not fit the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MappingError {
+    /// Occurs when the file is not the YAML/JSON of a mapping.
+    #[error("mapping file: {0}")]
+    Parse(String),
+    /// Occurs when a node maps to an agent the policy does not have.
+    #[error("nodes.{key}.agent: `{agent}` is not an agent of the checkpoint (agents: {agents})")]
+    UnknownAgent {
+        /// The node key.
+        key: String,
+        /// The agent named.
+        agent: String,
+        /// The checkpoint's agents.
+        agents: String,
+    },
+    /// Occurs when two nodes map to the same agent.
+    #[error("nodes.{key}.agent: agent `{agent}` is already mapped by nodes.{other}")]
+    DuplicateAgent {
+        /// The node key.
+        key: String,
+        /// The agent.
+        agent: String,
+        /// The node that maps it first.
+        other: String,
+    },
+    /// Occurs when a neighbour key names no neighbour slot of the agent.
+    #[error(
+        "nodes.{key}.neighbours.{neighbour}: `{slot}` is not a neighbour of agent `{agent}` (its neighbours: {choices})"
+    )]
+    UnknownSlot {
+        /// The node key.
+        key: String,
+        /// The neighbour key.
+        neighbour: String,
+        /// The slot as written.
+        slot: String,
+        /// The agent.
+        agent: String,
+        /// Its neighbours (names, slots 0..k).
+        choices: String,
+    },
+    /// Occurs when two neighbour keys name the same slot.
+    #[error("nodes.{key}.neighbours: slot {slot} (`{name}`) is mapped twice")]
+    DuplicateSlot {
+        /// The node key.
+        key: String,
+        /// The slot.
+        slot: usize,
+        /// Its neighbour's name.
+        name: String,
+    },
+    /// Occurs when an agent's neighbour slot has no key.
+    #[error(
+        "nodes.{key}.neighbours: neighbour slot {slot} (`{name}`) of agent `{agent}` is not mapped; the agent has {degree} neighbours"
+    )]
+    MissingSlot {
+        /// The node key.
+        key: String,
+        /// The slot.
+        slot: usize,
+        /// Its neighbour's name.
+        name: String,
+        /// The agent.
+        agent: String,
+        /// Its degree.
+        degree: usize,
+    },
+    /// Occurs when the file maps no node.
+    #[error("nodes: the mapping maps no node")]
+    Empty,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingFile {
+    nodes: BTreeMap<String, NodeEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeEntry {
+    agent: String,
+    #[serde(default)]
+    neighbours: BTreeMap<String, SlotRef>,
+}
+
+/// A neighbour slot by index or by the neighbour's node name.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum SlotRef {
+    Index(usize),
+    Name(String),
+}
+
+impl Mapping {
+    /// Every agent under its own node name, every neighbour under its
+    /// name (what the server uses without `--mapping`).
+    #[must_use]
+    pub fn identity(policy: &Policy) -> Self {
+        Self {
+            nodes: policy
+                .agents()
+                .iter()
+                .enumerate()
+                .map(|(agent, a)| NodeMap {
+                    key: a.name.clone(),
+                    agent,
+                    neighbours: a.neighbours.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A mapping file's text (JSON when `json`, else YAML):
+    ///
+    /// ```yaml
+    /// nodes:
+    ///   node_12D3KooWAbc:          # the platform's key of a node
+    ///     agent: node_0            # the checkpoint's agent it runs
+    ///     neighbours:              # its neighbours' keys → the agent's slots,
+    ///       node_12D3KooWDef: node_1   # by the neighbour's node name
+    ///       node_12D3KooWGhi: 1        # or by slot index (0-based)
+    /// ```
+    ///
+    /// Every mapped agent's neighbour slots must each get exactly one key.
+    ///
+    /// # Errors
+    /// [`MappingError`] naming the entry that does not fit `policy`.
+    pub fn parse(text: &str, json: bool, policy: &Policy) -> Result<Self, MappingError> {
+        let file: MappingFile = if json {
+            serde_json::from_str(text).map_err(|e| MappingError::Parse(e.to_string()))?
+        } else {
+            serde_norway::from_str(text).map_err(|e| MappingError::Parse(e.to_string()))?
+        };
+        if file.nodes.is_empty() {
+            return Err(MappingError::Empty);
+        }
+        let agents = policy.agents();
+        let mut nodes: Vec<NodeMap> = Vec::with_capacity(file.nodes.len());
+        for (key, entry) in file.nodes {
+            let Some(agent) = policy.agent_index(&entry.agent) else {
+                return Err(MappingError::UnknownAgent {
+                    key,
+                    agent: entry.agent,
+                    agents: agents
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            };
+            if let Some(other) = nodes.iter().find(|n| n.agent == agent) {
+                return Err(MappingError::DuplicateAgent {
+                    key,
+                    agent: entry.agent,
+                    other: other.key.clone(),
+                });
+            }
+            let names = &agents[agent].neighbours;
+            let mut slots: Vec<Option<String>> = vec![None; names.len()];
+            for (neighbour, slot) in entry.neighbours {
+                let index = match &slot {
+                    SlotRef::Index(i) => (*i < names.len()).then_some(*i),
+                    SlotRef::Name(n) => names.iter().position(|m| m == n),
+                };
+                let Some(index) = index else {
+                    return Err(MappingError::UnknownSlot {
+                        key,
+                        neighbour,
+                        slot: match slot {
+                            SlotRef::Index(i) => i.to_string(),
+                            SlotRef::Name(n) => n,
+                        },
+                        agent: entry.agent,
+                        choices: names.join(", "),
+                    });
+                };
+                if slots[index].is_some() {
+                    return Err(MappingError::DuplicateSlot {
+                        key,
+                        slot: index,
+                        name: names[index].clone(),
+                    });
+                }
+                slots[index] = Some(neighbour);
+            }
+            let mut neighbours = Vec::with_capacity(slots.len());
+            for (slot, key_of) in slots.into_iter().enumerate() {
+                let Some(k) = key_of else {
+                    return Err(MappingError::MissingSlot {
+                        key,
+                        slot,
+                        name: names[slot].clone(),
+                        agent: entry.agent,
+                        degree: names.len(),
+                    });
+                };
+                neighbours.push(k);
+            }
+            nodes.push(NodeMap {
+                key,
+                agent,
+                neighbours,
+            });
+        }
+        Ok(Self { nodes })
+    }
+
+    /// A mapping of `nodes` as given, not checked against a policy (what
+    /// [`decode`] and [`encode`] need; [`Mapping::parse`] checks a file
+    /// against the policy).
+    #[must_use]
+    pub fn from_nodes(nodes: Vec<NodeMap>) -> Self {
+        Self { nodes }
+    }
+
+    /// The node of request key `key`.
+    #[must_use]
+    pub fn node(&self, key: &str) -> Option<&NodeMap> {
+        self.nodes.iter().find(|n| n.key == key)
+    }
+
+    /// The mapped nodes.
+    #[must_use]
+    pub fn nodes(&self) -> &[NodeMap] {
+        &self.nodes
+    }
+
+    /// The widest observation of a mapped node (`2 + 2k`).
+    #[must_use]
+    pub fn max_observation_len(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| 2 + 2 * n.neighbours.len())
+            .max()
+            .unwrap_or(2)
+    }
+}
+
+/// A request the server answers with a 4xx: the status, the field (a
+/// dotted path into the body, empty for the body itself) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    /// HTTP status (400 malformed JSON, 422 a body that does not fit).
+    pub status: u16,
+    /// The field (`observation.node_1.input_rate`).
+    pub field: String,
+    /// What is wrong, with the value found.
+    pub message: String,
+}
+
+impl RequestError {
+    fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: 422,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The JSON error body: `{"error": message, "field": field}`.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::json!({"error": self.message, "field": self.field}).to_string()
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// A decoded request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// Index of the node in [`Mapping::nodes`].
+    pub node: usize,
+    /// `agent_parameters.explore`, when the body gives it.
+    pub explore: Option<bool>,
+    /// Values clipped to the largest input rate of training.
+    pub clipped: u32,
+}
+
+/// The platform's value of `key` in `node` as a count per one-second step:
+/// rounded (halves away from zero), clipped to `max` (counted in
+/// `clipped`).
+fn count(
+    node: &Map<String, Value>,
+    path: &str,
+    key: &str,
+    max: u32,
+    clipped: &mut u32,
+) -> Result<f32, RequestError> {
+    let field = || format!("{path}.{key}");
+    let value = node
+        .get(key)
+        .ok_or_else(|| RequestError::unprocessable(field(), "required key missing"))?;
+    let Some(x) = value.as_f64() else {
+        return Err(RequestError::unprocessable(
+            field(),
+            format!("must be a number, got {value}"),
+        ));
+    };
+    if !x.is_finite() || x < 0.0 {
+        return Err(RequestError::unprocessable(
+            field(),
+            format!("must be finite and >= 0, got {x}"),
+        ));
+    }
+    let rounded = x.round();
+    if rounded > f64::from(max) {
+        *clipped += 1;
+        return Ok(max as f32);
+    }
+    Ok(rounded as f32)
+}
+
+/// Decodes the agent's `POST /action` body into `observation` (the
+/// mapped agent's own `2 + 2k` environment values, in its prefix).
+///
+/// # Errors
+/// [`RequestError`]: malformed JSON (400); no `observation` object with
+/// exactly one node, an unknown node, a missing, non-numeric, negative or
+/// non-finite required value, a `previous_fwd_to_…` key of a node that is
+/// not a mapped neighbour (the response could not carry its weight), a
+/// non-boolean `explore` (422).
+pub fn decode(
+    body: &[u8],
+    mapping: &Mapping,
+    max_input_rate: u32,
+    observation: &mut [f32],
+) -> Result<Decoded, RequestError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| RequestError {
+        status: 400,
+        field: String::new(),
+        message: format!("malformed JSON: {e}"),
+    })?;
+    let Value::Object(top) = value else {
+        return Err(RequestError::unprocessable(
+            "",
+            "the body must be a JSON object",
+        ));
+    };
+    let explore = match top.get("agent_parameters") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(p)) => match p.get("explore") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(RequestError::unprocessable(
+                    "agent_parameters.explore",
+                    format!("must be true or false, got {other}"),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(RequestError::unprocessable(
+                "agent_parameters",
+                format!("must be an object, got {other}"),
+            ));
+        }
+    };
+    let Some(Value::Object(nodes)) = top.get("observation") else {
+        return Err(RequestError::unprocessable(
+            "observation",
+            "required: an object holding the local node",
+        ));
+    };
+    let mut entries = nodes.iter();
+    let (Some((key, node)), None) = (entries.next(), entries.next()) else {
+        return Err(RequestError::unprocessable(
+            "observation",
+            format!("must hold exactly one node, got {}", nodes.len()),
+        ));
+    };
+    let path = format!("observation.{key}");
+    let Some(index) = mapping.nodes.iter().position(|n| &n.key == key) else {
+        let known: Vec<&str> = mapping.nodes.iter().map(|n| n.key.as_str()).collect();
+        return Err(RequestError::unprocessable(
+            path,
+            format!("unknown node `{key}` (known: {})", known.join(", ")),
+        ));
+    };
+    let map = &mapping.nodes[index];
+    let Value::Object(node) = node else {
+        return Err(RequestError::unprocessable(
+            path,
+            format!("must be an object, got {node}"),
+        ));
+    };
+    let k = map.neighbours.len();
+    if observation.len() < 2 + 2 * k {
+        return Err(RequestError::unprocessable(
+            path,
+            "observation buffer too short",
+        ));
+    }
+    // Forwards to nodes that are not mapped neighbours: the policy has no
+    // weight for them.
+    for name in node.keys() {
+        let Some(target) = name.strip_prefix("previous_fwd_to_") else {
+            continue;
+        };
+        let target = target.strip_suffix("_rejected").unwrap_or(target);
+        if !map.neighbours.iter().any(|n| n == target) {
+            return Err(RequestError::unprocessable(
+                format!("{path}.{name}"),
+                format!(
+                    "`{target}` is not a neighbour of `{key}` in the mapping (neighbours: {})",
+                    map.neighbours.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut clipped = 0;
+    let max = max_input_rate;
+    observation[0] = count(node, &path, "input_rate", max, &mut clipped)?;
+    // The platform's first query sends 0; the environment's step 0 has 1.
+    observation[1] = count(node, &path, "previous_input_rate", max, &mut clipped)?.max(1.0);
+    for (j, n) in map.neighbours.iter().enumerate() {
+        observation[2 + j] = count(
+            node,
+            &path,
+            &format!("previous_fwd_to_{n}"),
+            max,
+            &mut clipped,
+        )?;
+        observation[2 + k + j] = count(
+            node,
+            &path,
+            &format!("previous_fwd_to_{n}_rejected"),
+            max,
+            &mut clipped,
+        )?;
+    }
+    Ok(Decoded {
+        node: index,
+        explore,
+        clipped,
+    })
+}
+
+/// Whole percentages `n_i` with `Σ n_i = 100` from `action` (at most
+/// [`dfaas_infer::MAX_ENTRIES`] entries are used; largest
+/// remainder: each share's floor, then one more to the largest remainders,
+/// ties to the earlier entry). Entries are clamped to `[0, ∞)` and
+/// normalised first; an all-zero action gives everything to the first.
+/// Returns the sum written (100 when `out` holds every entry).
+pub fn percentages(action: &[f32], out: &mut [u32]) -> u32 {
+    let total: f64 = action.iter().map(|&p| f64::from(p.max(0.0))).sum();
+    let mut given = 0u32;
+    let mut rema = [(0f64, 0usize); dfaas_infer::MAX_ENTRIES];
+    let k = action.len().min(out.len()).min(rema.len());
+    for i in 0..k {
+        let share = if total > 0.0 && total.is_finite() {
+            100.0 * f64::from(action[i].max(0.0)) / total
+        } else if i == 0 {
+            100.0
+        } else {
+            0.0
+        };
+        let whole = share.floor().clamp(0.0, 100.0);
+        out[i] = whole as u32;
+        given += out[i];
+        rema[i] = (share - whole, i);
+    }
+    let rema = &mut rema[..k];
+    rema.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut left = 100u32.saturating_sub(given);
+    for &(_, i) in rema.iter().cycle().take(k.max(1) * 100) {
+        if left == 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out[..k].iter().sum()
+}
+
+/// The response body for `node` and its `action` (`[local, forward_1..k,
+/// reject]`): `{"<key>": {"local": p, "<neighbour key>": p, …, "reject":
+/// p}}`, each `p = n/100` written with two decimals, `Σ n = 100`.
+#[must_use]
+pub fn encode(node: &NodeMap, action: &[f32]) -> String {
+    let k = node.neighbours.len();
+    let mut n = vec![0u32; k + 2];
+    percentages(action, &mut n);
+    let mut out = String::with_capacity(64 + 24 * k);
+    let quoted = |s: &str| Value::String(s.to_string()).to_string();
+    let number = |v: u32| format!("{}.{:02}", v / 100, v % 100);
+    let _ = write!(out, "{{{}:{{\"local\":{}", quoted(&node.key), number(n[0]));
+    for (j, key) in node.neighbours.iter().enumerate() {
+        let _ = write!(out, ",{}:{}", quoted(key), number(n[1 + j]));
+    }
+    let _ = write!(out, ",\"reject\":{}}}}}", number(n[k + 1]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfaas_core::{EnvConfig, EnvModel};
+    use dfaas_policies::backend::CpuBackend;
+    use dfaas_policies::ppo::{PpoConfig, Trainer};
+
+    /// The policy of an untrained checkpoint of `node_0 node_1 node_2`,
+    /// `node_1 node_2` (every node has 2 neighbours).
+    fn policy() -> Policy {
+        let built = EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+            .build()
+            .unwrap();
+        let config = PpoConfig {
+            hidden: vec![4],
+            num_envs: 1,
+            rollout_steps: 48,
+            minibatch_size: 48,
+            ..PpoConfig::default()
+        };
+        let trainer =
+            Trainer::new(EnvModel::new(&built).unwrap(), config, CpuBackend::new()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        dfaas_policies::checkpoint::save(&trainer, dir.path()).unwrap();
+        Policy::from_safetensors(&std::fs::read(dir.path().join("policies.safetensors")).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn json_mappings_by_name_and_slot() {
+        let policy = policy();
+        let text = r#"{"nodes": {
+            "node_P": {"agent": "node_1", "neighbours": {"node_Q": "node_2", "node_R": 0}}
+        }}"#;
+        let mapping = Mapping::parse(text, true, &policy).unwrap();
+        assert_eq!(
+            mapping.nodes(),
+            &[NodeMap {
+                key: "node_P".into(),
+                agent: 1,
+                neighbours: vec!["node_R".into(), "node_Q".into()],
+            }]
+        );
+        let err = Mapping::parse(r#"{"nodes": {}}"#, true, &policy).unwrap_err();
+        assert_eq!(err, MappingError::Empty);
+        let twice = r#"{"nodes": {"node_P": {"agent": "node_1",
+            "neighbours": {"node_Q": "node_2", "node_R": 1}}}}"#;
+        assert_eq!(
+            Mapping::parse(twice, true, &policy)
+                .unwrap_err()
+                .to_string(),
+            "nodes.node_P.neighbours: slot 1 (`node_2`) is mapped twice"
+        );
+        let unknown_field = r#"{"nodes": {"node_P": {"agent": "node_1", "peers": {}}}}"#;
+        assert!(matches!(
+            Mapping::parse(unknown_field, true, &policy),
+            Err(MappingError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn decoding_converts_the_platforms_units() {
+        let policy = policy();
+        let mapping = Mapping::identity(&policy);
+        let mut obs = [f32::NAN; 6];
+        let body = br#"{"observation": {"node_2": {
+            "input_rate": 12.5, "previous_input_rate": 0,
+            "previous_fwd_to_node_0": 2.4, "previous_fwd_to_node_0_rejected": 0.5,
+            "previous_fwd_to_node_1": 1e6, "previous_fwd_to_node_1_rejected": 0,
+            "cpu_utilization": 0.3, "something_else": "ignored",
+            "previous_avg_resp_time_fwd_to_node_0": 9.0
+        }}}"#;
+        let decoded = decode(body, &mapping, 150, &mut obs).unwrap();
+        assert_eq!(decoded.node, 2);
+        assert_eq!(decoded.explore, None);
+        assert_eq!(decoded.clipped, 1);
+        // Halves away from zero; the first query's 0 read as 1; clipped.
+        assert_eq!(obs, [13.0, 1.0, 2.0, 150.0, 1.0, 0.0]);
+        let err = decode(b"[1]", &mapping, 150, &mut obs).unwrap_err();
+        assert_eq!((err.status, err.field.as_str()), (422, ""));
+        let err = decode(b"{\"observation\": {}}", &mapping, 150, &mut obs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "observation: must hold exactly one node, got 0"
+        );
+    }
+
+    #[test]
+    fn percentages_sum_to_100_by_largest_remainder() {
+        let mut out = [0u32; 4];
+        assert_eq!(percentages(&[0.333, 0.333, 0.334, 0.0], &mut out), 100);
+        assert_eq!(out, [33, 33, 34, 0]);
+        assert_eq!(percentages(&[1.0 / 3.0; 3], &mut out[..3]), 100);
+        assert_eq!(&out[..3], &[34, 33, 33]);
+        assert_eq!(percentages(&[0.126, 0.874], &mut out[..2]), 100);
+        assert_eq!(&out[..2], &[13, 87]);
+        assert_eq!(percentages(&[0.0, 0.0], &mut out[..2]), 100);
+        assert_eq!(&out[..2], &[100, 0]);
+        assert_eq!(percentages(&[f32::NAN, 1.0], &mut out[..2]), 100);
+    }
+
+    #[test]
+    fn responses_are_two_decimal_proportions() {
+        let node = NodeMap {
+            key: "node_A".into(),
+            agent: 0,
+            neighbours: vec!["node_B".into(), "node_C".into()],
+        };
+        assert_eq!(
+            encode(&node, &[0.5, 0.071, 0.0, 0.429]),
+            r#"{"node_A":{"local":0.50,"node_B":0.07,"node_C":0.00,"reject":0.43}}"#
+        );
+        assert_eq!(
+            encode(&node, &[1.0, 0.0, 0.0, 0.0]),
+            r#"{"node_A":{"local":1.00,"node_B":0.00,"node_C":0.00,"reject":0.00}}"#
+        );
+        // A short action (or a node wider than any policy) is not a panic.
+        assert_eq!(
+            encode(&node, &[0.25]),
+            r#"{"node_A":{"local":1.00,"node_B":0.00,"node_C":0.00,"reject":0.00}}"#
+        );
+        let wide = NodeMap {
+            key: "w".into(),
+            agent: 0,
+            neighbours: (0..100).map(|i| format!("n{i}")).collect(),
+        };
+        assert!(encode(&wide, &[0.5; 102]).starts_with(r#"{"w":{"local":"#));
+    }
+}

@@ -1,0 +1,527 @@
+//! `serve_policy` as the platform's agent uses it: started on an ephemeral
+//! loopback port with a mapping from peer ids to a checkpoint's agents, it
+//! answers `GET /`, `GET /health` and `POST /action` per the contract
+//! (`../shared/spec/PLATFORM_STRATEGIES.md`) — the same action as the
+//! library's inference, proportions that are whole percentages summing to
+//! 100 — answers every bad request with a 4xx JSON error naming the
+//! problem and stays up, refuses a mapping that does not fit at startup,
+//! and stops on SIGTERM.
+
+mod common;
+
+use common::example;
+use dfaas::core::{EnvConfig, EnvModel};
+use dfaas::infer::Policy;
+use dfaas::policies::backend::CpuBackend;
+use dfaas::policies::checkpoint;
+use dfaas::policies::ppo::{PpoConfig, Trainer};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Five nodes, full mesh: every node has 4 neighbours (the platform's
+/// current deployment).
+fn env_config() -> EnvConfig {
+    EnvConfig::with_network(&[
+        "node_0 node_1 node_2 node_3 node_4",
+        "node_1 node_2 node_3 node_4",
+        "node_2 node_3 node_4",
+        "node_3 node_4",
+    ])
+}
+
+/// A run folder with one checkpoint of a briefly trained policy.
+fn run_folder(dir: &Path) {
+    let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+    let config = PpoConfig {
+        hidden: vec![16, 16],
+        num_envs: 2,
+        rollout_steps: 48,
+        minibatch_size: 96,
+        iterations: 1,
+        ..PpoConfig::default()
+    };
+    let mut trainer = Trainer::new(model, config, CpuBackend::new()).unwrap();
+    trainer.train_iteration().unwrap();
+    checkpoint::save(
+        &trainer,
+        &dir.join("checkpoints").join(checkpoint::folder_name(1)),
+    )
+    .unwrap();
+}
+
+/// Peer keys of the platform's nodes (agent i is `PEERS[i]`).
+const PEERS: [&str; 5] = [
+    "node_12D3KooWAaa",
+    "node_12D3KooWBbb",
+    "node_12D3KooWCcc",
+    "node_12D3KooWDdd",
+    "node_12D3KooWEee",
+];
+
+/// A mapping of every peer to its agent; neighbours by name, except agent
+/// 1's by slot index.
+fn mapping_yaml() -> String {
+    let mut text = String::from("nodes:\n");
+    for (a, peer) in PEERS.iter().enumerate() {
+        text += &format!("  {peer}:\n    agent: node_{a}\n    neighbours:\n");
+        let mut slot = 0;
+        for (b, other) in PEERS.iter().enumerate() {
+            if a != b {
+                let target = if a == 1 {
+                    slot.to_string()
+                } else {
+                    format!("node_{b}")
+                };
+                text += &format!("      {other}: {target}\n");
+                slot += 1;
+            }
+        }
+    }
+    text
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(example("serve_policy"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(addr) = line.trim().strip_prefix("listening on http://") else {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("no address printed: {line:?}; stderr: {err}");
+        };
+        Self {
+            addr: addr.parse().unwrap(),
+            child,
+        }
+    }
+
+    /// Sends one HTTP/1.1 request; returns status and body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head += &format!("{k}: {v}\r\n");
+        }
+        head += "\r\n";
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_string())
+    }
+
+    fn post(&self, body: &Value) -> (u16, String) {
+        self.request(
+            "POST",
+            "/action",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit after SIGTERM: {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent's full request for node `me` (index into PEERS): every key of
+/// the contract, the first query's defaults when `first`.
+fn agent_request(me: usize, first: bool, explore: bool) -> Value {
+    let mut node = serde_json::Map::new();
+    let v = |x: f64| if first { json!(0.0) } else { json!(x) };
+    node.insert("input_rate".into(), json!(80.4));
+    node.insert("previous_input_rate".into(), v(74.6));
+    node.insert("reject_rate".into(), json!(0.1));
+    node.insert("previous_reject_rate".into(), v(0.05));
+    node.insert("avg_resp_time_loc".into(), json!(12.5));
+    node.insert("previous_avg_resp_time_loc".into(), v(11.0));
+    node.insert("cpu_utilization".into(), json!(0.7));
+    node.insert("previous_cpu_utilization".into(), v(0.6));
+    node.insert("n_replicas".into(), json!(2));
+    node.insert(
+        "previous_n_replicas".into(),
+        json!(if first { 1 } else { 2 }),
+    );
+    for (j, peer) in PEERS.iter().enumerate().filter(|(j, _)| *j != me) {
+        node.insert(format!("previous_fwd_to_{peer}"), v(3.0 + j as f64));
+        node.insert(
+            format!("previous_fwd_to_{peer}_rejected"),
+            v(0.5 * j as f64),
+        );
+        node.insert(format!("previous_avg_resp_time_fwd_to_{peer}"), v(20.0));
+    }
+    json!({"observation": {PEERS[me]: node}, "agent_parameters": {"explore": explore}})
+}
+
+/// Checks the contract's response shape for node `me`; returns the
+/// proportions `[local, neighbours in PEERS order, reject]` as percentages.
+fn check_response(me: usize, body: &str) -> Vec<u32> {
+    let value: Value = serde_json::from_str(body).unwrap();
+    let top = value.as_object().unwrap();
+    assert_eq!(top.len(), 1, "{body}");
+    let node = top[PEERS[me]].as_object().unwrap();
+    assert_eq!(node.len(), 2 + 4, "{body}");
+    let mut keys = vec!["local".to_string()];
+    keys.extend(
+        PEERS
+            .iter()
+            .filter(|p| **p != PEERS[me])
+            .map(|p| p.to_string()),
+    );
+    keys.push("reject".into());
+    let percent: Vec<u32> = keys
+        .iter()
+        .map(|k| {
+            let p = node[k.as_str()].as_f64().unwrap();
+            let n = (p * 100.0).round();
+            assert!(
+                (p * 100.0 - n).abs() < 1e-9,
+                "{k}: {p} not a multiple of 0.01"
+            );
+            n as u32
+        })
+        .collect();
+    assert_eq!(percent.iter().sum::<u32>(), 100, "{body}");
+    // Two decimals as written.
+    assert!(
+        body.contains(&format!(
+            "\"local\":{}.{:02}",
+            percent[0] / 100,
+            percent[0] % 100
+        )),
+        "{body}"
+    );
+    percent
+}
+
+#[test]
+fn serves_the_platform_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    run_folder(dir.path());
+    let mapping = dir.path().join("mapping.yaml");
+    std::fs::write(&mapping, mapping_yaml()).unwrap();
+    let log = dir.path().join("requests.ndjson");
+    let run = dir.path().to_str().unwrap();
+    let server = Server::start(&[
+        "--checkpoint",
+        run,
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+        "--seed",
+        "5",
+    ]);
+
+    let (status, body) = server.request("GET", "/", &[], b"");
+    assert_eq!(status, 200);
+    let root: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(root["endpoints"], json!(["/action"]));
+    assert!(root["message"].is_string());
+    let (status, body) = server.request("GET", "/health", &[], b"");
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap()["status"].clone()
+        ),
+        (200, json!("ok"))
+    );
+
+    // The library's answer for the same observation, converted by hand:
+    // rates rounded, the first query's previous input rate 0 read as 1.
+    let bytes = std::fs::read(
+        dir.path()
+            .join("checkpoints/iter_000001/policies.safetensors"),
+    )
+    .unwrap();
+    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    for me in [0, 1, 4] {
+        for first in [true, false] {
+            let (status, body) = server.post(&agent_request(me, first, false));
+            assert_eq!(status, 200, "{body}");
+            let got = check_response(me, &body);
+            let others: Vec<usize> = (0..5).filter(|&j| j != me).collect();
+            let mut obs = vec![80.0f32, if first { 1.0 } else { 75.0 }];
+            obs.extend(
+                others
+                    .iter()
+                    .map(|&j| if first { 0.0 } else { (3 + j) as f32 }),
+            );
+            obs.extend(others.iter().map(|&j| {
+                if first {
+                    0.0
+                } else {
+                    (0.5 * j as f64).round() as f32
+                }
+            }));
+            let mut action = [0f32; 6];
+            policy.act(me, &obs, &mut action).unwrap();
+            let mut want = [0u32; 6];
+            dfaas::serve::percentages(&action, &mut want);
+            assert_eq!(got, want, "node {me} first {first}: {body}");
+        }
+    }
+
+    // Exploring: from the body (a sample, still whole percentages), and
+    // the body's `false` winning over the header's `true`.
+    let (status, body) = server.post(&agent_request(2, false, true));
+    assert_eq!(status, 200, "{body}");
+    check_response(2, &body);
+    let deterministic = server.post(&agent_request(2, false, false)).1;
+    let header_loses = server.request(
+        "POST",
+        "/action",
+        &[("Content-Type", "application/json"), ("explore", "true")],
+        agent_request(2, false, false).to_string().as_bytes(),
+    );
+    assert_eq!(header_loses, (200, deterministic.clone()));
+    let mut no_flag = agent_request(2, false, false);
+    no_flag.as_object_mut().unwrap().remove("agent_parameters");
+    let samples: Vec<String> = (0..3)
+        .map(|_| {
+            server
+                .request(
+                    "POST",
+                    "/action",
+                    &[("Content-Type", "application/json"), ("explore", "true")],
+                    no_flag.to_string().as_bytes(),
+                )
+                .1
+        })
+        .collect();
+    assert!(samples.iter().any(|s| *s != deterministic), "{samples:?}");
+    samples.iter().for_each(|s| drop(check_response(2, s)));
+
+    // Bad requests: 4xx with a JSON error naming the problem.
+    let status_field = |(status, body): (u16, String)| {
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+        assert!(v["error"].is_string(), "{body}");
+        (status, v["field"].as_str().unwrap_or("").to_string())
+    };
+    let ct = [("Content-Type", "application/json")];
+    let got = status_field(server.request("POST", "/action", &ct, b"{\"observation\": "));
+    assert_eq!(got, (400, String::new()));
+    let got =
+        status_field(server.request("POST", "/action", &[("Content-Type", "text/plain")], b"{}"));
+    assert_eq!(got, (415, "header content-type".into()));
+    let got = status_field(server.request("POST", "/action", &[], b"{}"));
+    assert_eq!(got.0, 415);
+    let huge = vec![b' '; 70 * 1024];
+    let got = status_field(server.request("POST", "/action", &ct, &huge));
+    assert_eq!(got.0, 413);
+    let mut unknown = agent_request(0, false, false);
+    let node = unknown["observation"][PEERS[0]].take();
+    unknown["observation"] = json!({"node_nobody": node});
+    assert_eq!(
+        status_field(server.post(&unknown)),
+        (422, "observation.node_nobody".into())
+    );
+    let mut negative = agent_request(0, false, false);
+    negative["observation"][PEERS[0]]["input_rate"] = json!(-3.0);
+    assert_eq!(
+        status_field(server.post(&negative)),
+        (422, format!("observation.{}.input_rate", PEERS[0]))
+    );
+    let mut missing = agent_request(3, false, false);
+    let key = format!("previous_fwd_to_{}_rejected", PEERS[1]);
+    missing["observation"][PEERS[3]]
+        .as_object_mut()
+        .unwrap()
+        .remove(&key);
+    assert_eq!(
+        status_field(server.post(&missing)),
+        (422, format!("observation.{}.{key}", PEERS[3]))
+    );
+    let mut text = agent_request(0, false, false);
+    text["observation"][PEERS[0]]["previous_input_rate"] = json!("12");
+    assert_eq!(
+        status_field(server.post(&text)),
+        (422, format!("observation.{}.previous_input_rate", PEERS[0]))
+    );
+    let mut stranger = agent_request(0, false, false);
+    stranger["observation"][PEERS[0]]["previous_fwd_to_node_stranger"] = json!(1.0);
+    assert_eq!(
+        status_field(server.post(&stranger)),
+        (
+            422,
+            format!("observation.{}.previous_fwd_to_node_stranger", PEERS[0])
+        )
+    );
+    let mut two = agent_request(0, false, false);
+    two["observation"][PEERS[1]] = json!({});
+    assert_eq!(status_field(server.post(&two)), (422, "observation".into()));
+    let mut flag = agent_request(0, false, false);
+    flag["agent_parameters"]["explore"] = json!("yes");
+    assert_eq!(
+        status_field(server.post(&flag)),
+        (422, "agent_parameters.explore".into())
+    );
+    let got = status_field(server.request(
+        "POST",
+        "/action",
+        &[("Content-Type", "application/json"), ("explore", "maybe")],
+        agent_request(0, false, false).to_string().as_bytes(),
+    ));
+    assert_eq!(got, (422, "header explore".into()));
+    assert_eq!(
+        status_field(server.request("GET", "/nothing", &[], b"")).0,
+        404
+    );
+
+    // Still up, same answer; values above training's largest rate clipped.
+    assert_eq!(
+        server.post(&agent_request(2, false, false)),
+        (200, deterministic)
+    );
+    let mut high = agent_request(0, false, false);
+    high["observation"][PEERS[0]]["input_rate"] = json!(1e9);
+    let (status, body) = server.post(&high);
+    assert_eq!(status, 200, "{body}");
+    check_response(0, &body);
+    let health: Value =
+        serde_json::from_str(&server.request("GET", "/health", &[], b"").1).unwrap();
+    assert_eq!(health["clipped"], json!(1));
+
+    server.stop();
+    // One NDJSON line per POST /action, with its status.
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 20, "{}", lines.len());
+    assert!(lines.iter().any(|l| l["status"] == json!(415)));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["clipped"] == json!(1) && l["node"] == json!(PEERS[0]))
+    );
+}
+
+#[test]
+fn without_a_mapping_nodes_are_the_checkpoints_names() {
+    let dir = tempfile::tempdir().unwrap();
+    run_folder(dir.path());
+    let checkpoint = dir.path().join("checkpoints/iter_000001");
+    let server = Server::start(&["--checkpoint", checkpoint.to_str().unwrap()]);
+    let body = json!({"observation": {"node_3": {
+        "input_rate": 40, "previous_input_rate": 38,
+        "previous_fwd_to_node_0": 1, "previous_fwd_to_node_0_rejected": 0,
+        "previous_fwd_to_node_1": 2, "previous_fwd_to_node_1_rejected": 0,
+        "previous_fwd_to_node_2": 0, "previous_fwd_to_node_2_rejected": 0,
+        "previous_fwd_to_node_4": 3, "previous_fwd_to_node_4_rejected": 1,
+    }}});
+    let (status, text) = server.post(&body);
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let node = v["node_3"].as_object().unwrap();
+    let mut keys: Vec<&str> = node.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["local", "node_0", "node_1", "node_2", "node_4", "reject"]
+    );
+    server.stop();
+}
+
+#[test]
+fn a_mapping_that_does_not_fit_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    run_folder(dir.path());
+    let cases = [
+        // node_0's slot for node_4 left out.
+        (
+            mapping_yaml().replace(&format!("      {}: node_4\n", PEERS[4]), ""),
+            "neighbour slot 3 (`node_4`) of agent `node_0` is not mapped",
+        ),
+        (
+            mapping_yaml().replace("agent: node_2", "agent: node_9"),
+            "`node_9` is not an agent of the checkpoint",
+        ),
+        (
+            mapping_yaml().replace("agent: node_2", "agent: node_1"),
+            "is already mapped",
+        ),
+        (
+            mapping_yaml().replace(": 3\n", ": 7\n"),
+            "`7` is not a neighbour of agent `node_1`",
+        ),
+        ("nodes: [1, 2]\n".to_string(), "mapping file"),
+    ];
+    for (text, message) in cases {
+        let mapping = dir.path().join("mapping.yaml");
+        std::fs::write(&mapping, text).unwrap();
+        let out = Command::new(example("serve_policy"))
+            .args(["--listen", "127.0.0.1:0", "--checkpoint"])
+            .arg(dir.path())
+            .arg("--mapping")
+            .arg(&mapping)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{message}: started");
+        assert!(stderr.contains(message), "{message}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A checkpoint from before inference metadata: a clear error.
+    let out = Command::new(example("serve_policy"))
+        .args(["--listen", "127.0.0.1:0", "--checkpoint"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a checkpoint nor a run folder"));
+}

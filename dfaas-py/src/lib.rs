@@ -32,6 +32,11 @@ fn config_error(error: &ConfigError) -> PyErr {
 
 /// Any other Rust error as `ValueError` with its message (and its causes).
 fn value_error(error: &dyn std::error::Error) -> PyErr {
+    PyValueError::new_err(error_chain(error))
+}
+
+/// `error`'s message followed by its causes'.
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -39,7 +44,7 @@ fn value_error(error: &dyn std::error::Error) -> PyErr {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    PyValueError::new_err(message)
+    message
 }
 
 /// A built environment model: topology, performance tables, traces.
@@ -268,6 +273,13 @@ impl Env {
         .map_err(|e| PyOSError::new_err(format!("{path}: {e}")))
     }
 
+    /// Draws the evaluation episode seeds from `master_seed` (needed
+    /// before the first reset of a model in evaluation mode): the episodes
+    /// `dfaas_policies::controller::evaluation_env` plays, in turn.
+    fn set_evaluation_seeds(&mut self, master_seed: u64, episodes: usize) {
+        self.env.set_evaluation_seeds(master_seed, episodes);
+    }
+
     /// Step index within the episode (`max_steps` when it is over).
     #[getter]
     fn step_index(&self) -> usize {
@@ -382,6 +394,132 @@ impl BatchEnv {
     }
 }
 
+/// A trained policy for inference: `dfaas_infer::Policy`, loaded from a
+/// `train_ppo` checkpoint (its `policies.safetensors`).
+#[pyclass(module = "dfaas._dfaas")]
+struct Policy {
+    policy: dfaas::infer::Policy,
+    /// `2 + max degree`: the padded action width.
+    action_width: usize,
+}
+
+/// `path`'s `policies.safetensors`: the file itself, a checkpoint folder
+/// holding one, or a run folder (its latest complete checkpoint).
+fn checkpoint_file(path: &Path) -> PyResult<std::path::PathBuf> {
+    const FILE: &str = "policies.safetensors";
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.join(FILE).is_file() {
+        return Ok(path.join(FILE));
+    }
+    let runs = path.join("checkpoints");
+    let folder = if runs.is_dir() {
+        runs
+    } else {
+        path.to_path_buf()
+    };
+    dfaas::policies::checkpoint::latest(&folder)
+        .map(|latest| latest.join(FILE))
+        .ok_or_else(|| {
+            PyFileNotFoundError::new_err(format!(
+                "{}: no {FILE}, checkpoint folder or run folder with a complete checkpoint",
+                path.display()
+            ))
+        })
+}
+
+#[pymethods]
+impl Policy {
+    /// Loads `path`: a `policies.safetensors` file, a checkpoint folder
+    /// holding one, or a `train_ppo` run folder (its latest complete
+    /// checkpoint).
+    #[staticmethod]
+    fn load(path: &str) -> PyResult<Self> {
+        let file = checkpoint_file(Path::new(path))?;
+        let bytes = std::fs::read(&file)
+            .map_err(|e| PyOSError::new_err(format!("{}: {e}", file.display())))?;
+        let policy = dfaas::infer::Policy::from_safetensors(&bytes).map_err(|e| {
+            PyValueError::new_err(format!("{}: {}", file.display(), error_chain(&e)))
+        })?;
+        let action_width = policy
+            .agents()
+            .iter()
+            .map(dfaas::infer::Agent::action_len)
+            .max()
+            .unwrap_or(2);
+        Ok(Self {
+            policy,
+            action_width,
+        })
+    }
+
+    /// Agent names, in agent order.
+    fn agents(&self) -> Vec<String> {
+        self.policy
+            .agents()
+            .iter()
+            .map(|a| a.name.clone())
+            .collect()
+    }
+
+    /// The padded observation width the policy's rows have.
+    #[getter]
+    fn obs_width(&self) -> usize {
+        self.policy.obs_width()
+    }
+
+    /// The padded action width of [`Policy::act`]'s rows (`2 + max
+    /// degree`).
+    #[getter]
+    fn action_width(&self) -> usize {
+        self.action_width
+    }
+
+    /// The deterministic actions (each agent's Dirichlet mean, as the
+    /// trainer's evaluation acts) for observations `[..., agents,
+    /// obs_width]` (float32, environment units, the padded rows `Env` and
+    /// `VectorEnv` give): `[..., agents, action_width]`, each row `[local,
+    /// forward_1..k, reject]` then zeros.
+    fn act<'py>(
+        &mut self,
+        py: Python<'py>,
+        observations: numpy::PyReadonlyArrayDyn<'py, f32>,
+    ) -> PyResult<Bound<'py, numpy::PyArrayDyn<f32>>> {
+        let shape = observations.shape().to_vec();
+        let (agents, width) = (self.policy.agents().len(), self.policy.obs_width());
+        if shape.len() < 2 || shape[shape.len() - 2..] != [agents, width] {
+            return Err(PyValueError::new_err(format!(
+                "observations: shape {shape:?}, expected [..., {agents}, {width}] (agents × observation width)"
+            )));
+        }
+        let rows = observations.as_slice()?;
+        let mut out = vec![0f32; rows.len() / width * self.action_width];
+        for (r, (obs, action)) in rows
+            .chunks_exact(width)
+            .zip(out.chunks_exact_mut(self.action_width))
+            .enumerate()
+        {
+            let agent = r % agents;
+            let k = self.policy.agents()[agent].action_len();
+            self.policy
+                .act(agent, obs, &mut action[..k])
+                .map_err(|e| PyValueError::new_err(format!("observations row {r}: {e}")))?;
+        }
+        let mut out_shape = shape;
+        let last = out_shape.len() - 1;
+        out_shape[last] = self.action_width;
+        PyArray1::from_vec(py, out).reshape(out_shape)
+    }
+}
+
+/// The seed of the evaluation episodes of a run trained with
+/// `training_seed` (`train_ppo` and `evaluate` use it).
+#[pyfunction]
+fn evaluation_seed(training_seed: u64) -> u64 {
+    dfaas::policies::controller::evaluation_seed(training_seed)
+}
+
 /// Panics inside Rust, for the test that a panic reaches Python as an
 /// exception (pyo3's `PanicException`) and not as an abort.
 #[pyfunction]
@@ -394,6 +532,8 @@ fn _dfaas(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Model>()?;
     module.add_class::<Env>()?;
     module.add_class::<BatchEnv>()?;
+    module.add_class::<Policy>()?;
+    module.add_function(wrap_pyfunction!(evaluation_seed, module)?)?;
     module.add_function(wrap_pyfunction!(_panic_for_tests, module)?)?;
     Ok(())
 }

@@ -143,6 +143,30 @@ class ParallelEnv(_PettingZooParallelEnv):
             self.agents = []
         return observations, reward, terminations, truncations, infos
 
+    def set_evaluation_seeds(self, master_seed: int, episodes: int) -> None:
+        """Draws the evaluation episode seeds from ``master_seed``, as the
+        Rust evaluation does (``dfaas.evaluation_seed(training_seed)`` is a
+        run's); needed before the first reset of a configuration with
+        ``evaluation: true``, whose resets then play those episodes in
+        turn."""
+        self._env.set_evaluation_seeds(master_seed, episodes)
+
+    def observation_rows(self, observations: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
+        """The observation dicts of every agent as the padded rows
+        ``[agents, obs_width]`` that ``dfaas.Policy.act`` takes."""
+        rows = np.zeros((len(self.possible_agents), self.model.obs_width), dtype=np.float32)
+        for i, agent in enumerate(self.possible_agents):
+            for j, key in enumerate(self._keys[agent]):
+                rows[i, j] = observations[agent][key][0]
+        return rows
+
+    def action_dict(self, rows: np.ndarray) -> dict:
+        """Padded action rows ``[agents, action_width]`` (``dfaas.Policy.act``'s)
+        as the per-agent actions ``step`` takes."""
+        return {
+            agent: rows[i, : self._widths[i]] for i, agent in enumerate(self.possible_agents)
+        }
+
     def stats(self) -> dict:
         """The current episode's per-step metrics as the reference's stats
         table: a dict of columns (``step``, ``agent``, then every column of

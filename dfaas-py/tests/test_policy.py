@@ -1,0 +1,100 @@
+"""A checkpoint written by ``train_ppo``: readable with
+``safetensors.numpy``, loaded by ``dfaas.Policy``, whose actions through
+``ParallelEnv`` replay the Rust evaluation's episode in every cell."""
+
+import math
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+import dfaas
+from conftest import ROOT
+
+EXAMPLES = ROOT / "target" / "release" / "examples"
+
+
+def example(name):
+    path = EXAMPLES / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: build it with `cargo build --release --examples`")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 2-iteration default run and the Rust evaluation of its checkpoint
+    (one episode)."""
+    out = tmp_path_factory.mktemp("run")
+    subprocess.run(
+        [example("train_ppo"), "--iterations", "2", "--eval-episodes", "1", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [example("evaluate"), "--checkpoint", str(out), "--episodes", "1"],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def test_the_checkpoint_is_plain_safetensors(run):
+    (checkpoint,) = sorted((run / "checkpoints").iterdir())
+    tensors = load_file(str(checkpoint / "policies.safetensors"))
+    for p in range(3):
+        weight = tensors[f"policy{p}.actor.layer0.weight"]
+        assert weight.dtype == np.float32 and weight.ndim == 2
+        assert tensors[f"policy{p}.obs_norm.mean"].dtype == np.float64
+    policy = dfaas.Policy.load(str(checkpoint))
+    assert policy.agents() == ["node_0", "node_1", "node_2"]
+    # A run folder loads its latest checkpoint.
+    assert dfaas.Policy.load(str(run)).agents() == policy.agents()
+
+
+def test_python_actions_replay_the_rust_evaluation_episode(run):
+    config = yaml.safe_load((run / "env_config.yaml").read_text())
+    config["evaluation"] = True
+    env = dfaas.ParallelEnv(config)
+    seed = dfaas.evaluation_seed(42)
+    env.set_evaluation_seeds(seed, 1)
+    policy = dfaas.Policy.load(str(run))
+    obs, _ = env.reset(seed=seed)
+    while env.agents:
+        actions = policy.act(env.observation_rows(obs))
+        assert actions.shape == (3, policy.action_width)
+        assert np.allclose(actions.sum(axis=1), 1.0, atol=1e-5)
+        obs, *_ = env.step(env.action_dict(actions))
+    stats = env.stats()
+    folder = sorted((run / "checkpoints").iterdir())[-1] / "evaluation" / "ppo"
+    lines = (folder / "episode_0.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert list(stats)[2:] == header[2:]
+    assert len(lines) - 1 == len(stats["step"])
+    for r, line in enumerate(lines[1:]):
+        cells = line.split(",")
+        for column, want in zip(header[2:], cells[2:]):
+            got = stats[column][r]
+            where = f"row {r} {column}"
+            if want == "":
+                assert math.isnan(got), where
+            else:
+                assert math.isclose(got, float(want), rel_tol=1e-12, abs_tol=1e-12), where
+
+
+def test_bad_observations_and_paths_raise(run, tmp_path):
+    policy = dfaas.Policy.load(str(run))
+    with pytest.raises(ValueError, match="shape"):
+        policy.act(np.zeros((2, policy.obs_width), dtype=np.float32))
+    bad = np.zeros((3, policy.obs_width), dtype=np.float32)
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="row 1"):
+        policy.act(bad)
+    with pytest.raises(FileNotFoundError):
+        dfaas.Policy.load(str(tmp_path))
+    broken = tmp_path / "policies.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="policies.safetensors"):
+        dfaas.Policy.load(str(broken))

@@ -70,6 +70,11 @@ pub struct CpuEngine<B: Backend> {
     actions: Vec<f32>,
     coefficients: Vec<LossCoefficients>,
     queue: Vec<UpdateOp>,
+    /// Scratch of one policy's act: concentrations, values, one agent's
+    /// concentrations over its entries.
+    alpha: Vec<f32>,
+    values: Vec<f32>,
+    sub_alpha: Vec<f32>,
 }
 
 impl<B: Backend + Clone + Send> CpuEngine<B>
@@ -146,6 +151,9 @@ where
             rollouts: Vec::new(),
             coefficients: Vec::new(),
             queue: Vec::new(),
+            alpha: Vec::new(),
+            values: Vec::new(),
+            sub_alpha: Vec::new(),
             config,
             env,
             backend,
@@ -281,9 +289,12 @@ where
         let shared = self.config.layout == Layout::Shared;
         let observations = self.env.observations().to_vec();
         let (actor, critic) = self.inputs(&observations, true);
-        let (mut alpha, mut values) = (Vec::new(), Vec::new());
-        let (mut sub_alpha, mut sample, mut grad) = (
-            Vec::new(),
+        let (mut alpha, mut values, mut sub_alpha) = (
+            std::mem::take(&mut self.alpha),
+            std::mem::take(&mut self.values),
+            std::mem::take(&mut self.sub_alpha),
+        );
+        let (mut sample, mut grad) = (
             [0f32; dirichlet::MAX_ENTRIES],
             [0f32; dirichlet::MAX_ENTRIES],
         );
@@ -328,6 +339,7 @@ where
                 }
             }
         }
+        (self.alpha, self.values, self.sub_alpha) = (alpha, values, sub_alpha);
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use std::path::Path;
 
 /// A configuration error as the Python exception that fits it.
@@ -157,19 +157,134 @@ struct Env {
     obs_width: usize,
     /// The current episode's steps.
     episode: Vec<StepMetrics>,
+    /// The padded action rows the dict step fills.
+    actions: Vec<f32>,
+    /// Agent names and each agent's observation keys, as Python strings.
+    names: Vec<Py<PyString>>,
+    keys: Vec<Vec<Py<PyString>>>,
+}
+
+/// The observation key names of agent `a`, in observation-row order.
+fn observation_keys(model: &EnvModel, a: usize) -> Vec<String> {
+    let topology = model.built().topology();
+    let names: Vec<&str> = topology
+        .neighbours(a)
+        .iter()
+        .map(|&b| topology.names()[b as usize].as_str())
+        .collect();
+    ["input_rate".to_string(), "prev_input_rate".to_string()]
+        .into_iter()
+        .chain(names.iter().map(|n| format!("prev_forward_to_{n}")))
+        .chain(names.iter().map(|n| format!("prev_forward_rejects_to_{n}")))
+        .collect()
 }
 
 #[pymethods]
 impl Env {
     #[new]
-    fn new(model: &Model) -> Self {
+    fn new(py: Python<'_>, model: &Model) -> Self {
         let model = model.model.clone();
+        let names = model
+            .built()
+            .topology()
+            .names()
+            .iter()
+            .map(|n| PyString::new(py, n).unbind())
+            .collect();
+        let keys = (0..model.num_agents())
+            .map(|a| {
+                observation_keys(&model, a)
+                    .iter()
+                    .map(|k| PyString::new(py, k).unbind())
+                    .collect()
+            })
+            .collect();
         Self {
+            names,
+            keys,
             agents: model.num_agents(),
             obs_width: model.obs_width(),
+            actions: vec![0.0; model.num_agents() * model.action_width()],
             env: dfaas::core::Env::new(model),
             episode: Vec::new(),
         }
+    }
+
+    /// Every agent's observation key names, in observation-row order
+    /// (`input_rate`, `prev_input_rate`, `prev_forward_to_<n>`..,
+    /// `prev_forward_rejects_to_<n>`..).
+    fn observation_keys(&self) -> Vec<Vec<String>> {
+        let model = self.env.model();
+        (0..self.agents)
+            .map(|a| observation_keys(model, a))
+            .collect()
+    }
+
+    /// One step with `actions`, a dict from every agent's name to its
+    /// `k + 2` shares (a float32 array or any sequence of numbers), for
+    /// PettingZoo's dicts. Returns `(observations, rewards, done)`:
+    /// `observations[agent][key]` a `(1,)` float32 array, `rewards[agent]`
+    /// a float.
+    fn step_dicts<'py>(
+        &mut self,
+        py: Python<'py>,
+        actions: &Bound<'py, PyDict>,
+    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>, bool)> {
+        let model = self.env.model();
+        let width = model.action_width();
+        if actions.len() != self.agents {
+            return Err(PyValueError::new_err(format!(
+                "actions: {} entries, expected one per agent ({})",
+                actions.len(),
+                self.agents
+            )));
+        }
+        for (a, name) in self.names.iter().enumerate() {
+            let name = name.bind(py);
+            let k = model.degree(a) + 2;
+            let action = actions.get_item(name)?.ok_or_else(|| {
+                PyValueError::new_err(format!("actions: missing for agent {name}"))
+            })?;
+            let row = &mut self.actions[a * width..a * width + k];
+            if let Ok(array) = action.cast::<numpy::PyArray1<f32>>() {
+                let array = array.readonly();
+                let values = array.as_slice()?;
+                if values.len() != k {
+                    return Err(PyValueError::new_err(format!(
+                        "actions[{name:?}]: shape ({},), expected ({k},) ([local, forward to each neighbour, reject])",
+                        values.len()
+                    )));
+                }
+                row.copy_from_slice(values);
+            } else {
+                let values: Vec<f32> = action.extract().map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "actions[{name:?}]: expected {k} numbers ([local, forward to each neighbour, reject])"
+                    ))
+                })?;
+                if values.len() != k {
+                    return Err(PyValueError::new_err(format!(
+                        "actions[{name:?}]: shape ({},), expected ({k},) ([local, forward to each neighbour, reject])",
+                        values.len()
+                    )));
+                }
+                row.copy_from_slice(&values);
+            }
+        }
+        let outcome = self.env.step(&self.actions).map_err(|e| value_error(&e))?;
+        let (observations, rewards) = (PyDict::new(py), PyDict::new(py));
+        for (a, (name, agent_keys)) in self.names.iter().zip(&self.keys).enumerate() {
+            let row = &outcome.observations[a * self.obs_width..];
+            let entries = PyDict::new(py);
+            for (key, &value) in agent_keys.iter().zip(row) {
+                entries.set_item(key.bind(py), PyArray1::from_slice(py, &[value]))?;
+            }
+            observations.set_item(name, entries)?;
+            rewards.set_item(name, f64::from(outcome.rewards[a]))?;
+        }
+        let done = outcome.done;
+        self.episode.push(self.env.metrics().clone());
+        Ok((observations, rewards, done))
     }
 
     /// Starts an episode: `seed` reseeds the master stream (`None`:

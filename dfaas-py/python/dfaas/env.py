@@ -76,14 +76,9 @@ class ParallelEnv(_PettingZooParallelEnv):
         high = float(max(self.model.max_input_rate, 1))
         self._observation_spaces = {}
         self._action_spaces = {}
-        self._keys = {}
+        self._keys = dict(zip(self.possible_agents, self._env.observation_keys()))
         for agent, neighbours in zip(self.possible_agents, self._neighbours):
-            keys = (
-                ["input_rate", "prev_input_rate"]
-                + [f"prev_forward_to_{n}" for n in neighbours]
-                + [f"prev_forward_rejects_to_{n}" for n in neighbours]
-            )
-            self._keys[agent] = keys
+            keys = self._keys[agent]
             box = lambda: spaces.Box(0.0, high, shape=(1,), dtype=np.float32)  # noqa: E731
             self._observation_spaces[agent] = spaces.Dict({k: box() for k in keys})
             self._action_spaces[agent] = spaces.Box(
@@ -91,9 +86,6 @@ class ParallelEnv(_PettingZooParallelEnv):
             )
         self._agent_set = frozenset(self.possible_agents)
         self._widths = [len(n) + 2 for n in self._neighbours]
-        self._actions = np.zeros(
-            (len(self.possible_agents), self.model.action_width), dtype=np.float32
-        )
         self._seeded = False
 
     def observation_space(self, agent: str) -> spaces.Dict:
@@ -121,21 +113,12 @@ class ParallelEnv(_PettingZooParallelEnv):
             missing = [a for a in self.agents if a not in actions]
             unknown = [a for a in actions if a not in self._agent_set]
             raise ValueError(f"actions: missing for agents {missing}, unknown agents {unknown}")
-        buffer = self._actions
-        for i, agent in enumerate(self.possible_agents):
-            action = actions[agent]
-            width = self._widths[i]
-            if np.ndim(action) != 1 or len(action) != width:
-                raise ValueError(
-                    f"actions[{agent!r}]: shape {np.shape(action)}, expected ({width},)"
-                    " ([local, forward to each neighbour, reject])"
-                )
-            # Entries past `width` stay 0 (padding the Rust step ignores).
-            buffer[i, :width] = action
-        rows, rewards, done = self._env.step(buffer)
+        # The Rust side reads each agent's k + 2 shares (a float32 array or
+        # any sequence of numbers) and builds the observation dicts.
+        observations, reward, done = self._env.step_dicts(
+            actions if type(actions) is dict else dict(actions)
+        )
         agents = self.agents
-        observations = self._observations(rows)
-        reward = dict(zip(agents, rewards.tolist()))
         terminations = dict.fromkeys(agents, done)
         truncations = dict.fromkeys(agents, False)
         infos = {a: {} for a in agents}

@@ -476,6 +476,52 @@ impl BatchEnv {
         Ok((obs, rewards, dones, finals))
     }
 
+    /// As [`BatchEnv::step`], writing into caller-owned arrays instead of
+    /// new ones: `observations` `[envs, agents, obs_width]`, `rewards`
+    /// `[envs, agents]`, `dones` `[envs]` (contiguous). Returns whether an
+    /// env's episode ended (then [`BatchEnv::final_observations`] holds the
+    /// terminal observations).
+    fn step_into(
+        &mut self,
+        actions: numpy::PyReadonlyArray3<'_, f32>,
+        mut observations: numpy::PyReadwriteArray3<'_, f32>,
+        mut rewards: numpy::PyReadwriteArray2<'_, f32>,
+        mut dones: numpy::PyReadwriteArray1<'_, bool>,
+    ) -> PyResult<bool> {
+        let [envs, agents, _] = self.shape;
+        let width = self.batch.model().action_width();
+        let check = |field: &str, got: &[usize], want: &[usize]| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(PyValueError::new_err(format!(
+                    "{field}: shape {got:?}, expected {want:?}"
+                )))
+            }
+        };
+        check("actions", actions.shape(), &[envs, agents, width])?;
+        check("observations", observations.shape(), &self.shape)?;
+        check("rewards", rewards.shape(), &[envs, agents])?;
+        check("dones", dones.shape(), &[envs])?;
+        self.batch
+            .step(actions.as_slice()?)
+            .map_err(|e| value_error(&e))?;
+        observations
+            .as_slice_mut()?
+            .copy_from_slice(self.batch.observations());
+        rewards
+            .as_slice_mut()?
+            .copy_from_slice(self.batch.rewards());
+        dones.as_slice_mut()?.copy_from_slice(self.batch.dones());
+        Ok(self.batch.dones().contains(&true))
+    }
+
+    /// The terminal observations `[envs, agents, obs_width]` of the envs
+    /// whose episode ended at the last step (other rows are stale).
+    fn final_observations<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<f32>>> {
+        PyArray1::from_slice(py, self.batch.final_observations()).reshape(self.shape)
+    }
+
     /// Steps every env `steps` times with the same `actions` `[envs,
     /// agents, action_width]` and returns nothing: the Rust batch's own
     /// rate, without Python's per-step work (for benchmarks beside

@@ -102,3 +102,25 @@ def test_bad_shapes_and_values_raise_with_the_rust_message():
         env.step(bad)
     with pytest.raises(ValueError, match="num_envs"):
         dfaas.VectorEnv(SHORT, num_envs=0)
+
+
+def test_without_copies_the_same_arrays_come_back_with_the_same_values():
+    views = dfaas.VectorEnv(SHORT, num_envs=3, copy=False)
+    copies = dfaas.VectorEnv(SHORT, num_envs=3)
+    first, _ = views.reset(seed=4)
+    assert np.array_equal(first, copies.reset(seed=4)[0])
+    rng = np.random.default_rng(8)
+    returned = None
+    for _ in range(12):
+        actions = rng.dirichlet(np.ones(4), size=(3, 3)).astype(np.float32)
+        got = views.step(actions)
+        want = copies.step(actions)
+        for g, w in zip(got[:4], want[:4]):
+            assert np.array_equal(g, w)
+        assert got[4].keys() == want[4].keys()
+        for key in got[4]:
+            assert np.array_equal(got[4][key], want[4][key])
+        if returned is not None:
+            assert all(a is b for a, b in zip(got[:3], returned)), "the same arrays"
+        returned = got[:3]
+    assert got[0] is first, "reset's array too"

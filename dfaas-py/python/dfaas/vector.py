@@ -42,8 +42,11 @@ class VectorEnv(_GymnasiumVectorEnv):
     whose episode ends returns its next episode's first observation in the
     same step, and ``infos["final_obs"]`` (``[E, N, O]``, zeros for envs
     that did not end) holds its terminal observation, with the mask
-    ``infos["_final_obs"]``. The arrays returned are new ones every step,
-    owned by Python.
+    ``infos["_final_obs"]``. With ``copy=True`` (the default) the arrays
+    returned are new ones every step, owned by Python (one copy per step);
+    with ``copy=False`` observations, rewards and terminations are the same
+    three arrays every step, overwritten in place: views valid until the
+    next ``step`` or ``reset``.
 
     ``reset(seed=s)`` resets every env (env ``i`` from a master seed
     derived from ``s`` and ``i``); without a seed it uses the previous
@@ -52,9 +55,10 @@ class VectorEnv(_GymnasiumVectorEnv):
 
     metadata = {"autoreset_mode": SAME_STEP}
 
-    def __init__(self, config: ConfigLike = None, num_envs: int = 1) -> None:
+    def __init__(self, config: ConfigLike = None, num_envs: int = 1, copy: bool = True) -> None:
         self.model = load_model(config)
         self.num_envs = int(num_envs)
+        self.copy = bool(copy)
         self._batch = _BatchEnv(self.model, self.num_envs)
         self.agents = list(self.model.agents())
         n, o, w = len(self.agents), self.model.obs_width, self.model.action_width
@@ -67,6 +71,10 @@ class VectorEnv(_GymnasiumVectorEnv):
         for a in range(n):
             self.action_mask[a, : len(self.model.neighbours(a)) + 2] = True
         self._seed: Optional[int] = None
+        # The arrays `copy=False` returns every step.
+        self._observations = np.zeros((self.num_envs, n, o), dtype=np.float32)
+        self._rewards = np.zeros((self.num_envs, n), dtype=np.float32)
+        self._dones = np.zeros(self.num_envs, dtype=bool)
 
     def reset(
         self, *, seed: Optional[int] = None, options: Optional[Mapping[str, Any]] = None
@@ -74,7 +82,11 @@ class VectorEnv(_GymnasiumVectorEnv):
         if seed is None:
             seed = DEFAULT_SEED if self._seed is None else self._seed + 1
         self._seed = int(seed)
-        return self._batch.reset(self._seed), {}
+        observations = self._batch.reset(self._seed)
+        if self.copy:
+            return observations, {}
+        self._observations[...] = observations
+        return self._observations, {}
 
     def episode_seeds(self) -> list:
         """The seed of each env's current episode: ``ParallelEnv.reset(
@@ -83,7 +95,12 @@ class VectorEnv(_GymnasiumVectorEnv):
 
     def step(self, actions):
         actions = np.ascontiguousarray(actions, dtype=np.float32)
-        obs, rewards, dones, finals = self._batch.step(actions)
+        if self.copy:
+            obs, rewards, dones, finals = self._batch.step(actions)
+        else:
+            obs, rewards, dones = self._observations, self._rewards, self._dones
+            ended = self._batch.step_into(actions, obs, rewards, dones)
+            finals = self._batch.final_observations() if ended else None
         infos = {}
         if finals is not None:
             finals[~dones] = 0.0

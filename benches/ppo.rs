@@ -21,14 +21,14 @@ fn model() -> EnvModel {
 
 fn bench_inference(c: &mut Criterion) {
     let model = model();
-    let mut trainer = Trainer::new(model.clone(), PpoConfig::default(), CpuBackend::new()).unwrap();
+    let trainer = Trainer::new(model.clone(), PpoConfig::default(), CpuBackend::new()).unwrap();
     let mut group = c.benchmark_group("ppo_inference");
     for envs in [1usize, 64, 4096] {
         let mut batch = BatchEnv::new(model.clone(), envs).unwrap();
         batch.reset(1).unwrap();
         let obs = batch.observations().to_vec();
         let mut actions = vec![0f32; envs * model.num_agents() * model.action_width()];
-        let mut controller = trainer.controller();
+        let mut controller = trainer.controller().unwrap();
         group.throughput(Throughput::Elements((envs * model.num_agents()) as u64));
         group.bench_function(BenchmarkId::new("actions", envs), |b| {
             b.iter(|| {

@@ -52,7 +52,7 @@ fn main() -> Result<()> {
             )
         })?
     };
-    let mut trainer = checkpoint::load(&dir, CpuBackend::new())?;
+    let trainer = checkpoint::load(&dir, CpuBackend::new())?;
     let built = trainer.model().built().clone();
     let seed = args.seed.unwrap_or(evaluation_seed(trainer.config().seed));
     let out = args.out.clone().unwrap_or_else(|| dir.join("evaluation"));
@@ -60,7 +60,7 @@ fn main() -> Result<()> {
     let fresh_env = || evaluation_env(built.config(), args.episodes, seed);
 
     let mut results: Vec<Evaluation> = Vec::new();
-    let mut controllers: Vec<Box<dyn Controller + '_>> = vec![Box::new(trainer.controller())];
+    let mut controllers: Vec<Box<dyn Controller + '_>> = vec![Box::new(trainer.controller()?)];
     controllers.extend(baselines::all(seed));
     for controller in &mut controllers {
         let policy_dir = out.join(controller.name());

@@ -127,7 +127,7 @@ fn race(
         cpu.train_iteration()?;
     }
     let cpu_time = start.elapsed();
-    let target = evaluate(&mut cpu.controller(), &mut eval()?)?.mean_reward;
+    let target = evaluate(&mut cpu.controller()?, &mut eval()?)?.mean_reward;
     let mut gpu = GpuTrainer::new(model.clone(), config.clone(), GpuContext::new()?)?;
     let every = iterations.div_ceil(10).max(1);
     let mut gpu_time = Duration::ZERO;
@@ -136,7 +136,7 @@ fn race(
         gpu.train_iteration()?;
         gpu_time += start.elapsed();
         if done % every == 0 || done == 4 * iterations {
-            let reward = evaluate(&mut gpu.to_cpu()?.controller(), &mut eval()?)?.mean_reward;
+            let reward = evaluate(&mut gpu.to_cpu()?.controller()?, &mut eval()?)?.mean_reward;
             if reward >= target {
                 return Ok(Race {
                     cpu_time,

@@ -4,7 +4,8 @@
 //! `--requests` full agent requests from `--clients` concurrent
 //! keep-alive connections, and reports latency percentiles, errors and the
 //! server's resident memory after the first and the last thousand
-//! requests. It stops the server when done.
+//! requests. It stops the server when done, and fails (exit status 1)
+//! when a request failed or the resident memory grew by more than 5 MiB.
 //!
 //! ```sh
 //! cargo build --release --example serve_policy --example serve_bench
@@ -21,6 +22,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+/// Largest growth of the server's resident memory between the first
+/// thousand requests and the end (KiB).
+const MAX_GROWTH_KIB: i64 = 5 * 1024;
+
 /// Latency of the policy server under load.
 #[derive(Parser)]
 #[command(version, about)]
@@ -34,6 +39,10 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// The server's worker threads (`serve_policy --threads`; default its
+    /// own).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_s: u64,
@@ -156,10 +165,15 @@ fn main() -> Result<()> {
     );
 
     let exe = std::env::current_exe()?.with_file_name("serve_policy");
-    let mut child = Command::new(&exe)
+    let mut server = Command::new(&exe);
+    server
         .arg("--checkpoint")
         .arg(dir)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"]);
+    if let Some(threads) = args.threads {
+        server.args(["--threads", &threads.to_string()]);
+    }
+    let mut child = server
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -231,12 +245,28 @@ fn main() -> Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e6,
         latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
     );
-    match (rss[0], rss[1]) {
-        (Some(a), Some(b)) => println!(
-            "server resident memory: {a} KiB after the first 1000 requests, {b} KiB after all ({:+} KiB)",
+    let growth = match (rss[0], rss[1]) {
+        (Some(a), Some(b)) => {
+            println!(
+                "server resident memory: {a} KiB after the first 1000 requests, {b} KiB after all ({:+} KiB)",
+                b as i64 - a as i64
+            );
             b as i64 - a as i64
-        ),
-        _ => println!("server resident memory: not readable (/proc)"),
+        }
+        _ => {
+            println!("server resident memory: not readable (/proc)");
+            0
+        }
+    };
+    if errors > 0 || latencies.len() + errors < args.requests {
+        bail!(
+            "{errors} requests failed, {} of {} answered",
+            latencies.len(),
+            args.requests
+        );
+    }
+    if growth > MAX_GROWTH_KIB {
+        bail!("resident memory grew by {growth} KiB (at most {MAX_GROWTH_KIB})");
     }
     Ok(())
 }

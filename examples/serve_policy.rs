@@ -20,6 +20,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use dfaas::infer::{MAX_ENTRIES, Policy, explore_stream};
 use dfaas::policies::checkpoint;
@@ -27,7 +28,7 @@ use dfaas::serve::{Mapping, RequestError, decode, encode};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,10 +71,17 @@ struct Args {
     /// Append one NDJSON line per request to this file.
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Worker threads answering requests (default: the available cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 struct App {
-    policy: Mutex<Policy>,
+    /// One copy of the policy per worker thread (each holds its own
+    /// scratch buffers), taken by [`App::with_policy`].
+    policies: Vec<Mutex<Policy>>,
+    /// Where the next request starts looking for a free copy.
+    next_policy: AtomicUsize,
     mapping: Mapping,
     explore: bool,
     seed: u64,
@@ -83,6 +91,26 @@ struct App {
     requests: AtomicU64,
     clipped: AtomicU64,
     log: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl App {
+    /// Runs `f` on a copy of the policy no other request holds (waiting for
+    /// one only when every copy is busy).
+    fn with_policy<T>(&self, f: impl FnOnce(&mut Policy) -> T) -> T {
+        let n = self.policies.len();
+        let start = self.next_policy.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Ok(mut policy) = self.policies[(start + i) % n].try_lock() {
+                return f(&mut policy);
+            }
+        }
+        // A panic cannot happen while a lock is held (act returns errors),
+        // but a poisoned lock would still hold a valid policy.
+        let mut policy = self.policies[start]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f(&mut policy)
+    }
 }
 
 /// A JSON response.
@@ -146,10 +174,8 @@ fn explore_header(headers: &HeaderMap) -> Result<Option<bool>, RequestError> {
     match value.to_str().map(str::to_ascii_lowercase).as_deref() {
         Ok("true" | "1") => Ok(Some(true)),
         Ok("false" | "0") => Ok(Some(false)),
-        _ => Err(RequestError {
-            status: 422,
-            field: "header explore".into(),
-            message: format!("must be true or false, got {value:?}"),
+        _ => Err(RequestError::ExploreHeader {
+            got: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         }),
     }
 }
@@ -185,7 +211,7 @@ async fn answer(
     body: Body,
 ) -> (Response, Option<String>, u32, bool) {
     let fail = |e: RequestError| {
-        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
         (json(status, e.to_json()), None, 0, false)
     };
     let content_type = headers
@@ -194,21 +220,15 @@ async fn answer(
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
-        return fail(RequestError {
-            status: 415,
-            field: "header content-type".into(),
-            message: format!("must be application/json, got {content_type:?}"),
+        return fail(RequestError::ContentType {
+            got: content_type.into(),
         });
     }
     let header_explore = match explore_header(headers) {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
-    let too_large = || RequestError {
-        status: 413,
-        field: String::new(),
-        message: format!("the body is over {MAX_BODY} bytes (or could not be read)"),
-    };
+    let too_large = || RequestError::BodyTooLarge { limit: MAX_BODY };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -220,10 +240,8 @@ async fn answer(
         Ok(Some(bytes)) => bytes,
         Ok(None) => return fail(too_large()),
         Err(_) => {
-            return fail(RequestError {
-                status: 408,
-                field: String::new(),
-                message: format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+            return fail(RequestError::BodyTimeout {
+                after: BODY_TIMEOUT,
             });
         }
     };
@@ -238,10 +256,7 @@ async fn answer(
     let explore = decoded.explore.or(header_explore).unwrap_or(app.explore);
     let k = node.neighbours.len();
     let mut act = [0f32; MAX_ENTRIES];
-    let result = {
-        // A panic cannot happen while the lock is held (act returns errors),
-        // but a poisoned lock would still hold a valid policy.
-        let mut policy = app.policy.lock().unwrap_or_else(|p| p.into_inner());
+    let result = app.with_policy(|policy| {
         if explore {
             let counter = app.explored.fetch_add(1, Ordering::Relaxed);
             let mut rng = explore_stream(app.seed, counter);
@@ -254,7 +269,7 @@ async fn answer(
         } else {
             policy.act(node.agent, &observation[..2 + 2 * k], &mut act[..2 + k])
         }
-    };
+    });
     let response = match result {
         Ok(()) => json(StatusCode::OK, encode(node, &act[..2 + k])),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "", &e.to_string()),
@@ -357,9 +372,15 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let app = Arc::new(App {
         max_input_rate: policy.max_input_rate(),
-        policy: Mutex::new(policy),
+        policies: (0..threads).map(|_| Mutex::new(policy.clone())).collect(),
+        next_policy: AtomicUsize::new(0),
         mapping,
         explore: args.explore,
         seed: args.seed,
@@ -374,7 +395,8 @@ fn main() -> Result<()> {
         .route("/action", post(action).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(app);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -385,6 +407,11 @@ fn main() -> Result<()> {
         let addr = listener.local_addr().context("the bound address")?;
         println!("listening on http://{addr}");
         std::io::stdout().flush().context("stdout")?;
+        // Answers go out at once (no Nagle delay behind a keep-alive
+        // connection's previous answer).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
             .await

@@ -279,45 +279,157 @@ impl Mapping {
     }
 }
 
-/// A request the server answers with a 4xx: the status, the field (a
-/// dotted path into the body, empty for the body itself) and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestError {
-    /// HTTP status (400 malformed JSON, 422 a body that does not fit).
-    pub status: u16,
-    /// The field (`observation.node_1.input_rate`).
-    pub field: String,
-    /// What is wrong, with the value found.
-    pub message: String,
+/// A request the server answers with a 4xx: [`RequestError::status`],
+/// [`RequestError::field`] (a dotted path into the body, `header <name>`
+/// for a header, empty for the body itself) and the message (`Display`),
+/// which names the value found.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Occurs when the body is not JSON (400).
+    #[error("malformed JSON: {reason}")]
+    MalformedJson {
+        /// The parser's message (line and column).
+        reason: String,
+    },
+    /// Occurs when the `content-type` is not `application/json` (415).
+    #[error("header content-type: must be application/json, got {got:?}")]
+    ContentType {
+        /// The header as sent.
+        got: String,
+    },
+    /// Occurs when the body is longer than `limit` bytes (413).
+    #[error("the body is over {limit} bytes (or could not be read)")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Occurs when the body does not arrive within `after` (408).
+    #[error("the body did not arrive within {after:?}")]
+    BodyTimeout {
+        /// The time allowed.
+        after: core::time::Duration,
+    },
+    /// Occurs when the `explore` header is not a boolean (422).
+    #[error("header explore: must be true or false, got {got:?}")]
+    ExploreHeader {
+        /// The header as sent.
+        got: String,
+    },
+    /// Occurs when a value that must be an object is not (422).
+    #[error("{}must be {expected}, got {got}", prefix(field))]
+    NotAnObject {
+        /// The value's path (empty: the body).
+        field: String,
+        /// What it must be.
+        expected: &'static str,
+        /// The value found (JSON).
+        got: String,
+    },
+    /// Occurs when `observation` does not hold exactly one node (422).
+    #[error("observation: must hold exactly one node, got {got}")]
+    NodeCount {
+        /// The number of nodes sent.
+        got: usize,
+    },
+    /// Occurs when the node is not one of the mapping's (422).
+    #[error("observation.{key}: unknown node `{key}` (known: {known})")]
+    UnknownNode {
+        /// The node key sent.
+        key: String,
+        /// The mapped node keys.
+        known: String,
+    },
+    /// Occurs when a `previous_fwd_to_<n>` key names a node that is not a
+    /// mapped neighbour: the response could not carry its weight (422).
+    #[error(
+        "{field}: `{target}` is not a neighbour of `{node}` in the mapping (neighbours: {neighbours})"
+    )]
+    NotANeighbour {
+        /// The key's path.
+        field: String,
+        /// The node the key forwards to.
+        target: String,
+        /// The requesting node.
+        node: String,
+        /// Its mapped neighbours.
+        neighbours: String,
+    },
+    /// Occurs when a required key is missing (422).
+    #[error("{field}: required key missing")]
+    MissingKey {
+        /// The key's path.
+        field: String,
+    },
+    /// Occurs when a value that must be a number, or a boolean, is not (422).
+    #[error("{field}: must be {expected}, got {got}")]
+    WrongType {
+        /// The value's path.
+        field: String,
+        /// What it must be.
+        expected: &'static str,
+        /// The value found (JSON).
+        got: String,
+    },
+    /// Occurs when a rate is negative or not finite (422).
+    #[error("{field}: must be finite and >= 0, got {got}")]
+    OutOfRange {
+        /// The value's path.
+        field: String,
+        /// The value found.
+        got: f64,
+    },
+}
+
+/// `field: ` (nothing for the body itself).
+fn prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
 }
 
 impl RequestError {
-    fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            status: 422,
-            field: field.into(),
-            message: message.into(),
+    /// The HTTP status: 400 malformed JSON, 408 a body too slow, 413 one too
+    /// long, 415 not JSON, 422 a body that does not fit.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MalformedJson { .. } => 400,
+            Self::BodyTimeout { .. } => 408,
+            Self::BodyTooLarge { .. } => 413,
+            Self::ContentType { .. } => 415,
+            _ => 422,
         }
     }
 
-    /// The JSON error body: `{"error": message, "field": field}`.
+    /// The field the error is about (`observation.node_1.input_rate`,
+    /// `header content-type`; empty for the body itself).
+    #[must_use]
+    pub fn field(&self) -> String {
+        match self {
+            Self::MalformedJson { .. } | Self::BodyTooLarge { .. } | Self::BodyTimeout { .. } => {
+                String::new()
+            }
+            Self::ContentType { .. } => "header content-type".into(),
+            Self::ExploreHeader { .. } => "header explore".into(),
+            Self::NodeCount { .. } => "observation".into(),
+            Self::UnknownNode { key, .. } => format!("observation.{key}"),
+            Self::NotAnObject { field, .. }
+            | Self::NotANeighbour { field, .. }
+            | Self::MissingKey { field }
+            | Self::WrongType { field, .. }
+            | Self::OutOfRange { field, .. } => field.clone(),
+        }
+    }
+
+    /// The JSON error body: `{"error": <the message>, "field": <the field>}`.
     #[must_use]
     pub fn to_json(&self) -> String {
-        serde_json::json!({"error": self.message, "field": self.field}).to_string()
+        serde_json::json!({"error": self.to_string(), "field": self.field()}).to_string()
     }
 }
-
-impl std::fmt::Display for RequestError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for RequestError {}
 
 /// A decoded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,18 +455,19 @@ fn count(
     let field = || format!("{path}.{key}");
     let value = node
         .get(key)
-        .ok_or_else(|| RequestError::unprocessable(field(), "required key missing"))?;
+        .ok_or_else(|| RequestError::MissingKey { field: field() })?;
     let Some(x) = value.as_f64() else {
-        return Err(RequestError::unprocessable(
-            field(),
-            format!("must be a number, got {value}"),
-        ));
+        return Err(RequestError::WrongType {
+            field: field(),
+            expected: "a number",
+            got: value.to_string(),
+        });
     };
     if !x.is_finite() || x < 0.0 {
-        return Err(RequestError::unprocessable(
-            field(),
-            format!("must be finite and >= 0, got {x}"),
-        ));
+        return Err(RequestError::OutOfRange {
+            field: field(),
+            got: x,
+        });
     }
     let rounded = x.round();
     if rounded > f64::from(max) {
@@ -373,22 +486,25 @@ fn count(
 /// non-finite required value, a `previous_fwd_to_…` key of a node that is
 /// not a mapped neighbour (the response could not carry its weight), a
 /// non-boolean `explore` (422).
+///
+/// # Panics
+/// When `observation` is shorter than [`Mapping::max_observation_len`]
+/// (a caller's mistake, not a request's).
 pub fn decode(
     body: &[u8],
     mapping: &Mapping,
     max_input_rate: u32,
     observation: &mut [f32],
 ) -> Result<Decoded, RequestError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| RequestError {
-        status: 400,
-        field: String::new(),
-        message: format!("malformed JSON: {e}"),
+    let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::MalformedJson {
+        reason: e.to_string(),
     })?;
     let Value::Object(top) = value else {
-        return Err(RequestError::unprocessable(
-            "",
-            "the body must be a JSON object",
-        ));
+        return Err(RequestError::NotAnObject {
+            field: String::new(),
+            expected: "a JSON object",
+            got: value.to_string(),
+        });
     };
     let explore = match top.get("agent_parameters") {
         None | Some(Value::Null) => None,
@@ -396,54 +512,63 @@ pub fn decode(
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
             Some(other) => {
-                return Err(RequestError::unprocessable(
-                    "agent_parameters.explore",
-                    format!("must be true or false, got {other}"),
-                ));
+                return Err(RequestError::WrongType {
+                    field: "agent_parameters.explore".into(),
+                    expected: "true or false",
+                    got: other.to_string(),
+                });
             }
         },
         Some(other) => {
-            return Err(RequestError::unprocessable(
-                "agent_parameters",
-                format!("must be an object, got {other}"),
-            ));
+            return Err(RequestError::NotAnObject {
+                field: "agent_parameters".into(),
+                expected: "an object",
+                got: other.to_string(),
+            });
         }
     };
-    let Some(Value::Object(nodes)) = top.get("observation") else {
-        return Err(RequestError::unprocessable(
-            "observation",
-            "required: an object holding the local node",
-        ));
+    let nodes = match top.get("observation") {
+        Some(Value::Object(nodes)) => nodes,
+        None => {
+            return Err(RequestError::MissingKey {
+                field: "observation".into(),
+            });
+        }
+        Some(other) => {
+            return Err(RequestError::NotAnObject {
+                field: "observation".into(),
+                expected: "an object holding the local node",
+                got: other.to_string(),
+            });
+        }
     };
     let mut entries = nodes.iter();
     let (Some((key, node)), None) = (entries.next(), entries.next()) else {
-        return Err(RequestError::unprocessable(
-            "observation",
-            format!("must hold exactly one node, got {}", nodes.len()),
-        ));
+        return Err(RequestError::NodeCount { got: nodes.len() });
     };
     let path = format!("observation.{key}");
     let Some(index) = mapping.nodes.iter().position(|n| &n.key == key) else {
         let known: Vec<&str> = mapping.nodes.iter().map(|n| n.key.as_str()).collect();
-        return Err(RequestError::unprocessable(
-            path,
-            format!("unknown node `{key}` (known: {})", known.join(", ")),
-        ));
+        return Err(RequestError::UnknownNode {
+            key: key.clone(),
+            known: known.join(", "),
+        });
     };
     let map = &mapping.nodes[index];
     let Value::Object(node) = node else {
-        return Err(RequestError::unprocessable(
-            path,
-            format!("must be an object, got {node}"),
-        ));
+        return Err(RequestError::NotAnObject {
+            field: path,
+            expected: "an object",
+            got: node.to_string(),
+        });
     };
     let k = map.neighbours.len();
-    if observation.len() < 2 + 2 * k {
-        return Err(RequestError::unprocessable(
-            path,
-            "observation buffer too short",
-        ));
-    }
+    assert!(
+        observation.len() >= 2 + 2 * k,
+        "decode: the observation buffer holds {} values, node `{key}` needs {} (Mapping::max_observation_len)",
+        observation.len(),
+        2 + 2 * k
+    );
     // Forwards to nodes that are not mapped neighbours: the policy has no
     // weight for them.
     for name in node.keys() {
@@ -452,13 +577,12 @@ pub fn decode(
         };
         let target = target.strip_suffix("_rejected").unwrap_or(target);
         if !map.neighbours.iter().any(|n| n == target) {
-            return Err(RequestError::unprocessable(
-                format!("{path}.{name}"),
-                format!(
-                    "`{target}` is not a neighbour of `{key}` in the mapping (neighbours: {})",
-                    map.neighbours.join(", ")
-                ),
-            ));
+            return Err(RequestError::NotANeighbour {
+                field: format!("{path}.{name}"),
+                target: target.into(),
+                node: key.clone(),
+                neighbours: map.neighbours.join(", "),
+            });
         }
     }
     let mut clipped = 0;
@@ -624,7 +748,7 @@ mod tests {
         // Halves away from zero; the first query's 0 read as 1; clipped.
         assert_eq!(obs, [13.0, 1.0, 2.0, 150.0, 1.0, 0.0]);
         let err = decode(b"[1]", &mapping, 150, &mut obs).unwrap_err();
-        assert_eq!((err.status, err.field.as_str()), (422, ""));
+        assert_eq!((err.status(), err.field()), (422, String::new()));
         let err = decode(b"{\"observation\": {}}", &mapping, 150, &mut obs).unwrap_err();
         assert_eq!(
             err.to_string(),

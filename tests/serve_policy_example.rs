@@ -525,3 +525,37 @@ fn a_mapping_that_does_not_fit_is_a_startup_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither a checkpoint nor a run folder"));
 }
+
+/// The load test (`serve_bench`): 10 000 full agent requests from 8
+/// concurrent keep-alive clients on loopback all answered 200, and the
+/// server's resident memory grows by at most 5 MiB between the first and
+/// the last thousand (the example fails otherwise). Latency is reported,
+/// not asserted.
+#[test]
+fn ten_thousand_requests_from_eight_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    run_folder(dir.path());
+    let out = Command::new(example("serve_bench"))
+        .arg("--checkpoint")
+        .arg(dir.path())
+        .args([
+            "--requests",
+            "10000",
+            "--clients",
+            "8",
+            "--timeout-s",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("10000 requests from 8 clients, 0 errors"),
+        "{stdout}"
+    );
+}

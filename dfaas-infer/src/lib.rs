@@ -35,7 +35,7 @@
 //!   correctly rounded either way; exp and log1p of the concentration may
 //!   differ from the system's in the last bit).
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;

@@ -253,38 +253,93 @@ impl<'a> Dense<'a> {
             let weights = &self.params[offset..offset + n_out * n_in];
             let bias = &self.params[offset + n_out * n_in..offset + n_out * n_in + n_out];
             offset += n_out * n_in + n_out;
-            let input = &src[..n_in];
-            for ((z, row), &b0) in dst[..n_out]
-                .iter_mut()
-                .zip(weights.chunks_exact(n_in))
-                .zip(bias)
-            {
-                let mut out = b0;
-                for (xs, ws) in input.chunks(BLOCK).zip(row.chunks(BLOCK)) {
-                    let mut acc = 0f32;
-                    match accumulation {
-                        Accumulation::Fused => {
-                            for (&xi, &wi) in xs.iter().zip(ws) {
-                                acc = fma(xi, wi, acc);
-                            }
-                        }
-                        Accumulation::Separate => {
-                            for (&xi, &wi) in xs.iter().zip(ws) {
-                                acc += xi * wi;
-                            }
-                        }
-                    }
-                    out += acc;
+            let (input, out) = (&src[..n_in], &mut dst[..n_out]);
+            match accumulation {
+                Accumulation::Fused => fused_layer(weights, bias, input, out),
+                Accumulation::Separate => layer(weights, bias, input, out, |x, w, acc| acc + x * w),
+            }
+            if l + 1 < layers {
+                for z in out.iter_mut() {
+                    *z = self.activation.apply(*z);
                 }
-                *z = if l + 1 < layers {
-                    self.activation.apply(out)
-                } else {
-                    out
-                };
             }
             core::mem::swap(&mut src, &mut dst);
         }
         Ok(&src[..self.output()])
+    }
+}
+
+/// Outputs computed together by [`layer`]: independent accumulation
+/// chains, so that a multiply-add's latency overlaps the others'.
+const ROWS: usize = 8;
+
+/// One linear layer, `out[o] = bias[o] + Σ_blocks Σ_{i ∈ block} x[i]·w[o][i]`
+/// with `step(x, w, acc)` accumulating each block from 0 in input order
+/// (the module's order of operations), [`ROWS`] outputs at a time. Each
+/// output's arithmetic is the same whatever the grouping.
+#[inline(always)]
+fn layer(
+    weights: &[f32],
+    bias: &[f32],
+    input: &[f32],
+    out: &mut [f32],
+    step: impl Fn(f32, f32, f32) -> f32,
+) {
+    let n_in = input.len();
+    let n_out = out.len();
+    let mut o = 0;
+    while o < n_out {
+        // A last group of fewer rows repeats its last row (computed, not
+        // written), so that every group runs ROWS chains.
+        let len = ROWS.min(n_out - o);
+        let row = |r: usize| o + r.min(len - 1);
+        let w: [&[f32]; ROWS] = core::array::from_fn(|r| &weights[row(r) * n_in..][..n_in]);
+        let mut total: [f32; ROWS] = core::array::from_fn(|r| bias[row(r)]);
+        let mut start = 0;
+        while start < n_in {
+            let end = (start + BLOCK).min(n_in);
+            let mut acc = [0f32; ROWS];
+            for i in start..end {
+                let x = input[i];
+                for r in 0..ROWS {
+                    acc[r] = step(x, w[r][i], acc[r]);
+                }
+            }
+            for r in 0..ROWS {
+                total[r] += acc[r];
+            }
+            start = end;
+        }
+        out[o..o + len].copy_from_slice(&total[..len]);
+        o += len;
+    }
+}
+
+/// [`layer`] with fused multiply-adds: the CPU's FMA instruction where it
+/// has one (detected at run time with `std`), else [`fma`].
+fn fused_layer(weights: &[f32], bias: &[f32], input: &[f32], out: &mut [f32]) {
+    #[cfg(all(feature = "std", any(target_arch = "x86", target_arch = "x86_64")))]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has FMA, the only feature the function enables.
+            #[allow(unsafe_code)]
+            unsafe {
+                x86::fused_layer(weights, bias, input, out);
+            }
+            return;
+        }
+    }
+    layer(weights, bias, input, out, fma);
+}
+
+/// The FMA build of [`layer`] (the only `unsafe` of the crate: calling it
+/// needs the CPU feature, checked by [`fused_layer`]).
+#[cfg(all(feature = "std", any(target_arch = "x86", target_arch = "x86_64")))]
+mod x86 {
+    /// [`super::layer`] with `f32::mul_add` compiled to the FMA instruction.
+    #[target_feature(enable = "fma")]
+    pub(super) fn fused_layer(weights: &[f32], bias: &[f32], input: &[f32], out: &mut [f32]) {
+        super::layer(weights, bias, input, out, f32::mul_add);
     }
 }
 
@@ -392,6 +447,61 @@ mod tests {
             .forward_row(&x, Accumulation::Separate, &mut a, &mut b)
             .unwrap()[0];
         assert_eq!(out, 16_777_220.0);
+    }
+
+    /// Layers wider than one group of rows and one block of inputs: each
+    /// output equals a plain row-by-row loop (written here) in either
+    /// accumulation, bit for bit.
+    #[test]
+    fn grouped_rows_equal_a_plain_loop() {
+        let widths = [300, 19, 3];
+        let count = param_count(&widths).unwrap();
+        // Values of many magnitudes, so that the order of operations shows.
+        let mut state = 0x2545_f491_u32;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32 - 0.5) * 2f32.powi((state % 16) as i32 - 8)
+        };
+        let params: Vec<f32> = (0..count).map(|_| next()).collect();
+        let x: Vec<f32> = (0..300).map(|_| next()).collect();
+        let net = Dense::new(&widths, &params, Activation::Relu).unwrap();
+        for accumulation in [Accumulation::Fused, Accumulation::Separate] {
+            let mut h = [0f32; 19];
+            for (o, z) in h.iter_mut().enumerate() {
+                let row = &params[o * 300..(o + 1) * 300];
+                let mut out = params[19 * 300 + o];
+                for block in 0..2 {
+                    let mut acc = 0f32;
+                    for i in block * BLOCK..((block + 1) * BLOCK).min(300) {
+                        acc = match accumulation {
+                            Accumulation::Fused => libm::fmaf(x[i], row[i], acc),
+                            Accumulation::Separate => acc + x[i] * row[i],
+                        };
+                    }
+                    out += acc;
+                }
+                *z = out.max(0.0);
+            }
+            let second = &params[19 * 301..];
+            let want: Vec<f32> = (0..3)
+                .map(|o| {
+                    let mut acc = 0f32;
+                    for i in 0..19 {
+                        acc = match accumulation {
+                            Accumulation::Fused => libm::fmaf(h[i], second[o * 19 + i], acc),
+                            Accumulation::Separate => acc + h[i] * second[o * 19 + i],
+                        };
+                    }
+                    second[3 * 19 + o] + acc
+                })
+                .collect();
+            let (mut a, mut b) = (vec![0f32; 300], vec![0f32; 300]);
+            let got = net.forward_row(&x, accumulation, &mut a, &mut b).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(&want), "{accumulation:?}");
+        }
     }
 
     #[test]

@@ -60,7 +60,32 @@ where
         move |source| CheckpointError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(write_error(dir))?;
-    let state = trainer.state();
+    let path = dir.join("policies.safetensors");
+    let bytes = policies_file(trainer, &path)?;
+    write_atomically(&path, |w| w.write_all(&bytes)).map_err(write_error(&path))?;
+    let state = StateFile {
+        format: FORMAT.into(),
+        ppo_config: trainer.config().clone(),
+        env_config: trainer.model().built().config().clone(),
+        state: trainer.state(),
+    };
+    let path = dir.join("state.json");
+    let json = serde_json::to_vec(&state).map_err(|source| CheckpointError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    write_atomically(&path, |w| w.write_all(&json)).map_err(write_error(&path))
+}
+
+/// The bytes of `trainer`'s `policies.safetensors` (`path` names it in
+/// errors).
+fn policies_file<B: Backend + Clone + Send>(
+    trainer: &Trainer<B>,
+    path: &Path,
+) -> Result<Vec<u8>, CheckpointError>
+where
+    B::Policy: Send,
+{
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (a, policy) in trainer.policies().iter().enumerate() {
         for (name, shape, values) in trainer.backend().tensors(policy) {
@@ -68,13 +93,8 @@ where
             tensors.push((format!("policy{a}.{name}"), Dtype::F32, shape, bytes));
         }
     }
-    let path = dir.join("policies.safetensors");
-    let json_error = |source| CheckpointError::Json {
-        path: path.clone(),
-        source,
-    };
     if trainer.config().normalize_observations {
-        for (p, norm) in state.norms.iter().enumerate() {
+        for (p, norm) in trainer.norms().iter().enumerate() {
             let (mean, var) = norm.mean_and_variance();
             for (name, values) in [(norm_mean_name(p), mean), (norm_var_name(p), var)] {
                 let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -82,9 +102,14 @@ where
             }
         }
     }
-    let inference = serde_json::to_string(&inference_metadata(trainer)).map_err(json_error)?;
+    let inference = serde_json::to_string(&inference_metadata(trainer)).map_err(|source| {
+        CheckpointError::Json {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     let tensor_error = |source| CheckpointError::Tensors {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     let views = tensors
@@ -99,20 +124,23 @@ where
     // (The `format` entry written before is not read by anything; the
     // format tag that loading checks is `state.json`'s.)
     let metadata = HashMap::from([(METADATA_KEY.to_string(), inference)]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(tensor_error)?;
-    write_atomically(&path, |w| w.write_all(&bytes)).map_err(write_error(&path))?;
-    let state = StateFile {
-        format: FORMAT.into(),
-        ppo_config: trainer.config().clone(),
-        env_config: trainer.model().built().config().clone(),
-        state,
-    };
-    let path = dir.join("state.json");
-    let json = serde_json::to_vec(&state).map_err(|source| CheckpointError::Json {
-        path: path.clone(),
-        source,
-    })?;
-    write_atomically(&path, |w| w.write_all(&json)).map_err(write_error(&path))
+    safetensors::serialize(views, Some(metadata)).map_err(tensor_error)
+}
+
+/// `trainer`'s actors as an inference policy: what its checkpoint's
+/// `policies.safetensors` loads to, without the file.
+///
+/// # Errors
+/// [`CheckpointError::Tensors`] when the tensors cannot be serialised;
+/// [`CheckpointError::Inference`] when they do not load.
+pub fn inference_policy<B: Backend + Clone + Send>(
+    trainer: &Trainer<B>,
+) -> Result<dfaas_infer::Policy, CheckpointError>
+where
+    B::Policy: Send,
+{
+    let bytes = policies_file(trainer, Path::new("policies.safetensors"))?;
+    dfaas_infer::Policy::from_safetensors(&bytes).map_err(CheckpointError::Inference)
 }
 
 /// What inference needs besides the tensors (`dfaas_infer::metadata`).

@@ -60,14 +60,6 @@ pub fn sample<R: Rng + ?Sized>(
     Ok(())
 }
 
-/// Mean of Dir(α): α / Σα (the deterministic action).
-pub fn mean(alpha: &[f32], out: &mut [f32]) {
-    let total: f32 = alpha.iter().sum();
-    for (o, &a) in out.iter_mut().zip(alpha) {
-        *o = a / total;
-    }
-}
-
 /// ln p(x | α); writes ∂/∂α into `grad` (same length).
 pub fn log_prob(alpha: &[f32], x: &[f32], grad: &mut [f32]) -> f32 {
     let a0: f64 = alpha.iter().map(|&a| f64::from(a)).sum();

@@ -144,6 +144,10 @@ pub enum ControlError {
     /// Occurs when the policy's backend refuses the batch.
     #[error("the policy's backend refused the batch")]
     Backend(#[source] BackendError),
+    /// Occurs when the inference policy refuses an observation (a
+    /// non-finite value).
+    #[error("the trained policy refused the observation")]
+    Act(#[from] dfaas_infer::ActError),
 }
 
 /// A trainer that cannot be built, restored or stepped.
@@ -240,6 +244,10 @@ pub enum CheckpointError {
         /// Its tag.
         found: String,
     },
+    /// Occurs when a trainer's policies do not load as an inference
+    /// policy.
+    #[error("the trained policies do not load for inference")]
+    Inference(#[source] dfaas_infer::LoadError),
     /// Occurs when `policies.safetensors` cannot be parsed or written.
     #[error("{}: not a valid safetensors file", path.display())]
     Tensors {

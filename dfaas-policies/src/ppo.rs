@@ -22,10 +22,9 @@
 
 use crate::backend::Backend;
 use crate::controller::{Controller, check_batch};
-use crate::dirichlet;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{Schedule, train_iteration};
-use crate::error::{ControlError, PpoConfigError, TrainError, UnknownName};
+use crate::error::{CheckpointError, ControlError, PpoConfigError, TrainError, UnknownName};
 use crate::mlp::Activation;
 use dfaas_core::EnvModel;
 use dfaas_core::rng::Xoshiro128PlusPlus;
@@ -537,6 +536,11 @@ where
         })
     }
 
+    /// Each policy's observation statistics.
+    pub(crate) fn norms(&self) -> &[RunningNorm] {
+        &self.engine.norms
+    }
+
     /// The state to save besides the policies.
     #[must_use]
     pub fn state(&self) -> TrainerState {
@@ -707,30 +711,28 @@ where
         )
     }
 
-    /// The trained policies acting deterministically (the Dirichlet mean).
-    #[must_use]
-    pub fn controller(&mut self) -> PpoController<'_, B> {
-        PpoController {
-            trainer: self,
-            obs: Vec::new(),
-            alpha: Vec::new(),
-            values: Vec::new(),
-        }
+    /// The trained policies acting deterministically (the Dirichlet mean),
+    /// through the inference crate's forward pass: the actions of this
+    /// controller are those a server answers from the checkpoint.
+    ///
+    /// # Errors
+    /// [`CheckpointError`] when the policies do not convert
+    /// ([`crate::checkpoint::inference_policy`]).
+    pub fn controller(&self) -> Result<PpoController, CheckpointError> {
+        Ok(PpoController {
+            policy: crate::checkpoint::inference_policy(self)?,
+        })
     }
 }
 
-/// The trained policies as a [`Controller`] (deterministic: Dirichlet mean).
-pub struct PpoController<'a, B: Backend> {
-    trainer: &'a mut Trainer<B>,
-    obs: Vec<f32>,
-    alpha: Vec<f32>,
-    values: Vec<f32>,
+/// The trained policies as a [`Controller`] (deterministic: the Dirichlet
+/// mean of [`dfaas_infer::Policy::act`]), for the trainer's topology.
+#[derive(Debug, Clone)]
+pub struct PpoController {
+    policy: dfaas_infer::Policy,
 }
 
-impl<B: Backend + Clone + Send> Controller for PpoController<'_, B>
-where
-    B::Policy: Send,
-{
+impl Controller for PpoController {
     fn name(&self) -> &str {
         "ppo"
     }
@@ -743,43 +745,29 @@ where
     ) -> Result<(), ControlError> {
         // The policies are made for the trainer's model: `model` must have
         // its layout.
-        let own = self.trainer.model();
-        let degrees = |m: &EnvModel| (0..m.num_agents()).map(|a| m.degree(a)).collect::<Vec<_>>();
-        if degrees(model) != degrees(own) {
+        let agents = self.policy.agents();
+        let fits = model.num_agents() == agents.len()
+            && (0..model.num_agents()).all(|a| model.degree(a) == agents[a].degree());
+        if !fits {
             return Err(crate::error::ShapeError::Length {
                 field: "model (agents and degrees)",
-                expected: own.num_agents(),
+                expected: agents.len(),
                 got: model.num_agents(),
             }
             .into());
         }
-        let envs = check_batch(own, observations, actions)?;
-        let (n, w) = (model.num_agents(), model.action_width());
-        let t = &mut self.trainer.engine;
-        let (actor, critic) = t.inputs(observations, false);
-        for p in 0..t.members.len() {
-            let members = t.members[p].len();
-            let rows = envs * members;
-            t.act_policy(
-                p,
-                &actor[p],
-                &critic[p],
-                rows,
-                &mut self.alpha,
-                &mut self.values,
-            )
-            .map_err(ControlError::Backend)?;
-            let k = t.specs[p].action_dim;
-            for e in 0..envs {
-                for (i, &a) in t.members[p].iter().enumerate() {
-                    let row_alpha = &self.alpha[(e * members + i) * k..][..k];
-                    self.obs.clear();
-                    self.obs.extend(t.entries[a].iter().map(|&j| row_alpha[j]));
-                    let env_row = &mut actions[(e * n + a) * w..(e * n + a + 1) * w];
-                    env_row.fill(0.0);
-                    dirichlet::mean(&self.obs, &mut env_row[..self.obs.len()]);
-                }
-            }
+        let envs = check_batch(model, observations, actions)?;
+        let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
+        for row in 0..envs * n {
+            let a = row % n;
+            let k = model.degree(a);
+            let action = &mut actions[row * w..(row + 1) * w];
+            action.fill(0.0);
+            self.policy.act(
+                a,
+                &observations[row * ow..(row + 1) * ow],
+                &mut action[..k + 2],
+            )?;
         }
         Ok(())
     }
@@ -834,5 +822,105 @@ mod tests {
             moved += usize::from(factor != 1.0);
         }
         assert!(moved > 0, "the coefficient never moved");
+    }
+
+    /// The deterministic action the trainer's own batched forward pass
+    /// (matrixmultiply, as sampling computes the concentrations) gives:
+    /// α/Σα over each agent's entries, written into the env's rows.
+    fn batched_mean_actions(
+        t: &mut Trainer<crate::backend::CpuBackend>,
+        observations: &[f32],
+        envs: usize,
+    ) -> Vec<f32> {
+        let model = t.model().clone();
+        let (n, w) = (model.num_agents(), model.action_width());
+        let mut actions = vec![0f32; envs * n * w];
+        let e = &mut t.engine;
+        let (actor, critic) = e.inputs(observations, false);
+        let (mut alpha, mut values) = (Vec::new(), Vec::new());
+        for p in 0..e.members.len() {
+            let members = e.members[p].len();
+            e.act_policy(
+                p,
+                &actor[p],
+                &critic[p],
+                envs * members,
+                &mut alpha,
+                &mut values,
+            )
+            .unwrap();
+            let k = e.specs[p].action_dim;
+            for env in 0..envs {
+                for (i, &a) in e.members[p].iter().enumerate() {
+                    let row = &alpha[(env * members + i) * k..][..k];
+                    let entries: Vec<f32> = e.entries[a].iter().map(|&j| row[j]).collect();
+                    let total: f32 = entries.iter().sum();
+                    let out = &mut actions[(env * n + a) * w..];
+                    for (o, x) in out.iter_mut().zip(&entries) {
+                        *o = x / total;
+                    }
+                }
+            }
+        }
+        actions
+    }
+
+    /// The controller (the inference crate's forward pass) acts as the
+    /// trainer's batched forward pass bit for bit on evaluation episodes,
+    /// in every layout, with ReLU, raw inputs and a layer wider than one
+    /// 256-input block too.
+    #[test]
+    fn the_controller_acts_as_the_trainers_forward_pass() {
+        let network = [
+            "node_0 node_1 node_2",
+            "node_3 node_2 node_0",
+            "node_1 node_4",
+        ];
+        let small = |layout| PpoConfig {
+            layout,
+            hidden: vec![16, 16],
+            num_envs: 4,
+            rollout_steps: 48,
+            minibatch_size: 96,
+            seed: 9,
+            ..PpoConfig::default()
+        };
+        let configs = [
+            small(Layout::Independent),
+            small(Layout::Shared),
+            small(Layout::Mappo),
+            PpoConfig {
+                activation: Activation::Relu,
+                normalize_observations: false,
+                hidden: vec![300, 8],
+                ..small(Layout::Shared)
+            },
+        ];
+        for config in configs {
+            let env_config = dfaas_core::EnvConfig::with_network(&network);
+            let model = EnvModel::new(&env_config.build().unwrap()).unwrap();
+            let mut t =
+                Trainer::new(model, config.clone(), crate::backend::CpuBackend::new()).unwrap();
+            for _ in 0..2 {
+                t.train_iteration().unwrap();
+            }
+            let mut env = crate::controller::evaluation_env(&env_config, 3, 5).unwrap();
+            let model = env.model().clone();
+            let mut controller = t.controller().unwrap();
+            let mut actions = vec![0f32; 3 * model.num_agents() * model.action_width()];
+            for step in 0..model.max_steps() {
+                let obs = env.observations().to_vec();
+                controller.act(&model, &obs, &mut actions).unwrap();
+                let want = batched_mean_actions(&mut t, &obs, 3);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&actions),
+                    bits(&want),
+                    "{:?} step {step}",
+                    config.layout
+                );
+                env.step(&actions).unwrap();
+            }
+        }
     }
 }

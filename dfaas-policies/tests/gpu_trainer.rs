@@ -63,9 +63,9 @@ fn gpu_training_beats_random_and_improves() {
     let (early, late) = (mean(&curve[..3]), mean(&curve[iterations - 5..]));
     assert!(late > early + 0.05, "late {late:.3} vs early {early:.3}");
     let config = env_config().build().unwrap().config().clone();
-    let mut cpu = t.to_cpu().unwrap();
+    let cpu = t.to_cpu().unwrap();
     let ppo = evaluate(
-        &mut cpu.controller(),
+        &mut cpu.controller().unwrap(),
         &mut evaluation_env(&config, 4, 99).unwrap(),
     )
     .unwrap();
@@ -316,7 +316,7 @@ fn shared_and_mappo_layouts_learn_on_the_gpu() {
         checkpoint::save(&t.to_cpu().unwrap(), dir.path()).unwrap();
         let mut cpu = checkpoint::load(dir.path(), CpuBackend::new()).unwrap();
         let evaluation = evaluate(
-            &mut cpu.controller(),
+            &mut cpu.controller().unwrap(),
             &mut evaluation_env(&config, 4, 99).unwrap(),
         )
         .unwrap();

@@ -1,7 +1,10 @@
 //! The inference crate (`dfaas-infer`) against the trainer: a checkpoint's
 //! `policies.safetensors` alone gives the trainer's deterministic actions
-//! bit for bit on the evaluation episodes, in every layout; checkpoints
-//! without inference metadata are refused with a typed error.
+//! bit for bit on the evaluation episodes, in every layout (the controller
+//! runs the same forward pass on the trainer's in-memory policies; the
+//! unit test `the_controller_acts_as_the_trainers_forward_pass` checks it
+//! against the batched forward pass of sampling); checkpoints without
+//! inference metadata are refused with a typed error.
 
 use dfaas_core::{EnvConfig, EnvModel};
 use dfaas_infer::{LoadError, Policy};
@@ -51,13 +54,13 @@ fn small(layout: Layout) -> PpoConfig {
 /// Runs the trainer's controller over 3 evaluation episodes and checks every
 /// agent's inference action against it, bit for bit; returns the count.
 fn assert_equal_on_evaluation(config: PpoConfig) -> usize {
-    let (mut trainer, bytes) = trained(config.clone());
+    let (trainer, bytes) = trained(config.clone());
     let mut policy = Policy::from_safetensors(&bytes).unwrap();
     let mut env = evaluation_env(&env_config(), 3, evaluation_seed(config.seed)).unwrap();
     let model = env.model().clone();
     let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
     let mut actions = vec![0f32; env.num_envs() * n * w];
-    let mut controller = trainer.controller();
+    let mut controller = trainer.controller().unwrap();
     let mut compared = 0;
     for step in 0..model.max_steps() {
         controller

@@ -64,7 +64,7 @@ fn short_training_beats_random_and_improves() {
     );
     let config = env_config().build().unwrap().config().clone();
     let mut env = evaluation_env(&config, 4, 99).unwrap();
-    let ppo = evaluate(&mut t.controller(), &mut env).unwrap();
+    let ppo = evaluate(&mut t.controller().unwrap(), &mut env).unwrap();
     let mut env = evaluation_env(&config, 4, 99).unwrap();
     let random = evaluate(&mut Random::new(1), &mut env).unwrap();
     assert!(

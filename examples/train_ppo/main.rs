@@ -478,13 +478,13 @@ fn main() -> Result<()> {
     bar.finish();
     let train_seconds = start.elapsed().as_secs_f64();
     logged.write(&metrics_path, &names)?;
-    let mut trainer = run.on_cpu()?;
+    let trainer = run.on_cpu()?;
 
     // ---- Evaluation: PPO and every baseline on the same episodes ----
     let eval_seed = evaluation_seed(config.seed);
     let fresh_env = || evaluation_env(built.config(), args.eval_episodes, eval_seed);
     let mut results: Vec<Evaluation> =
-        vec![evaluate(&mut trainer.controller(), &mut fresh_env()?)?];
+        vec![evaluate(&mut trainer.controller()?, &mut fresh_env()?)?];
     for mut c in baselines::all(config.seed) {
         results.push(evaluate(c.as_mut(), &mut fresh_env()?)?);
     }

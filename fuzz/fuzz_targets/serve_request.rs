@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(percentages(&action, &mut n[..2 + k]), 100);
         }
         Err(e) => {
-            assert!((400..500).contains(&e.status));
+            assert!((400..500).contains(&e.status()));
             let _: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         }
     }

@@ -17,7 +17,7 @@ use crate::alloc_prelude::*;
 use crate::error::{ResetError, StepError};
 use crate::metrics::StepMetrics;
 use crate::model::EnvModel;
-use crate::rejects::distribute_unchecked;
+use crate::resolve::StepResolver;
 use crate::reward;
 use crate::rng::{Xoshiro128PlusPlus, draw_episode_seed, env_master_seed, seeded};
 use crate::split::split_finite;
@@ -29,13 +29,8 @@ struct Scratch {
     counts: Vec<u32>,
     /// Fractional parts of one agent's split.
     fractions: Vec<f32>,
-    /// Rejects `[agent][action_width]`: entry 0 the agent's local requests
-    /// rejected at its own node, entries 1..=k its forwards rejected there.
-    rejects: Vec<u32>,
-    /// Incoming list of one node, its senders and its rejects.
-    list: Vec<u32>,
-    list_source: Vec<usize>,
-    list_rejects: Vec<u32>,
+    /// Steps 2–5 of a step, and its rejects `[agent][action_width]`.
+    resolver: StepResolver,
 }
 
 /// Everything that changes while a [`BatchEnv`] runs, to save and restore
@@ -120,7 +115,6 @@ impl BatchEnv {
     pub(crate) fn with_auto_reset(model: EnvModel, num_envs: usize, auto_reset: bool) -> Self {
         let n = model.num_agents();
         let w = model.action_width();
-        let max_list = 1 + model.degrees.iter().copied().max().unwrap_or(0);
         Self {
             input_rates: vec![0; num_envs * n * model.max_steps()],
             steps: vec![model.max_steps(); num_envs],
@@ -140,10 +134,7 @@ impl BatchEnv {
             scratch: Scratch {
                 counts: vec![0; n * w],
                 fractions: vec![0.0; w],
-                rejects: vec![0; n * w],
-                list: vec![0; max_list],
-                list_source: vec![0; max_list],
-                list_rejects: vec![0; max_list],
+                resolver: StepResolver::new(&model),
             },
             model,
             num_envs,
@@ -502,52 +493,25 @@ impl BatchEnv {
                 &mut sc.fractions[..k + 2],
             );
         }
-        sc.rejects.fill(0);
-
-        // 2–4. Incoming list per node, model look-up, reject distribution.
-        for node in 0..n {
-            sc.list[0] = sc.counts[node * w];
-            let mut len = 1;
-            for e in model.in_offsets[node]..model.in_offsets[node + 1] {
-                let slot = model.in_senders[e] * w + model.in_action_index[e];
-                let c = sc.counts[slot];
-                if c > 0 {
-                    sc.list[len] = c;
-                    sc.list_source[len] = slot;
-                    len += 1;
-                }
-            }
-            let total: u32 = sc.list[..len].iter().sum();
-            let table = &model.tables[model.table_of[node]];
-            let rejects = table.rejects()[total as usize];
-            if rejects > 0 {
-                distribute_unchecked(
-                    model.reject_arithmetic,
-                    &sc.list[..len],
-                    total,
-                    rejects,
-                    &mut sc.list_rejects[..len],
-                );
-                sc.rejects[node * w] = sc.list_rejects[0];
-                for e in 1..len {
-                    sc.rejects[sc.list_source[e]] = sc.list_rejects[e];
-                }
-            }
-        }
-
-        // 5. Reward: (local − local rejects + forwards − forward rejects − rejects) / input.
-        for a in 0..n {
-            let k = model.degrees[a];
-            let numerator = reward::numerator_unchecked(
-                &sc.counts[a * w..a * w + k + 2],
-                &sc.rejects[a * w..a * w + k + 1],
-            );
-            self.rewards[i * n + a] = reward::of_agent(numerator, inputs[a * s + t]);
-        }
+        // 2–5. Incoming lists, model look-up, reject distribution, rewards.
+        let rewards = &mut self.rewards[i * n..(i + 1) * n];
+        sc.resolver.resolve_unchecked(
+            model,
+            |a| inputs[a * s + t],
+            &sc.counts,
+            |a, numerator, rate| rewards[a] = reward::of_agent(numerator, rate),
+        );
         if let Some(m) = metrics {
             let rates: Vec<u32> = (0..n).map(|a| inputs[a * s + t]).collect();
             let observation = &self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width];
-            m.record_unchecked(model, t, observation, &rates, &sc.counts, &sc.rejects);
+            m.record_unchecked(
+                model,
+                t,
+                observation,
+                &rates,
+                &sc.counts,
+                sc.resolver.rejects(),
+            );
         }
 
         // 6. Advance; next observation (or the next episode's first).
@@ -607,7 +571,7 @@ impl BatchEnv {
             row[1] = trace[prev] as f32;
             for j in 1..=k {
                 row[1 + j] = self.scratch.counts[a * w + j] as f32;
-                row[1 + k + j] = self.scratch.rejects[a * w + j] as f32;
+                row[1 + k + j] = self.scratch.resolver.rejects()[a * w + j] as f32;
             }
         }
     }

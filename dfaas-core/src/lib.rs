@@ -72,6 +72,7 @@ pub mod perfmodel;
 pub mod rejects;
 #[cfg(all(feature = "yaml", feature = "json"))]
 pub mod replay;
+pub mod resolve;
 pub mod reward;
 pub mod rng;
 pub mod split;

@@ -16,6 +16,7 @@ use dfaas::policies::checkpoint;
 use dfaas::policies::controller::{
     Controller, Evaluation, evaluate_with, evaluation_env, evaluation_seed, write_evaluation_csv,
 };
+use dfaas::policies::oracle::{Oracle, OracleSettings, SplitLog};
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ struct Args {
     /// default: `evaluation/` inside the checkpoint folder.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Candidate splits the oracle scores per step at most.
+    #[arg(long, default_value_t = OracleSettings::default().max_scores)]
+    oracle_budget: usize,
 }
 
 fn main() -> Result<()> {
@@ -59,29 +63,26 @@ fn main() -> Result<()> {
     let names = built.topology().names().to_vec();
     let fresh_env = || evaluation_env(built.config(), args.episodes, seed);
 
+    // Every controller's splits seed the oracle's search; it runs last.
+    let mut log = SplitLog::new();
     let mut results: Vec<Evaluation> = Vec::new();
     let mut controllers: Vec<Box<dyn Controller + '_>> = vec![Box::new(trainer.controller()?)];
     controllers.extend(baselines::all(seed));
     for controller in &mut controllers {
-        let policy_dir = out.join(controller.name());
-        std::fs::create_dir_all(&policy_dir)
-            .with_context(|| format!("creating {}", policy_dir.display()))?;
-        let mut env = fresh_env()?;
-        let mut writers: Vec<StatsWriter<Vec<u8>>> = (0..args.episodes)
-            .map(|_| StatsWriter::new(env.model(), Vec::new()))
-            .collect::<std::io::Result<_>>()?;
-        let result = evaluate_with(controller.as_mut(), &mut env, |i, model, metrics| {
-            writers[i].write_step(model, metrics)
-        })?;
-        for (i, writer) in writers.into_iter().enumerate() {
-            let bytes = writer.finish()?;
-            let path = policy_dir.join(format!("episode_{i}.csv"));
-            dfaas::io::write_atomically(&path, |w| w.write_all(&bytes))?;
-        }
-        results.push(result);
+        results.push(evaluate_into(
+            controller.as_mut(),
+            fresh_env()?,
+            &out,
+            &mut log,
+        )?);
     }
     drop(controllers);
-    results.push(baselines::upper_bound(&mut fresh_env()?)?);
+    let settings = OracleSettings {
+        max_scores: args.oracle_budget,
+        ..OracleSettings::default()
+    };
+    let mut oracle = Oracle::new(settings, std::mem::take(&mut log));
+    results.push(evaluate_into(&mut oracle, fresh_env()?, &out, &mut log)?);
 
     println!(
         "checkpoint {} (iteration {}), {} evaluation episodes",
@@ -122,4 +123,30 @@ fn main() -> Result<()> {
     write_evaluation_csv(&out.join("evaluation.csv"), &results)?;
     println!("\nwrote {}", out.display());
     Ok(())
+}
+
+/// Runs `controller` on `env`'s episodes, writes `<out>/<policy>/episode_<i>.csv`
+/// and records its splits into `log`.
+fn evaluate_into(
+    controller: &mut dyn Controller,
+    mut env: dfaas::core::BatchEnv,
+    out: &std::path::Path,
+    log: &mut SplitLog,
+) -> Result<Evaluation> {
+    let policy_dir = out.join(controller.name());
+    std::fs::create_dir_all(&policy_dir)
+        .with_context(|| format!("creating {}", policy_dir.display()))?;
+    let mut writers: Vec<StatsWriter<Vec<u8>>> = (0..env.num_envs())
+        .map(|_| StatsWriter::new(env.model(), Vec::new()))
+        .collect::<std::io::Result<_>>()?;
+    let result = evaluate_with(controller, &mut env, |i, model, metrics| {
+        log.record(i, metrics);
+        writers[i].write_step(model, metrics)
+    })?;
+    for (i, writer) in writers.into_iter().enumerate() {
+        let bytes = writer.finish()?;
+        let path = policy_dir.join(format!("episode_{i}.csv"));
+        dfaas::io::write_atomically(&path, |w| w.write_all(&bytes))?;
+    }
+    Ok(result)
 }

@@ -103,8 +103,17 @@ fn same_seed_same_run_and_resume_after_a_kill_matches() {
     assert_eq!(
         table.lines().count(),
         8,
-        "header + ppo + 5 baselines + upper bound:\n{table}"
+        "header + ppo + 5 baselines + oracle:\n{table}"
     );
+    // The oracle, last, scores at least every other row.
+    let rewards: Vec<f64> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(table.lines().last().unwrap().starts_with("oracle,"), "{table}");
+    let oracle = rewards[rewards.len() - 1];
+    assert!(rewards.iter().all(|&r| r <= oracle), "{table}");
     // Every row's outcomes: the served and rejected shares add up to 100,
     // and the rejected ones to reject_pct.
     let mut rows = table.lines().map(|l| l.split(',').collect::<Vec<_>>());

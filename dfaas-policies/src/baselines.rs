@@ -1,4 +1,5 @@
-//! Heuristic baselines as [`Controller`]s, and the single-node upper bound.
+//! Heuristic baselines as [`Controller`]s (the centralised oracle, a
+//! yardstick rather than a strategy, is [`crate::oracle`]).
 //!
 //! The DFaaS platform's strategies (`../shared/spec/PLATFORM_STRATEGIES.md`)
 //! are re-expressed per step. A node's *capacity* C is the largest load its
@@ -9,7 +10,7 @@
 
 use crate::controller::{Controller, check_batch};
 use crate::dirichlet;
-use crate::error::{ControlError, EvaluateError};
+use crate::error::ControlError;
 use dfaas_core::EnvModel;
 use dfaas_core::rng::{Xoshiro128PlusPlus, seeded};
 
@@ -35,7 +36,7 @@ fn cached_capacities<'a>(cache: &'a mut Vec<u32>, model: &EnvModel) -> &'a [u32]
 
 /// The five heuristics, in report order: all-local, random (seeded
 /// `seed`), static 60/40, Recalc, Node-Margin (what `train_ppo` and
-/// `evaluate` compare PPO with, besides [`upper_bound`]).
+/// `evaluate` compare PPO with, besides the [`crate::oracle`]).
 #[must_use]
 pub fn all(seed: u64) -> Vec<Box<dyn Controller>> {
     vec![
@@ -274,89 +275,6 @@ impl Controller for NodeMargin {
             }
         })
     }
-}
-
-/// The single-node upper bound: one node with the summed resources
-/// (maximum concurrency Σ M, the first node's service and idle times)
-/// receiving every agent's requests and processing them all locally, over
-/// the same evaluation episodes. Its reward per step is `(ΣR − rejects)/ΣR`,
-/// reported for every agent.
-///
-/// # Errors
-/// [`EvaluateError`] of a step or of the merged node's model.
-pub fn upper_bound(
-    env: &mut dfaas_core::BatchEnv,
-) -> Result<crate::controller::Evaluation, EvaluateError> {
-    use crate::controller::{AgentShare, Evaluation, Outcomes};
-    let model = env.model().clone();
-    let n = model.num_agents();
-    let mut params = *model.perf_table(0).params();
-    params.maximum_concurrency = model
-        .built()
-        .node_params()
-        .iter()
-        .map(|p| p.maximum_concurrency)
-        .sum();
-    let mut table =
-        dfaas_core::PerfTable::new(params, 150 * n as u32).map_err(EvaluateError::UpperBound)?;
-    let mut actions = vec![0f32; env.num_envs() * n * model.action_width()];
-    AllLocal
-        .act(&model, env.observations(), &mut actions)
-        .map_err(|source| EvaluateError::Control {
-            policy: "all_local".into(),
-            source,
-        })?;
-    let (mut reward_sum, mut steps, mut input, mut rejected) = (0.0f64, 0u64, 0u64, 0u64);
-    for _ in 0..model.max_steps() {
-        for i in 0..env.num_envs() {
-            let t = env.step_index(i);
-            let total: u32 = env
-                .input_rates(i)
-                .chunks(model.max_steps())
-                .map(|trace| trace[t])
-                .sum();
-            table.extend_to(total).map_err(EvaluateError::UpperBound)?;
-            let rejects = table.rejects()[total as usize];
-            reward_sum += if total == 0 {
-                0.0
-            } else {
-                f64::from(total - rejects) / f64::from(total)
-            };
-            steps += 1;
-            input += u64::from(total);
-            rejected += u64::from(rejects);
-        }
-        env.step(&actions).map_err(EvaluateError::Step)?;
-    }
-    let mean_reward = reward_sum / steps.max(1) as f64;
-    let reject_pct = if input == 0 {
-        0.0
-    } else {
-        100.0 * rejected as f64 / input as f64
-    };
-    // One node of pooled capacity: everything is served there or rejected
-    // by its overload.
-    let outcomes = Outcomes {
-        served_local_pct: 100.0 - reject_pct,
-        rejected_local_overload_pct: reject_pct,
-        ..Outcomes::default()
-    };
-    let share = AgentShare {
-        mean_reward,
-        local_pct: 100.0,
-        forward_pct: 0.0,
-        reject_pct,
-        outcomes,
-    };
-    Ok(Evaluation {
-        policy: "upper_bound".into(),
-        mean_reward,
-        reject_pct,
-        local_pct: 100.0,
-        forward_pct: 0.0,
-        outcomes,
-        per_agent: vec![share; n],
-    })
 }
 
 #[cfg(test)]

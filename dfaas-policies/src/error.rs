@@ -348,9 +348,6 @@ pub enum EvaluateError {
         #[source]
         source: ControlError,
     },
-    /// Occurs when the upper bound's merged node has no valid model.
-    #[error("the upper bound's merged node")]
-    UpperBound(#[source] dfaas_core::perfmodel::PerfModelError),
     /// Occurs when the per-step callback fails (writing statistics).
     #[error("recording a step")]
     Record(#[source] std::io::Error),

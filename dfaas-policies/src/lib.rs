@@ -32,5 +32,6 @@ pub mod gemm;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod mlp;
+pub mod oracle;
 pub mod ppo;
 pub mod special;

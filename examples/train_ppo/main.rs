@@ -29,9 +29,10 @@ use dfaas::policies::backend::CpuBackend;
 use dfaas::policies::baselines;
 use dfaas::policies::checkpoint;
 use dfaas::policies::controller::{
-    Evaluation, evaluate, evaluation_env, evaluation_seed, write_evaluation_csv,
+    Controller, evaluate, evaluate_with, evaluation_env, evaluation_seed, write_evaluation_csv,
 };
 use dfaas::policies::mlp::Activation;
+use dfaas::policies::oracle::{Oracle, OracleSettings, SplitLog};
 use dfaas::policies::ppo::{IterationMetrics, Layout, PpoConfig, Trainer};
 #[cfg(feature = "gpu")]
 use dfaas::{gpu::GpuContext, policies::gpu::GpuTrainer};
@@ -182,6 +183,9 @@ struct Args {
     /// Evaluation episodes (the env's evaluation seeds).
     #[arg(long, default_value_t = 6)]
     eval_episodes: usize,
+    /// Candidate splits the oracle scores per evaluation step at most.
+    #[arg(long, default_value_t = OracleSettings::default().max_scores)]
+    oracle_budget: usize,
     /// Override: learning rate.
     #[arg(long)]
     lr: Option<f32>,
@@ -483,12 +487,27 @@ fn main() -> Result<()> {
     // ---- Evaluation: PPO and every baseline on the same episodes ----
     let eval_seed = evaluation_seed(config.seed);
     let fresh_env = || evaluation_env(built.config(), args.eval_episodes, eval_seed);
-    let mut results: Vec<Evaluation> =
-        vec![evaluate(&mut trainer.controller()?, &mut fresh_env()?)?];
-    for mut c in baselines::all(config.seed) {
-        results.push(evaluate(c.as_mut(), &mut fresh_env()?)?);
+    // Every controller's splits seed the oracle's search.
+    let mut log = SplitLog::new();
+    let mut results = Vec::new();
+    let mut controllers: Vec<Box<dyn Controller>> = vec![Box::new(trainer.controller()?)];
+    controllers.extend(baselines::all(config.seed));
+    for c in &mut controllers {
+        results.push(evaluate_with(c.as_mut(), &mut fresh_env()?, |i, _, m| {
+            log.record(i, m);
+            Ok(())
+        })?);
     }
-    results.push(baselines::upper_bound(&mut fresh_env()?)?);
+    let oracle_settings = OracleSettings {
+        max_scores: args.oracle_budget,
+        ..OracleSettings::default()
+    };
+    let oracle_start = Instant::now();
+    results.push(evaluate(
+        &mut Oracle::new(oracle_settings, log),
+        &mut fresh_env()?,
+    )?);
+    let oracle_seconds = oracle_start.elapsed().as_secs_f64();
 
     println!(
         "\n{:<14} {:>11} {:>9} {:>8} {:>10} {:>9}",
@@ -505,6 +524,12 @@ fn main() -> Result<()> {
             r.outcomes.served_pct()
         );
     }
+    let oracle = results.last().map_or(0.0, |r| r.mean_reward);
+    println!(
+        "\nppo / oracle: {:.4} (the oracle: centralised local search per step, a lower bound on the optimum; {:.1} s)",
+        results[0].mean_reward / oracle,
+        oracle_seconds
+    );
     let evaluation_csv = args.out.join("evaluation.csv");
     write_evaluation_csv(&evaluation_csv, &results)
         .with_context(|| format!("writing {}", evaluation_csv.display()))?;

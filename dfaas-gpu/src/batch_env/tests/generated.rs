@@ -62,14 +62,15 @@ fn assert_sane(ctx: &GpuContext, gpu: &GpuBatchEnv, traces: &[Vec<u32>], step: u
     let envs = gpu.num_envs();
     let (splits, rejects) = gpu.splits_and_rejects(ctx).unwrap();
     assert_eq!(splits.len(), envs * n * w, "{label}");
+    assert_eq!(traces.len(), n, "{label}");
     for e in 0..envs {
-        for a in 0..n {
+        for (a, trace) in traces.iter().enumerate() {
             let (k, at) = (model.degree(a), (e * n + a) * w);
             let row = &splits[at..at + w];
             let total: u64 = row.iter().map(|&c| u64::from(c)).sum();
             assert_eq!(
                 total,
-                u64::from(traces[a][step]),
+                u64::from(trace[step]),
                 "{label} env {e} agent {a}: split total"
             );
             assert!(

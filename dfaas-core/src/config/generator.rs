@@ -799,21 +799,29 @@ mod tests {
             })
             .collect();
         let mut close = 0;
+        let mut parent: Vec<u32> = (0..200).collect();
         for i in 0..200 {
             for j in i + 1..200 {
                 let d = libm::sqrt(distance2(points[i], points[j]));
-                let linked = adjacency[i].contains(&(j as u32));
                 if d <= 0.08 {
                     close += 1;
-                    assert!(linked, "{i}-{j} at {d} not linked");
+                    assert!(
+                        adjacency[i].contains(&(j as u32)),
+                        "{i}-{j} at {d} not linked"
+                    );
+                    let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[ri.max(rj)] = ri.min(rj) as u32;
                 }
             }
         }
-        // The extra links join components: at most (components - 1) of
-        // them, and the graph is connected (checked above by check_graph).
+        // Exactly one extra link per component but the first.
+        let components = (0..200).filter(|&a| find(&mut parent, a) == a).count();
+        assert!(
+            components > 1,
+            "radius 0.08 on 200 points should need joins"
+        );
         let links: usize = adjacency.iter().map(Vec::len).sum::<usize>() / 2;
-        assert!(links > close, "radius 0.08 on 200 points should need joins");
-        assert!(links - close < 200);
+        assert_eq!(links, close + components - 1);
         check_graph(&generator, 200);
     }
 

@@ -82,7 +82,8 @@ mod topology;
 
 pub use batch::{BatchEnv, BatchEnvState};
 pub use config::{
-    BuiltConfig, EnvConfig, InputRateMethod, LinkConfig, NodePerfConfig, PerfModelRegime,
+    BuiltConfig, EnvConfig, InputRateMethod, LinkConfig, NetworkGenerator, NodePerfConfig,
+    PerfModelRegime,
 };
 pub use env::{Env, StepOutcome};
 pub use error::{ConfigError, ResetError, StepError};

@@ -10,7 +10,11 @@
 //!   generator of that episode (section 4 of the spec);
 //! * **build stream**, seeded by `build_seed`: the concrete values of the
 //!   configuration; link `i`'s generated bandwidth uses its own stream
-//!   seeded `build_seed * (i + 1)`.
+//!   seeded `build_seed * (i + 1)`; `node_ram_gb_range` draws one RAM per
+//!   node, in agent order, from its own stream seeded `build_seed ^
+//!   NODE_RAM_STREAM` ([`crate::config::NODE_RAM_STREAM`]);
+//! * **generator streams**, seeded by a `network_generator`'s own `seed`:
+//!   the random topologies (see [`crate::config::generator`]).
 //! * env `i` of a [`crate::BatchEnv`] reset with seed `s` uses the master
 //!   seed [`env_master_seed`]`(s, i)`.
 

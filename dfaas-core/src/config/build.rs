@@ -9,7 +9,7 @@ use crate::error::ConfigError;
 use crate::input_rate::MAX_INPUT_RATE;
 use crate::perfmodel::PerfModelParams;
 use crate::rejects::RejectArithmetic;
-use crate::rng::{inclusive, seeded, truncated_normal};
+use crate::rng::{inclusive, seeded, truncated_normal, uniform};
 use crate::split::MAX_ACTIONS;
 use crate::topology::Topology;
 use alloc::collections::BTreeMap;
@@ -26,6 +26,11 @@ const MAX_DATA_SIZE_BYTES: u64 = 1 << 50;
 const MAX_SERVICE_TIME_DRAWS: usize = 100_000;
 /// Largest maximum concurrency (bounds the model's chain).
 const MAX_CONCURRENCY_LIMIT: i64 = 100_000;
+
+/// XOR-ed into `build_seed` to seed the stream of `node_ram_gb_range`
+/// draws (the bytes of `"node_ram"`): one uniform draw per node, in agent
+/// order.
+pub const NODE_RAM_STREAM: u64 = u64::from_be_bytes(*b"node_ram");
 
 /// How each episode's input rates are produced (spec §4).
 #[derive(Debug, Clone, PartialEq)]
@@ -180,7 +185,26 @@ impl EnvConfig {
 
     fn build_inner(&self, base_trace: Option<&[f64]>) -> Result<BuiltConfig, ConfigError> {
         self.check_unknown_keys()?;
-        let topology = Topology::from_adjacency_lines(&self.network)?;
+        let generated;
+        let network: &[String] = match &self.network_generator {
+            None => &self.network,
+            Some(generator) => {
+                if self.network != EnvConfig::default().network {
+                    return Err(ConfigError::invalid(
+                        "network_generator",
+                        format!(
+                            "{} (and a network of {} lines)",
+                            generator.kind(),
+                            self.network.len()
+                        ),
+                        "give either network or network_generator, not both (network must stay at its default with a generator)",
+                    ));
+                }
+                generated = generator.lines()?;
+                &generated
+            }
+        };
+        let topology = Topology::from_adjacency_lines(network)?;
         for a in 0..topology.num_agents() {
             if topology.degree(a) + 2 > MAX_ACTIONS {
                 return Err(ConfigError::invalid(
@@ -204,6 +228,10 @@ impl EnvConfig {
         let max_steps = self.max_steps as usize;
         let draws = self.draw_concrete_values()?;
         let mut concrete = self.clone();
+        if self.network_generator.is_some() {
+            concrete.network = network.to_vec();
+            concrete.network_generator = None;
+        }
         concrete.request_input_data_size_bytes = Some(draws.input_size);
         concrete.request_output_data_size_bytes = Some(draws.output_size);
         concrete.request_memory_mb = Some(draws.memory_mb);
@@ -214,7 +242,10 @@ impl EnvConfig {
         }
 
         let names = topology.names();
-        let node_ram_gb = per_node_table("node_ram_gb", &self.node_ram_gb, names, || 4.0)?;
+        let node_ram_gb = match &self.node_ram_gb_range {
+            None => per_node_table("node_ram_gb", &self.node_ram_gb, names, || 4.0)?,
+            Some(range) => self.draw_node_ram(range, names)?,
+        };
         for (node, ram) in &node_ram_gb {
             validate::positive(&format!("node_ram_gb.{node}"), *ram)?;
         }
@@ -277,6 +308,7 @@ impl EnvConfig {
             );
         }
         concrete.node_ram_gb = Some(node_ram_gb);
+        concrete.node_ram_gb_range = None;
         concrete.perfmodel_params = Some(concrete_perf);
 
         let (links, concrete_links) = self.build_links(&topology, max_steps, base_trace)?;
@@ -289,6 +321,34 @@ impl EnvConfig {
             links,
             input_rate,
         })
+    }
+
+    /// Each node's RAM from `node_ram_gb_range` (see the field's docs).
+    fn draw_node_ram(
+        &self,
+        range: &[f64],
+        names: &[String],
+    ) -> Result<BTreeMap<String, f64>, ConfigError> {
+        if self.node_ram_gb.is_some() {
+            return Err(ConfigError::invalid(
+                "node_ram_gb_range",
+                format!("{range:?}"),
+                "give either node_ram_gb or node_ram_gb_range, not both",
+            ));
+        }
+        let (lo, hi) = validate::range("node_ram_gb_range", range, false)?;
+        if lo <= 0.0 {
+            return Err(ConfigError::invalid(
+                "node_ram_gb_range",
+                format!("{range:?}"),
+                "min must be > 0",
+            ));
+        }
+        let mut rng = seeded(self.build_seed ^ NODE_RAM_STREAM);
+        Ok(names
+            .iter()
+            .map(|name| (name.clone(), uniform(&mut rng, lo, hi)))
+            .collect())
     }
 
     /// Draws (or takes as given) sizes, memory and service times.

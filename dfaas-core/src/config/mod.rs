@@ -12,13 +12,21 @@
 //! Keys this project adds (all optional): `perfmodel_regime`
 //! (`seconds`, the default, or `reference`), `reject_arithmetic` (`exact`,
 //! the default, or `reference`), `input_rate_trace` (per-node traces for
-//! `input_rate_method: static`) and `real_traces_dir` (folder of the Azure
-//! day files for `input_rate_method: real`).
+//! `input_rate_method: static`), `real_traces_dir` (folder of the Azure
+//! day files for `input_rate_method: real`), `network_generator` (a
+//! generated topology instead of `network`, see [`generator`]) and
+//! `node_ram_gb_range` (per-node RAM drawn from a range). A built
+//! configuration holds the generated `network` lines and the drawn
+//! `node_ram_gb` table instead of these two, so it builds back to itself.
 
 mod build;
+#[cfg(all(test, feature = "yaml", feature = "json"))]
+mod generated_tests;
+pub mod generator;
 mod validate;
 
-pub use build::{BuiltConfig, BuiltLink, InputRateMethod};
+pub use build::{BuiltConfig, BuiltLink, InputRateMethod, NODE_RAM_STREAM};
+pub use generator::{HubLinks, NetworkGenerator};
 
 use crate::alloc_prelude::*;
 use crate::rejects::RejectArithmetic;
@@ -127,6 +135,12 @@ impl Default for NodePerfConfig {
 pub struct EnvConfig {
     /// Topology as adjacency lines (default `["node_0 node_1"]`).
     pub network: Vec<String>,
+    /// A generated topology (`{kind: ring, nodes: 20}`, …; see
+    /// [`generator`]) whose lines replace `network` at build time; `network`
+    /// must then be left at its default. Absent by default (and never in a
+    /// built configuration).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub network_generator: Option<NetworkGenerator>,
     /// Steps per episode (> 0; default 288).
     pub max_steps: i64,
     /// Input-rate generator: `synthetic-sinusoidal` (default),
@@ -178,6 +192,15 @@ pub struct EnvConfig {
     pub cold_service_time: Option<f64>,
     /// RAM per node in GB (> 0; default 4 for every node).
     pub node_ram_gb: Option<BTreeMap<String, f64>>,
+    /// `[lo, hi]` in GB (finite, `0 < lo <= hi`): instead of `node_ram_gb`,
+    /// each node's RAM is drawn uniformly on `[lo, hi)` at build time (`lo`
+    /// when equal), in agent order, from the stream
+    /// `seeded(build_seed ^ NODE_RAM_STREAM)` ([`NODE_RAM_STREAM`]; apart
+    /// from the stream of the other drawn values, which it leaves
+    /// unchanged). The
+    /// built configuration records the drawn `node_ram_gb` table instead.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub node_ram_gb_range: Option<Vec<f64>>,
     /// Per-node performance-model parameters (defaults for every node when
     /// absent).
     pub perfmodel_params: Option<BTreeMap<String, NodePerfConfig>>,
@@ -205,6 +228,7 @@ impl Default for EnvConfig {
     fn default() -> Self {
         Self {
             network: vec!["node_0 node_1".to_string()],
+            network_generator: None,
             max_steps: 288,
             input_rate_method: "synthetic-sinusoidal".to_string(),
             input_rate_same_method: true,
@@ -224,6 +248,7 @@ impl Default for EnvConfig {
             warm_service_time: None,
             cold_service_time: None,
             node_ram_gb: None,
+            node_ram_gb_range: None,
             perfmodel_params: None,
             build_seed: 42,
             seed: Some(42),

@@ -208,6 +208,33 @@ fn topology_words(model: &EnvModel) -> (Vec<u32>, [u32; 6]) {
     (words, sections)
 }
 
+/// Loop iterations llvmpipe/lavapipe runs in one shader invocation before
+/// it silently ends every loop (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`,
+/// shared by all loops of the shader): past it a step of the kernel, one
+/// invocation per env, would leave later agents unsplit.
+const SOFTWARE_LOOP_LIMIT: u64 = 65_535;
+
+/// An upper bound on the loop iterations of one invocation of the `step`
+/// kernel (split, reject zeroing, serving, rewards, observation), each
+/// iteration counted twice (a loop's test and its continuing block; the
+/// measured cost on lavapipe lies below this bound).
+fn step_loop_iterations(model: &EnvModel) -> u64 {
+    let w = model.action_width() as u64;
+    let obs = model.obs_width() as u64;
+    let per_agent: u64 = (0..model.num_agents())
+        .map(|a| {
+            let k = model.degree(a) as u64;
+            let (entries, list) = (k + 2, k + 1);
+            let split = 2 * entries + entries * entries;
+            let serve = k + 2 * list + list * list;
+            let observe = 2 * k + (obs - 2 - 2 * k);
+            // The four agent loops, once each.
+            4 + split + w + serve + k + observe
+        })
+        .sum();
+    2 * per_agent
+}
+
 /// `Ok` when every total node `node` can receive from `pool` — its own
 /// largest rate plus its senders' — is covered by its performance table
 /// (whose totals are `u32`, within the kernel's exact arithmetic).
@@ -257,7 +284,11 @@ impl GpuBatchEnv {
     /// [`GpuError::Input`] when the model uses the reference's f64 reject
     /// arithmetic (CPU only), the pool does not fit the model (shape, a rate
     /// above `MAX_INPUT_RATE`, a node total beyond its performance table),
-    /// or a buffer would exceed the device's limits;
+    /// a buffer would exceed the device's limits, or — on a software
+    /// adapter (lavapipe), which ends every loop of an invocation after
+    /// 65 535 iterations in all — the model is too large for one step per
+    /// invocation (a few hundred agents at most; a 100-node federation of
+    /// mean degree 6 fits);
     /// [`GpuError::Shader`] if the WGSL cannot be specialised.
     pub fn new(
         ctx: &GpuContext,
@@ -284,6 +315,16 @@ impl GpuBatchEnv {
             ));
         }
         check_pool_fits(model, pool)?;
+        let iterations = step_loop_iterations(model);
+        if ctx.is_software() && iterations > SOFTWARE_LOOP_LIMIT {
+            return Err(input(
+                "model",
+                format!(
+                    "a step runs up to {iterations} loop iterations per env; this software adapter ({}) silently stops every loop after {SOFTWARE_LOOP_LIMIT} (use fewer agents or lower degrees, a hardware GPU, or the CPU BatchEnv)",
+                    ctx.info().name
+                ),
+            ));
+        }
         let (words, sections) = topology_words(model);
         // Every buffer must fit the device's limits (lavapipe: 128 MiB per
         // storage binding) and u32 word indices, or wgpu would fail later

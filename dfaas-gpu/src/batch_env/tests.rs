@@ -806,3 +806,6 @@ proptest::proptest! {
         }
     }
 }
+
+/// Generated federations of 100 and 1000 nodes.
+mod generated;

@@ -23,10 +23,7 @@ fn fresh_env() -> BatchEnv {
 
 /// Runs `controller`, logging its splits into `log` (when given); returns
 /// each `(env, step)`'s team reward (sum of the agents' rewards).
-fn run(
-    controller: &mut dyn Controller,
-    log: Option<&mut SplitLog>,
-) -> StepRewards {
+fn run(controller: &mut dyn Controller, log: Option<&mut SplitLog>) -> StepRewards {
     let mut rewards = BTreeMap::new();
     let mut log = log;
     evaluate_with(controller, &mut fresh_env(), |env, _, m| {

@@ -111,7 +111,10 @@ fn same_seed_same_run_and_resume_after_a_kill_matches() {
         .skip(1)
         .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
         .collect();
-    assert!(table.lines().last().unwrap().starts_with("oracle,"), "{table}");
+    assert!(
+        table.lines().last().unwrap().starts_with("oracle,"),
+        "{table}"
+    );
     let oracle = rewards[rewards.len() - 1];
     assert!(rewards.iter().all(|&r| r <= oracle), "{table}");
     // Every row's outcomes: the served and rejected shares add up to 100,

@@ -499,7 +499,7 @@ impl BatchEnv {
             model,
             |a| inputs[a * s + t],
             &sc.counts,
-            |a, numerator, rate| rewards[a] = reward::of_agent(numerator, rate),
+            |a, numerator, total| rewards[a] = reward::ratio(numerator, total),
         );
         if let Some(m) = metrics {
             let rates: Vec<u32> = (0..n).map(|a| inputs[a * s + t]).collect();

@@ -177,6 +177,11 @@ impl StepMetrics {
             );
             self.reward[a] = reward::of_agent_f64(numerator, rates[a]);
         }
+        if model.reward == crate::reward::RewardKind::Served {
+            let (served, arrived) =
+                crate::resolve::served_and_arrived(model, counts, rejects, |a| rates[a]);
+            self.reward.fill(reward::ratio_f64(served, arrived));
+        }
         self.record_times_and_delays(model, step, counts);
     }
 

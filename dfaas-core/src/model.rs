@@ -49,6 +49,7 @@ pub struct EnvModel {
     pub(crate) sinusoids: Sinusoids,
     pub(crate) real: Option<RealTraces>,
     pub(crate) reject_arithmetic: RejectArithmetic,
+    pub(crate) reward: crate::reward::RewardKind,
     /// Largest input rate of an agent (the tables cover `max_rate·(1 +
     /// degree)` at each node).
     pub(crate) max_rate: u32,
@@ -160,6 +161,7 @@ impl EnvModel {
             sinusoids: Sinusoids::new(n, built.max_steps()),
             real,
             reject_arithmetic: built.reject_arithmetic(),
+            reward: built.reward(),
             max_rate,
         })
     }

@@ -12,7 +12,7 @@ use crate::alloc_prelude::*;
 use crate::error::StepError;
 use crate::model::EnvModel;
 use crate::rejects::distribute_unchecked;
-use crate::reward;
+use crate::reward::{self, RewardKind};
 
 /// Buffers of one step's resolution, and its rejects.
 #[derive(Debug, Clone)]
@@ -51,8 +51,8 @@ impl StepResolver {
     /// Resolves one step in which agent `a` splits its `rates[a]` requests
     /// as `counts[a·w..a·w + k + 2]` (`[local, forward_1..k, reject]`, `w`
     /// the model's action width, the padding ignored) and writes each
-    /// agent's reward (`(served − policy rejects) / rate`, f64 as the
-    /// step metrics keep it) into `rewards`.
+    /// agent's reward (the model's [`RewardKind`]; f64 as the step metrics
+    /// keep it) into `rewards`.
     ///
     /// # Errors
     /// Nothing is computed when the inputs are not a step of `model`:
@@ -105,8 +105,8 @@ impl StepResolver {
             model,
             |a| rates[a],
             counts,
-            |a, numerator, rate| {
-                rewards[a] = reward::of_agent_f64(numerator, rate);
+            |a, numerator, total| {
+                rewards[a] = reward::ratio_f64(numerator, total);
             },
         );
         Ok(())
@@ -114,14 +114,15 @@ impl StepResolver {
 
     /// [`Self::resolve`] for splits known to be a step of `model` (each
     /// agent's counts sum to `rate(a)` ≤ the model's largest rate); calls
-    /// `reward(a, numerator, rate)` for every agent in order.
+    /// `reward(a, numerator, total)` for every agent in order, its reward
+    /// being `numerator / total` ([`reward::ratio`]).
     #[inline]
     pub(crate) fn resolve_unchecked(
         &mut self,
         model: &EnvModel,
         rate: impl Fn(usize) -> u32,
         counts: &[u32],
-        mut reward: impl FnMut(usize, i64, u32),
+        mut reward: impl FnMut(usize, i64, u64),
     ) {
         let (n, w) = (model.num_agents, model.action_width);
         self.rejects.fill(0);
@@ -155,16 +156,48 @@ impl StepResolver {
                 }
             }
         }
-        // 5. Reward: (local − local rejects + forwards − forward rejects − rejects) / input.
-        for a in 0..n {
-            let k = model.degrees[a];
-            let numerator = reward::numerator_unchecked(
-                &counts[a * w..a * w + k + 2],
-                &self.rejects[a * w..a * w + k + 1],
-            );
-            reward(a, numerator, rate(a));
+        // 5. Reward: (local − local rejects + forwards − forward rejects − rejects) / input,
+        // or the federation's served share.
+        match model.reward {
+            RewardKind::Reference => {
+                for a in 0..n {
+                    let k = model.degrees[a];
+                    let numerator = reward::numerator_unchecked(
+                        &counts[a * w..a * w + k + 2],
+                        &self.rejects[a * w..a * w + k + 1],
+                    );
+                    reward(a, numerator, u64::from(rate(a)));
+                }
+            }
+            RewardKind::Served => {
+                let (served, arrived) = served_and_arrived(model, counts, &self.rejects, &rate);
+                for a in 0..n {
+                    reward(a, served, arrived);
+                }
+            }
         }
     }
+}
+
+/// The federation's served requests (every agent's split minus its
+/// reject entry and the rejects of its local and forwarded requests) and
+/// its arrived ones, as a numerator and total for [`reward::ratio`].
+pub(crate) fn served_and_arrived(
+    model: &EnvModel,
+    counts: &[u32],
+    rejects: &[u32],
+    rate: impl Fn(usize) -> u32,
+) -> (i64, u64) {
+    let w = model.action_width;
+    let (mut served, mut arrived) = (0i64, 0u64);
+    for a in 0..model.num_agents {
+        let k = model.degrees[a];
+        let routed: u32 = counts[a * w..a * w + k + 1].iter().sum();
+        let lost: u32 = rejects[a * w..a * w + k + 1].iter().sum();
+        served += i64::from(routed - lost);
+        arrived += u64::from(rate(a));
+    }
+    (served, arrived)
 }
 
 #[cfg(test)]
@@ -198,6 +231,57 @@ mod tests {
             }
         }
         assert!(checked > 0, "no step had rejects");
+    }
+
+    /// With `reward: served` every agent's reward is the federation's
+    /// served share: the nodes' incoming requests minus their rejects, over
+    /// the inputs (from the step metrics' node counts).
+    #[test]
+    fn the_served_reward_is_the_federations_served_share() {
+        let config = EnvConfig {
+            reward: RewardKind::Served,
+            ..crate::config::EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+        };
+        let model = EnvModel::new(&config.build().unwrap()).unwrap();
+        let (n, w) = (model.num_agents(), model.action_width());
+        let mut batch = BatchEnv::new(model.clone(), 2).unwrap();
+        batch.reset(3).unwrap();
+        let mut metrics = vec![crate::StepMetrics::new(&model); 2];
+        let mut resolver = StepResolver::new(&model);
+        let mut rewards = vec![0f64; n];
+        let actions: Vec<f32> = (0..2 * n * w)
+            .map(|i| ((i * 5) % 7) as f32 + 0.25)
+            .collect();
+        let mut lossy = 0;
+        for _ in 0..30 {
+            batch.step_with_metrics(&actions, &mut metrics).unwrap();
+            for (e, m) in metrics.iter().enumerate() {
+                let served: u32 = (0..n)
+                    .map(|j| m.incoming_rate[j] - m.incoming_rate_reject[j])
+                    .sum();
+                let arrived: u32 = m.input_rate.iter().sum();
+                let share = f64::from(served) / f64::from(arrived);
+                assert!(
+                    m.reward.iter().all(|&r| r == share),
+                    "{:?} vs {share}",
+                    m.reward
+                );
+                let env_rewards = &batch.rewards()[e * n..(e + 1) * n];
+                assert!(
+                    env_rewards
+                        .iter()
+                        .all(|&r| r == served as f32 / arrived as f32)
+                );
+                resolver
+                    .resolve(&model, &m.input_rate, &m.action, &mut rewards)
+                    .unwrap();
+                assert_eq!(rewards, m.reward);
+                lossy += usize::from(
+                    served + m.action.iter().skip(w - 1).step_by(w).sum::<u32>() < arrived,
+                );
+            }
+        }
+        assert!(lossy > 0, "no step lost requests to overload");
     }
 
     #[test]

@@ -81,20 +81,59 @@ pub(crate) fn numerator_unchecked(split: &[u32], rejects: &[u32]) -> i64 {
 /// The reward in f32 (the environment's): `numerator / rate`, 0 for rate 0.
 #[must_use]
 pub fn of_agent(numerator: i64, rate: u32) -> f32 {
-    if rate == 0 {
-        0.0
-    } else {
-        numerator as f32 / rate as f32
-    }
+    ratio(numerator, u64::from(rate))
 }
 
 /// The reward in f64 (the reference's per-step metric).
 #[must_use]
 pub fn of_agent_f64(numerator: i64, rate: u32) -> f64 {
-    if rate == 0 {
+    ratio_f64(numerator, u64::from(rate))
+}
+
+/// `numerator / total` in f32, 0 for a total of 0 (an agent's reward, or
+/// the federation's served share: totals may exceed `u32`).
+#[must_use]
+pub fn ratio(numerator: i64, total: u64) -> f32 {
+    if total == 0 {
         0.0
     } else {
-        numerator as f64 / f64::from(rate)
+        numerator as f32 / total as f32
+    }
+}
+
+/// [`ratio`] in f64.
+#[must_use]
+pub fn ratio_f64(numerator: i64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        numerator as f64 / total as f64
+    }
+}
+
+/// What each agent's reward measures (config key `reward`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum RewardKind {
+    /// The reference's per-agent ratio `(served − policy rejects) / input`
+    /// ([`numerator`], [`of_agent`]): each agent answers for its own
+    /// requests, and a request it rejects itself costs more than one it
+    /// loses to overload.
+    #[default]
+    Reference,
+    /// The step's served share of the whole federation, `Σ served / Σ
+    /// input` (0 when nothing arrives), the same for every agent: the
+    /// federation's throughput. The team-reward weight of training changes
+    /// nothing then (every agent's reward already is the mean).
+    Served,
+}
+
+impl RewardKind {
+    /// Whether this is [`RewardKind::Reference`].
+    #[must_use]
+    pub fn is_reference(&self) -> bool {
+        *self == Self::Reference
     }
 }
 

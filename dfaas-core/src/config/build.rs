@@ -145,6 +145,12 @@ impl BuiltConfig {
         self.config.reject_arithmetic
     }
 
+    /// What the agents' rewards measure.
+    #[must_use]
+    pub fn reward(&self) -> crate::reward::RewardKind {
+        self.config.reward
+    }
+
     /// Whether the env runs in evaluation mode.
     #[must_use]
     pub fn evaluation(&self) -> bool {

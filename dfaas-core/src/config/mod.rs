@@ -11,7 +11,8 @@
 //!
 //! Keys this project adds (all optional): `perfmodel_regime`
 //! (`seconds`, the default, or `reference`), `reject_arithmetic` (`exact`,
-//! the default, or `reference`), `input_rate_trace` (per-node traces for
+//! the default, or `reference`), `reward` (`reference`, the default, or
+//! `served`: [`crate::reward::RewardKind`]), `input_rate_trace` (per-node traces for
 //! `input_rate_method: static`), `real_traces_dir` (folder of the Azure
 //! day files for `input_rate_method: real`), `network_generator` (a
 //! generated topology instead of `network`, see [`generator`]) and
@@ -30,6 +31,7 @@ pub use generator::{HubLinks, NetworkGenerator};
 
 use crate::alloc_prelude::*;
 use crate::rejects::RejectArithmetic;
+use crate::reward::RewardKind;
 use alloc::collections::BTreeMap;
 
 #[cfg(feature = "serde")]
@@ -212,6 +214,13 @@ pub struct EnvConfig {
     pub perfmodel_regime: PerfModelRegime,
     /// Arithmetic of the reject distribution (default `exact`).
     pub reject_arithmetic: RejectArithmetic,
+    /// What the agents' rewards measure (default `reference`; written out
+    /// only when not the default).
+    #[cfg_attr(
+        feature = "serde",
+        serde(skip_serializing_if = "RewardKind::is_reference")
+    )]
+    pub reward: RewardKind,
     /// Per-node input-rate traces (`max_steps` integers >= 0 each) for
     /// `input_rate_method: static`.
     pub input_rate_trace: Option<BTreeMap<String, Vec<i64>>>,
@@ -254,6 +263,7 @@ impl Default for EnvConfig {
             seed: Some(42),
             perfmodel_regime: PerfModelRegime::default(),
             reject_arithmetic: RejectArithmetic::default(),
+            reward: RewardKind::default(),
             input_rate_trace: None,
             real_traces_dir: None,
             unknown_keys: UnknownKeys::new(),

@@ -303,6 +303,12 @@ impl GpuBatchEnv {
                 "the GPU uses the exact-integer rule; set reject_arithmetic: exact".into(),
             ));
         }
+        if !model.built().reward().is_reference() {
+            return Err(input(
+                "reward",
+                "the GPU computes the reference's per-agent reward only; train `reward: served` on the CPU".into(),
+            ));
+        }
         let (n, s) = (model.num_agents(), model.max_steps());
         if num_envs == 0 || pool.rates.len() != pool.episodes.saturating_mul(n * s) {
             return Err(input(

@@ -726,6 +726,18 @@ fn bad_inputs_are_typed_errors() {
             ..
         })
     ));
+    let served = EnvConfig {
+        reward: dfaas_core::reward::RewardKind::Served,
+        ..model.built().config().clone()
+    };
+    let served = EnvModel::new(&served.build().unwrap()).unwrap();
+    assert!(matches!(
+        GpuBatchEnv::new(&ctx, &served, 4, &pool),
+        Err(GpuError::Input {
+            field: "reward",
+            ..
+        })
+    ));
     assert!(TracePool::generate(&model, 0, 0).is_err());
     // A pool of another model: other episode length, or rates beyond this
     // model's performance tables (totals up to 2·150 here).

@@ -97,26 +97,28 @@ fn main() -> Result<()> {
             r.policy, r.mean_reward, r.reject_pct, r.local_pct, r.forward_pct
         );
         println!(
-            "  served {:.2} % (locally {:.2} %, by a neighbour {:.2} %); rejected by the policy {:.2} %, by overload at the node {:.2} %, at the neighbour {:.2} %",
+            "  served {:.2} % (locally {:.2} %, by a neighbour {:.2} %; mean response time {:.1} ms); rejected by the policy {:.2} %, by overload at the node {:.2} %, at the neighbour {:.2} %",
             o.served_pct(),
             o.served_local_pct,
             o.served_neighbour_pct,
+            o.served_response_ms,
             o.rejected_by_policy_pct,
             o.rejected_local_overload_pct,
             o.rejected_neighbour_overload_pct
         );
         println!(
-            "  {:<10} {:>11} {:>8} {:>10} {:>9} {:>9}",
-            "agent", "mean_reward", "local_%", "forward_%", "reject_%", "served_%"
+            "  {:<10} {:>11} {:>8} {:>10} {:>9} {:>9} {:>10}",
+            "agent", "mean_reward", "local_%", "forward_%", "reject_%", "served_%", "served_ms"
         );
         for (name, a) in names.iter().zip(&r.per_agent) {
             println!(
-                "  {name:<10} {:>11.4} {:>8.2} {:>10.2} {:>9.2} {:>9.2}",
+                "  {name:<10} {:>11.4} {:>8.2} {:>10.2} {:>9.2} {:>9.2} {:>10.1}",
                 a.mean_reward,
                 a.local_pct,
                 a.forward_pct,
                 a.reject_pct,
-                a.outcomes.served_pct()
+                a.outcomes.served_pct(),
+                a.outcomes.served_response_ms
             );
         }
     }

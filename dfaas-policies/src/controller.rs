@@ -5,7 +5,7 @@
 //! its report ([`write_evaluation_csv`]).
 
 use crate::error::{ControlError, EvaluateError, ShapeError, length, product};
-use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
+use dfaas_core::{BatchEnv, EnvConfig, EnvModel, PerfModelRegime, StepMetrics};
 use std::path::Path;
 
 /// A policy acting on whole batches of environments.
@@ -81,6 +81,10 @@ pub struct Outcomes {
     pub rejected_local_overload_pct: f64,
     /// Forwarded and rejected by the neighbour's overload.
     pub rejected_neighbour_overload_pct: f64,
+    /// Mean response time of the served requests (ms): the serving node's
+    /// response time, plus the forward and return network delays for those
+    /// a neighbour served; 0 when none was served.
+    pub served_response_ms: f64,
 }
 
 impl Outcomes {
@@ -122,6 +126,8 @@ pub struct Tally {
     neighbour_overload: Vec<u64>,
     /// Per agent: requests of the split's reject entry.
     policy_rejects: Vec<u64>,
+    /// Per agent: Σ over its served requests of their response time (ms).
+    served_ms: Vec<f64>,
 }
 
 impl Tally {
@@ -138,6 +144,7 @@ impl Tally {
             local_overload: vec![0; agents],
             neighbour_overload: vec![0; agents],
             policy_rejects: vec![0; agents],
+            served_ms: vec![0.0; agents],
         }
     }
 
@@ -158,6 +165,21 @@ impl Tally {
             self.policy_rejects[a] += u64::from(split[k + 1]);
             self.local_overload[a] += u64::from(m.incoming_rate_local_reject[a]);
             self.neighbour_overload[a] += u64::from(m.forward_reject_rate[a]);
+            // Response times: the model's units (seconds, or the
+            // reference's milliseconds) to ms; network delays are in ms.
+            let ms = match model.built().config().perfmodel_regime {
+                PerfModelRegime::Seconds => 1000.0,
+                PerfModelRegime::Reference => 1.0,
+            };
+            let served = |e: usize| f64::from(m.action[e] - m.forward_rejects[e]);
+            let mut time = served(a * w) * m.response_time_avg_local[a] * ms;
+            for e in a * w + 1..=a * w + k {
+                time += served(e)
+                    * (m.response_time_avg_forwarded_to[e] * ms
+                        + m.network_forward_delay_avg_to[e]
+                        + m.network_return_delay_avg_to[e]);
+            }
+            self.served_ms[a] += time;
         }
     }
 
@@ -213,7 +235,14 @@ impl Tally {
         let input = sum(&self.input);
         let (local_overload, neighbour_overload) =
             (sum(&self.local_overload), sum(&self.neighbour_overload));
+        let served = sum(&self.local) + sum(&self.forward) - local_overload - neighbour_overload;
+        let served_ms: f64 = self.served_ms[agents.clone()].iter().sum();
         Outcomes {
+            served_response_ms: if served == 0 {
+                0.0
+            } else {
+                served_ms / served as f64
+            },
             served_local_pct: pct(sum(&self.local) - local_overload, input),
             served_neighbour_pct: pct(sum(&self.forward) - neighbour_overload, input),
             rejected_by_policy_pct: pct(sum(&self.policy_rejects), input),
@@ -340,7 +369,7 @@ pub fn evaluate_with(
 /// `policy,mean_reward,reject_pct,local_pct,forward_pct`, then the
 /// [`Outcomes`]: `served_pct,served_local_pct,served_neighbour_pct,
 /// reject_policy_pct,reject_local_overload_pct,reject_neighbour_overload_pct`
-/// (all in % of the arriving requests).
+/// (all in % of the arriving requests), and `served_response_ms`.
 ///
 /// # Errors
 /// The I/O error of writing `path`.
@@ -358,6 +387,7 @@ pub fn write_evaluation_csv(path: &Path, results: &[Evaluation]) -> std::io::Res
         "reject_policy_pct",
         "reject_local_overload_pct",
         "reject_neighbour_overload_pct",
+        "served_response_ms",
     ])?;
     for r in results {
         let o = &r.outcomes;
@@ -373,6 +403,7 @@ pub fn write_evaluation_csv(path: &Path, results: &[Evaluation]) -> std::io::Res
             format!("{:.4}", o.rejected_by_policy_pct),
             format!("{:.4}", o.rejected_local_overload_pct),
             format!("{:.4}", o.rejected_neighbour_overload_pct),
+            format!("{:.3}", o.served_response_ms),
         ])?;
     }
     let bytes = csv.into_inner().map_err(|e| e.into_error())?;
@@ -396,6 +427,13 @@ mod tests {
         m.action = vec![5, 3, 2, 20, 0, 0];
         m.incoming_rate_local_reject = vec![1, 5];
         m.forward_reject_rate = vec![1, 0];
+        m.forward_rejects = vec![1, 1, 0, 5, 0, 0];
+        // Node response times 0.2 s (a) and 0.5 s (b); a's forward to b
+        // adds 3 ms there and 1 ms back.
+        m.response_time_avg_local = vec![0.2, 0.5];
+        m.response_time_avg_forwarded_to = vec![0.0, 0.5, 0.0, 0.0, 0.0, 0.0];
+        m.network_forward_delay_avg_to = vec![0.0, 3.0, 0.0, 0.0, 0.0, 0.0];
+        m.network_return_delay_avg_to = vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
         let mut tally = Tally::new(2);
         tally.add(&model, &m);
         let e = tally.summary("x");
@@ -406,8 +444,15 @@ mod tests {
         close(a.rejected_by_policy_pct, 20.0);
         close(a.rejected_local_overload_pct, 10.0);
         close(a.rejected_neighbour_overload_pct, 10.0);
+        // a served 4 locally (200 ms each) and 2 at b (500 + 3 + 1 ms).
+        close(a.served_response_ms, (4.0 * 200.0 + 2.0 * 504.0) / 6.0);
         let b = e.per_agent[1].outcomes;
         close(b.served_pct(), 75.0);
+        close(b.served_response_ms, 500.0);
+        close(
+            e.outcomes.served_response_ms,
+            (1808.0 + 15.0 * 500.0) / 21.0,
+        );
         close(b.rejected_local_overload_pct, 25.0);
         // Overall, of 30: served 19 locally and 2 by a neighbour, rejected
         // 2 by the policy, 6 by overload at the node, 1 at the neighbour.

@@ -510,18 +510,19 @@ fn main() -> Result<()> {
     let oracle_seconds = oracle_start.elapsed().as_secs_f64();
 
     println!(
-        "\n{:<14} {:>11} {:>9} {:>8} {:>10} {:>9}",
-        "policy", "mean_reward", "reject_%", "local_%", "forward_%", "served_%"
+        "\n{:<14} {:>11} {:>9} {:>8} {:>10} {:>9} {:>10}",
+        "policy", "mean_reward", "reject_%", "local_%", "forward_%", "served_%", "served_ms"
     );
     for r in &results {
         println!(
-            "{:<14} {:>11.4} {:>9.2} {:>8.2} {:>10.2} {:>9.2}",
+            "{:<14} {:>11.4} {:>9.2} {:>8.2} {:>10.2} {:>9.2} {:>10.1}",
             r.policy,
             r.mean_reward,
             r.reject_pct,
             r.local_pct,
             r.forward_pct,
-            r.outcomes.served_pct()
+            r.outcomes.served_pct(),
+            r.outcomes.served_response_ms
         );
     }
     let oracle = results.last().map_or(0.0, |r| r.mean_reward);

@@ -12,6 +12,15 @@
 //! auto-reset — starts its next episode at once: the observation returned
 //! for it is the first of the new episode (the terminated episode needs no
 //! bootstrap value, since episodes terminate and are never truncated).
+//!
+//! With the `parallel` feature a step runs consecutive envs in runs (of at
+//! least [`MIN_RUN`] agent-steps, a few per thread) on the threads of the
+//! current rayon pool — choose their number with
+//! `rayon::ThreadPoolBuilder::num_threads(..).build()?.install(|| …)` or
+//! `RAYON_NUM_THREADS` — each with its own scratch. Every env's step is
+//! computed alone, so the results, the metrics and the error reported (the
+//! first failed auto-reset in env order) are the same for any number of
+//! threads.
 
 use crate::alloc_prelude::*;
 use crate::error::{ResetError, StepError};
@@ -31,6 +40,16 @@ struct Scratch {
     fractions: Vec<f32>,
     /// Steps 2–5 of a step, and its rejects `[agent][action_width]`.
     resolver: StepResolver,
+}
+
+impl Scratch {
+    fn new(model: &EnvModel) -> Self {
+        Self {
+            counts: vec![0; model.num_agents * model.action_width],
+            fractions: vec![0.0; model.action_width],
+            resolver: StepResolver::new(model),
+        }
+    }
 }
 
 /// Everything that changes while a [`BatchEnv`] runs, to save and restore
@@ -60,6 +79,11 @@ pub struct BatchEnvState {
     pub started: bool,
 }
 
+/// Fewest agent-steps of a run of envs stepped on a thread of its own
+/// (`parallel`).
+#[cfg(feature = "parallel")]
+pub const MIN_RUN: usize = 1024;
+
 /// Index and value of the first of `values` above `max`.
 fn first_above(values: impl Iterator<Item = u64>, max: u64) -> Option<(usize, u64)> {
     values.enumerate().find(|&(_, v)| v > max)
@@ -87,6 +111,9 @@ pub struct BatchEnv {
     dones: Vec<bool>,
     started: bool,
     scratch: Scratch,
+    /// One scratch per run of envs stepped in parallel.
+    #[cfg(feature = "parallel")]
+    extra_scratch: Vec<Scratch>,
 }
 
 impl BatchEnv {
@@ -114,7 +141,6 @@ impl BatchEnv {
     /// A batch whose sizes are known to fit (one env, or checked by `new`).
     pub(crate) fn with_auto_reset(model: EnvModel, num_envs: usize, auto_reset: bool) -> Self {
         let n = model.num_agents();
-        let w = model.action_width();
         Self {
             input_rates: vec![0; num_envs * n * model.max_steps()],
             steps: vec![model.max_steps(); num_envs],
@@ -131,11 +157,9 @@ impl BatchEnv {
             rewards: vec![0.0; num_envs * n],
             dones: vec![false; num_envs],
             started: false,
-            scratch: Scratch {
-                counts: vec![0; n * w],
-                fractions: vec![0.0; w],
-                resolver: StepResolver::new(&model),
-            },
+            scratch: Scratch::new(&model),
+            #[cfg(feature = "parallel")]
+            extra_scratch: Vec::new(),
             model,
             num_envs,
             auto_reset,
@@ -187,36 +211,30 @@ impl BatchEnv {
         master_seed: Option<u64>,
         episode_seed: Option<u32>,
     ) -> Result<(), ResetError> {
-        if let Some(seed) = master_seed {
-            self.masters[i] = seeded(seed);
-        }
-        // The master stream draws a seed at every reset, used or not; an
-        // explicit episode seed overrides it, and evaluation mode overrides
-        // both with its cycle (as the reference does).
-        let drawn = draw_episode_seed(&mut self.masters[i]);
-        let mut seed = episode_seed.unwrap_or(drawn);
-        if self.model.built.evaluation() {
-            if self.evaluation_seeds.is_empty() {
-                return Err(ResetError::EvaluationSeedsMissing);
-            }
-            let cursor = self.evaluation_cursor[i];
-            self.evaluation_cursor[i] = (cursor + 1) % self.evaluation_seeds.len();
-            seed = self.evaluation_seeds[cursor];
-        }
-        self.start_episode(i, seed)
+        let (mut envs, _) = self.view();
+        envs.reset(i, master_seed, episode_seed)
     }
 
-    fn start_episode(&mut self, i: usize, episode_seed: u32) -> Result<(), ResetError> {
-        let (n, s) = (self.model.num_agents, self.model.max_steps);
-        self.model.generate_episode(
-            episode_seed,
-            &mut self.input_rates[i * n * s..(i + 1) * n * s],
-        )?;
-        self.episode_seeds[i] = episode_seed;
-        self.steps[i] = 0;
-        self.dones[i] = false;
-        self.write_first_observation(i);
-        Ok(())
+    /// The per-env arrays of every env, and the scratch.
+    fn view(&mut self) -> (Envs<'_>, &mut Scratch) {
+        (
+            Envs {
+                model: &self.model,
+                evaluation_seeds: &self.evaluation_seeds,
+                auto_reset: self.auto_reset,
+                first: 0,
+                input_rates: &mut self.input_rates,
+                steps: &mut self.steps,
+                masters: &mut self.masters,
+                episode_seeds: &mut self.episode_seeds,
+                evaluation_cursor: &mut self.evaluation_cursor,
+                obs: &mut self.obs,
+                final_obs: &mut self.final_obs,
+                rewards: &mut self.rewards,
+                dones: &mut self.dones,
+            },
+            &mut self.scratch,
+        )
     }
 
     /// A copy of everything that changes while the batch runs.
@@ -387,14 +405,7 @@ impl BatchEnv {
     /// env stays finished until the next [`BatchEnv::reset`].
     pub fn step(&mut self, actions: &[f32]) -> Result<(), StepError> {
         self.check(actions, 0..self.num_envs)?;
-        let stride = self.model.num_agents * self.model.action_width;
-        let mut first_failure = None;
-        for (i, env_actions) in actions.chunks_exact(stride).enumerate() {
-            if let Err(error) = self.step_env(i, env_actions, None) {
-                first_failure.get_or_insert(StepError::AutoReset { env: i, error });
-            }
-        }
-        first_failure.map_or(Ok(()), Err)
+        self.step_all(actions, None)
     }
 
     /// As [`BatchEnv::step`], also writing every per-step metric of env `i`
@@ -415,14 +426,78 @@ impl BatchEnv {
             });
         }
         self.check(actions, 0..self.num_envs)?;
-        let stride = self.model.num_agents * self.model.action_width;
-        let mut first_failure = None;
-        for (i, (env_actions, m)) in actions.chunks_exact(stride).zip(metrics).enumerate() {
-            if let Err(error) = self.step_env(i, env_actions, Some(m)) {
-                first_failure.get_or_insert(StepError::AutoReset { env: i, error });
-            }
+        self.step_all(actions, Some(metrics))
+    }
+
+    /// Steps every env (actions checked); the first failed auto-reset in
+    /// env order, if any.
+    #[cfg(not(feature = "parallel"))]
+    fn step_all(
+        &mut self,
+        actions: &[f32],
+        metrics: Option<&mut [StepMetrics]>,
+    ) -> Result<(), StepError> {
+        let (mut envs, scratch) = self.view();
+        envs.step_run(actions, metrics, scratch).map_or(Ok(()), Err)
+    }
+
+    /// Steps every env (actions checked) in runs of consecutive envs on the
+    /// current rayon pool's threads, each run with its own scratch; the
+    /// first failed auto-reset in env order, if any. Every env's step is
+    /// computed alone, so the results are the same for any number of
+    /// threads or runs.
+    #[cfg(feature = "parallel")]
+    fn step_all(
+        &mut self,
+        actions: &[f32],
+        metrics: Option<&mut [StepMetrics]>,
+    ) -> Result<(), StepError> {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        // A few runs per thread, so that uneven runs (auto-resets) balance,
+        // each of at least MIN_RUN agent-steps (below, a thread's start
+        // costs more than it saves).
+        let per_run = self
+            .num_envs
+            .div_ceil(4 * threads)
+            .max(MIN_RUN.div_ceil(self.model.num_agents));
+        let runs = self.num_envs.div_ceil(per_run);
+        if threads == 1 || runs == 1 {
+            let (mut envs, scratch) = self.view();
+            return envs.step_run(actions, metrics, scratch).map_or(Ok(()), Err);
         }
-        first_failure.map_or(Ok(()), Err)
+        while self.extra_scratch.len() < runs {
+            self.extra_scratch.push(Scratch::new(&self.model));
+        }
+        let stride = self.model.num_agents * self.model.action_width;
+        let mut extra = core::mem::take(&mut self.extra_scratch);
+        let (envs, _) = self.view();
+        let mut views = Vec::with_capacity(runs);
+        let mut rest = envs;
+        while rest.len() > per_run {
+            let (run, tail) = rest.split_at(per_run);
+            views.push(run);
+            rest = tail;
+        }
+        views.push(rest);
+        let mut metric_runs: Vec<Option<&mut [StepMetrics]>> = match metrics {
+            Some(m) => m.chunks_mut(per_run).map(Some).collect(),
+            None => (0..runs).map(|_| None).collect(),
+        };
+        let failure = views
+            .into_par_iter()
+            .zip(actions.par_chunks(per_run * stride))
+            .zip(metric_runs.par_iter_mut())
+            .zip(extra.par_iter_mut())
+            .filter_map(|(((mut run, actions), metrics), scratch)| {
+                run.step_run(actions, metrics.take(), scratch)
+            })
+            .min_by_key(|e| match e {
+                StepError::AutoReset { env, .. } => *env,
+                _ => usize::MAX,
+            });
+        self.extra_scratch = extra;
+        failure.map_or(Ok(()), Err)
     }
 
     pub(crate) fn check(
@@ -476,11 +551,161 @@ impl BatchEnv {
         env_actions: &[f32],
         metrics: Option<&mut StepMetrics>,
     ) -> Result<(), ResetError> {
-        let model = &self.model;
+        let (mut envs, scratch) = self.view();
+        envs.step(i, env_actions, metrics, scratch)
+    }
+}
+
+/// The per-env arrays of the consecutive envs `first..first + len()` of a
+/// batch (a run of them, or all), with what they read from the batch.
+struct Envs<'a> {
+    model: &'a EnvModel,
+    evaluation_seeds: &'a [u32],
+    auto_reset: bool,
+    /// Batch index of the run's env 0.
+    first: usize,
+    input_rates: &'a mut [u32],
+    steps: &'a mut [usize],
+    masters: &'a mut [Xoshiro128PlusPlus],
+    episode_seeds: &'a mut [u32],
+    evaluation_cursor: &'a mut [usize],
+    obs: &'a mut [f32],
+    /// Empty without auto-reset.
+    final_obs: &'a mut [f32],
+    rewards: &'a mut [f32],
+    dones: &'a mut [bool],
+}
+
+impl<'a> Envs<'a> {
+    /// Envs in the run.
+    #[cfg(feature = "parallel")]
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The first `k` envs and the rest.
+    #[cfg(feature = "parallel")]
+    fn split_at(self, k: usize) -> (Envs<'a>, Envs<'a>) {
+        let m = self.model;
+        let (n, s, ow) = (m.num_agents, m.max_steps, m.obs_width);
+        let (rates_a, rates_b) = self.input_rates.split_at_mut(k * n * s);
+        let (steps_a, steps_b) = self.steps.split_at_mut(k);
+        let (masters_a, masters_b) = self.masters.split_at_mut(k);
+        let (seeds_a, seeds_b) = self.episode_seeds.split_at_mut(k);
+        let (cursor_a, cursor_b) = self.evaluation_cursor.split_at_mut(k);
+        let (obs_a, obs_b) = self.obs.split_at_mut(k * n * ow);
+        let cut = if self.final_obs.is_empty() {
+            0
+        } else {
+            k * n * ow
+        };
+        let (final_a, final_b) = self.final_obs.split_at_mut(cut);
+        let (rewards_a, rewards_b) = self.rewards.split_at_mut(k * n);
+        let (dones_a, dones_b) = self.dones.split_at_mut(k);
+        let head = |first| (m, self.evaluation_seeds, self.auto_reset, first);
+        let (model, evaluation_seeds, auto_reset, first) = head(self.first);
+        (
+            Envs {
+                model,
+                evaluation_seeds,
+                auto_reset,
+                first,
+                input_rates: rates_a,
+                steps: steps_a,
+                masters: masters_a,
+                episode_seeds: seeds_a,
+                evaluation_cursor: cursor_a,
+                obs: obs_a,
+                final_obs: final_a,
+                rewards: rewards_a,
+                dones: dones_a,
+            },
+            Envs {
+                model,
+                evaluation_seeds,
+                auto_reset,
+                first: first + k,
+                input_rates: rates_b,
+                steps: steps_b,
+                masters: masters_b,
+                episode_seeds: seeds_b,
+                evaluation_cursor: cursor_b,
+                obs: obs_b,
+                final_obs: final_b,
+                rewards: rewards_b,
+                dones: dones_b,
+            },
+        )
+    }
+
+    /// Steps every env of the run with its actions `[env][agent][action_width]`
+    /// (metrics into `metrics[i]` when given); the run's first failed
+    /// auto-reset, named by its batch index.
+    fn step_run(
+        &mut self,
+        actions: &[f32],
+        mut metrics: Option<&mut [StepMetrics]>,
+        scratch: &mut Scratch,
+    ) -> Option<StepError> {
+        let stride = self.model.num_agents * self.model.action_width;
+        let mut first_failure = None;
+        for (i, env_actions) in actions.chunks_exact(stride).enumerate() {
+            let m = metrics.as_deref_mut().map(|m| &mut m[i]);
+            if let Err(error) = self.step(i, env_actions, m, scratch) {
+                first_failure.get_or_insert(StepError::AutoReset {
+                    env: self.first + i,
+                    error,
+                });
+            }
+        }
+        first_failure
+    }
+
+    /// Resets env `i` of the run (see [`BatchEnv::reset_env`]).
+    fn reset(
+        &mut self,
+        i: usize,
+        master_seed: Option<u64>,
+        episode_seed: Option<u32>,
+    ) -> Result<(), ResetError> {
+        if let Some(seed) = master_seed {
+            self.masters[i] = seeded(seed);
+        }
+        // The master stream draws a seed at every reset, used or not; an
+        // explicit episode seed overrides it, and evaluation mode overrides
+        // both with its cycle (as the reference does).
+        let drawn = draw_episode_seed(&mut self.masters[i]);
+        let mut seed = episode_seed.unwrap_or(drawn);
+        if self.model.built.evaluation() {
+            if self.evaluation_seeds.is_empty() {
+                return Err(ResetError::EvaluationSeedsMissing);
+            }
+            let cursor = self.evaluation_cursor[i];
+            self.evaluation_cursor[i] = (cursor + 1) % self.evaluation_seeds.len();
+            seed = self.evaluation_seeds[cursor];
+        }
+        let (n, s) = (self.model.num_agents, self.model.max_steps);
+        self.model
+            .generate_episode(seed, &mut self.input_rates[i * n * s..(i + 1) * n * s])?;
+        self.episode_seeds[i] = seed;
+        self.steps[i] = 0;
+        self.dones[i] = false;
+        self.write_first_observation(i);
+        Ok(())
+    }
+
+    /// One step of env `i` of the run (see [`BatchEnv::step_env`]).
+    fn step(
+        &mut self,
+        i: usize,
+        env_actions: &[f32],
+        metrics: Option<&mut StepMetrics>,
+        sc: &mut Scratch,
+    ) -> Result<(), ResetError> {
+        let model = self.model;
         let (n, w, s) = (model.num_agents, model.action_width, model.max_steps);
         let t = self.steps[i];
         let inputs = &self.input_rates[i * n * s..(i + 1) * n * s];
-        let sc = &mut self.scratch;
 
         // 1. Split each agent's input by its action.
         for a in 0..n {
@@ -520,20 +745,20 @@ impl BatchEnv {
         self.dones[i] = next == s;
         if next == s && self.auto_reset {
             // Keep the terminal observation before the next episode's first.
-            self.write_observation(i, s - 1, s - 1);
-            let ow = self.model.obs_width;
+            self.write_observation(i, s - 1, s - 1, sc);
+            let ow = model.obs_width;
             let rows = i * n * ow..(i + 1) * n * ow;
             self.final_obs[rows.clone()].copy_from_slice(&self.obs[rows]);
-            let reset = self.reset_env(i, None, None);
+            let reset = self.reset(i, None, None);
             self.dones[i] = true;
             if reset.is_err() {
                 // The env stays finished, with its terminal observation.
                 self.steps[i] = s;
-                self.write_observation(i, s - 1, s - 1);
+                self.write_observation(i, s - 1, s - 1, sc);
             }
             return reset;
         }
-        self.write_observation(i, next.min(s - 1), next - 1);
+        self.write_observation(i, next.min(s - 1), next - 1, sc);
         Ok(())
     }
 
@@ -556,7 +781,7 @@ impl BatchEnv {
     /// `prev`): input at `t`, input at `prev`, forwards and forward rejects
     /// of `prev`. After the last step `t == prev`: the terminal
     /// observation repeats the last input rate.
-    fn write_observation(&mut self, i: usize, t: usize, prev: usize) {
+    fn write_observation(&mut self, i: usize, t: usize, prev: usize, sc: &Scratch) {
         let (n, s, w, ow) = (
             self.model.num_agents,
             self.model.max_steps,
@@ -570,8 +795,8 @@ impl BatchEnv {
             row[0] = trace[t] as f32;
             row[1] = trace[prev] as f32;
             for j in 1..=k {
-                row[1 + j] = self.scratch.counts[a * w + j] as f32;
-                row[1 + k + j] = self.scratch.resolver.rejects()[a * w + j] as f32;
+                row[1 + j] = sc.counts[a * w + j] as f32;
+                row[1 + k + j] = sc.resolver.rejects()[a * w + j] as f32;
             }
         }
     }

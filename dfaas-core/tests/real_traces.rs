@@ -188,3 +188,65 @@ fn a_failed_auto_reset_is_reported_and_leaves_the_env_finished() {
     assert_eq!(batch.step(&actions).unwrap_err(), StepError::NeedsReset);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With `parallel`, the failed auto-reset reported is the first in env
+/// order whatever the number of threads (1, 2, 3, 7), and so is every
+/// env's state at that point.
+#[cfg(feature = "parallel")]
+#[test]
+fn the_first_failed_auto_reset_in_env_order_is_reported_on_any_thread_count() {
+    use dfaas_core::{BatchEnv, StepError};
+    let dir = temp_dir("parallel-auto-reset");
+    // Every day: 1000 rows, the last all zeros (unusable): an env's episode
+    // fails to start with probability about 1/500.
+    let rows = |d: u32, row: usize| vec![if row < 999 { f64::from(d) } else { 0.0 }; 288];
+    for d in 1..=14 {
+        write_day(&dir, d, 1000, Some(&rows));
+    }
+    let config = EnvConfig {
+        input_rate_method: "real".into(),
+        real_traces_dir: Some(dir.display().to_string()),
+        ..EnvConfig::default()
+    };
+    let model = EnvModel::new(&config.build().unwrap()).unwrap();
+    // 2 agents: runs of at least 512 envs, so 1600 envs make up to 4.
+    let envs = 1600;
+    let mut actions = vec![0.0f32; envs * 2 * model.action_width()];
+    for row in actions.chunks_exact_mut(model.action_width()) {
+        row[0] = 1.0;
+    }
+    // Steps from seed `seed` until an auto-reset fails: the error and the
+    // state then (`None` when the first reset fails).
+    let run = |seed: u64| {
+        let mut batch = BatchEnv::new(model.clone(), envs).unwrap();
+        batch.reset(seed).ok()?;
+        let failure = (0..288 * 20).find_map(|_| batch.step(&actions).err())?;
+        Some((failure, batch.state()))
+    };
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    // On one thread, a seed whose first failing step fails several envs.
+    let (seed, failure, state) = pool(1)
+        .install(|| {
+            (0..200).find_map(|seed| {
+                let (failure, state) = run(seed)?;
+                let failed = state.steps.iter().filter(|&&s| s == 288).count();
+                (failed > 1).then_some((seed, failure, state))
+            })
+        })
+        .expect("no seed fails several envs at once");
+    let StepError::AutoReset { env, .. } = &failure else {
+        panic!("{failure:?}");
+    };
+    assert_eq!(state.steps.iter().position(|&s| s == 288), Some(*env));
+    for threads in [2, 3, 7] {
+        let (other, other_state) = pool(threads).install(|| run(seed)).unwrap();
+        assert_eq!(other, failure, "{threads} threads");
+        assert!(other_state == state, "{threads} threads: states differ");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

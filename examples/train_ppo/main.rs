@@ -177,6 +177,10 @@ struct Args {
     /// (centralised critics).
     #[arg(long, default_value = "independent")]
     layout: Layout,
+    /// CPU threads for the envs' steps and the policies' updates (default:
+    /// every core; results do not depend on it).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
@@ -386,6 +390,15 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if args.eval_episodes == 0 || args.checkpoint_every == 0 {
         bail!("--eval-episodes and --checkpoint-every must be > 0");
+    }
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("starting the thread pool")?;
     }
     let device = device(args.backend)?;
     let checkpoints = args.out.join("checkpoints");

@@ -3,7 +3,8 @@
 //!
 //! Every operation runs when it is called, except the update's
 //! ([`Engine::shuffle`], [`Engine::minibatch`]): those are queued per
-//! policy and run at [`Engine::finish`], one thread per group of policies,
+//! policy and run at [`Engine::finish`], one rayon task per group of
+//! policies (on the current pool, where large batches of envs step too),
 //! each policy's queue in order on its own shuffle stream; statistics are
 //! summed in policy order, so a seed gives the same results bit for bit
 //! whatever the number of cores.
@@ -440,21 +441,23 @@ where
                 },
             )
             .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(policies)
-            .max(1);
+        // Groups of policies on the current rayon pool's threads (the pool
+        // the envs step in), each group in order on its own backend.
+        let threads = rayon::current_num_threads().min(policies).max(1);
         let per_thread = policies.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for group in jobs.chunks_mut(per_thread) {
-                let mut backend = self.backend.clone();
-                scope.spawn(move || {
+        {
+            use rayon::prelude::*;
+            let backends: Vec<B> = (0..policies.div_ceil(per_thread))
+                .map(|_| self.backend.clone())
+                .collect();
+            jobs.par_chunks_mut(per_thread)
+                .zip(backends)
+                .for_each(|(group, mut backend)| {
                     for job in group {
                         job.outcome = job.run(&mut backend, queue, rows);
                     }
                 });
-            }
-        });
+        }
         let mut all: Vec<UpdateStats> = Vec::new();
         let mut last_epoch_kl = Vec::with_capacity(policies);
         for (p, job) in jobs.iter_mut().enumerate() {

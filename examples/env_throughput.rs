@@ -1,13 +1,16 @@
 //! Plain throughput measurement of the CPU `BatchEnv` (no criterion): steps
-//! the reference's 2-, 3- or 5-agent topology with a pool of Dirichlet(1)
-//! actions and prints agent-steps per second (median of the repeats).
+//! the reference's 2-, 3- or 5-agent topology (or a generated ring) with a
+//! pool of Dirichlet(1) actions on `--threads` threads and prints
+//! agent-steps per second (median of the repeats).
 //!
 //! ```text
 //! cargo run --release --example env_throughput -- --agents 3 --envs 4096 --steps 200
+//! cargo run --release --example env_throughput -- --ring 100 --envs 256 --threads 1
 //! ```
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use dfaas::core::config::NetworkGenerator;
 use dfaas::core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
 use std::time::Instant;
 
@@ -18,6 +21,14 @@ struct Args {
     /// Agents: 2, 3 or 5 (the reference's topologies).
     #[arg(long, default_value_t = 3)]
     agents: usize,
+    /// A generated ring of this many nodes instead (`network_generator:
+    /// {kind: ring}`).
+    #[arg(long)]
+    ring: Option<i64>,
+    /// Threads the batch steps on (a rayon pool of this size; default:
+    /// every core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Environments in the batch.
     #[arg(long, default_value_t = 4096)]
     envs: usize,
@@ -34,13 +45,36 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let Some(lines) = dfaas_support::reference_topology(args.agents) else {
-        bail!("--agents must be 2, 3 or 5, got {}", args.agents);
-    };
     if args.envs == 0 || args.steps == 0 || args.repeats == 0 {
         bail!("--envs, --steps and --repeats must be > 0");
     }
-    let model = EnvModel::new(&EnvConfig::with_network(lines).build()?)?;
+    let config = match args.ring {
+        Some(nodes) => EnvConfig {
+            network_generator: Some(NetworkGenerator::Ring { nodes }),
+            ..EnvConfig::default()
+        },
+        None => {
+            let Some(lines) = dfaas_support::reference_topology(args.agents) else {
+                bail!("--agents must be 2, 3 or 5, got {}", args.agents);
+            };
+            EnvConfig::with_network(lines)
+        }
+    };
+    let model = EnvModel::new(&config.build()?)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?
+        .install(|| measure(&args, &model, threads))
+}
+
+/// Steps a batch of `model` as `args` say and prints the median rate.
+fn measure(args: &Args, model: &EnvModel, threads: usize) -> Result<()> {
     let n = model.num_agents();
     let pool: Vec<Vec<f32>> = (0..16)
         .map(|i| dfaas_support::random_actions(&model, args.envs, 7 + i))
@@ -63,9 +97,10 @@ fn main() -> Result<()> {
     }
     rates.sort_by(f64::total_cmp);
     println!(
-        "{} agents, {} envs, metrics {}: {:.2} M agent-steps/s (median of {})",
+        "{} agents, {} envs, {} thread(s), metrics {}: {:.2} M agent-steps/s (median of {})",
         n,
         args.envs,
+        threads,
         if args.metrics { "on" } else { "off" },
         rates[rates.len() / 2] / 1e6,
         rates.len()

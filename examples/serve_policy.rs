@@ -71,9 +71,11 @@ struct Args {
     /// Append one NDJSON line per request to this file.
     #[arg(long)]
     log: Option<PathBuf>,
-    /// Worker threads answering requests (default: the available cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads answering requests. One is plenty for a federation's
+    /// agents (each asks every few seconds); more help only where clients
+    /// do not compete with them for the cores.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 struct App {
@@ -372,11 +374,10 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let threads = match args.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = args.threads;
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
     let app = Arc::new(App {
         max_input_rate: policy.max_input_rate(),
         policies: (0..threads).map(|_| Mutex::new(policy.clone())).collect(),

@@ -217,6 +217,9 @@ struct Args {
     /// Override: initial entropy coefficient.
     #[arg(long)]
     entropy: Option<f32>,
+    /// Override: final entropy coefficient (reached after the decay).
+    #[arg(long)]
+    entropy_final: Option<f32>,
     /// Override: weight of the team reward in [0, 1].
     #[arg(long)]
     team_reward: Option<f32>,
@@ -273,6 +276,9 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
     }
     if let Some(v) = args.entropy {
         config.entropy_coeff = v;
+    }
+    if let Some(v) = args.entropy_final {
+        config.entropy_coeff_final = v;
     }
     if let Some(v) = args.team_reward {
         if !(0.0..=1.0).contains(&v) {

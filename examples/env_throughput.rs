@@ -77,11 +77,11 @@ fn main() -> Result<()> {
 fn measure(args: &Args, model: &EnvModel, threads: usize) -> Result<()> {
     let n = model.num_agents();
     let pool: Vec<Vec<f32>> = (0..16)
-        .map(|i| dfaas_support::random_actions(&model, args.envs, 7 + i))
+        .map(|i| dfaas_support::random_actions(model, args.envs, 7 + i))
         .collect();
     let mut batch = BatchEnv::new(model.clone(), args.envs)?;
     batch.reset(1)?;
-    let mut metrics = vec![StepMetrics::new(&model); args.envs];
+    let mut metrics = vec![StepMetrics::new(model); args.envs];
     let mut rates = Vec::with_capacity(args.repeats);
     for _ in 0..args.repeats {
         let start = Instant::now();

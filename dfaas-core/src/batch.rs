@@ -40,6 +40,8 @@ struct Scratch {
     fractions: Vec<f32>,
     /// Steps 2–5 of a step, and its rejects `[agent][action_width]`.
     resolver: StepResolver,
+    /// The step's input rates `[agent]` (for the metrics).
+    rates: Vec<u32>,
 }
 
 impl Scratch {
@@ -48,6 +50,7 @@ impl Scratch {
             counts: vec![0; model.num_agents * model.action_width],
             fractions: vec![0.0; model.action_width],
             resolver: StepResolver::new(model),
+            rates: vec![0; model.num_agents],
         }
     }
 }
@@ -727,13 +730,15 @@ impl<'a> Envs<'a> {
             |a, numerator, total| rewards[a] = reward::ratio(numerator, total),
         );
         if let Some(m) = metrics {
-            let rates: Vec<u32> = (0..n).map(|a| inputs[a * s + t]).collect();
+            for (a, rate) in sc.rates.iter_mut().enumerate() {
+                *rate = inputs[a * s + t];
+            }
             let observation = &self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width];
             m.record_unchecked(
                 model,
                 t,
                 observation,
-                &rates,
+                &sc.rates,
                 &sc.counts,
                 sc.resolver.rejects(),
             );

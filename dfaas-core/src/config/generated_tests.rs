@@ -58,6 +58,7 @@ fn a_generator_in_yaml_builds_and_the_concrete_config_rebuilds_identically() {
 fn configs_with_each_kind_of_generator_round_trip_through_yaml_and_json() {
     let texts = [
         "{kind: ring, nodes: 12}",
+        "{kind: union, parts: [{kind: ring, nodes: 4}, {kind: barabasi_albert, nodes: 9, m: 2, seed: 3}]}",
         "{kind: grid, rows: 3, cols: 5}",
         "{kind: random_geometric, nodes: 30, radius: 0.25, seed: 4}",
         // An integer radius is a number too.

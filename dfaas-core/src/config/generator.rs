@@ -5,7 +5,8 @@
 //! called `node_0..node_{N-1}`: line `i` is `node_i` followed by its
 //! neighbours of smaller index in ascending order (line 0 is `node_0`
 //! alone). So agent order is node-index order and every node's neighbour
-//! order is ascending index order. The graphs are connected, have no self
+//! order is ascending index order. The graphs are connected (but for a
+//! `union`: one component per part), have no self
 //! links and no node with more than [`MAX_NEIGHBOURS`] neighbours (the
 //! action layout's limit, `MAX_ACTIONS - 2`):
 //!
@@ -16,6 +17,7 @@
 //! | `random_geometric` | `nodes`, `radius`, `seed` | random | refused |
 //! | `barabasi_albert` | `nodes`, `m`, `seed` | ≥ m, hubs capped | capped |
 //! | `star_of_stars` | `hubs`, `leaves_per_hub`, `hub_links` | hub: links to hubs + leaves; leaf: 1 | refused |
+//! | `union` | `parts` (≥ 2 generators, no union) | each part's | each part's |
 //!
 //! Random kinds are deterministic in their own `seed` (a stream of
 //! [`crate::rng::seeded`], independent of `build_seed`):
@@ -127,6 +129,16 @@ pub enum NetworkGenerator {
         #[cfg_attr(feature = "serde", serde(default))]
         hub_links: HubLinks,
     },
+    /// Several federations side by side, with no link between them: the
+    /// nodes of `parts[0]` first (`node_0..`), then those of `parts[1]`,
+    /// and so on, each part's nodes in its own order. A training pool of
+    /// federations for a topology-agnostic policy: one env holds them all.
+    /// Unlike the other kinds, the graph is not connected (one component
+    /// per part, at least two parts; a part is any generator but `union`).
+    Union {
+        /// The federations, in node order.
+        parts: Vec<NetworkGenerator>,
+    },
 }
 
 /// `network_generator.<key>`.
@@ -147,6 +159,49 @@ fn node_count(key: &str, count: i64, value: impl core::fmt::Display) -> Result<u
     }
 }
 
+/// The parts of a `union`, checked: at least two, none a `union` itself.
+fn union_parts(parts: &[NetworkGenerator]) -> Result<&[NetworkGenerator], ConfigError> {
+    if parts.len() < 2 {
+        return Err(ConfigError::invalid(
+            field("parts"),
+            format!("{} parts", parts.len()),
+            "a union needs at least 2 parts",
+        ));
+    }
+    if let Some(i) = parts
+        .iter()
+        .position(|p| matches!(p, NetworkGenerator::Union { .. }))
+    {
+        return Err(ConfigError::invalid(
+            format!("network_generator.parts[{i}].kind"),
+            "union",
+            "a part of a union cannot be a union",
+        ));
+    }
+    Ok(parts)
+}
+
+/// `error` of part `i` of a union, its field renamed
+/// `network_generator.parts[i].<key>`.
+fn in_part(error: ConfigError, i: usize) -> ConfigError {
+    match error {
+        ConfigError::Invalid {
+            field,
+            value,
+            reason,
+        } => ConfigError::Invalid {
+            field: field.replacen(
+                "network_generator.",
+                &format!("network_generator.parts[{i}]."),
+                1,
+            ),
+            value,
+            reason,
+        },
+        other => other,
+    }
+}
+
 impl NetworkGenerator {
     /// Name of the kind as written in a configuration (`ring`, …).
     #[must_use]
@@ -157,6 +212,7 @@ impl NetworkGenerator {
             Self::RandomGeometric { .. } => "random_geometric",
             Self::BarabasiAlbert { .. } => "barabasi_albert",
             Self::StarOfStars { .. } => "star_of_stars",
+            Self::Union { .. } => "union",
         }
     }
 
@@ -250,6 +306,13 @@ impl NetworkGenerator {
                     format!("{hubs} (× (1 + leaves_per_hub {leaves_per_hub}))"),
                 )
             }
+            Self::Union { ref parts } => {
+                let mut total = 0usize;
+                for (i, part) in union_parts(parts)?.iter().enumerate() {
+                    total += part.num_nodes().map_err(|e| in_part(e, i))?;
+                }
+                node_count("parts", total as i64, format!("{total} nodes in all"))
+            }
         }
     }
 
@@ -313,6 +376,19 @@ impl NetworkGenerator {
                     for j in 0..leaves {
                         graph.link(hub, hubs + hub * leaves + j);
                     }
+                }
+            }
+            Self::Union { ref parts } => {
+                // Each part's links, its nodes shifted past the parts before.
+                let mut offset = 0;
+                for (i, part) in parts.iter().enumerate() {
+                    let rows = part.adjacency().map_err(|e| in_part(e, i))?;
+                    for (a, row) in rows.iter().enumerate() {
+                        for &b in row.iter().filter(|&&b| (b as usize) > a) {
+                            graph.link(offset + a, offset + b as usize);
+                        }
+                    }
+                    offset += rows.len();
                 }
             }
         }
@@ -666,6 +742,42 @@ mod tests {
             check_graph(&NetworkGenerator::Ring { nodes: 1000 }, 1000),
             [2; 1000]
         );
+    }
+
+    #[test]
+    fn a_union_is_its_parts_side_by_side_by_hand() {
+        use NetworkGenerator as G;
+        let union = G::Union {
+            parts: vec![G::Ring { nodes: 3 }, G::Grid { rows: 1, cols: 2 }],
+        };
+        assert_eq!(union.num_nodes().unwrap(), 5);
+        assert_eq!(
+            union.lines().unwrap(),
+            [
+                "node_0",
+                "node_1 node_0",
+                "node_2 node_0 node_1",
+                "node_3",
+                "node_4 node_3"
+            ]
+        );
+        assert_eq!(union.adjacency().unwrap()[4], [3]);
+        let topology = Topology::from_adjacency_lines(&union.lines().unwrap()).unwrap();
+        assert_eq!(topology.neighbours(3), [4]);
+        assert_eq!(topology.neighbours(0), [1, 2]);
+        // A part's error names the part; one part, or a union in a union, is refused.
+        let bad = G::Union {
+            parts: vec![G::Ring { nodes: 3 }, G::Ring { nodes: 1 }],
+        };
+        assert_eq!(field_of(bad.lines()), "network_generator.parts[1].nodes");
+        let single = G::Union {
+            parts: vec![G::Ring { nodes: 3 }],
+        };
+        assert_eq!(field_of(single.lines()), "network_generator.parts");
+        let nested = G::Union {
+            parts: vec![G::Ring { nodes: 3 }, union.clone()],
+        };
+        assert_eq!(field_of(nested.lines()), "network_generator.parts[1].kind");
     }
 
     #[test]

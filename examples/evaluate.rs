@@ -6,6 +6,10 @@
 //! ```text
 //! cargo run --release --example evaluate -- --checkpoint runs/default
 //! ```
+//!
+//! With `--config FILE`, on another federation: a policy of the agnostic
+//! layout acts for any node; the other layouts only for the topology they
+//! were trained on (same agents and degrees).
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -17,6 +21,7 @@ use dfaas::policies::controller::{
     Controller, Evaluation, evaluate_with, evaluation_env, evaluation_seed, write_evaluation_csv,
 };
 use dfaas::policies::oracle::{Oracle, OracleSettings, SplitLog};
+use dfaas::policies::ppo::PpoController;
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -39,6 +44,10 @@ struct Args {
     /// default: `evaluation/` inside the checkpoint folder.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Evaluate on this environment configuration (YAML/JSON) instead of
+    /// the one the checkpoint was trained on.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Candidate splits the oracle scores per step at most.
     #[arg(long, default_value_t = OracleSettings::default().max_scores)]
     oracle_budget: usize,
@@ -57,7 +66,22 @@ fn main() -> Result<()> {
         })?
     };
     let trainer = checkpoint::load(&dir, CpuBackend::new())?;
-    let built = trainer.model().built().clone();
+    let built = match &args.config {
+        Some(path) => dfaas::core::EnvConfig::from_file(path)
+            .and_then(|c| c.build())
+            .with_context(|| format!("--config {}", path.display()))?,
+        None => trainer.model().built().clone(),
+    };
+    let ppo = PpoController::new(dfaas::infer::Policy::from_safetensors(
+        &std::fs::read(dir.join("policies.safetensors"))
+            .with_context(|| format!("reading {}", dir.display()))?,
+    )?);
+    if !ppo.fits(&dfaas::core::EnvModel::new(&built)?) {
+        anyhow::bail!(
+            "--config: the checkpoint's {} policies act only on the topology they were trained on (same agents and degrees); train with --layout agnostic to evaluate on other federations",
+            trainer.config().layout.name()
+        );
+    }
     let seed = args.seed.unwrap_or(evaluation_seed(trainer.config().seed));
     let out = args.out.clone().unwrap_or_else(|| dir.join("evaluation"));
     let names = built.topology().names().to_vec();
@@ -66,7 +90,7 @@ fn main() -> Result<()> {
     // Every controller's splits seed the oracle's search; it runs last.
     let mut log = SplitLog::new();
     let mut results: Vec<Evaluation> = Vec::new();
-    let mut controllers: Vec<Box<dyn Controller + '_>> = vec![Box::new(trainer.controller()?)];
+    let mut controllers: Vec<Box<dyn Controller + '_>> = vec![Box::new(ppo)];
     controllers.extend(baselines::all(seed));
     for controller in &mut controllers {
         results.push(evaluate_into(

@@ -184,11 +184,54 @@ impl Topology {
             .filter(|&a| self.degree(a) > 0)
             .collect()
     }
+
+    /// The connected component of each agent, numbered `0..` in the order
+    /// of each component's first agent (so agent 0 is in component 0; a
+    /// connected federation is all 0).
+    #[must_use]
+    pub fn components(&self) -> Vec<u32> {
+        const UNSEEN: u32 = u32::MAX;
+        let mut component = vec![UNSEEN; self.num_agents()];
+        let mut next = 0;
+        let mut stack = Vec::new();
+        for start in 0..self.num_agents() {
+            if component[start] != UNSEEN {
+                continue;
+            }
+            component[start] = next;
+            stack.push(start);
+            while let Some(a) = stack.pop() {
+                for &b in self.neighbours(a) {
+                    if component[b as usize] == UNSEEN {
+                        component[b as usize] = next;
+                        stack.push(b as usize);
+                    }
+                }
+            }
+            next += 1;
+        }
+        component
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn components_by_hand() {
+        let t = Topology::from_adjacency_lines(&[
+            "node_0 node_3",
+            "node_1 node_2",
+            "node_4",
+            "node_3 node_5",
+        ])
+        .unwrap();
+        // Agents in order of first appearance: 0, 3, 1, 2, 4, 5.
+        assert_eq!(t.components(), [0, 0, 1, 1, 2, 0]);
+        let ring = Topology::from_adjacency_lines(&["a b", "b c", "c a"]).unwrap();
+        assert_eq!(ring.components(), [0, 0, 0]);
+    }
 
     #[test]
     fn orders_follow_first_appearance() {

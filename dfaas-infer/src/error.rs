@@ -220,6 +220,20 @@ pub enum ActError {
         /// The length given.
         got: usize,
     },
+    /// Occurs when [`crate::Policy::act_node`] is asked of a policy whose
+    /// layout is tied to its training topology.
+    NotAgnostic {
+        /// The policy's layout.
+        layout: &'static str,
+    },
+    /// Occurs when a node's action is not 2..=64 entries long or its
+    /// observation not `2 + 2k` values for an action of `2 + k`.
+    NodeLengths {
+        /// Observation values given.
+        observation: usize,
+        /// Action entries given.
+        action: usize,
+    },
 }
 
 impl fmt::Display for ActError {
@@ -248,6 +262,17 @@ impl fmt::Display for ActError {
             } => write!(
                 f,
                 "action of agent {agent}: expected {expected} entries, got {got}"
+            ),
+            Self::NotAgnostic { layout } => write!(
+                f,
+                "layout: acting for any node needs a policy of layout agnostic, got {layout}"
+            ),
+            Self::NodeLengths {
+                observation,
+                action,
+            } => write!(
+                f,
+                "node: an action of 2 + k entries (2..=64) needs an observation of 2 + 2k values, got an action of {action} and an observation of {observation}"
             ),
         }
     }

@@ -11,6 +11,9 @@
 //!   [`Policy::act_explore`] allocate nothing after loading;
 //! * [`metadata`] — what the checkpoint holds for inference (a metadata
 //!   entry and the normalisers' tensors; no `state.json`);
+//! * [`agnostic`] — the inputs of the topology-agnostic layout, which
+//!   acts for a node with any number of neighbours
+//!   ([`Policy::act_node`]);
 //! * [`mlp`] — the forward pass, with the trainer's order of operations,
 //!   so that actions equal the trainer's bit for bit;
 //! * [`error`] — typed errors naming field and value.
@@ -50,6 +53,7 @@ pub(crate) mod alloc_prelude {
     pub use alloc::vec::Vec;
 }
 
+pub mod agnostic;
 pub mod error;
 pub mod metadata;
 pub mod mlp;

@@ -6,6 +6,7 @@ use crate::metadata::{
     AgentMetadata, CONCENTRATION, InferenceMetadata, METADATA_KEY, METADATA_VERSION,
     actor_tensor_name, norm_mean_name, norm_var_name,
 };
+use crate::agnostic::ENTRY_WIDTH;
 use crate::mlp::{Accumulation, Activation, Dense, param_count};
 use rand_core::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma};
@@ -38,6 +39,11 @@ pub enum Layout {
     /// One actor per agent as [`Layout::Independent`] (its centralised
     /// critic is not needed to act).
     Mappo,
+    /// One actor for any node: it scores each entry of the action from
+    /// that entry's row of [`crate::agnostic::entry_rows`] (input
+    /// [`ENTRY_WIDTH`], output 1), so it acts for a node with any number
+    /// of neighbours ([`Policy::act_node`]), not only the training ones.
+    Agnostic,
 }
 
 impl Layout {
@@ -48,6 +54,7 @@ impl Layout {
             Self::Independent => "independent",
             Self::Shared => "shared",
             Self::Mappo => "mappo",
+            Self::Agnostic => "agnostic",
         }
     }
 
@@ -56,6 +63,7 @@ impl Layout {
             "independent" => Some(Self::Independent),
             "shared" => Some(Self::Shared),
             "mappo" => Some(Self::Mappo),
+            "agnostic" => Some(Self::Agnostic),
             _ => None,
         }
     }
@@ -107,6 +115,8 @@ struct Actor {
 #[derive(Debug, Clone)]
 struct Scratch {
     input: Vec<f32>,
+    /// An agent's entry rows (the agnostic layout; empty otherwise).
+    rows: Vec<f32>,
     a: Vec<f32>,
     b: Vec<f32>,
     alpha: [f32; MAX_ENTRIES],
@@ -287,7 +297,7 @@ impl Policy {
             metadata_error(
                 "layout".into(),
                 &meta.layout,
-                "independent, shared or mappo",
+                "independent, shared, mappo or agnostic",
             )
         })?;
         let activation = Activation::from_name(&meta.activation)
@@ -326,6 +336,18 @@ impl Policy {
                         name: a.name.clone(),
                         neighbours: a.neighbours.clone(),
                         policy: p,
+                        entries: (0..2 + a.neighbours.len()).collect(),
+                    })
+                    .collect(),
+            ),
+            Layout::Agnostic => (
+                vec![(ENTRY_WIDTH, 1)],
+                meta.agents
+                    .iter()
+                    .map(|a| Agent {
+                        name: a.name.clone(),
+                        neighbours: a.neighbours.clone(),
+                        policy: 0,
                         entries: (0..2 + a.neighbours.len()).collect(),
                     })
                     .collect(),
@@ -370,6 +392,11 @@ impl Policy {
             actors,
             scratch: Scratch {
                 input: vec![0.0; max_input],
+                rows: if layout == Layout::Agnostic {
+                    vec![0.0; MAX_ENTRIES * ENTRY_WIDTH]
+                } else {
+                    Vec::new()
+                },
                 a: vec![0.0; widest],
                 b: vec![0.0; widest],
                 alpha: [0.0; MAX_ENTRIES],
@@ -444,11 +471,7 @@ impl Policy {
         action: &mut [f32],
     ) -> Result<(), ActError> {
         let k = self.concentrations(agent, observation, action.len())?;
-        let alpha = &self.scratch.alpha[..k];
-        let total: f32 = alpha.iter().sum();
-        for (o, &a) in action.iter_mut().zip(alpha) {
-            *o = a / total;
-        }
+        mean_of(&self.scratch.alpha[..k], action);
         Ok(())
     }
 
@@ -466,30 +489,142 @@ impl Policy {
         action: &mut [f32],
     ) -> Result<(), ActError> {
         let k = self.concentrations(agent, observation, action.len())?;
-        let alpha = &self.scratch.alpha[..k];
-        let mut draws = [0f64; MAX_ENTRIES];
-        let draws = &mut draws[..k];
-        for (d, &a) in draws.iter_mut().zip(alpha) {
-            *d = Gamma::new(f64::from(a), 1.0).map_or(0.0, |g| g.sample(rng));
-        }
-        let total: f64 = draws.iter().sum();
-        if total > 0.0 && total.is_finite() {
-            for (o, d) in action.iter_mut().zip(draws.iter()) {
-                *o = (d / total) as f32;
-            }
-        } else {
-            // Every draw underflowed: the mass goes to the largest
-            // concentration.
-            let best = (0..k)
-                .max_by(|&i, &j| alpha[i].total_cmp(&alpha[j]))
-                .unwrap_or(0);
-            for (i, o) in action.iter_mut().enumerate() {
-                *o = if i == best { 1.0 } else { 0.0 };
-            }
-        }
+        sample_of(&self.scratch.alpha[..k], rng, action);
         Ok(())
     }
 
+    /// The deterministic action (the Dirichlet mean) of a node with any
+    /// number `k` of neighbours for its `observation` (`2 + 2k` values:
+    /// `[input_rate, prev_input_rate, prev_forward_to_1..k,
+    /// prev_forward_rejects_to_1..k]`, requests per step) into `action`
+    /// (`2 + k`: `[local, forward_1..k, reject]`). Only for a policy of
+    /// [`Layout::Agnostic`]; allocates nothing.
+    ///
+    /// # Errors
+    /// [`ActError::NotAgnostic`] for another layout;
+    /// [`ActError::NodeLengths`] when `action` is not 2..=[`MAX_ENTRIES`]
+    /// long or `observation` is not `2 + 2k` for it;
+    /// [`ActError::ObservationValue`] for a non-finite value (nothing
+    /// written).
+    pub fn act_node(&mut self, observation: &[f32], action: &mut [f32]) -> Result<(), ActError> {
+        let k = self.node_concentrations(observation, action.len())?;
+        mean_of(&self.scratch.alpha[..k], action);
+        Ok(())
+    }
+
+    /// A sampled action of a node with any number of neighbours, drawn
+    /// from `rng`, otherwise as [`Policy::act_node`].
+    ///
+    /// # Errors
+    /// As [`Policy::act_node`].
+    pub fn act_node_explore<R: Rng + ?Sized>(
+        &mut self,
+        observation: &[f32],
+        rng: &mut R,
+        action: &mut [f32],
+    ) -> Result<(), ActError> {
+        let k = self.node_concentrations(observation, action.len())?;
+        sample_of(&self.scratch.alpha[..k], rng, action);
+        Ok(())
+    }
+
+    /// Checks a node's lengths and values for [`Policy::act_node`], then
+    /// fills `scratch.alpha[..action_len]`; returns `action_len`.
+    fn node_concentrations(
+        &mut self,
+        observation: &[f32],
+        action_len: usize,
+    ) -> Result<usize, ActError> {
+        if self.layout != Layout::Agnostic {
+            return Err(ActError::NotAgnostic {
+                layout: self.layout.name(),
+            });
+        }
+        if !(2..=MAX_ENTRIES).contains(&action_len) || observation.len() != 2 * action_len - 2 {
+            return Err(ActError::NodeLengths {
+                observation: observation.len(),
+                action: action_len,
+            });
+        }
+        if let Some((index, &value)) = observation.iter().enumerate().find(|(_, v)| !v.is_finite())
+        {
+            return Err(ActError::ObservationValue { index, value });
+        }
+        self.agnostic_concentrations(observation)?;
+        Ok(action_len)
+    }
+
+    /// `scratch.alpha[..2 + k]` of the agnostic actor for a node's own
+    /// observation (`2 + 2k` finite values, checked by the caller).
+    fn agnostic_concentrations(&mut self, observation: &[f32]) -> Result<(), ActError> {
+        let entries = observation.len() / 2 + 1;
+        let rows = &mut self.scratch.rows[..entries * ENTRY_WIDTH];
+        crate::agnostic::entry_rows(observation, rows)?;
+        let actor = &self.actors[0];
+        let net = Dense::new(&actor.widths, &actor.params, self.activation)?;
+        for (row, alpha) in rows
+            .chunks_exact_mut(ENTRY_WIDTH)
+            .zip(&mut self.scratch.alpha)
+        {
+            if let Some((mean, std)) = &actor.norm {
+                normalise(row, mean, std);
+            }
+            let out = net.forward_row(
+                row,
+                self.accumulation,
+                &mut self.scratch.a,
+                &mut self.scratch.b,
+            )?;
+            *alpha = softplus(out[0]) + CONCENTRATION_EPSILON;
+        }
+        Ok(())
+    }
+}
+
+/// The Dirichlet mean of concentrations `alpha` into `action`.
+fn mean_of(alpha: &[f32], action: &mut [f32]) {
+    let total: f32 = alpha.iter().sum();
+    for (o, &a) in action.iter_mut().zip(alpha) {
+        *o = a / total;
+    }
+}
+
+/// Normalises `row` in place as the trainer does:
+/// `clamp((x − mean) / std, −10, 10)` in f64.
+fn normalise(row: &mut [f32], mean: &[f64], std: &[f64]) {
+    for ((x, m), s) in row.iter_mut().zip(mean).zip(std) {
+        *x = ((f64::from(*x) - m) / s).clamp(-NORM_CLIP, NORM_CLIP) as f32;
+    }
+}
+
+/// A Dirichlet sample with concentrations `alpha` drawn from `rng` into
+/// `action` (all mass on the largest concentration if every Gamma draw
+/// underflows).
+fn sample_of<R: Rng + ?Sized>(alpha: &[f32], rng: &mut R, action: &mut [f32]) {
+    let k = alpha.len();
+    let mut draws = [0f64; MAX_ENTRIES];
+    let draws = &mut draws[..k];
+    for (d, &a) in draws.iter_mut().zip(alpha) {
+        *d = Gamma::new(f64::from(a), 1.0).map_or(0.0, |g| g.sample(rng));
+    }
+    let total: f64 = draws.iter().sum();
+    if total > 0.0 && total.is_finite() {
+        for (o, d) in action.iter_mut().zip(draws.iter()) {
+            *o = (d / total) as f32;
+        }
+    } else {
+        // Every draw underflowed: the mass goes to the largest
+        // concentration.
+        let best = (0..k)
+            .max_by(|&i, &j| alpha[i].total_cmp(&alpha[j]))
+            .unwrap_or(0);
+        for (i, o) in action.iter_mut().enumerate() {
+            *o = if i == best { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+impl Policy {
     /// Fills `scratch.alpha[..2 + k]` with `agent`'s concentrations;
     /// returns `2 + k`.
     fn concentrations(
@@ -522,22 +657,22 @@ impl Policy {
         {
             return Err(ActError::ObservationValue { index, value });
         }
+        if self.layout == Layout::Agnostic {
+            let k = info.entries.len();
+            self.agnostic_concentrations(&observation[..own])?;
+            return Ok(k);
+        }
         let actor = &self.actors[info.policy];
         let input = &mut self.scratch.input[..actor.widths[0]];
         input.fill(0.0);
-        match self.layout {
-            Layout::Independent | Layout::Mappo => input.copy_from_slice(&observation[..own]),
-            Layout::Shared => {
-                // The padded row (zeros past the agent's own values, as
-                // the environment pads) and the one-hot agent id.
-                input[..own].copy_from_slice(&observation[..own]);
-                input[self.obs_width + agent] = 1.0;
-            }
+        // The agent's own values; in the shared layout, padded with zeros
+        // (as the environment pads) and followed by the one-hot agent id.
+        input[..own].copy_from_slice(&observation[..own]);
+        if self.layout == Layout::Shared {
+            input[self.obs_width + agent] = 1.0;
         }
         if let Some((mean, std)) = &actor.norm {
-            for ((x, m), s) in input.iter_mut().zip(mean).zip(std) {
-                *x = ((f64::from(*x) - m) / s).clamp(-NORM_CLIP, NORM_CLIP) as f32;
-            }
+            normalise(input, mean, std);
         }
         // Shapes were checked at load: these do not fail.
         let net = Dense::new(&actor.widths, &actor.params, self.activation)?;

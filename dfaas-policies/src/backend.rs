@@ -28,12 +28,40 @@ pub struct PolicySpec {
     pub critic_obs_dim: usize,
     /// Dirichlet dimension (`2 + degree`).
     pub action_dim: usize,
+    /// Whether the actor scores each Dirichlet entry on its own: one
+    /// network from `obs_dim / action_dim` inputs (the entry's row) to one
+    /// output, applied to each of a sample's `action_dim` rows (the
+    /// agnostic layout). Otherwise one network maps a sample's `obs_dim`
+    /// inputs to its `action_dim` outputs.
+    pub per_entry: bool,
     /// Hidden layer widths (both networks).
     pub hidden: Vec<usize>,
     /// Hidden activation.
     pub activation: Activation,
     /// Adam learning rate.
     pub learning_rate: f32,
+}
+
+impl PolicySpec {
+    /// Input width of the actor network: a sample's `obs_dim`, or one
+    /// entry row's `obs_dim / action_dim` when [`PolicySpec::per_entry`].
+    #[must_use]
+    pub fn actor_input(&self) -> usize {
+        if self.per_entry {
+            self.obs_dim / self.action_dim.max(1)
+        } else {
+            self.obs_dim
+        }
+    }
+
+    /// Rows the actor network computes for `samples` samples.
+    fn actor_rows(&self, samples: usize) -> usize {
+        if self.per_entry {
+            samples * self.action_dim
+        } else {
+            samples
+        }
+    }
 }
 
 /// One minibatch, row-major `[sample][..]`; [`Minibatch::check`] tells
@@ -257,6 +285,14 @@ impl Backend for CpuBackend {
             }
             .into());
         }
+        if spec.per_entry && spec.obs_dim % spec.action_dim != 0 {
+            return Err(ShapeError::Length {
+                field: "obs_dim (a whole number of entry rows)",
+                expected: spec.action_dim * spec.actor_input(),
+                got: spec.obs_dim,
+            }
+            .into());
+        }
         let mut rng = dfaas_core::rng::seeded(seed);
         let widths = |input: usize, output: usize| {
             let mut w = vec![input];
@@ -264,7 +300,8 @@ impl Backend for CpuBackend {
             w.push(output);
             w
         };
-        let actor = Mlp::new(&widths(spec.obs_dim, spec.action_dim), spec.activation)?;
+        let actor_output = if spec.per_entry { 1 } else { spec.action_dim };
+        let actor = Mlp::new(&widths(spec.actor_input(), actor_output), spec.activation)?;
         let critic = Mlp::new(&widths(spec.critic_obs_dim, 1), spec.activation)?;
         let actor_params = actor.init(&mut rng, 0.01);
         let critic_params = critic.init(&mut rng, 0.01);
@@ -291,9 +328,12 @@ impl Backend for CpuBackend {
         let k = policy.spec.action_dim;
         length("alpha", product("alpha", &[batch, k])?, alpha.len())?;
         length("values", batch, values.len())?;
-        policy
-            .actor
-            .forward(&policy.actor_params, obs, batch, &mut self.actor_cache)?;
+        policy.actor.forward(
+            &policy.actor_params,
+            obs,
+            policy.spec.actor_rows(batch),
+            &mut self.actor_cache,
+        )?;
         policy.critic.forward(
             &policy.critic_params,
             critic_obs,
@@ -314,13 +354,17 @@ impl Backend for CpuBackend {
         c: &LossCoefficients,
     ) -> Result<UpdateStats, BackendError> {
         mb.check(&policy.spec)?;
-        let (n, k) = (mb.size, policy.actor.output());
+        let (n, k) = (mb.size, policy.spec.action_dim);
         let mut stats = UpdateStats::default();
 
-        // Actor: loss gradient with respect to the network outputs.
-        policy
-            .actor
-            .forward(&policy.actor_params, mb.obs, n, &mut self.actor_cache)?;
+        // Actor: loss gradient with respect to the network outputs
+        // (`[n][k]` either way: per entry, they are the rows' outputs).
+        policy.actor.forward(
+            &policy.actor_params,
+            mb.obs,
+            policy.spec.actor_rows(n),
+            &mut self.actor_cache,
+        )?;
         let mut d_out = vec![0f32; n * k];
         let actor = actor_loss_gradient(&self.actor_cache.output, mb, k, c, &mut d_out)?;
         stats.policy_loss = actor.policy_loss;
@@ -613,11 +657,14 @@ pub fn loss(
     c: &LossCoefficients,
 ) -> Result<f64, BackendError> {
     mb.check(&policy.spec)?;
-    let (n, k) = (mb.size, policy.actor.output());
+    let (n, k) = (mb.size, policy.spec.action_dim);
     let mut cache = MlpCache::default();
-    policy
-        .actor
-        .forward(&policy.actor_params, mb.obs, n, &mut cache)?;
+    policy.actor.forward(
+        &policy.actor_params,
+        mb.obs,
+        policy.spec.actor_rows(n),
+        &mut cache,
+    )?;
     let mut total = 0f64;
     let mut scratch = vec![0f32; k];
     for s in 0..n {
@@ -664,10 +711,23 @@ mod tests {
 
     #[test]
     fn ppo_loss_gradient_matches_finite_differences() {
+        gradient_check(false);
+    }
+
+    /// The agnostic layout's actor: one network scoring each of a
+    /// sample's 3 entry rows (4 inputs each).
+    #[test]
+    fn per_entry_loss_gradient_matches_finite_differences() {
+        gradient_check(true);
+    }
+
+    fn gradient_check(per_entry: bool) {
+        let d = if per_entry { 12 } else { 4 };
         let spec = PolicySpec {
-            obs_dim: 4,
-            critic_obs_dim: 4,
+            obs_dim: d,
+            critic_obs_dim: d,
             action_dim: 3,
+            per_entry,
             hidden: vec![8, 8],
             activation: Activation::Tanh,
             learning_rate: 1e-3,
@@ -678,7 +738,7 @@ mod tests {
         policy.actor_params.iter_mut().for_each(|p| *p *= 3.0);
         let mut rng = seeded(9);
         let n = 6;
-        let obs: Vec<f32> = (0..n * 4)
+        let obs: Vec<f32> = (0..n * d)
             .map(|_| uniform(&mut rng, -1.0, 1.0) as f32)
             .collect();
         let mut alpha = vec![0f32; n * 3];

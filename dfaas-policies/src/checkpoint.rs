@@ -21,7 +21,7 @@
 use crate::backend::Backend;
 use crate::error::CheckpointError;
 use crate::mlp::Activation;
-use crate::ppo::{Layout, PpoConfig, Trainer, TrainerState};
+use crate::ppo::{PpoConfig, Trainer, TrainerState};
 use dfaas_core::EnvConfig;
 use dfaas_core::io::write_atomically;
 use dfaas_infer::metadata::{
@@ -153,12 +153,7 @@ where
     let names = topology.names();
     InferenceMetadata {
         version: METADATA_VERSION,
-        layout: match config.layout {
-            Layout::Independent => "independent",
-            Layout::Shared => "shared",
-            Layout::Mappo => "mappo",
-        }
-        .into(),
+        layout: config.layout.name().into(),
         activation: match config.activation {
             Activation::Tanh => "tanh",
             Activation::Relu => "relu",

@@ -101,6 +101,10 @@ pub enum BackendError {
     /// Occurs when an input slice or the policy spec does not fit.
     #[error(transparent)]
     Shape(#[from] ShapeError),
+    /// Occurs when an observation does not fit the agnostic layout's entry
+    /// rows ([`dfaas_infer::agnostic::entry_rows`]).
+    #[error("entry rows of the agnostic layout")]
+    EntryRows(#[source] dfaas_infer::ShapeError),
     /// Occurs when a checkpoint lacks a tensor of the policy.
     #[error("tensor {name} is missing")]
     TensorMissing {

@@ -22,7 +22,7 @@
 use crate::adam::Adam;
 use crate::backend::{CpuBackend, CpuPolicy};
 use crate::engine::{Engine, Plan, Schedule, Summary, train_iteration};
-use crate::error::TrainError;
+use crate::error::{PpoConfigError, TrainError};
 use crate::mlp::{Activation, Mlp};
 use crate::ppo::{GpuRunState, IterationMetrics, Layout, PpoConfig, RunningNorm, Trainer};
 use dfaas_core::EnvModel;
@@ -185,10 +185,24 @@ impl GpuTrainer {
         let second =
             TracePool::generate(&model, episodes, pool_seed(config.seed, 1)).map_err(gpu)?;
         env.refresh_pool(&ctx, 1, &second).map_err(gpu)?;
+        if config.team_reward != 0.0 && model.built().topology().components().iter().any(|&c| c > 0) {
+            return Err(TrainError::Config(PpoConfigError::Invalid {
+                field: "team_reward",
+                value: config.team_reward.to_string(),
+                rule: "the GPU trainer mixes one team reward over all agents: with a union of federations, use 0 or train on the CPU",
+            }));
+        }
         let (layout, members) = match config.layout {
             Layout::Independent => (PolicyLayout::Independent, 1),
             Layout::Shared => (PolicyLayout::Shared, n),
             Layout::Mappo => (PolicyLayout::Mappo, 1),
+            Layout::Agnostic => {
+                return Err(TrainError::Config(PpoConfigError::Invalid {
+                    field: "layout",
+                    value: "agnostic".into(),
+                    rule: "the GPU trainer has no kernels for the agnostic layout yet: train it on the CPU (--backend cpu)",
+                }));
+            }
         };
         let plan = Plan::new(&config, config.num_envs * config.rollout_steps * members);
         let settings = GpuPpoSettings {

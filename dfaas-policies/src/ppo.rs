@@ -9,7 +9,9 @@
 //! that see every agent's inputs). Each agent's actor sees its own
 //! observation `[input_rate, prev_input_rate, prev_forward_to..,
 //! prev_forward_rejects_to..]` and outputs the concentrations of a
-//! Dirichlet over `[local, forward.., reject]`.
+//! Dirichlet over `[local, forward.., reject]`. The agnostic layout
+//! ([`Layout::Agnostic`]) shares one actor that scores each entry from its
+//! own row of features, so it acts for any node of any federation.
 //!
 //! Random streams (all seeded from [`PpoConfig::seed`]): the env batch is
 //! reset with `seed`; policy `a` is initialised from `seed + 1 + a`
@@ -47,21 +49,44 @@ pub enum Layout {
     /// Independent actors; each agent's critic sees every agent's
     /// observation (centralised critic, MAPPO).
     Mappo,
+    /// One actor and one critic for all agents that know nothing of the
+    /// topology: no agent id, and the actor scores each entry of an
+    /// agent's Dirichlet from that entry's row
+    /// ([`dfaas_infer::agnostic::entry_rows`]: the agent's own rates,
+    /// order-free summaries of its neighbours' features, the entry's kind
+    /// and, for a forward, that neighbour's features); the critic reads
+    /// the local row. The policy acts for nodes with any number of
+    /// neighbours, in federations it never saw.
+    Agnostic,
+}
+
+impl Layout {
+    /// The layout's name in configurations and checkpoints.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Independent => "independent",
+            Self::Shared => "shared",
+            Self::Mappo => "mappo",
+            Self::Agnostic => "agnostic",
+        }
+    }
 }
 
 impl std::str::FromStr for Layout {
     type Err = UnknownName;
 
-    /// `independent`, `shared` or `mappo`.
+    /// `independent`, `shared`, `mappo` or `agnostic`.
     fn from_str(name: &str) -> Result<Self, UnknownName> {
         match name {
             "independent" => Ok(Self::Independent),
             "shared" => Ok(Self::Shared),
             "mappo" => Ok(Self::Mappo),
+            "agnostic" => Ok(Self::Agnostic),
             _ => Err(UnknownName {
                 setting: "layout",
                 got: name.into(),
-                choices: "independent, shared, mappo",
+                choices: "independent, shared, mappo, agnostic",
             }),
         }
     }
@@ -118,9 +143,10 @@ pub struct PpoConfig {
     /// feeds raw counts).
     pub normalize_observations: bool,
     /// Weight β of the team reward: each agent learns from
-    /// `(1 − β)·own reward + β·mean reward of all agents`. 0 is the
-    /// reference (selfish agents); 1 aligns every agent with the mean
-    /// per-agent reward the evaluation reports.
+    /// `(1 − β)·own reward + β·mean reward of its federation` (all agents,
+    /// unless the topology is a `union` of federations: then those of its
+    /// connected component). 0 is the reference (selfish agents); 1 aligns
+    /// every agent with the mean per-agent reward the evaluation reports.
     pub team_reward: f32,
     /// Training iterations.
     pub iterations: usize,
@@ -719,17 +745,36 @@ where
     /// [`CheckpointError`] when the policies do not convert
     /// ([`crate::checkpoint::inference_policy`]).
     pub fn controller(&self) -> Result<PpoController, CheckpointError> {
-        Ok(PpoController {
-            policy: crate::checkpoint::inference_policy(self)?,
-        })
+        Ok(PpoController::new(crate::checkpoint::inference_policy(self)?))
     }
 }
 
 /// The trained policies as a [`Controller`] (deterministic: the Dirichlet
-/// mean of [`dfaas_infer::Policy::act`]), for the trainer's topology.
+/// mean of [`dfaas_infer::Policy::act`]), for the trainer's topology — or,
+/// for a policy of the agnostic layout, for any federation
+/// ([`dfaas_infer::Policy::act_node`]).
 #[derive(Debug, Clone)]
 pub struct PpoController {
     policy: dfaas_infer::Policy,
+}
+
+impl PpoController {
+    /// The controller of a loaded inference policy (e.g. a checkpoint's
+    /// `policies.safetensors`).
+    #[must_use]
+    pub fn new(policy: dfaas_infer::Policy) -> Self {
+        Self { policy }
+    }
+
+    /// Whether it can act on `model`: always for the agnostic layout;
+    /// otherwise when `model` has the policy's agents and degrees.
+    #[must_use]
+    pub fn fits(&self, model: &EnvModel) -> bool {
+        let agents = self.policy.agents();
+        self.policy.layout() == dfaas_infer::Layout::Agnostic
+            || (model.num_agents() == agents.len()
+                && (0..model.num_agents()).all(|a| model.degree(a) == agents[a].degree()))
+    }
 }
 
 impl Controller for PpoController {
@@ -743,19 +788,17 @@ impl Controller for PpoController {
         observations: &[f32],
         actions: &mut [f32],
     ) -> Result<(), ControlError> {
-        // The policies are made for the trainer's model: `model` must have
-        // its layout.
-        let agents = self.policy.agents();
-        let fits = model.num_agents() == agents.len()
-            && (0..model.num_agents()).all(|a| model.degree(a) == agents[a].degree());
-        if !fits {
+        // Unless agnostic, the policies are made for the trainer's model:
+        // `model` must have its layout.
+        if !self.fits(model) {
             return Err(crate::error::ShapeError::Length {
                 field: "model (agents and degrees)",
-                expected: agents.len(),
+                expected: self.policy.agents().len(),
                 got: model.num_agents(),
             }
             .into());
         }
+        let agnostic = self.policy.layout() == dfaas_infer::Layout::Agnostic;
         let envs = check_batch(model, observations, actions)?;
         let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
         for row in 0..envs * n {
@@ -763,11 +806,13 @@ impl Controller for PpoController {
             let k = model.degree(a);
             let action = &mut actions[row * w..(row + 1) * w];
             action.fill(0.0);
-            self.policy.act(
-                a,
-                &observations[row * ow..(row + 1) * ow],
-                &mut action[..k + 2],
-            )?;
+            let observation = &observations[row * ow..(row + 1) * ow];
+            if agnostic {
+                self.policy
+                    .act_node(&observation[..2 + 2 * k], &mut action[..k + 2])?;
+            } else {
+                self.policy.act(a, observation, &mut action[..k + 2])?;
+            }
         }
         Ok(())
     }
@@ -836,7 +881,7 @@ mod tests {
         let (n, w) = (model.num_agents(), model.action_width());
         let mut actions = vec![0f32; envs * n * w];
         let e = &mut t.engine;
-        let (actor, critic) = e.inputs(observations, false);
+        let (actor, critic) = e.inputs(observations, false).unwrap();
         let (mut alpha, mut values) = (Vec::new(), Vec::new());
         for p in 0..e.members.len() {
             let members = e.members[p].len();
@@ -889,11 +934,17 @@ mod tests {
             small(Layout::Independent),
             small(Layout::Shared),
             small(Layout::Mappo),
+            small(Layout::Agnostic),
             PpoConfig {
                 activation: Activation::Relu,
                 normalize_observations: false,
                 hidden: vec![300, 8],
                 ..small(Layout::Shared)
+            },
+            PpoConfig {
+                activation: Activation::Relu,
+                normalize_observations: false,
+                ..small(Layout::Agnostic)
             },
         ];
         for config in configs {

@@ -66,7 +66,7 @@ proptest! {
         masked in any::<bool>(),
     ) {
         let spec = PolicySpec {
-            obs_dim: 4, critic_obs_dim: 4, action_dim: 3, hidden: vec![5],
+            obs_dim: 4, critic_obs_dim: 4, action_dim: 3, per_entry: false, hidden: vec![5],
             activation: Activation::Relu, learning_rate: 1e-3,
         };
         let mut backend = CpuBackend::new();

@@ -411,6 +411,7 @@ fn softplus_concentrations_match_the_cpu_backend() {
         obs_dim: 1,
         critic_obs_dim: 1,
         action_dim: k,
+        per_entry: false,
         hidden: vec![1],
         activation: Activation::Relu,
         learning_rate: 1e-3,

@@ -115,6 +115,97 @@ fn inference_equals_the_trainer_bit_for_bit_mappo() {
     );
 }
 
+#[test]
+fn inference_equals_the_trainer_bit_for_bit_agnostic() {
+    assert_eq!(
+        assert_equal_on_evaluation(small(Layout::Agnostic)),
+        288 * 3 * 5
+    );
+}
+
+/// An agnostic policy trained on the 5-node federation acts on federations
+/// it never saw: the controller on a 7-node ring-with-hub and on a 2-node
+/// pair gives, for every node, `act_node` of its own observation; and
+/// reordering a node's neighbours reorders its forward shares only.
+#[test]
+fn an_agnostic_policy_acts_on_any_federation() {
+    let (trainer, bytes) = trained(small(Layout::Agnostic));
+    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    assert_eq!(policy.layout(), dfaas_infer::Layout::Agnostic);
+    let mut controller = trainer.controller().unwrap();
+    for network in [
+        &[
+            "node_0 node_1 node_2 node_3 node_4 node_5 node_6",
+            "node_1 node_2",
+            "node_2 node_3",
+            "node_3 node_4",
+            "node_4 node_5",
+            "node_5 node_6",
+            "node_6 node_1",
+        ][..],
+        &["a b"][..],
+    ] {
+        let config = EnvConfig::with_network(network);
+        let mut env = evaluation_env(&config, 2, 7).unwrap();
+        let model = env.model().clone();
+        let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
+        let mut actions = vec![0f32; env.num_envs() * n * w];
+        for _ in 0..40 {
+            controller
+                .act(&model, env.observations(), &mut actions)
+                .unwrap();
+            for row in 0..env.num_envs() * n {
+                let k = model.degree(row % n);
+                let obs = &env.observations()[row * ow..][..2 + 2 * k];
+                let mut got = vec![0f32; k + 2];
+                policy.act_node(obs, &mut got).unwrap();
+                assert_eq!(got, actions[row * w..][..k + 2]);
+                let sum: f32 = got.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "{got:?}");
+            }
+            env.step(&actions).unwrap();
+        }
+    }
+    // Node with 3 neighbours; neighbours reordered (2, 0, 1).
+    let obs = [30.0, 28.0, 4.0, 0.0, 6.0, 1.0, 0.0, 3.0];
+    let reordered = [30.0, 28.0, 6.0, 4.0, 0.0, 3.0, 1.0, 0.0];
+    let (mut a, mut b) = ([0f32; 5], [0f32; 5]);
+    policy.act_node(&obs, &mut a).unwrap();
+    policy.act_node(&reordered, &mut b).unwrap();
+    for (new, old) in [(0, 0), (1, 3), (2, 1), (3, 2), (4, 4)] {
+        assert!((a[old] - b[new]).abs() <= 1e-6, "{a:?} vs {b:?}");
+    }
+    // A node of 62 neighbours is served; 63 do not fit an action.
+    let mut wide = vec![0f32; 64];
+    policy.act_node(&vec![1.0; 2 + 2 * 62], &mut wide).unwrap();
+    let mut too_wide = vec![0f32; 65];
+    assert!(matches!(
+        policy.act_node(&vec![1.0; 2 + 2 * 63], &mut too_wide),
+        Err(dfaas_infer::ActError::NodeLengths { .. })
+    ));
+    assert!(matches!(
+        policy.act_node(&[1.0, 2.0, 3.0], &mut [0.0; 3]),
+        Err(dfaas_infer::ActError::NodeLengths { .. })
+    ));
+    assert!(matches!(
+        policy.act_node(&[1.0, f32::NAN], &mut [0.0; 2]),
+        Err(dfaas_infer::ActError::ObservationValue { index: 1, .. })
+    ));
+}
+
+/// Policies tied to their topology refuse to act for any node.
+#[test]
+fn act_node_needs_the_agnostic_layout() {
+    let (_, bytes) = trained(small(Layout::Independent));
+    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    assert!(matches!(
+        policy.act_node(&[1.0, 2.0], &mut [0.0; 2]),
+        Err(dfaas_infer::ActError::NotAgnostic {
+            layout: "independent"
+        })
+    ));
+}
+
 /// ReLU, raw observations, and a hidden layer wider than one 256-input
 /// block of the trainer's matrix products.
 #[test]

@@ -174,7 +174,8 @@ struct Args {
     seed: u64,
     /// Policy layout: independent (one actor and critic per agent, the
     /// reference), shared (one policy with an agent-id input), mappo
-    /// (centralised critics).
+    /// (centralised critics), agnostic (one policy for nodes of any degree
+    /// in any federation: train it on a `union` of federations).
     #[arg(long, default_value = "independent")]
     layout: Layout,
     /// CPU threads for the envs' steps and the policies' updates (default:

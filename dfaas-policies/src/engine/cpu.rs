@@ -19,6 +19,7 @@ use crate::ppo::{Layout, PpoConfig, RunningNorm};
 use dfaas_core::reward::{team_mean, team_mixed};
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
 use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
+use dfaas_infer::agnostic::{ENTRY_WIDTH, entry_rows};
 
 /// Per-policy rollout storage, `[step][env][member][..]`.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +39,45 @@ struct Rollout {
     last_values: Vec<f32>,
     advantages: Vec<f32>,
     returns: Vec<f32>,
+}
+
+/// The connected components of a model's topology (one per federation of
+/// a `union`): the team reward an agent mixes in is its own federation's
+/// mean reward.
+#[derive(Debug, Clone)]
+struct Components {
+    /// Component of each agent.
+    of_agent: Vec<u32>,
+    /// Agents of each component.
+    sizes: Vec<u32>,
+}
+
+impl Components {
+    fn of(model: &EnvModel) -> Self {
+        let of_agent = model.built().topology().components();
+        let mut sizes = vec![0; of_agent.iter().max().map_or(0, |&c| c as usize + 1)];
+        for &c in &of_agent {
+            sizes[c as usize] += 1;
+        }
+        Self { of_agent, sizes }
+    }
+
+    /// The mean reward of each component for one env's agent `rewards`
+    /// (agent order; for one component exactly [`team_mean`]).
+    fn means(&self, rewards: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        if self.sizes.len() == 1 {
+            out.push(team_mean(rewards));
+            return;
+        }
+        out.resize(self.sizes.len(), 0.0);
+        for (&c, &r) in self.of_agent.iter().zip(rewards) {
+            out[c as usize] += r;
+        }
+        for (mean, &size) in out.iter_mut().zip(&self.sizes) {
+            *mean /= size as f32;
+        }
+    }
 }
 
 /// An update operation, queued until [`Engine::finish`].
@@ -63,6 +103,8 @@ pub struct CpuEngine<B: Backend> {
     pub(crate) rng: Xoshiro128PlusPlus,
     pub(crate) shuffle_rngs: Vec<Xoshiro128PlusPlus>,
     metrics: Vec<StepMetrics>,
+    /// Each agent's federation, whose mean reward is its team reward.
+    components: Components,
     plan: Plan,
     // The iteration in progress.
     rollouts: Vec<Rollout>,
@@ -95,6 +137,7 @@ where
             obs_dim,
             critic_obs_dim,
             action_dim,
+            per_entry: config.layout == Layout::Agnostic,
             hidden: config.hidden.clone(),
             activation: config.activation,
             learning_rate: config.learning_rate,
@@ -117,8 +160,12 @@ where
                     (0..n).map(|a| vec![a]).collect(),
                     (0..n).map(|a| (0..2 + model.degree(a)).collect()).collect(),
                 ),
-                Layout::Shared => (
-                    vec![spec(ow + n, ow + n, width)],
+                Layout::Shared | Layout::Agnostic => (
+                    vec![if config.layout == Layout::Shared {
+                        spec(ow + n, ow + n, width)
+                    } else {
+                        spec(width * ENTRY_WIDTH, ENTRY_WIDTH, width)
+                    }],
                     vec![(0..n).collect()],
                     (0..n)
                         .map(|a| (0..=model.degree(a)).chain([width - 1]).collect())
@@ -140,7 +187,11 @@ where
         env.reset(config.seed).map_err(TrainError::Reset)?;
         let samples = config.num_envs * config.rollout_steps * members[0].len();
         Ok(Self {
-            norms: specs.iter().map(|s| RunningNorm::new(s.obs_dim)).collect(),
+            norms: specs
+                .iter()
+                .map(|s| RunningNorm::new(s.actor_input()))
+                .collect(),
+            components: Components::of(&model),
             rng: seeded(config.seed ^ 0x5EED),
             shuffle_rngs: (0..count as u64)
                 .map(|a| seeded(config.seed ^ 0x5EED ^ ((a + 1) << 32)))
@@ -205,34 +256,62 @@ where
     /// Actor and critic inputs of every policy for `observations`
     /// (`[env][agent][obs_width]`), rows `[env][member]`; normalised (and,
     /// with `learn`, the statistics updated first) when configured.
+    ///
+    /// In the agnostic layout a sample's input is its `action_width` entry
+    /// rows, each agent's rows at its entries' positions and zeros in the
+    /// others (masked out); the statistics are those of the real rows, and
+    /// the critic's input is the (normalised) local row.
+    ///
+    /// # Errors
+    /// [`BackendError::EntryRows`] when an observation does not fit the
+    /// entry rows (not reachable with the env's observations).
     pub(crate) fn inputs(
         &mut self,
         observations: &[f32],
         learn: bool,
-    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), BackendError> {
         let model = self.env.model();
-        let (n, ow) = (model.num_agents(), model.obs_width());
+        let (n, ow, width) = (model.num_agents(), model.obs_width(), model.action_width());
         let envs = observations.len() / (n * ow);
         let row = |e: usize, a: usize| &observations[(e * n + a) * ow..(e * n + a + 1) * ow];
         let mut actor: Vec<Vec<f32>> = Vec::with_capacity(self.members.len());
+        // The agnostic layout's real entry rows, for the statistics.
+        let mut real = Vec::new();
         for (p, members) in self.members.iter().enumerate() {
             let mut rows = Vec::with_capacity(envs * members.len() * self.specs[p].obs_dim);
             for e in 0..envs {
                 for &a in members {
+                    let own = &row(e, a)[..2 + 2 * model.degree(a)];
                     match self.config.layout {
                         Layout::Shared => {
                             rows.extend_from_slice(row(e, a));
                             rows.extend((0..n).map(|b| f32::from(u8::from(a == b))));
                         }
-                        Layout::Independent | Layout::Mappo => {
-                            rows.extend_from_slice(&row(e, a)[..2 + 2 * model.degree(a)]);
+                        Layout::Independent | Layout::Mappo => rows.extend_from_slice(own),
+                        Layout::Agnostic => {
+                            let start = real.len();
+                            real.resize(start + self.entries[a].len() * ENTRY_WIDTH, 0.0);
+                            entry_rows(own, &mut real[start..]).map_err(BackendError::EntryRows)?;
+                            let sample = rows.len();
+                            rows.resize(sample + width * ENTRY_WIDTH, 0.0);
+                            for (entry, &j) in
+                                real[start..].chunks_exact(ENTRY_WIDTH).zip(&self.entries[a])
+                            {
+                                rows[sample + j * ENTRY_WIDTH..][..ENTRY_WIDTH]
+                                    .copy_from_slice(entry);
+                            }
                         }
                     }
                 }
             }
             if self.config.normalize_observations {
                 if learn {
-                    self.norms[p].update(&rows);
+                    let seen = if self.config.layout == Layout::Agnostic {
+                        &real
+                    } else {
+                        &rows
+                    };
+                    self.norms[p].update(seen);
                 }
                 self.norms[p].apply(&mut rows);
             }
@@ -240,6 +319,14 @@ where
         }
         let critic = match self.config.layout {
             Layout::Independent | Layout::Shared => actor.clone(),
+            Layout::Agnostic => actor
+                .iter()
+                .map(|rows| {
+                    rows.chunks_exact(width * ENTRY_WIDTH)
+                        .flat_map(|sample| sample[..ENTRY_WIDTH].iter().copied())
+                        .collect()
+                })
+                .collect(),
             Layout::Mappo => {
                 // Every agent's critic sees all agents' (normalised) inputs.
                 let widths: Vec<usize> = self.specs.iter().map(|s| s.obs_dim).collect();
@@ -254,7 +341,7 @@ where
                 vec![global; n]
             }
         };
-        (actor, critic)
+        Ok((actor, critic))
     }
 }
 
@@ -287,9 +374,11 @@ where
             self.env.model().action_width(),
         );
         let envs = self.config.num_envs;
-        let shared = self.config.layout == Layout::Shared;
+        let masked = matches!(self.config.layout, Layout::Shared | Layout::Agnostic);
         let observations = self.env.observations().to_vec();
-        let (actor, critic) = self.inputs(&observations, true);
+        let (actor, critic) = self
+            .inputs(&observations, true)
+            .map_err(|source| TrainError::Backend { policy: 0, source })?;
         let (mut alpha, mut values, mut sub_alpha) = (
             std::mem::take(&mut self.alpha),
             std::mem::take(&mut self.values),
@@ -329,7 +418,7 @@ where
                     for (&j, &x) in used.iter().zip(&sample[..m]) {
                         r.actions[start + j] = x;
                     }
-                    if shared {
+                    if masked {
                         r.mask.extend((0..k).map(|j| u8::from(used.contains(&j))));
                     }
                     r.log_prob.push(dirichlet::log_prob(
@@ -354,12 +443,14 @@ where
         }
         let n = model.num_agents();
         let beta = self.config.team_reward;
+        let mut teams = Vec::new();
         for e in 0..self.config.num_envs {
             let rewards = &self.env.rewards()[e * n..(e + 1) * n];
-            let team = team_mean(rewards);
+            self.components.means(rewards, &mut teams);
             let done = f32::from(u8::from(self.env.dones()[e]));
             for (r, members) in self.rollouts.iter_mut().zip(&self.members) {
                 for &a in members {
+                    let team = teams[self.components.of_agent[a] as usize];
                     r.rewards.push(team_mixed(rewards[a], team, beta));
                     r.dones.push(done);
                 }
@@ -370,7 +461,9 @@ where
 
     fn bootstrap(&mut self) -> Result<(), TrainError> {
         let observations = self.env.observations().to_vec();
-        let (actor, critic) = self.inputs(&observations, false);
+        let (actor, critic) = self
+            .inputs(&observations, false)
+            .map_err(|source| TrainError::Backend { policy: 0, source })?;
         let (mut alpha, mut values) = (Vec::new(), Vec::new());
         for p in 0..self.policies.len() {
             let rows = self.config.num_envs * self.members[p].len();
@@ -583,3 +676,27 @@ fn permutation(rng: &mut Xoshiro128PlusPlus, n: usize) -> Vec<usize> {
     }
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Team rewards of a union: each agent's federation's mean, by hand;
+    /// one federation: exactly [`team_mean`].
+    #[test]
+    fn team_means_are_per_federation() {
+        let config = dfaas_core::EnvConfig::with_network(&["a b", "c d", "d e", "f"]);
+        let model = EnvModel::new(&config.build().unwrap()).unwrap();
+        let components = Components::of(&model);
+        assert_eq!(components.of_agent, [0, 0, 1, 1, 1, 2]);
+        let mut means = Vec::new();
+        components.means(&[1.0, 0.5, 0.25, 0.5, 0.75, -1.0], &mut means);
+        assert_eq!(means, [0.75, 0.5, -1.0]);
+        let one = dfaas_core::EnvConfig::with_network(&["a b c", "b c"]);
+        let model = EnvModel::new(&one.build().unwrap()).unwrap();
+        let rewards = [0.1, 0.7, 0.3];
+        Components::of(&model).means(&rewards, &mut means);
+        assert_eq!(means, [team_mean(&rewards)]);
+    }
+}
+

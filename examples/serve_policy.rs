@@ -254,7 +254,7 @@ async fn answer(
     };
     app.clipped
         .fetch_add(u64::from(decoded.clipped), Ordering::Relaxed);
-    let node = &app.mapping.nodes()[decoded.node];
+    let node = decoded.node(&app.mapping);
     let explore = decoded.explore.or(header_explore).unwrap_or(app.explore);
     let k = node.neighbours.len();
     let mut act = [0f32; MAX_ENTRIES];
@@ -262,14 +262,17 @@ async fn answer(
         if explore {
             let counter = app.explored.fetch_add(1, Ordering::Relaxed);
             let mut rng = explore_stream(app.seed, counter);
-            policy.act_explore(
-                node.agent,
-                &observation[..2 + 2 * k],
-                &mut rng,
-                &mut act[..2 + k],
-            )
+            let (observation, act) = (&observation[..2 + 2 * k], &mut act[..2 + k]);
+            match node.agent {
+                Some(agent) => policy.act_explore(agent, observation, &mut rng, act),
+                None => policy.act_node_explore(observation, &mut rng, act),
+            }
         } else {
-            policy.act(node.agent, &observation[..2 + 2 * k], &mut act[..2 + k])
+            let (observation, act) = (&observation[..2 + 2 * k], &mut act[..2 + k]);
+            match node.agent {
+                Some(agent) => policy.act(agent, observation, act),
+                None => policy.act_node(observation, act),
+            }
         }
     });
     let response = match result {
@@ -340,8 +343,14 @@ fn main() -> Result<()> {
     let file = checkpoint_file(&args.checkpoint)?;
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let policy = Policy::from_safetensors(&bytes).with_context(|| file.display().to_string())?;
+    let agnostic = policy.layout() == dfaas::infer::Layout::Agnostic;
     let mapping = match &args.mapping {
+        None if agnostic => Mapping::any_node(),
         None => Mapping::identity(&policy),
+        Some(path) if agnostic => bail!(
+            "--mapping {}: the checkpoint's policy is of the agnostic layout and serves any node with any neighbours as the request names them; it takes no mapping",
+            path.display()
+        ),
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -349,7 +358,7 @@ fn main() -> Result<()> {
             Mapping::parse(&text, json, &policy).with_context(|| path.display().to_string())?
         }
     };
-    if mapping.nodes().is_empty() {
+    if mapping.nodes().is_empty() && !mapping.is_any_node() {
         bail!("the mapping maps no node");
     }
     let log = match &args.log {
@@ -367,12 +376,19 @@ fn main() -> Result<()> {
         file.display(),
         policy.layout().name(),
         policy.agents().len(),
-        mapping
-            .nodes()
-            .iter()
-            .map(|n| format!("{} → {}", n.key, policy.agents()[n.agent].name))
-            .collect::<Vec<_>>()
-            .join(", ")
+        if mapping.is_any_node() {
+            "any (the agnostic layout; neighbours as each request names them)".to_string()
+        } else {
+            mapping
+                .nodes()
+                .iter()
+                .filter_map(|n| {
+                    n.agent
+                        .map(|a| format!("{} → {}", n.key, policy.agents()[a].name))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     let threads = args.threads;
     if threads == 0 {

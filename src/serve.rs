@@ -14,17 +14,26 @@
 //! `prev_forward_rejects_to_<slot of n>`; requests/s are rounded to the
 //! nearest whole count per step (halves away from zero) and clipped to the
 //! largest input rate of training; the other keys are ignored.
+//!
+//! A policy of the agnostic layout serves any node ([`Mapping::any_node`]):
+//! a request's node key is taken as it comes, and its neighbours are the
+//! nodes its `previous_fwd_to_<n>` keys name, in ascending key order.
 
 use dfaas_infer::Policy;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// Most neighbours of a node (an action holds `2 + k ≤ 64` entries).
+const MAX_NEIGHBOURS: usize = dfaas_infer::MAX_ENTRIES - 2;
+
 /// Which platform node is which agent, and which of its neighbours' keys
 /// is which neighbour slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
     nodes: Vec<NodeMap>,
+    /// Whether any node is served, its neighbours read from the request.
+    any_node: bool,
 }
 
 /// One platform node of a [`Mapping`].
@@ -32,8 +41,9 @@ pub struct Mapping {
 pub struct NodeMap {
     /// Its key in requests and responses (`node_<peer id>`).
     pub key: String,
-    /// The policy's agent index.
-    pub agent: usize,
+    /// The policy's agent index; `None` for a node of a request under
+    /// [`Mapping::any_node`] (an agnostic policy acts for it as it is).
+    pub agent: Option<usize>,
     /// Its neighbours' keys by slot (the agent's neighbour order).
     pub neighbours: Vec<String>,
 }
@@ -146,11 +156,30 @@ impl Mapping {
                 .enumerate()
                 .map(|(agent, a)| NodeMap {
                     key: a.name.clone(),
-                    agent,
+                    agent: Some(agent),
                     neighbours: a.neighbours.clone(),
                 })
                 .collect(),
+            any_node: false,
         }
+    }
+
+    /// Every node key a request sends, with the neighbours its
+    /// `previous_fwd_to_<n>` keys name (ascending, at most 62): what the
+    /// server uses for a policy of the agnostic layout, which acts for a
+    /// node of any degree.
+    #[must_use]
+    pub fn any_node() -> Self {
+        Self {
+            nodes: Vec::new(),
+            any_node: true,
+        }
+    }
+
+    /// Whether this is [`Mapping::any_node`].
+    #[must_use]
+    pub fn is_any_node(&self) -> bool {
+        self.any_node
     }
 
     /// A mapping file's text (JSON when `json`, else YAML):
@@ -191,7 +220,7 @@ impl Mapping {
                         .join(", "),
                 });
             };
-            if let Some(other) = nodes.iter().find(|n| n.agent == agent) {
+            if let Some(other) = nodes.iter().find(|n| n.agent == Some(agent)) {
                 return Err(MappingError::DuplicateAgent {
                     key,
                     agent: entry.agent,
@@ -241,11 +270,14 @@ impl Mapping {
             }
             nodes.push(NodeMap {
                 key,
-                agent,
+                agent: Some(agent),
                 neighbours,
             });
         }
-        Ok(Self { nodes })
+        Ok(Self {
+            nodes,
+            any_node: false,
+        })
     }
 
     /// A mapping of `nodes` as given, not checked against a policy (what
@@ -253,7 +285,10 @@ impl Mapping {
     /// against the policy).
     #[must_use]
     pub fn from_nodes(nodes: Vec<NodeMap>) -> Self {
-        Self { nodes }
+        Self {
+            nodes,
+            any_node: false,
+        }
     }
 
     /// The node of request key `key`.
@@ -268,9 +303,13 @@ impl Mapping {
         &self.nodes
     }
 
-    /// The widest observation of a mapped node (`2 + 2k`).
+    /// The widest observation of a mapped node (`2 + 2k`; any node:
+    /// `2 + 2·62`).
     #[must_use]
     pub fn max_observation_len(&self) -> usize {
+        if self.any_node {
+            return 2 + 2 * MAX_NEIGHBOURS;
+        }
         self.nodes
             .iter()
             .map(|n| 2 + 2 * n.neighbours.len())
@@ -355,6 +394,15 @@ pub enum RequestError {
         /// Its mapped neighbours.
         neighbours: String,
     },
+    /// Occurs when a request under [`Mapping::any_node`] names more
+    /// neighbours than an action holds (422).
+    #[error("{field}: names {got} neighbours, at most {MAX_NEIGHBOURS} fit an action")]
+    TooManyNeighbours {
+        /// The node's path.
+        field: String,
+        /// Neighbours named.
+        got: usize,
+    },
     /// Occurs when a required key is missing (422).
     #[error("{field}: required key missing")]
     MissingKey {
@@ -418,6 +466,7 @@ impl RequestError {
             Self::UnknownNode { key, .. } => format!("observation.{key}"),
             Self::NotAnObject { field, .. }
             | Self::NotANeighbour { field, .. }
+            | Self::TooManyNeighbours { field, .. }
             | Self::MissingKey { field }
             | Self::WrongType { field, .. }
             | Self::OutOfRange { field, .. } => field.clone(),
@@ -432,14 +481,53 @@ impl RequestError {
 }
 
 /// A decoded request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
-    /// Index of the node in [`Mapping::nodes`].
-    pub node: usize,
+    /// Its node.
+    pub node: DecodedNode,
     /// `agent_parameters.explore`, when the body gives it.
     pub explore: Option<bool>,
     /// Values clipped to the largest input rate of training.
     pub clipped: u32,
+}
+
+/// The node of a [`Decoded`] request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodedNode {
+    /// Index of the node in [`Mapping::nodes`].
+    Mapped(usize),
+    /// A node under [`Mapping::any_node`]: its key and the neighbours the
+    /// request names.
+    Any(NodeMap),
+}
+
+impl Decoded {
+    /// The request's node in `mapping` (the one it was decoded with).
+    #[must_use]
+    pub fn node<'a>(&'a self, mapping: &'a Mapping) -> &'a NodeMap {
+        match &self.node {
+            DecodedNode::Mapped(i) => &mapping.nodes[*i],
+            DecodedNode::Any(node) => node,
+        }
+    }
+}
+
+/// The neighbours a node object's `previous_fwd_to_<n>` keys name,
+/// ascending (a node named by both of its keys counted once).
+fn named_neighbours(node: &Map<String, Value>) -> Vec<String> {
+    let mut names: Vec<String> = node
+        .keys()
+        .filter_map(|name| name.strip_prefix("previous_fwd_to_"))
+        .map(|target| {
+            target
+                .strip_suffix("_rejected")
+                .unwrap_or(target)
+                .to_string()
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// The platform's value of `key` in `node` as a count per one-second step:
@@ -547,20 +635,39 @@ pub fn decode(
         return Err(RequestError::NodeCount { got: nodes.len() });
     };
     let path = format!("observation.{key}");
-    let Some(index) = mapping.nodes.iter().position(|n| &n.key == key) else {
-        let known: Vec<&str> = mapping.nodes.iter().map(|n| n.key.as_str()).collect();
-        return Err(RequestError::UnknownNode {
-            key: key.clone(),
-            known: known.join(", "),
-        });
-    };
-    let map = &mapping.nodes[index];
     let Value::Object(node) = node else {
         return Err(RequestError::NotAnObject {
             field: path,
             expected: "an object",
             got: node.to_string(),
         });
+    };
+    let decoded_node = if mapping.any_node {
+        let neighbours = named_neighbours(node);
+        if neighbours.len() > MAX_NEIGHBOURS {
+            return Err(RequestError::TooManyNeighbours {
+                field: path,
+                got: neighbours.len(),
+            });
+        }
+        DecodedNode::Any(NodeMap {
+            key: key.clone(),
+            agent: None,
+            neighbours,
+        })
+    } else {
+        let Some(index) = mapping.nodes.iter().position(|n| &n.key == key) else {
+            let known: Vec<&str> = mapping.nodes.iter().map(|n| n.key.as_str()).collect();
+            return Err(RequestError::UnknownNode {
+                key: key.clone(),
+                known: known.join(", "),
+            });
+        };
+        DecodedNode::Mapped(index)
+    };
+    let map = match &decoded_node {
+        DecodedNode::Mapped(i) => &mapping.nodes[*i],
+        DecodedNode::Any(node) => node,
     };
     let k = map.neighbours.len();
     assert!(
@@ -607,7 +714,7 @@ pub fn decode(
         )?;
     }
     Ok(Decoded {
-        node: index,
+        node: decoded_node,
         explore,
         clipped,
     })
@@ -708,7 +815,7 @@ mod tests {
             mapping.nodes(),
             &[NodeMap {
                 key: "node_P".into(),
-                agent: 1,
+                agent: Some(1),
                 neighbours: vec!["node_R".into(), "node_Q".into()],
             }]
         );
@@ -742,7 +849,7 @@ mod tests {
             "previous_avg_resp_time_fwd_to_node_0": 9.0
         }}}"#;
         let decoded = decode(body, &mapping, 150, &mut obs).unwrap();
-        assert_eq!(decoded.node, 2);
+        assert_eq!(decoded.node, DecodedNode::Mapped(2));
         assert_eq!(decoded.explore, None);
         assert_eq!(decoded.clipped, 1);
         // Halves away from zero; the first query's 0 read as 1; clipped.
@@ -754,6 +861,43 @@ mod tests {
             err.to_string(),
             "observation: must hold exactly one node, got 0"
         );
+    }
+
+    #[test]
+    fn any_node_reads_the_neighbours_from_the_request() {
+        let mapping = Mapping::any_node();
+        let mut obs = [f32::NAN; 2 + 2 * 62];
+        let body = br#"{"observation": {"node_X": {
+            "input_rate": 7, "previous_input_rate": 6,
+            "previous_fwd_to_node_Z": 2, "previous_fwd_to_node_Z_rejected": 1,
+            "previous_fwd_to_node_Y": 3, "previous_fwd_to_node_Y_rejected": 0,
+            "previous_avg_resp_time_fwd_to_node_W": 9.0
+        }}}"#;
+        let decoded = decode(body, &mapping, 150, &mut obs).unwrap();
+        let node = decoded.node(&mapping);
+        assert_eq!(node.key, "node_X");
+        assert_eq!(node.agent, None);
+        assert_eq!(node.neighbours, ["node_Y", "node_Z"]);
+        assert_eq!(&obs[..6], &[7.0, 6.0, 3.0, 2.0, 0.0, 1.0]);
+        // A neighbour named by one key only misses the other.
+        let half = br#"{"observation": {"node_X": {"input_rate": 7,
+            "previous_input_rate": 6, "previous_fwd_to_node_Y_rejected": 0}}}"#;
+        let err = decode(half, &mapping, 150, &mut obs).unwrap_err();
+        assert_eq!(err.field(), "observation.node_X.previous_fwd_to_node_Y");
+        // No neighbours: local and reject only.
+        let alone = br#"{"observation": {"n": {"input_rate": 1, "previous_input_rate": 1}}}"#;
+        let decoded = decode(alone, &mapping, 150, &mut obs).unwrap();
+        assert!(decoded.node(&mapping).neighbours.is_empty());
+        // 63 neighbours do not fit an action.
+        let many: Vec<String> = (0..63)
+            .map(|i| format!("\"previous_fwd_to_n{i}\": 0, \"previous_fwd_to_n{i}_rejected\": 0"))
+            .collect();
+        let body = format!(
+            "{{\"observation\": {{\"n\": {{\"input_rate\": 1, \"previous_input_rate\": 1, {}}}}}}}",
+            many.join(", ")
+        );
+        let err = decode(body.as_bytes(), &mapping, 150, &mut obs).unwrap_err();
+        assert_eq!((err.status(), err.field()), (422, "observation.n".into()));
     }
 
     #[test]
@@ -774,7 +918,7 @@ mod tests {
     fn responses_are_two_decimal_proportions() {
         let node = NodeMap {
             key: "node_A".into(),
-            agent: 0,
+            agent: Some(0),
             neighbours: vec!["node_B".into(), "node_C".into()],
         };
         assert_eq!(
@@ -792,7 +936,7 @@ mod tests {
         );
         let wide = NodeMap {
             key: "w".into(),
-            agent: 0,
+            agent: None,
             neighbours: (0..100).map(|i| format!("n{i}")).collect(),
         };
         assert!(encode(&wide, &[0.5; 102]).starts_with(r#"{"w":{"local":"#));

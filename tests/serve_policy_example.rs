@@ -14,7 +14,7 @@ use dfaas::core::{EnvConfig, EnvModel};
 use dfaas::infer::Policy;
 use dfaas::policies::backend::CpuBackend;
 use dfaas::policies::checkpoint;
-use dfaas::policies::ppo::{PpoConfig, Trainer};
+use dfaas::policies::ppo::{Layout, PpoConfig, Trainer};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -475,6 +475,82 @@ fn without_a_mapping_nodes_are_the_checkpoints_names() {
         ["local", "node_0", "node_1", "node_2", "node_4", "reject"]
     );
     server.stop();
+}
+
+/// An agnostic checkpoint (trained on the 5-node mesh) serves any node key
+/// with any number of neighbours, as the request names them, and answers
+/// what the library's `act_node` gives; it takes no mapping.
+#[test]
+fn an_agnostic_policy_serves_any_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+    let config = PpoConfig {
+        layout: Layout::Agnostic,
+        hidden: vec![16, 16],
+        num_envs: 2,
+        rollout_steps: 48,
+        minibatch_size: 96,
+        iterations: 1,
+        ..PpoConfig::default()
+    };
+    let mut trainer = Trainer::new(model, config, CpuBackend::new()).unwrap();
+    trainer.train_iteration().unwrap();
+    checkpoint::save(&trainer, dir.path()).unwrap();
+    let bytes = std::fs::read(dir.path().join("policies.safetensors")).unwrap();
+    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    let server = Server::start(&["--checkpoint", dir.path().to_str().unwrap()]);
+    // Seven neighbours (the training nodes had four), named out of order,
+    // and a node with none.
+    let mut node = serde_json::Map::new();
+    node.insert("input_rate".into(), json!(55.4));
+    node.insert("previous_input_rate".into(), json!(50));
+    node.insert("cpu_utilization".into(), json!(0.5));
+    let names = [
+        "node_g", "node_b", "node_f", "node_a", "node_e", "node_c", "node_d",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        node.insert(format!("previous_fwd_to_{name}"), json!(i as f64 + 0.2));
+        node.insert(format!("previous_fwd_to_{name}_rejected"), json!(i % 2));
+    }
+    let (status, text) = server.post(&json!({"observation": {"node_new": node}}));
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let answer = v["node_new"].as_object().unwrap();
+    assert_eq!(answer.len(), 2 + names.len());
+    // The library's action for the same observation, neighbours ascending.
+    let mut sorted = names;
+    sorted.sort_unstable();
+    let index = |n: &str| names.iter().position(|m| *m == n).unwrap();
+    let mut obs = vec![55.0, 50.0];
+    obs.extend(sorted.iter().map(|n| index(n) as f32));
+    obs.extend(sorted.iter().map(|n| (index(n) % 2) as f32));
+    let mut action = vec![0f32; 2 + names.len()];
+    policy.act_node(&obs, &mut action).unwrap();
+    let mut percent = vec![0u32; action.len()];
+    dfaas::serve::percentages(&action, &mut percent);
+    let got = |key: &str| (answer[key].as_f64().unwrap() * 100.0).round() as u32;
+    assert_eq!(got("local"), percent[0], "{text}");
+    for (j, n) in sorted.iter().enumerate() {
+        assert_eq!(got(n), percent[1 + j], "{n}: {text}");
+    }
+    assert_eq!(got("reject"), percent[1 + names.len()], "{text}");
+    let alone = json!({"observation": {"node_z": {"input_rate": 3, "previous_input_rate": 3}}});
+    let (status, text) = server.post(&alone);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with(r#"{"node_z":{"local":"#), "{text}");
+    server.stop();
+    // A mapping is refused at start-up.
+    let mapping = dir.path().join("mapping.yaml");
+    std::fs::write(&mapping, mapping_yaml()).unwrap();
+    let out = Command::new(example("serve_policy"))
+        .args(["--listen", "127.0.0.1:0", "--checkpoint"])
+        .arg(dir.path())
+        .arg("--mapping")
+        .arg(&mapping)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agnostic layout"));
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! [`Policy`]: a trained checkpoint's actors, loaded for inference.
 
+use crate::agnostic::ENTRY_WIDTH;
 use crate::alloc_prelude::{String, ToString, Vec, format, vec};
 use crate::error::{ActError, LoadError};
 use crate::metadata::{
     AgentMetadata, CONCENTRATION, InferenceMetadata, METADATA_KEY, METADATA_VERSION,
     actor_tensor_name, norm_mean_name, norm_var_name,
 };
-use crate::agnostic::ENTRY_WIDTH;
 use crate::mlp::{Accumulation, Activation, Dense, param_count};
 use rand_core::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma};

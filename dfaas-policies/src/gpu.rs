@@ -185,7 +185,8 @@ impl GpuTrainer {
         let second =
             TracePool::generate(&model, episodes, pool_seed(config.seed, 1)).map_err(gpu)?;
         env.refresh_pool(&ctx, 1, &second).map_err(gpu)?;
-        if config.team_reward != 0.0 && model.built().topology().components().iter().any(|&c| c > 0) {
+        if config.team_reward != 0.0 && model.built().topology().components().iter().any(|&c| c > 0)
+        {
             return Err(TrainError::Config(PpoConfigError::Invalid {
                 field: "team_reward",
                 value: config.team_reward.to_string(),

@@ -745,7 +745,9 @@ where
     /// [`CheckpointError`] when the policies do not convert
     /// ([`crate::checkpoint::inference_policy`]).
     pub fn controller(&self) -> Result<PpoController, CheckpointError> {
-        Ok(PpoController::new(crate::checkpoint::inference_policy(self)?))
+        Ok(PpoController::new(crate::checkpoint::inference_policy(
+            self,
+        )?))
     }
 }
 

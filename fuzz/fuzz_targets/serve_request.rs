@@ -2,7 +2,8 @@
 //! an observation in the environment's range (whole counts, at most the
 //! largest input rate, finite) or a 4xx error naming the field; the
 //! response encoded from it is valid JSON whose percentages sum to 100 —
-//! never a panic.
+//! never a panic. Both with a mapping and for any node (an agnostic
+//! policy's server, neighbours read from the body).
 #![no_main]
 
 use dfaas::serve::{Mapping, NodeMap, decode, encode, percentages};
@@ -14,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let mapping = Mapping::from_nodes(vec![
         NodeMap {
             key: "node_a".into(),
-            agent: 0,
+            agent: Some(0),
             neighbours: vec![
                 "node_b".into(),
                 "node_c".into(),
@@ -24,14 +25,19 @@ fuzz_target!(|data: &[u8]| {
         },
         NodeMap {
             key: "node_b".into(),
-            agent: 1,
+            agent: Some(1),
             neighbours: vec!["node_a".into()],
         },
     ]);
-    let mut observation = [0f32; 10];
-    match decode(data, &mapping, MAX_RATE, &mut observation) {
+    check(data, &mapping);
+    check(data, &Mapping::any_node());
+});
+
+fn check(data: &[u8], mapping: &Mapping) {
+    let mut observation = [0f32; 2 + 2 * 62];
+    match decode(data, mapping, MAX_RATE, &mut observation) {
         Ok(decoded) => {
-            let node = &mapping.nodes()[decoded.node];
+            let node = decoded.node(mapping);
             let k = node.neighbours.len();
             let obs = &observation[..2 + 2 * k];
             assert!(
@@ -45,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             let body = encode(node, &action);
             let value: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(value.as_object().map(|o| o.len()), Some(1));
-            let mut n = [0u32; 6];
+            let mut n = [0u32; 64];
             assert_eq!(percentages(&action, &mut n[..2 + k]), 100);
         }
         Err(e) => {
@@ -53,4 +59,4 @@ fuzz_target!(|data: &[u8]| {
             let _: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         }
     }
-});
+}

@@ -294,8 +294,9 @@ where
                             entry_rows(own, &mut real[start..]).map_err(BackendError::EntryRows)?;
                             let sample = rows.len();
                             rows.resize(sample + width * ENTRY_WIDTH, 0.0);
-                            for (entry, &j) in
-                                real[start..].chunks_exact(ENTRY_WIDTH).zip(&self.entries[a])
+                            for (entry, &j) in real[start..]
+                                .chunks_exact(ENTRY_WIDTH)
+                                .zip(&self.entries[a])
                             {
                                 rows[sample + j * ENTRY_WIDTH..][..ENTRY_WIDTH]
                                     .copy_from_slice(entry);
@@ -699,4 +700,3 @@ mod tests {
         assert_eq!(means, [team_mean(&rewards)]);
     }
 }
-

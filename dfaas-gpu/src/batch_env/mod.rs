@@ -155,8 +155,11 @@ pub struct GpuBatchEnv {
     pool_buffer: wgpu::Buffer,
     params: Params,
     context: u64,
-    step_pipeline: wgpu::ComputePipeline,
-    reset_pipeline: wgpu::ComputePipeline,
+    /// The kernels of a step, in order, and whether each runs per (env,
+    /// agent) rather than per env (see `shader.wgsl`).
+    step_kernels: Vec<(wgpu::ComputePipeline, bool)>,
+    /// The kernels of a reset, likewise.
+    reset_kernels: Vec<(wgpu::ComputePipeline, bool)>,
     bind_group: wgpu::BindGroup,
     actions: wgpu::Buffer,
     counts: wgpu::Buffer,
@@ -208,33 +211,6 @@ fn topology_words(model: &EnvModel) -> (Vec<u32>, [u32; 6]) {
     (words, sections)
 }
 
-/// Loop iterations llvmpipe/lavapipe runs in one shader invocation before
-/// it silently ends every loop (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`,
-/// shared by all loops of the shader): past it a step of the kernel, one
-/// invocation per env, would leave later agents unsplit.
-const SOFTWARE_LOOP_LIMIT: u64 = 65_535;
-
-/// An upper bound on the loop iterations of one invocation of the `step`
-/// kernel (split, reject zeroing, serving, rewards, observation), each
-/// iteration counted twice (a loop's test and its continuing block; the
-/// measured cost on lavapipe lies below this bound).
-fn step_loop_iterations(model: &EnvModel) -> u64 {
-    let w = model.action_width() as u64;
-    let obs = model.obs_width() as u64;
-    let per_agent: u64 = (0..model.num_agents())
-        .map(|a| {
-            let k = model.degree(a) as u64;
-            let (entries, list) = (k + 2, k + 1);
-            let split = 2 * entries + entries * entries;
-            let serve = k + 2 * list + list * list;
-            let observe = 2 * k + (obs - 2 - 2 * k);
-            // The four agent loops, once each.
-            4 + split + w + serve + k + observe
-        })
-        .sum();
-    2 * per_agent
-}
-
 /// `Ok` when every total node `node` can receive from `pool` — its own
 /// largest rate plus its senders' — is covered by its performance table
 /// (whose totals are `u32`, within the kernel's exact arithmetic).
@@ -284,11 +260,7 @@ impl GpuBatchEnv {
     /// [`GpuError::Input`] when the model uses the reference's f64 reject
     /// arithmetic (CPU only), the pool does not fit the model (shape, a rate
     /// above `MAX_INPUT_RATE`, a node total beyond its performance table),
-    /// a buffer would exceed the device's limits, or — on a software
-    /// adapter (lavapipe), which ends every loop of an invocation after
-    /// 65 535 iterations in all — the model is too large for one step per
-    /// invocation (a few hundred agents at most; a 100-node federation of
-    /// mean degree 6 fits);
+    /// or a buffer would exceed the device's limits;
     /// [`GpuError::Shader`] if the WGSL cannot be specialised.
     pub fn new(
         ctx: &GpuContext,
@@ -321,16 +293,6 @@ impl GpuBatchEnv {
             ));
         }
         check_pool_fits(model, pool)?;
-        let iterations = step_loop_iterations(model);
-        if ctx.is_software() && iterations > SOFTWARE_LOOP_LIMIT {
-            return Err(input(
-                "model",
-                format!(
-                    "a step runs up to {iterations} loop iterations per env; this software adapter ({}) silently stops every loop after {SOFTWARE_LOOP_LIMIT} (use fewer agents or lower degrees, a hardware GPU, or the CPU BatchEnv)",
-                    ctx.info().name
-                ),
-            ));
-        }
         let (words, sections) = topology_words(model);
         // Every buffer must fit the device's limits (lavapipe: 128 MiB per
         // storage binding) and u32 word indices, or wgpu would fail later
@@ -438,8 +400,20 @@ impl GpuBatchEnv {
                 cache: None,
             })
         };
-        let step_pipeline = pipeline("step");
-        let reset_pipeline = pipeline("reset");
+        let kernels = |names: &[(&str, bool)]| -> Vec<(wgpu::ComputePipeline, bool)> {
+            names
+                .iter()
+                .map(|&(name, per_agent)| (pipeline(name), per_agent))
+                .collect()
+        };
+        let step_kernels = kernels(&[
+            ("split_agent", true),
+            ("serve_agent", true),
+            ("reward_agent", true),
+            ("advance_env", false),
+            ("observe_agent", true),
+        ]);
+        let reset_kernels = kernels(&[("reset_env", false), ("observe_agent", true)]);
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("env.bindings"),
             layout: &bind_layout,
@@ -488,8 +462,8 @@ impl GpuBatchEnv {
             pool_buffer: pool_buf,
             params,
             context: ctx.id(),
-            step_pipeline,
-            reset_pipeline,
+            step_kernels,
+            reset_kernels,
             bind_group,
             actions,
             counts,
@@ -498,11 +472,11 @@ impl GpuBatchEnv {
             rewards,
             state,
         };
-        env.dispatch(ctx, &env.reset_pipeline);
+        env.dispatch(ctx, &env.reset_kernels);
         Ok(env)
     }
 
-    fn dispatch(&self, ctx: &GpuContext, pipeline: &wgpu::ComputePipeline) {
+    fn dispatch(&self, ctx: &GpuContext, kernels: &[(wgpu::ComputePipeline, bool)]) {
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("env") });
@@ -511,23 +485,33 @@ impl GpuBatchEnv {
                 label: Some("env"),
                 timestamp_writes: None,
             });
-            self.record(&mut pass, pipeline);
+            self.record(&mut pass, kernels);
         }
         ctx.submit(encoder);
     }
 
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline) {
-        let groups = self.params.envs.div_ceil(64);
-        let (x, y) = (groups.min(65_535), groups.div_ceil(65_535));
-        pass.set_pipeline(pipeline);
+    /// Records `kernels` in order, each over every env or every (env,
+    /// agent) pair (64 invocations per workgroup, rows of at most 65 535
+    /// workgroups).
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, kernels: &[(wgpu::ComputePipeline, bool)]) {
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        for (pipeline, per_agent) in kernels {
+            let invocations = if *per_agent {
+                self.params.envs * self.params.agents
+            } else {
+                self.params.envs
+            };
+            let groups = invocations.div_ceil(64);
+            let (x, y) = (groups.min(65_535), groups.div_ceil(65_535));
+            pass.set_pipeline(pipeline);
+            pass.dispatch_workgroups(x, y, 1);
+        }
     }
 
     /// Records one step of every env with the actions in its action buffer
     /// into `pass` (the device path of a trainer, [`crate::ppo`]).
     pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.record(pass, &self.step_pipeline);
+        self.record(pass, &self.step_kernels);
     }
 
     /// The env's device buffers, for kernels that read its state and write
@@ -601,7 +585,7 @@ impl GpuBatchEnv {
     /// [`GpuError::ContextMismatch`] for another context than the env's.
     pub fn reset(&mut self, ctx: &GpuContext) -> Result<(), GpuError> {
         ctx.check(self.context)?;
-        self.dispatch(ctx, &self.reset_pipeline);
+        self.dispatch(ctx, &self.reset_kernels);
         Ok(())
     }
 
@@ -627,7 +611,7 @@ impl GpuBatchEnv {
             });
         }
         ctx.upload(&self.actions, 0, bytemuck::cast_slice(actions));
-        self.dispatch(ctx, &self.step_pipeline);
+        self.dispatch(ctx, &self.step_kernels);
         Ok(())
     }
 
@@ -694,7 +678,7 @@ impl GpuBatchEnv {
     /// [`GpuError::ContextMismatch`] for another context than the env's.
     pub fn advance(&mut self, ctx: &GpuContext) -> Result<(), GpuError> {
         ctx.check(self.context)?;
-        self.dispatch(ctx, &self.step_pipeline);
+        self.dispatch(ctx, &self.step_kernels);
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-// One step of every environment of a batch, one invocation per env (the
+// One step of every environment of a batch, in five kernels (see `split_agent`; the
 // split is `split_into` of split.wgsl, prepended), with
 // the semantics of dfaas_core::BatchEnv (exact-integer rejects): split,
 // incoming lists in sender order, performance-table look-up, reject
@@ -100,63 +100,100 @@ fn serve(e: u32, node: u32) {
     }
 }
 
-// Observation of every agent of env `e` for step `t` after step `prev`
-// (`first`: the start of an episode).
-fn observe(e: u32, t: u32, prev: u32, first: bool) {
-    for (var a = 0u; a < params.agents; a++) {
-        let k = degree(a);
-        let o = (e * params.agents + a) * params.obs_width;
-        let c = (e * params.agents + a) * params.width;
-        obs[o] = f32(rate(e, a, t));
-        obs[o + 1u] = select(f32(rate(e, a, prev)), 1.0, first);
-        for (var j = 1u; j <= k; j++) {
-            obs[o + 1u + j] = select(f32(counts[c + j]), 0.0, first);
-            obs[o + 1u + k + j] = select(f32(rejects[c + j]), 0.0, first);
-        }
-        for (var j = 2u + 2u * k; j < params.obs_width; j++) {
-            obs[o + j] = 0.0;
-        }
+// Observation of agent `a` of env `e` for its env's current step `t`
+// (after the step's bookkeeping, or a reset): `t == 0` starts an episode
+// (the previous rate repeats 1, no previous forwards), otherwise the
+// previous step is `t − 1`.
+fn observe(e: u32, a: u32) {
+    let t = state[e * STATE_WORDS + STEP];
+    let first = t == 0u;
+    let prev = select(t - 1u, 0u, first);
+    let k = degree(a);
+    let o = (e * params.agents + a) * params.obs_width;
+    let c = (e * params.agents + a) * params.width;
+    obs[o] = f32(rate(e, a, t));
+    obs[o + 1u] = select(f32(rate(e, a, prev)), 1.0, first);
+    for (var j = 1u; j <= k; j++) {
+        obs[o + 1u + j] = select(f32(counts[c + j]), 0.0, first);
+        obs[o + 1u + k + j] = select(f32(rejects[c + j]), 0.0, first);
+    }
+    for (var j = 2u + 2u * k; j < params.obs_width; j++) {
+        obs[o + j] = 0.0;
     }
 }
 
-fn env_index(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+// The flat index of an invocation of a dispatch of `groups` workgroups
+// (2-D when one dimension does not hold them all).
+fn invocation(id: vec3<u32>, groups: vec3<u32>) -> u32 {
     return id.x + id.y * groups.x * 64u;
 }
 
+// A step is five kernels, each over every env (`…_env`) or every
+// (env, agent) pair (`…_agent`, invocation e·agents + a): each invocation
+// then runs at most one agent's loops, whatever the federation's size
+// (software adapters end an invocation's loops after 65 535 iterations).
+// They run in this order; a dispatch sees every write of the ones before.
+
+// 1. Agent `a`'s split of its rate into counts, its rejects zeroed.
 @compute @workgroup_size(64)
-fn step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let e = env_index(id, groups);
+fn split_agent(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(id, groups);
+    if (i >= params.envs * params.agents) {
+        return;
+    }
+    let e = i / params.agents;
+    let a = i % params.agents;
+    let t = state[e * STATE_WORDS + STEP];
+    split_into(i * params.width, degree(a) + 2u, rate(e, a, t));
+    for (var j = 0u; j < params.width; j++) {
+        rejects[i * params.width + j] = 0u;
+    }
+}
+
+// 2. Node `node`'s rejects, written into its senders' reject slots (each
+// slot has one receiver, so no two invocations write the same word).
+@compute @workgroup_size(64)
+fn serve_agent(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(id, groups);
+    if (i >= params.envs * params.agents) {
+        return;
+    }
+    serve(i / params.agents, i % params.agents);
+}
+
+// 3. Agent `a`'s reward: the WGSL twin of dfaas_core::reward::{numerator,
+// of_agent} (tested against the CPU batch, which uses them).
+@compute @workgroup_size(64)
+fn reward_agent(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(id, groups);
+    if (i >= params.envs * params.agents) {
+        return;
+    }
+    let e = i / params.agents;
+    let a = i % params.agents;
+    let k = degree(a);
+    let c = i * params.width;
+    var forwarded = 0u;
+    var forward_rejected = 0u;
+    for (var j = 1u; j <= k; j++) {
+        forwarded += counts[c + j];
+        forward_rejected += rejects[c + j];
+    }
+    let numerator = i32(counts[c]) - i32(rejects[c]) + i32(forwarded) - i32(forward_rejected) - i32(counts[c + k + 1u]);
+    let total = rate(e, a, state[e * STATE_WORDS + STEP]);
+    rewards[i] = select(f32(numerator) / f32(total), 0.0, total == 0u);
+}
+
+// 4. Env `e`'s episode bookkeeping: the next step, or the end of the
+// episode and the next trace of the pool.
+@compute @workgroup_size(64)
+fn advance_env(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = invocation(id, groups);
     if (e >= params.envs) {
         return;
     }
     let at = e * STATE_WORDS;
-    let t = state[at + STEP];
-    for (var a = 0u; a < params.agents; a++) {
-        split_into((e * params.agents + a) * params.width, degree(a) + 2u, rate(e, a, t));
-        let base = (e * params.agents + a) * params.width;
-        for (var j = 0u; j < params.width; j++) {
-            rejects[base + j] = 0u;
-        }
-    }
-    for (var node = 0u; node < params.agents; node++) {
-        serve(e, node);
-    }
-    // Rewards: the WGSL twin of dfaas_core::reward::{numerator, of_agent}
-    // (tested against the CPU batch, which uses them).
-    for (var a = 0u; a < params.agents; a++) {
-        let k = degree(a);
-        let c = (e * params.agents + a) * params.width;
-        var forwarded = 0u;
-        var forward_rejected = 0u;
-        for (var j = 1u; j <= k; j++) {
-            forwarded += counts[c + j];
-            forward_rejected += rejects[c + j];
-        }
-        let numerator = i32(counts[c]) - i32(rejects[c]) + i32(forwarded) - i32(forward_rejected) - i32(counts[c + k + 1u]);
-        let total = rate(e, a, t);
-        rewards[e * params.agents + a] = select(f32(numerator) / f32(total), 0.0, total == 0u);
-    }
-    let next = t + 1u;
+    let next = state[at + STEP] + 1u;
     if (next == params.max_steps) {
         state[at + STEP] = 0u;
         let low = state[at + EPISODE_LOW] + 1u;
@@ -168,17 +205,26 @@ fn step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
         let entry = state[at + ENTRY];
         let gap = params.pool_size - params.pool_stride;
         state[at + ENTRY] = select(entry + params.pool_stride, entry - gap, entry >= gap);
-        observe(e, 0u, 0u, true);
     } else {
         state[at + STEP] = next;
         state[at + DONE] = 0u;
-        observe(e, next, t, false);
     }
 }
 
+// 5. Agent `a`'s observation of its env's new step (also after a reset).
 @compute @workgroup_size(64)
-fn reset(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let e = env_index(id, groups);
+fn observe_agent(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(id, groups);
+    if (i >= params.envs * params.agents) {
+        return;
+    }
+    observe(i / params.agents, i % params.agents);
+}
+
+// A reset is `reset_env`, then `observe_agent`.
+@compute @workgroup_size(64)
+fn reset_env(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = invocation(id, groups);
     if (e >= params.envs) {
         return;
     }
@@ -188,5 +234,4 @@ fn reset(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) 
     state[at + EPISODE_HIGH] = 0u;
     state[at + DONE] = 0u;
     state[at + ENTRY] = e % params.pool_size;
-    observe(e, 0u, 0u, true);
 }

@@ -620,7 +620,7 @@ where
             );
         }
         for (p, norm) in state.norms.iter().enumerate() {
-            let dim = engine.specs[p].obs_dim;
+            let dim = engine.specs[p].actor_input();
             if norm.mean.len() != dim || norm.m2.len() != dim {
                 return invalid(
                     format!("norms[{p}]"),

@@ -335,3 +335,42 @@ fn shared_and_mappo_layouts_learn_on_the_gpu() {
         assert_eq!(cpu.train_iteration().unwrap().iteration, iterations + 1);
     }
 }
+
+/// What the GPU trainer does not train yet is a typed error naming the
+/// setting: the agnostic layout, and a team reward over a union of
+/// federations (the CPU mixes it per federation).
+#[test]
+fn the_agnostic_layout_and_union_team_rewards_are_refused_on_the_gpu() {
+    if context().is_none() {
+        return;
+    }
+    let agnostic = PpoConfig {
+        layout: Layout::Agnostic,
+        ..ppo_config(1)
+    };
+    let error = GpuTrainer::new(model(), agnostic, context().unwrap())
+        .err()
+        .expect("agnostic is CPU only");
+    assert!(
+        matches!(&error, TrainError::Config(e) if e.to_string().contains("layout")),
+        "{error:?}"
+    );
+    let union = EnvConfig::with_network(&["node_0 node_1", "node_2 node_3"]);
+    let model = EnvModel::new(&union.build().unwrap()).unwrap();
+    let team = PpoConfig {
+        team_reward: 1.0,
+        ..ppo_config(1)
+    };
+    let error = GpuTrainer::new(model.clone(), team, context().unwrap())
+        .err()
+        .expect("a union's team reward is CPU only");
+    assert!(
+        matches!(&error, TrainError::Config(e) if e.to_string().contains("team_reward")),
+        "{error:?}"
+    );
+    let selfish = PpoConfig {
+        team_reward: 0.0,
+        ..ppo_config(1)
+    };
+    assert!(GpuTrainer::new(model, selfish, context().unwrap()).is_ok());
+}

@@ -229,7 +229,12 @@ fn resume_steps_back_over_truncated_and_corrupt_checkpoints() {
 #[test]
 fn every_layout_learns_and_resumes_exactly() {
     use dfaas_policies::checkpoint;
-    for layout in [Layout::Independent, Layout::Shared, Layout::Mappo] {
+    for layout in [
+        Layout::Independent,
+        Layout::Shared,
+        Layout::Mappo,
+        Layout::Agnostic,
+    ] {
         let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
         let config = PpoConfig {
             layout,

@@ -41,7 +41,7 @@ pub const ENTRY_WIDTH: usize = 16;
 /// (`2 + 2k`), if `len` is such a length.
 #[must_use]
 pub fn degree_of(len: usize) -> Option<usize> {
-    (len >= 2 && len % 2 == 0).then(|| (len - 2) / 2)
+    (len >= 2 && len.is_multiple_of(2)).then(|| (len - 2) / 2)
 }
 
 /// Writes the `2 + k` entry rows (`[local, forward_1..k, reject]`, each

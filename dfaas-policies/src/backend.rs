@@ -285,7 +285,7 @@ impl Backend for CpuBackend {
             }
             .into());
         }
-        if spec.per_entry && spec.obs_dim % spec.action_dim != 0 {
+        if spec.per_entry && !spec.obs_dim.is_multiple_of(spec.action_dim) {
             return Err(ShapeError::Length {
                 field: "obs_dim (a whole number of entry rows)",
                 expected: spec.action_dim * spec.actor_input(),

@@ -80,6 +80,9 @@ impl Components {
     }
 }
 
+/// Each policy's input rows (`[policy]`, then `[row][width]` flat).
+type PolicyRows = Vec<Vec<f32>>;
+
 /// An update operation, queued until [`Engine::finish`].
 #[derive(Debug, Clone, Copy)]
 enum UpdateOp {
@@ -269,7 +272,7 @@ where
         &mut self,
         observations: &[f32],
         learn: bool,
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), BackendError> {
+    ) -> Result<(PolicyRows, PolicyRows), BackendError> {
         let model = self.env.model();
         let (n, ow, width) = (model.num_agents(), model.obs_width(), model.action_width());
         let envs = observations.len() / (n * ow);

@@ -185,16 +185,21 @@ pub trait Backend {
 
     /// Concentrations `[batch][action_dim]` and values `[batch]` for
     /// actor inputs `[batch][obs_dim]` and critic inputs
-    /// `[batch][critic_obs_dim]`.
+    /// `[batch][critic_obs_dim]`. `mask` (`[batch][action_dim]`, 1 = used),
+    /// when given, names the outputs each sample's Dirichlet uses: a
+    /// per-entry actor then scores only those rows, and the others'
+    /// concentrations are unspecified.
     ///
     /// # Errors
     /// [`BackendError::Shape`] naming a slice that does not fit.
+    #[allow(clippy::too_many_arguments)]
     fn act(
         &mut self,
         policy: &Self::Policy,
         obs: &[f32],
         critic_obs: &[f32],
         batch: usize,
+        mask: Option<&[u8]>,
         alpha: &mut [f32],
         values: &mut [f32],
     ) -> Result<(), BackendError>;
@@ -251,6 +256,13 @@ pub struct CpuPolicy {
 #[derive(Debug, Default, Clone)]
 pub struct CpuBackend {
     actor_cache: MlpCache,
+    /// The actor's outputs `[samples][action_dim]` of the last forward.
+    actor_outputs: Vec<f32>,
+    /// Whether the last forward computed only the entry rows a mask marks
+    /// (`used_rows`, their inputs `gathered`) rather than every row.
+    compacted: bool,
+    used_rows: Vec<usize>,
+    gathered: Vec<f32>,
     critic_cache: MlpCache,
     actor_grads: Vec<f32>,
     critic_grads: Vec<f32>,
@@ -269,6 +281,53 @@ impl CpuBackend {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The actor's forward pass over `samples` samples into
+    /// `actor_outputs` (`[samples][action_dim]`). A per-entry actor with a
+    /// `mask` computes only the rows it marks (the padding of agents with
+    /// fewer neighbours is skipped; those outputs are 0).
+    fn actor_forward(
+        &mut self,
+        policy: &CpuPolicy,
+        obs: &[f32],
+        samples: usize,
+        mask: Option<&[u8]>,
+    ) -> Result<(), BackendError> {
+        let spec = &policy.spec;
+        let rows = spec.actor_rows(samples);
+        self.used_rows.clear();
+        self.compacted = false;
+        let (Some(mask), true) = (mask, spec.per_entry) else {
+            policy
+                .actor
+                .forward(&policy.actor_params, obs, rows, &mut self.actor_cache)?;
+            self.actor_outputs.clone_from(&self.actor_cache.output);
+            return Ok(());
+        };
+        length("mask", rows, mask.len())?;
+        let width = spec.actor_input();
+        length("obs", rows * width, obs.len())?;
+        self.compacted = true;
+        self.used_rows
+            .extend((0..rows).filter(|&r| mask[r] != 0));
+        self.gathered.clear();
+        for &r in &self.used_rows {
+            self.gathered
+                .extend_from_slice(&obs[r * width..(r + 1) * width]);
+        }
+        policy.actor.forward(
+            &policy.actor_params,
+            &self.gathered,
+            self.used_rows.len(),
+            &mut self.actor_cache,
+        )?;
+        self.actor_outputs.clear();
+        self.actor_outputs.resize(rows, 0.0);
+        for (&r, &o) in self.used_rows.iter().zip(&self.actor_cache.output) {
+            self.actor_outputs[r] = o;
+        }
+        Ok(())
     }
 }
 
@@ -322,25 +381,21 @@ impl Backend for CpuBackend {
         obs: &[f32],
         critic_obs: &[f32],
         batch: usize,
+        mask: Option<&[u8]>,
         alpha: &mut [f32],
         values: &mut [f32],
     ) -> Result<(), BackendError> {
         let k = policy.spec.action_dim;
         length("alpha", product("alpha", &[batch, k])?, alpha.len())?;
         length("values", batch, values.len())?;
-        policy.actor.forward(
-            &policy.actor_params,
-            obs,
-            policy.spec.actor_rows(batch),
-            &mut self.actor_cache,
-        )?;
+        self.actor_forward(policy, obs, batch, mask)?;
         policy.critic.forward(
             &policy.critic_params,
             critic_obs,
             batch,
             &mut self.critic_cache,
         )?;
-        for (a, &o) in alpha.iter_mut().zip(&self.actor_cache.output) {
+        for (a, &o) in alpha.iter_mut().zip(&self.actor_outputs) {
             *a = softplus(o) + CONCENTRATION_EPSILON;
         }
         values.copy_from_slice(&self.critic_cache.output);
@@ -358,15 +413,14 @@ impl Backend for CpuBackend {
         let mut stats = UpdateStats::default();
 
         // Actor: loss gradient with respect to the network outputs
-        // (`[n][k]` either way: per entry, they are the rows' outputs).
-        policy.actor.forward(
-            &policy.actor_params,
-            mb.obs,
-            policy.spec.actor_rows(n),
-            &mut self.actor_cache,
-        )?;
+        // (`[n][k]` either way: per entry, they are the rows' outputs; the
+        // rows the mask leaves out are not computed).
+        self.actor_forward(policy, mb.obs, n, mb.mask)?;
         let mut d_out = vec![0f32; n * k];
-        let actor = actor_loss_gradient(&self.actor_cache.output, mb, k, c, &mut d_out)?;
+        let actor = actor_loss_gradient(&self.actor_outputs, mb, k, c, &mut d_out)?;
+        if self.compacted {
+            d_out = self.used_rows.iter().map(|&r| d_out[r]).collect();
+        }
         stats.policy_loss = actor.policy_loss;
         stats.entropy = actor.entropy;
         stats.kl = actor.kl;
@@ -744,7 +798,7 @@ mod tests {
         let mut alpha = vec![0f32; n * 3];
         let mut values = vec![0f32; n];
         backend
-            .act(&policy, &obs, &obs, n, &mut alpha, &mut values)
+            .act(&policy, &obs, &obs, n, None, &mut alpha, &mut values)
             .unwrap();
         let mut actions = vec![0f32; n * 3];
         let mut old_log_prob = vec![0f32; n];

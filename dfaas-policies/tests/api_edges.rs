@@ -72,7 +72,7 @@ proptest! {
         let mut backend = CpuBackend::new();
         let mut policy = backend.init_policy(&spec, 1).unwrap();
         let (mut alpha, mut values) = (vec![0f32; alpha_len], vec![0f32; values_len]);
-        let _ = backend.act(&policy, &vec![0.1; obs_len], &vec![0.1; critic_len], batch,
+        let _ = backend.act(&policy, &vec![0.1; obs_len], &vec![0.1; critic_len], batch, None,
                             &mut alpha, &mut values);
         // A minibatch of `n` samples with one slice (`short`) a value short.
         let len = |i: usize, full: usize| if i == short { full.saturating_sub(1) } else { full };
@@ -89,6 +89,42 @@ proptest! {
         let fits = mb.check(&spec).is_ok();
         let result = backend.update(&mut policy, &mb, &c);
         prop_assert_eq!(result.is_ok(), fits);
+        if !fits {
+            prop_assert_eq!(&policy, &before, "a refused update changes nothing");
+        }
+    }
+
+    /// A per-entry actor (the agnostic layout) with masks of any length:
+    /// an error or a value, never a panic; a refused update changes
+    /// nothing, and masked acting fits exactly when the slices do.
+    #[test]
+    fn per_entry_backends_refuse_what_does_not_fit(
+        obs_len in 0usize..80, mask_len in 0usize..30, batch in 0usize..6, n in 0usize..6,
+        used in proptest::collection::vec(any::<bool>(), 18),
+    ) {
+        let spec = PolicySpec {
+            obs_dim: 12, critic_obs_dim: 4, action_dim: 3, per_entry: true, hidden: vec![5],
+            activation: Activation::Tanh, learning_rate: 1e-3,
+        };
+        let mut backend = CpuBackend::new();
+        let mut policy = backend.init_policy(&spec, 2).unwrap();
+        let mask: Vec<u8> = (0..mask_len).map(|i| u8::from(used[i % used.len()])).collect();
+        let (mut alpha, mut values) = (vec![0f32; batch * 3], vec![0f32; batch]);
+        let acted = backend.act(&policy, &vec![0.3; obs_len], &vec![0.1; batch * 4], batch,
+                                Some(&mask), &mut alpha, &mut values);
+        prop_assert_eq!(acted.is_ok(), obs_len == batch * 12 && mask_len == batch * 3);
+        let (obs, critic) = (vec![0.2f32; n * 12], vec![0.2f32; n * 4]);
+        let actions = vec![0.5f32; n * 3];
+        let (logp, adv, ret) = (vec![0f32; n], vec![1f32; n], vec![0f32; n]);
+        let mb = Minibatch { size: n, obs: &obs, critic_obs: &critic, actions: &actions,
+            old_alpha: &actions, old_log_prob: &logp, advantages: &adv, returns: &ret,
+            mask: Some(&mask[..]) };
+        let c = LossCoefficients { clip: 0.2, value_coeff: 0.5, value_clip: None,
+            entropy_coeff: 0.01, kl_coeff: 0.1, max_grad_norm: Some(0.5) };
+        let before = policy.clone();
+        let fits = mb.check(&spec).is_ok();
+        let result = backend.update(&mut policy, &mb, &c);
+        prop_assert_eq!(result.is_ok(), fits, "{:?}", result);
         if !fits {
             prop_assert_eq!(&policy, &before, "a refused update changes nothing");
         }

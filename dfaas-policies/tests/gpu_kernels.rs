@@ -431,7 +431,7 @@ fn softplus_concentrations_match_the_cpu_backend() {
         .collect();
     let (mut cpu_alpha, mut values) = (vec![0f32; rows * k], vec![0f32; rows]);
     backend
-        .act(&policy, &obs, &obs, rows, &mut cpu_alpha, &mut values)
+        .act(&policy, &obs, &obs, rows, None, &mut cpu_alpha, &mut values)
         .unwrap();
     // The logits `act` mapped: the actor's forward pass, the same call.
     let mut cache = MlpCache::default();

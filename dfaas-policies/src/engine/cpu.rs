@@ -250,10 +250,29 @@ where
         alpha: &mut Vec<f32>,
         values: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        alpha.resize(rows * self.specs[p].action_dim, 0.0);
+        let k = self.specs[p].action_dim;
+        alpha.resize(rows * k, 0.0);
         values.resize(rows, 0.0);
-        self.backend
-            .act(&self.policies[p], actor, critic, rows, alpha, values)
+        // Which outputs each row's Dirichlet uses (rows `[env][member]`):
+        // a per-entry actor scores only those.
+        let mask: Option<Vec<u8>> = self.specs[p].per_entry.then(|| {
+            let members = &self.members[p];
+            (0..rows)
+                .flat_map(|row| {
+                    let used = &self.entries[members[row % members.len()]];
+                    (0..k).map(move |j| u8::from(used.contains(&j)))
+                })
+                .collect()
+        });
+        self.backend.act(
+            &self.policies[p],
+            actor,
+            critic,
+            rows,
+            mask.as_deref(),
+            alpha,
+            values,
+        )
     }
 
     /// Actor and critic inputs of every policy for `observations`

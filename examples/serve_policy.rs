@@ -412,11 +412,19 @@ fn main() -> Result<()> {
         .route("/action", post(action).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(app);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // One worker: every task on this thread (no wake-ups across threads);
+    // more: a work-stealing pool of that many.
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

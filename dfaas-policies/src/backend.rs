@@ -309,8 +309,7 @@ impl CpuBackend {
         let width = spec.actor_input();
         length("obs", rows * width, obs.len())?;
         self.compacted = true;
-        self.used_rows
-            .extend((0..rows).filter(|&r| mask[r] != 0));
+        self.used_rows.extend((0..rows).filter(|&r| mask[r] != 0));
         self.gathered.clear();
         for &r in &self.used_rows {
             self.gathered

@@ -169,7 +169,7 @@ fn metadata_that_does_not_fit_names_the_field() {
     let err = load_with(&m, &t).to_string();
     assert_eq!(
         err,
-        "metadata layout: must be independent, shared or mappo, got central"
+        "metadata layout: must be independent, shared, mappo or agnostic, got central"
     );
     let mut m = good.clone();
     m.activation = "gelu".into();

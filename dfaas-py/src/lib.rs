@@ -672,6 +672,38 @@ impl Policy {
         out_shape[last] = self.action_width;
         PyArray1::from_vec(py, out).reshape(out_shape)
     }
+
+    /// The trainer's layout: `independent`, `shared`, `mappo` or
+    /// `agnostic`.
+    #[getter]
+    fn layout(&self) -> &'static str {
+        self.policy.layout().name()
+    }
+
+    /// The deterministic action of a node with any number `k` of
+    /// neighbours, for a policy of the agnostic layout: `observation` is
+    /// the node's own `2 + 2k` values (float32, environment units:
+    /// `[input_rate, prev_input_rate, prev_forward_to_1..k,
+    /// prev_forward_rejects_to_1..k]`), the result its `2 + k` shares
+    /// `[local, forward_1..k, reject]`.
+    fn act_node<'py>(
+        &mut self,
+        py: Python<'py>,
+        observation: numpy::PyReadonlyArray1<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let obs = observation.as_slice()?;
+        let Some(k) = dfaas::infer::agnostic::degree_of(obs.len()) else {
+            return Err(PyValueError::new_err(format!(
+                "observation: {} values, expected 2 + 2k for a node of k neighbours",
+                obs.len()
+            )));
+        };
+        let mut action = vec![0f32; 2 + k];
+        self.policy
+            .act_node(obs, &mut action)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyArray1::from_vec(py, action))
+    }
 }
 
 /// The seed of the evaluation episodes of a run trained with

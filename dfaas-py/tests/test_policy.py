@@ -98,3 +98,37 @@ def test_bad_observations_and_paths_raise(run, tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="policies.safetensors"):
         dfaas.Policy.load(str(broken))
+
+
+def test_an_agnostic_policy_acts_for_any_node(tmp_path):
+    """A 2-iteration agnostic run on the default scenario (nodes of 2
+    neighbours) acts for a node of 5 neighbours and one of none; a policy of
+    another layout refuses with a ValueError."""
+    out = tmp_path / "agnostic"
+    subprocess.run(
+        [example("train_ppo"), "--layout", "agnostic", "--iterations", "2",
+         "--eval-episodes", "1", "--oracle-budget", "100", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    policy = dfaas.Policy.load(str(out))
+    assert policy.layout == "agnostic"
+    wide = np.array([40, 38, 1, 2, 0, 3, 5, 0, 1, 0, 0, 2], dtype=np.float32)
+    action = policy.act_node(wide)
+    assert action.shape == (7,) and action.dtype == np.float32
+    assert math.isclose(float(action.sum()), 1.0, abs_tol=1e-5)
+    assert (action >= 0).all()
+    alone = policy.act_node(np.array([3, 3], dtype=np.float32))
+    assert alone.shape == (2,)
+    with pytest.raises(ValueError, match="2 \\+ 2k"):
+        policy.act_node(np.zeros(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        policy.act_node(np.array([1, np.nan], dtype=np.float32))
+
+
+def test_act_node_needs_the_agnostic_layout(run):
+    policy = dfaas.Policy.load(str(run))
+    assert policy.layout == "independent"
+    with pytest.raises(ValueError, match="agnostic"):
+        policy.act_node(np.array([1, 1, 0, 0, 0, 0], dtype=np.float32))
+

@@ -779,6 +779,37 @@ impl PpoController {
     }
 }
 
+/// Fewest envs per thread worth a copy of the policy (below twice this,
+/// the controller acts on the calling thread).
+const MIN_ENVS_PER_THREAD: usize = 64;
+
+/// `policy`'s deterministic actions for whole envs' rows of `model`
+/// (lengths checked by the caller), row by row.
+fn act_rows(
+    policy: &mut dfaas_infer::Policy,
+    model: &EnvModel,
+    observations: &[f32],
+    actions: &mut [f32],
+) -> Result<(), ControlError> {
+    let agnostic = policy.layout() == dfaas_infer::Layout::Agnostic;
+    let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
+    for (row, (observation, action)) in observations
+        .chunks_exact(ow)
+        .zip(actions.chunks_exact_mut(w))
+        .enumerate()
+    {
+        let a = row % n;
+        let k = model.degree(a);
+        action.fill(0.0);
+        if agnostic {
+            policy.act_node(&observation[..2 + 2 * k], &mut action[..k + 2])?;
+        } else {
+            policy.act(a, observation, &mut action[..k + 2])?;
+        }
+    }
+    Ok(())
+}
+
 impl Controller for PpoController {
     fn name(&self) -> &str {
         "ppo"
@@ -800,23 +831,30 @@ impl Controller for PpoController {
             }
             .into());
         }
-        let agnostic = self.policy.layout() == dfaas_infer::Layout::Agnostic;
         let envs = check_batch(model, observations, actions)?;
-        let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
-        for row in 0..envs * n {
-            let a = row % n;
-            let k = model.degree(a);
-            let action = &mut actions[row * w..(row + 1) * w];
-            action.fill(0.0);
-            let observation = &observations[row * ow..(row + 1) * ow];
-            if agnostic {
-                self.policy
-                    .act_node(&observation[..2 + 2 * k], &mut action[..k + 2])?;
-            } else {
-                self.policy.act(a, observation, &mut action[..k + 2])?;
-            }
+        let (ow, w) = (model.obs_width(), model.action_width());
+        // Large batches: contiguous runs of whole envs on the current rayon
+        // pool's threads, each with its own copy of the policy (its
+        // scratch); every row is computed alone, so the actions do not
+        // depend on the split. The first error in env order is returned.
+        let threads = rayon::current_num_threads().min(envs / MIN_ENVS_PER_THREAD.max(1));
+        if threads < 2 {
+            return act_rows(&mut self.policy, model, observations, actions);
         }
-        Ok(())
+        use rayon::prelude::*;
+        let per_thread = envs.div_ceil(threads);
+        let per_obs = per_thread * model.num_agents() * ow;
+        let per_action = per_thread * model.num_agents() * w;
+        let policy = &self.policy;
+        actions
+            .par_chunks_mut(per_action)
+            .zip(observations.par_chunks(per_obs))
+            .map(|(actions, observations)| {
+                act_rows(&mut policy.clone(), model, observations, actions)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
     }
 }
 
@@ -910,6 +948,57 @@ mod tests {
             }
         }
         actions
+    }
+
+    /// A batch large enough to be split over threads gives the actions
+    /// of the calling thread alone, bit for bit, on 1, 2, 3 and 7 threads
+    /// (a split that leaves a short last run included), and its first
+    /// error in env order.
+    #[test]
+    fn the_controller_acts_alike_on_any_thread_count() {
+        let env_config = dfaas_core::EnvConfig::with_network(&["a b c", "b c", "c d"]);
+        let model = EnvModel::new(&env_config.build().unwrap()).unwrap();
+        let config = PpoConfig {
+            hidden: vec![8],
+            num_envs: 2,
+            rollout_steps: 48,
+            minibatch_size: 96,
+            ..PpoConfig::default()
+        };
+        let mut t = Trainer::new(model, config, crate::backend::CpuBackend::new()).unwrap();
+        t.train_iteration().unwrap();
+        let envs = 301;
+        let mut env = crate::controller::evaluation_env(&env_config, envs, 5).unwrap();
+        let model = env.model().clone();
+        let mut controller = t.controller().unwrap();
+        let on = |threads: usize, obs: &[f32], c: &mut PpoController| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut actions = vec![0f32; envs * model.num_agents() * model.action_width()];
+            let result = pool.install(|| c.act(&model, obs, &mut actions));
+            (result.map_err(|e| e.to_string()), actions)
+        };
+        for _ in 0..5 {
+            let obs = env.observations().to_vec();
+            let (ok, one) = on(1, &obs, &mut controller);
+            ok.unwrap();
+            for threads in [2, 3, 7] {
+                assert_eq!(on(threads, &obs, &mut controller), (Ok(()), one.clone()));
+            }
+            env.step(&one).unwrap();
+        }
+        // A NaN in env 200 and another in env 290: the first is reported.
+        let mut obs = env.observations().to_vec();
+        let per_env = model.num_agents() * model.obs_width();
+        obs[200 * per_env + 1] = f32::NAN;
+        obs[290 * per_env] = f32::NAN;
+        let (one, _) = on(1, &obs, &mut controller);
+        assert!(one.is_err());
+        for threads in [2, 3, 7] {
+            assert_eq!(on(threads, &obs, &mut controller).0, one);
+        }
     }
 
     /// The controller (the inference crate's forward pass) acts as the

@@ -35,8 +35,14 @@ fn env_config() -> EnvConfig {
 
 /// A run folder with one checkpoint of a briefly trained policy.
 fn run_folder(dir: &Path) {
+    run_folder_of(dir, Layout::Independent);
+}
+
+/// As [`run_folder`], the policy of `layout`.
+fn run_folder_of(dir: &Path, layout: Layout) {
     let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
     let config = PpoConfig {
+        layout,
         hidden: vec![16, 16],
         num_envs: 2,
         rollout_steps: 48,
@@ -483,20 +489,12 @@ fn without_a_mapping_nodes_are_the_checkpoints_names() {
 #[test]
 fn an_agnostic_policy_serves_any_node() {
     let dir = tempfile::tempdir().unwrap();
-    let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
-    let config = PpoConfig {
-        layout: Layout::Agnostic,
-        hidden: vec![16, 16],
-        num_envs: 2,
-        rollout_steps: 48,
-        minibatch_size: 96,
-        iterations: 1,
-        ..PpoConfig::default()
-    };
-    let mut trainer = Trainer::new(model, config, CpuBackend::new()).unwrap();
-    trainer.train_iteration().unwrap();
-    checkpoint::save(&trainer, dir.path()).unwrap();
-    let bytes = std::fs::read(dir.path().join("policies.safetensors")).unwrap();
+    run_folder_of(dir.path(), Layout::Agnostic);
+    let checkpoint = dir
+        .path()
+        .join("checkpoints")
+        .join(checkpoint::folder_name(1));
+    let bytes = std::fs::read(checkpoint.join("policies.safetensors")).unwrap();
     let mut policy = Policy::from_safetensors(&bytes).unwrap();
     let server = Server::start(&["--checkpoint", dir.path().to_str().unwrap()]);
     // Seven neighbours (the training nodes had four), named out of order,

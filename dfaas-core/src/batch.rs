@@ -24,6 +24,7 @@
 
 use crate::alloc_prelude::*;
 use crate::error::{ResetError, StepError};
+use crate::lanes::{self, LANES, LaneStep};
 use crate::metrics::StepMetrics;
 use crate::model::EnvModel;
 use crate::resolve::StepResolver;
@@ -42,6 +43,10 @@ struct Scratch {
     resolver: StepResolver,
     /// The step's input rates `[agent]` (for the metrics).
     rates: Vec<u32>,
+    /// The lane step of `LANES` envs, and their input rates `[agent][lane]`
+    /// (empty when the lane step does not apply to the model).
+    lanes: Option<LaneStep>,
+    lane_rates: Vec<[u32; LANES]>,
 }
 
 impl Scratch {
@@ -51,6 +56,8 @@ impl Scratch {
             fractions: vec![0.0; model.action_width],
             resolver: StepResolver::new(model),
             rates: vec![0; model.num_agents],
+            lanes: lanes::applies(model).then(|| LaneStep::new(model)),
+            lane_rates: vec![[0; LANES]; model.num_agents],
         }
     }
 }
@@ -86,6 +93,18 @@ pub struct BatchEnvState {
 /// (`parallel`).
 #[cfg(feature = "parallel")]
 pub const MIN_RUN: usize = 1024;
+
+/// Whether every value is finite (neither NaN nor ±∞): one pass that
+/// vectorises, for the common case. A value is not finite when its
+/// exponent bits are all ones; adding one to the exponent then carries
+/// into the sign bit.
+fn all_finite(values: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let carries = values.iter().fold(0u32, |acc, v| {
+        acc | (v.to_bits() & EXPONENT).wrapping_add(0x0080_0000)
+    });
+    carries & 0x8000_0000 == 0
+}
 
 /// Index and value of the first of `values` above `max`.
 fn first_above(values: impl Iterator<Item = u64>, max: u64) -> Option<(usize, u64)> {
@@ -519,8 +538,15 @@ impl BatchEnv {
         if !self.started {
             return Err(StepError::NeedsReset);
         }
+        // The common case in two passes that vectorise; otherwise find the
+        // first env that cannot step (a non-finite entry may also sit in
+        // the padding, which does not count).
+        let max_steps = self.model.max_steps;
+        if self.steps[envs.clone()].iter().all(|&t| t < max_steps) && all_finite(actions) {
+            return Ok(());
+        }
         for (local, i) in envs.enumerate() {
-            if self.steps[i] >= self.model.max_steps {
+            if self.steps[i] >= max_steps {
                 return Err(StepError::NeedsReset);
             }
             for a in 0..n {
@@ -651,17 +677,89 @@ impl<'a> Envs<'a> {
         scratch: &mut Scratch,
     ) -> Option<StepError> {
         let stride = self.model.num_agents * self.model.action_width;
+        let envs = actions.len() / stride;
+        let lanes = metrics.is_none() && scratch.lanes.is_some();
         let mut first_failure = None;
-        for (i, env_actions) in actions.chunks_exact(stride).enumerate() {
+        let mut i = 0;
+        while i < envs {
+            // `LANES` envs at once when none of them ends its episode.
+            if lanes
+                && i + LANES <= envs
+                && self.steps[i..i + LANES]
+                    .iter()
+                    .all(|&t| t + 1 < self.model.max_steps)
+            {
+                self.step_lanes(i, &actions[i * stride..(i + LANES) * stride], scratch);
+                i += LANES;
+                continue;
+            }
             let m = metrics.as_deref_mut().map(|m| &mut m[i]);
+            let env_actions = &actions[i * stride..(i + 1) * stride];
             if let Err(error) = self.step(i, env_actions, m, scratch) {
                 first_failure.get_or_insert(StepError::AutoReset {
                     env: self.first + i,
                     error,
                 });
             }
+            i += 1;
         }
         first_failure
+    }
+
+    /// One step of the `LANES` envs `first..first + LANES` of the run, none
+    /// of which ends its episode, by the lane step: the same as
+    /// [`Envs::step`] on each.
+    fn step_lanes(&mut self, first: usize, actions: &[f32], sc: &mut Scratch) {
+        let model = self.model;
+        let (n, s, w, ow) = (
+            model.num_agents,
+            model.max_steps,
+            model.action_width,
+            model.obs_width,
+        );
+        let Some(step) = sc.lanes.as_mut() else {
+            return;
+        };
+        for (a, rates) in sc.lane_rates.iter_mut().enumerate() {
+            for (l, rate) in rates.iter_mut().enumerate() {
+                let e = first + l;
+                *rate = self.input_rates[(e * n + a) * s + self.steps[e]];
+            }
+        }
+        step.step(model, actions, &sc.lane_rates);
+        // Back to `[env][agent]` rows, field by field.
+        let env_obs = n * ow;
+        let obs = &mut self.obs[first * env_obs..(first + LANES) * env_obs];
+        let rewards = &mut self.rewards[first * n..(first + LANES) * n];
+        let now: [usize; LANES] = core::array::from_fn(|l| self.steps[first + l]);
+        for (a, &k) in model.degrees.iter().enumerate() {
+            let row = a * ow;
+            let rate = &sc.lane_rates[a];
+            for l in 0..LANES {
+                let e = first + l;
+                let next = self.input_rates[(e * n + a) * s + now[l] + 1];
+                obs[l * env_obs + row] = next as f32;
+                obs[l * env_obs + row + 1] = rate[l] as f32;
+                rewards[l * n + a] = step.rewards[a][l];
+            }
+            let counts = &step.counts[a * w + 1..a * w + 1 + k];
+            let rejects = &step.rejects[a * w + 1..a * w + 1 + k];
+            for (j, (c, r)) in counts.iter().zip(rejects).enumerate() {
+                // Counts are at most MAX_INPUT_RATE: exact through i32.
+                let (c, r) = (c.map(|v| v as i32 as f32), r.map(|v| v as i32 as f32));
+                for l in 0..LANES {
+                    obs[l * env_obs + row + 2 + j] = c[l];
+                    obs[l * env_obs + row + 2 + k + j] = r[l];
+                }
+            }
+        }
+        for (t, done) in self.steps[first..first + LANES]
+            .iter_mut()
+            .zip(&mut self.dones[first..first + LANES])
+        {
+            *t += 1;
+            *done = false;
+        }
     }
 
     /// Resets env `i` of the run (see [`BatchEnv::reset_env`]).
@@ -787,21 +885,26 @@ impl<'a> Envs<'a> {
     /// of `prev`. After the last step `t == prev`: the terminal
     /// observation repeats the last input rate.
     fn write_observation(&mut self, i: usize, t: usize, prev: usize, sc: &Scratch) {
+        let model = self.model;
         let (n, s, w, ow) = (
-            self.model.num_agents,
-            self.model.max_steps,
-            self.model.action_width,
-            self.model.obs_width,
+            model.num_agents,
+            model.max_steps,
+            model.action_width,
+            model.obs_width,
         );
-        for a in 0..n {
-            let k = self.model.degrees[a];
-            let row = &mut self.obs[(i * n + a) * ow..(i * n + a + 1) * ow];
-            let trace = &self.input_rates[(i * n + a) * s..(i * n + a + 1) * s];
-            row[0] = trace[t] as f32;
-            row[1] = trace[prev] as f32;
-            for j in 1..=k {
-                row[1 + j] = sc.counts[a * w + j] as f32;
-                row[1 + k + j] = sc.resolver.rejects()[a * w + j] as f32;
+        let obs = &mut self.obs[i * n * ow..(i + 1) * n * ow];
+        let traces = &self.input_rates[i * n * s..(i + 1) * n * s];
+        let rejects = sc.resolver.rejects();
+        for (a, &k) in model.degrees.iter().enumerate() {
+            let (rates, row) = obs[a * ow..a * ow + 2 + 2 * k].split_at_mut(2);
+            rates[0] = traces[a * s + t] as f32;
+            rates[1] = traces[a * s + prev] as f32;
+            let (forwards, forward_rejects) = row.split_at_mut(k);
+            let counts = &sc.counts[a * w + 1..a * w + 1 + k];
+            let rejects = &rejects[a * w + 1..a * w + 1 + k];
+            for j in 0..k {
+                forwards[j] = counts[j] as f32;
+                forward_rejects[j] = rejects[j] as f32;
             }
         }
     }

@@ -66,6 +66,7 @@ mod error;
 pub mod input_rate;
 #[cfg(feature = "std")]
 pub mod io;
+mod lanes;
 mod metrics;
 mod model;
 pub mod perfmodel;

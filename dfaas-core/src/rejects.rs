@@ -168,12 +168,13 @@ pub(crate) fn distribute_exact_unchecked(
     rejects: u32,
     out: &mut [u32],
 ) {
-    out.fill(0);
     if rejects == 0 || total == 0 {
+        out.fill(0);
         return;
     }
-    // Remainders of `entry·Q / T`; −1 marks an entry already raised.
-    let mut remainders = [0i64; MAX_LIST];
+    // Remainders of `entry·Q / T`, below T: they fit in 32 bits.
+    let mut remainders = [0u32; MAX_LIST];
+    let remainders = &mut remainders[..incoming.len()];
     let mut given = 0u32;
     if total <= u32::from(u16::MAX) {
         // entry·Q <= T² fits in 32 bits: the cheaper division.
@@ -181,7 +182,7 @@ pub(crate) fn distribute_exact_unchecked(
             let product = e * rejects;
             let share = product / total;
             *o = share;
-            *r = i64::from(product - share * total);
+            *r = product - share * total;
             given += share;
         }
     } else {
@@ -190,26 +191,37 @@ pub(crate) fn distribute_exact_unchecked(
             let product = u64::from(e) * q;
             let share = product / t;
             *o = share as u32;
-            *r = (product - share * t) as i64;
+            *r = (product - share * t) as u32;
             given += share as u32;
         }
     }
     // The `Q − given` entries first in stable descending order of their
-    // remainders get one more each (there are fewer of them than entries,
-    // since every remainder is below T).
-    let remainders = &mut remainders[..incoming.len()];
-    for _ in given..rejects {
-        let (mut best, mut best_value) = (0, remainders[0]);
-        for (i, &r) in remainders.iter().enumerate().skip(1) {
-            if r > best_value {
-                (best, best_value) = (i, r);
+    // remainders get one more each. The remainders are below T and sum to
+    // (Q − given)·T, so more than Q − given of them are positive: 0 can
+    // mark an entry already raised.
+    raise_largest(remainders, (rejects - given) as usize, 0, out);
+}
+
+/// The largest-remainder rule's last step: adds 1 to `out[i]` for each of
+/// the first `extra` entries in stable descending order of `keys` (larger
+/// first, ties to the lower index), marking each with `taken`, a key that
+/// none of them has and that no entry still to raise is below.
+#[inline]
+pub(crate) fn raise_largest<K: PartialOrd + Copy>(
+    keys: &mut [K],
+    extra: usize,
+    taken: K,
+    out: &mut [u32],
+) {
+    for _ in 0..extra {
+        let (mut best, mut best_key) = (0, keys[0]);
+        for (i, &key) in keys.iter().enumerate().skip(1) {
+            if key > best_key {
+                (best, best_key) = (i, key);
             }
         }
-        if best_value < 0 {
-            break;
-        }
         out[best] += 1;
-        remainders[best] = -1;
+        keys[best] = taken;
     }
 }
 

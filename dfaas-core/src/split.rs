@@ -27,7 +27,7 @@
 //! vectors).
 
 use crate::input_rate::MAX_INPUT_RATE;
-use crate::rejects::distribute_exact_unchecked;
+use crate::rejects::{distribute_exact_unchecked, raise_largest};
 use core::fmt;
 
 /// Largest number of action entries [`split_requests`] handles without
@@ -121,53 +121,80 @@ pub fn split_requests(action: &[f32], rate: u32, counts: &mut [u32]) -> Result<(
     Ok(())
 }
 
+/// Lanes of the per-env split's vector pass (one SSE or NEON register of
+/// f32).
+const LANES: usize = 4;
+
+/// 2²³: below it, `x + 2²³ − 2²³` rounds `x` to an integer, and the bits
+/// of `2²³ + i` minus those of 2²³ are the integer `i`.
+const TWO_23: f32 = 8_388_608.0;
+
+/// Truncated products and their fractional parts of `L` action entries
+/// `p` with their rates `r` (each entry clamped to [0, 1], so `0 <= p·r <=
+/// r <= MAX_INPUT_RATE < 2²³`): the same as `p·r as u32` and `p·r − (p·r
+/// as u32) as f32`, without a scalar conversion per lane.
+#[inline(always)]
+pub(crate) fn split_lanes<const L: usize>(p: [f32; L], r: [f32; L]) -> ([u32; L], [f32; L]) {
+    let mut whole = [0u32; L];
+    let mut fraction = [0f32; L];
+    for j in 0..L {
+        let product = p[j].clamp(0.0, 1.0) * r[j];
+        let nearest = (product + TWO_23) - TWO_23;
+        let floor = if nearest > product {
+            nearest - 1.0
+        } else {
+            nearest
+        };
+        whole[j] = (floor + TWO_23).to_bits() - TWO_23.to_bits();
+        fraction[j] = product - floor;
+    }
+    (whole, fraction)
+}
+
 /// [`split_requests`] for an input already checked (finite action of at
 /// most [`MAX_ACTIONS`] entries, `counts` and the caller's scratch
 /// `fractions` as long as `action`, `rate <= MAX_INPUT_RATE`).
 pub(crate) fn split_finite(action: &[f32], rate: u32, counts: &mut [u32], fractions: &mut [f32]) {
     let n = action.len();
     let r = rate as f32;
-    let mut assigned: u64 = 0;
-    for ((&p, c), f) in action
-        .iter()
-        .zip(counts.iter_mut())
-        .zip(fractions.iter_mut())
-    {
-        let product = p.clamp(0.0, 1.0) * r;
-        let whole = product as u32; // truncation toward zero
-        *c = whole;
-        *f = product - whole as f32;
-        assigned += u64::from(whole);
+    let mut assigned = 0u32;
+    let mut chunks = action.chunks_exact(LANES);
+    let mut start = 0;
+    for chunk in chunks.by_ref() {
+        let (whole, fraction) = split_lanes(chunk.try_into().unwrap_or([0.0; LANES]), [r; LANES]);
+        counts[start..start + LANES].copy_from_slice(&whole);
+        fractions[start..start + LANES].copy_from_slice(&fraction);
+        assigned += whole.iter().sum::<u32>();
+        start += LANES;
     }
-    let rate64 = u64::from(rate);
-    if assigned > rate64 {
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut padded = [0f32; LANES];
+        padded[..tail.len()].copy_from_slice(tail);
+        let (whole, fraction) = split_lanes(padded, [r; LANES]);
+        counts[start..].copy_from_slice(&whole[..tail.len()]);
+        fractions[start..].copy_from_slice(&fraction[..tail.len()]);
+        assigned += whole.iter().sum::<u32>();
+    }
+    if assigned > rate {
         let mut truncated = [0u32; MAX_ACTIONS];
         truncated[..n].copy_from_slice(counts);
-        distribute_exact_unchecked(&truncated[..n], assigned as u32, rate, counts);
+        distribute_exact_unchecked(&truncated[..n], assigned, rate, counts);
         return;
     }
-    let remaining = rate64 - assigned;
+    let remaining = rate - assigned;
     if remaining == 0 || n == 0 {
         return;
     }
-    let full_rounds = (remaining / n as u64) as u32;
+    let full_rounds = remaining / n as u32;
     if full_rounds > 0 {
         for c in counts.iter_mut() {
             *c += full_rounds;
         }
     }
     // The first `remaining mod n` entries in stable descending order of the
-    // fractional parts get one more; −1 marks an entry already served.
-    for _ in 0..remaining % n as u64 {
-        let (mut best, mut best_value) = (0, fractions[0]);
-        for (j, &f) in fractions.iter().enumerate().skip(1) {
-            if f > best_value {
-                (best, best_value) = (j, f);
-            }
-        }
-        counts[best] += 1;
-        fractions[best] = -1.0;
-    }
+    // fractional parts get one more.
+    raise_largest(fractions, (remaining % n as u32) as usize, -1.0, counts);
 }
 
 #[cfg(test)]

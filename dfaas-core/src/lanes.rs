@@ -1,0 +1,407 @@
+//! Steps 1–5 of [`LANES`] envs at once, each value of the step held as
+//! one lane of a `[_; LANES]` array, so that the split, the reject
+//! distribution and the rewards run as straight-line loops over lanes that
+//! the compiler turns into SIMD, with no branch that depends on the data.
+//!
+//! It is the fast path of [`crate::BatchEnv`]'s plain step and gives, bit
+//! for bit, what the per-env step ([`crate::split`], [`crate::resolve`])
+//! gives, which stays the definition (and the path of the per-step
+//! metrics, the reference's reject arithmetic, the served reward and
+//! nodes of more than [`MAX_DEGREE`] neighbours). The tests compare the
+//! two on random and off-simplex actions.
+//!
+//! Two facts make it branch-free:
+//! * the largest-remainder rule gives one more to entry `j` exactly when
+//!   fewer than `extra` entries precede it in stable descending order,
+//!   `Σ_{i<j} [f_i ≥ f_j] + Σ_{i>j} [f_i > f_j]`: a rank from
+//!   comparisons instead of repeated selections;
+//! * a node's zero forwards may stay in its incoming list: under the exact
+//!   rule an entry of 0 gets a share of 0 and a remainder of 0, and is
+//!   never raised (more than `extra` remainders are positive), so each
+//!   node's list has the same length in every env.
+//!
+//! A lane whose split is off the simplex's common case (truncated products
+//! summing above the rate, or a remainder of at least the entry count) is
+//! split again by the per-env rule.
+
+use crate::RejectArithmetic;
+use crate::alloc_prelude::*;
+use crate::model::EnvModel;
+use crate::reward::RewardKind;
+use crate::split::{split_finite, split_lanes};
+
+/// Envs stepped together.
+pub(crate) const LANES: usize = 8;
+
+/// Largest degree the lane step handles (an agent's action then has at
+/// most 8 entries, a node's list at most 7).
+pub(crate) const MAX_DEGREE: usize = 6;
+
+type Lanes<T> = [T; LANES];
+
+/// Whether the lane step computes `model`'s plain step (exact reject
+/// arithmetic, the reference reward, degrees up to [`MAX_DEGREE`]).
+pub(crate) fn applies(model: &EnvModel) -> bool {
+    model.reject_arithmetic == RejectArithmetic::Exact
+        && model.reward == RewardKind::Reference
+        && model.degrees.iter().all(|&k| k <= MAX_DEGREE)
+}
+
+/// The lane step's values, `[agent][action_width]` lanes (padding 0).
+#[derive(Debug, Clone)]
+pub(crate) struct LaneStep {
+    /// Split counts.
+    pub(crate) counts: Vec<Lanes<u32>>,
+    /// Rejects: entry 0 of the local requests at the agent's node, entry
+    /// `j` of its forward to neighbour `j` there.
+    pub(crate) rejects: Vec<Lanes<u32>>,
+    /// Each agent's reward, `[agent]`.
+    pub(crate) rewards: Vec<Lanes<f32>>,
+}
+
+impl LaneStep {
+    pub(crate) fn new(model: &EnvModel) -> Self {
+        let slots = model.num_agents * model.action_width;
+        Self {
+            counts: vec![[0; LANES]; slots],
+            rejects: vec![[0; LANES]; slots],
+            rewards: vec![[0.0; LANES]; model.num_agents],
+        }
+    }
+
+    /// Steps 1–5 of `LANES` envs of `model` (one it [`applies`] to) with
+    /// their actions `[lane][agent][action_width]` (finite) and input rates
+    /// `rates[agent][lane]` (at most the model's largest).
+    pub(crate) fn step(&mut self, model: &EnvModel, actions: &[f32], rates: &[Lanes<u32>]) {
+        let (n, w) = (model.num_agents, model.action_width);
+        for (a, &rate) in rates.iter().enumerate() {
+            self.split(model, a, &actions[a * w..], rate);
+        }
+        for node in 0..n {
+            self.resolve_node(model, node);
+        }
+        for (a, &rate) in rates.iter().enumerate() {
+            let k = model.degrees[a];
+            let row = &self.counts[a * w..a * w + k + 2];
+            let lost = &self.rejects[a * w..a * w + k + 1];
+            let mut numerator = [0i32; LANES];
+            for (c, r) in row[..=k].iter().zip(lost) {
+                for l in 0..LANES {
+                    numerator[l] += c[l] as i32 - r[l] as i32;
+                }
+            }
+            let reward = &mut self.rewards[a];
+            for l in 0..LANES {
+                let served = numerator[l] - row[k + 1][l] as i32;
+                reward[l] = if rate[l] == 0 {
+                    0.0
+                } else {
+                    served as f32 / rate[l] as f32
+                };
+            }
+        }
+    }
+
+    /// Splits agent `a`'s `rate` by its actions (`actions[l·n·w + j]` the
+    /// entry `j` of lane `l`).
+    // Out of line, as `resolve_node`: inlined into the step, they spill
+    // more registers than the call costs.
+    #[inline(never)]
+    fn split(&mut self, model: &EnvModel, a: usize, actions: &[f32], rate: Lanes<u32>) {
+        let (n, w) = (model.num_agents, model.action_width);
+        let m = model.degrees[a] + 2;
+        let r = rate.map(|v| v as f32);
+        let mut fractions = [[0f32; LANES]; MAX_DEGREE + 2];
+        let counts = &mut self.counts[a * w..a * w + m];
+        let mut assigned = [0u32; LANES];
+        for (j, (count, fraction)) in counts.iter_mut().zip(&mut fractions).enumerate() {
+            let p: Lanes<f32> = core::array::from_fn(|l| actions[l * n * w + j]);
+            (*count, *fraction) = split_lanes(p, r);
+            for l in 0..LANES {
+                assigned[l] += count[l];
+            }
+        }
+        // What is left to hand out; a lane off the common case is split
+        // again by the per-env rule and hands out nothing here.
+        let mut remaining = [0u32; LANES];
+        let mut uncommon = false;
+        for l in 0..LANES {
+            let left = rate[l].wrapping_sub(assigned[l]);
+            let common = assigned[l] <= rate[l] && (left as usize) < m;
+            remaining[l] = if common { left } else { 0 };
+            uncommon |= !common;
+        }
+        if uncommon {
+            for l in 0..LANES {
+                let left = rate[l].wrapping_sub(assigned[l]);
+                if assigned[l] <= rate[l] && (left as usize) < m {
+                    continue;
+                }
+                let mut lane_counts = [0u32; MAX_DEGREE + 2];
+                let mut lane_fractions = [0f32; MAX_DEGREE + 2];
+                split_finite(
+                    &actions[l * n * w..l * n * w + m],
+                    rate[l],
+                    &mut lane_counts[..m],
+                    &mut lane_fractions[..m],
+                );
+                for (count, &c) in counts.iter_mut().zip(&lane_counts) {
+                    count[l] = c;
+                }
+            }
+        }
+        raise_ranked(&fractions[..m], remaining, counts);
+    }
+
+    /// A node's incoming list (its local count, then the forwards it
+    /// receives, zeros included), its rejects from the performance table
+    /// and their exact distribution over the list.
+    #[inline(never)]
+    fn resolve_node(&mut self, model: &EnvModel, node: usize) {
+        let w = model.action_width;
+        let mut slots = [0usize; MAX_DEGREE + 1];
+        slots[0] = node * w;
+        let edges = model.in_offsets[node]..model.in_offsets[node + 1];
+        let len = 1 + edges.len();
+        for (slot, e) in slots[1..].iter_mut().zip(edges) {
+            *slot = model.in_senders[e] * w + model.in_action_index[e];
+        }
+        let slots = &slots[..len];
+        let mut list = [[0u32; LANES]; MAX_DEGREE + 1];
+        let mut total = [0u32; LANES];
+        for (entry, &slot) in list.iter_mut().zip(slots) {
+            *entry = self.counts[slot];
+            for l in 0..LANES {
+                total[l] += entry[l];
+            }
+        }
+        let table = model.tables[model.table_of[node]].rejects();
+        let rejects: Lanes<u32> = total.map(|t| table[t as usize]);
+        // Shares ⌊entry·Q / T⌋ and remainders entry·Q mod T (below T <=
+        // 2²⁰·(1 + degree) < 2³¹: i32 compares the cheapest).
+        let mut shares = [[0u32; LANES]; MAX_DEGREE + 1];
+        let mut remainders = [[0i32; LANES]; MAX_DEGREE + 1];
+        let mut given = [0u32; LANES];
+        for l in 0..LANES {
+            let (q, t) = (rejects[l], total[l]);
+            if q == 0 {
+                continue;
+            }
+            for i in 0..len {
+                let product = u64::from(list[i][l]) * u64::from(q);
+                let share = if t <= u32::from(u16::MAX) {
+                    // entry·Q <= T² fits in 32 bits: the cheaper division.
+                    (product as u32 / t) as u64
+                } else {
+                    product / u64::from(t)
+                };
+                shares[i][l] = share as u32;
+                remainders[i][l] = (product - share * u64::from(t)) as i32;
+                given[l] += share as u32;
+            }
+        }
+        let extra: Lanes<u32> = core::array::from_fn(|l| rejects[l] - given[l]);
+        raise_ranked(&remainders[..len], extra, &mut shares[..len]);
+        for (share, &slot) in shares.iter().zip(slots) {
+            self.rejects[slot] = *share;
+        }
+    }
+}
+
+/// Adds 1 to `out[j]` in each lane `l` where fewer than `extra[l]` entries
+/// precede entry `j` in stable descending order of `keys` (larger first,
+/// ties to the lower index): the largest-remainder rule's last step.
+#[inline(always)]
+fn raise_ranked<K: PartialOrd + Copy>(
+    keys: &[Lanes<K>],
+    extra: Lanes<u32>,
+    out: &mut [Lanes<u32>],
+) {
+    for (j, (key, o)) in keys.iter().zip(out.iter_mut()).enumerate() {
+        let mut before = [0u32; LANES];
+        for other in &keys[..j] {
+            for l in 0..LANES {
+                before[l] += u32::from(other[l] >= key[l]);
+            }
+        }
+        for other in &keys[j + 1..] {
+            for l in 0..LANES {
+                before[l] += u32::from(other[l] > key[l]);
+            }
+        }
+        for l in 0..LANES {
+            o[l] += u32::from(before[l] < extra[l]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EnvConfig, NetworkGenerator};
+    use crate::rng::{Xoshiro128PlusPlus, seeded, uniform01};
+    use crate::{BatchEnv, StepMetrics};
+    use alloc::collections::BTreeMap;
+
+    /// Actions of every kind a step accepts, row by row: points of the
+    /// simplex, entries below 0 and above 1, sums far above and below 1,
+    /// all zeros; NaN in the padding (which does not count).
+    fn actions(model: &EnvModel, envs: usize, rng: &mut Xoshiro128PlusPlus) -> Vec<f32> {
+        let (n, w) = (model.num_agents, model.action_width);
+        let mut actions = vec![f32::NAN; envs * n * w];
+        for (i, row) in actions.chunks_exact_mut(w).enumerate() {
+            let m = model.degrees[i % n] + 2;
+            let kind = (uniform01(rng) * 10.0) as u32;
+            let draws: Vec<f32> = (0..m).map(|_| uniform01(rng) as f32).collect();
+            let sum: f32 = draws.iter().sum();
+            for (p, &d) in row[..m].iter_mut().zip(&draws) {
+                *p = match kind {
+                    0 => d * 3.0 - 1.0,
+                    1 => d * 2.0,
+                    2 => d * 0.2,
+                    3 => 0.0,
+                    4 => (d * 4.0).floor() / 4.0,
+                    _ => d / sum,
+                };
+            }
+        }
+        actions
+    }
+
+    /// Steps two batches of `config` alike, one with the plain step (the
+    /// lane step where it applies) and one with the per-step metrics (the
+    /// per-env step), and finds every state, reward, done and terminal
+    /// observation equal at every step; some envs are reset mid-episode so
+    /// that envs are at different steps. Returns whether the lane step
+    /// applies.
+    fn lanes_equal_per_env_steps(config: EnvConfig, envs: usize, steps: usize) -> bool {
+        let model = EnvModel::new(&config.build().unwrap()).unwrap();
+        let mut plain = BatchEnv::new(model.clone(), envs).unwrap();
+        let mut recorded = BatchEnv::new(model.clone(), envs).unwrap();
+        plain.reset(17).unwrap();
+        recorded.reset(17).unwrap();
+        let mut metrics = vec![StepMetrics::new(&model); envs];
+        let mut rng = seeded(5);
+        for step in 0..steps {
+            if step % 7 == 3 {
+                let i = (uniform01(&mut rng) * envs as f64) as usize;
+                plain.reset_env(i, None, Some(step as u32)).unwrap();
+                recorded.reset_env(i, None, Some(step as u32)).unwrap();
+            }
+            let a = actions(&model, envs, &mut rng);
+            plain.step(&a).unwrap();
+            recorded.step_with_metrics(&a, &mut metrics).unwrap();
+            assert_eq!(plain.state(), recorded.state(), "step {step}");
+            assert_eq!(
+                plain.final_observations(),
+                recorded.final_observations(),
+                "step {step}"
+            );
+        }
+        applies(&model)
+    }
+
+    fn with_steps(network: &[&str], max_steps: i64) -> EnvConfig {
+        EnvConfig {
+            max_steps,
+            ..EnvConfig::with_network(network)
+        }
+    }
+
+    #[test]
+    fn lane_steps_equal_per_env_steps_on_the_reference_topologies() {
+        let three = ["node_0 node_1 node_2", "node_1 node_2"];
+        let five = [
+            "node_0 node_1 node_2",
+            "node_3 node_2 node_0",
+            "node_1 node_4",
+        ];
+        // 37 envs: four lane blocks and a tail of 5; 23-step episodes end
+        // inside the run.
+        for network in [&["node_0 node_1"][..], &three, &five] {
+            assert!(lanes_equal_per_env_steps(with_steps(network, 23), 37, 60));
+        }
+        // The seconds regime's default episodes (rejects at nearly every
+        // step), across one episode end.
+        assert!(lanes_equal_per_env_steps(
+            EnvConfig::with_network(&three),
+            16,
+            300
+        ));
+    }
+
+    #[test]
+    fn lane_steps_equal_per_env_steps_on_generated_federations() {
+        for (generator, lanes) in [
+            (NetworkGenerator::Ring { nodes: 20 }, true),
+            (NetworkGenerator::Grid { rows: 3, cols: 4 }, true),
+            (
+                NetworkGenerator::StarOfStars {
+                    hubs: 2,
+                    leaves_per_hub: 9,
+                    hub_links: Default::default(),
+                },
+                false,
+            ),
+        ] {
+            let config = EnvConfig {
+                network_generator: Some(generator),
+                max_steps: 30,
+                node_ram_gb_range: Some(vec![1.0, 6.0]),
+                ..EnvConfig::default()
+            };
+            assert_eq!(lanes_equal_per_env_steps(config, 24, 40), lanes);
+        }
+    }
+
+    /// Static traces up to the largest rate: totals above 2¹⁶ take the
+    /// 64-bit shares, and zero rates give reward 0.
+    #[test]
+    fn lane_steps_equal_per_env_steps_at_large_and_zero_rates() {
+        let names = ["node_0", "node_1", "node_2"];
+        let rates = [
+            0i64,
+            1,
+            7,
+            150,
+            40_000,
+            1 << 19,
+            i64::from(crate::input_rate::MAX_INPUT_RATE),
+        ];
+        let traces: BTreeMap<String, Vec<i64>> = names
+            .iter()
+            .enumerate()
+            .map(|(a, name)| {
+                let trace = (0..20).map(|t| rates[(a * 3 + t) % rates.len()]).collect();
+                (name.to_string(), trace)
+            })
+            .collect();
+        let config = EnvConfig {
+            input_rate_method: "static".into(),
+            input_rate_trace: Some(traces),
+            ..with_steps(&["node_0 node_1 node_2", "node_1 node_2"], 20)
+        };
+        assert!(lanes_equal_per_env_steps(config, 16, 45));
+    }
+
+    /// The rank rule is the selection rule: on lists with many ties, the
+    /// lanes' raise equals repeated first-largest selection, by hand.
+    #[test]
+    fn ranks_raise_what_repeated_selection_raises() {
+        let keys: [u32; 5] = [3, 7, 7, 0, 3];
+        // Stable descending order: 1, 2, 0, 4, 3.
+        for (extra, expected) in [
+            (0, [0, 0, 0, 0, 0]),
+            (1, [0, 1, 0, 0, 0]),
+            (2, [0, 1, 1, 0, 0]),
+            (3, [1, 1, 1, 0, 0]),
+            (4, [1, 1, 1, 0, 1]),
+        ] {
+            let lanes: Vec<Lanes<u32>> = keys.iter().map(|&k| [k; LANES]).collect();
+            let mut out = vec![[0u32; LANES]; keys.len()];
+            raise_ranked(&lanes, [extra; LANES], &mut out);
+            let got: Vec<u32> = out.iter().map(|o| o[3]).collect();
+            assert_eq!(got, expected, "extra {extra}");
+        }
+    }
+}

@@ -46,7 +46,7 @@ struct Scratch {
     /// The lane step of `LANES` envs, and their input rates `[agent][lane]`
     /// (empty when the lane step does not apply to the model).
     lanes: Option<LaneStep>,
-    lane_rates: Vec<[u32; LANES]>,
+    lane_rates: Vec<wide::i32x8>,
 }
 
 impl Scratch {
@@ -57,7 +57,7 @@ impl Scratch {
             resolver: StepResolver::new(model),
             rates: vec![0; model.num_agents],
             lanes: lanes::applies(model).then(|| LaneStep::new(model)),
-            lane_rates: vec![[0; LANES]; model.num_agents],
+            lane_rates: vec![wide::i32x8::ZERO; model.num_agents],
         }
     }
 }
@@ -721,9 +721,10 @@ impl<'a> Envs<'a> {
             return;
         };
         for (a, rates) in sc.lane_rates.iter_mut().enumerate() {
-            for (l, rate) in rates.iter_mut().enumerate() {
+            for (l, rate) in rates.as_mut_array().iter_mut().enumerate() {
                 let e = first + l;
-                *rate = self.input_rates[(e * n + a) * s + self.steps[e]];
+                // At most MAX_INPUT_RATE < 2³¹.
+                *rate = self.input_rates[(e * n + a) * s + self.steps[e]] as i32;
             }
         }
         step.step(model, actions, &sc.lane_rates);
@@ -734,19 +735,19 @@ impl<'a> Envs<'a> {
         let now: [usize; LANES] = core::array::from_fn(|l| self.steps[first + l]);
         for (a, &k) in model.degrees.iter().enumerate() {
             let row = a * ow;
-            let rate = &sc.lane_rates[a];
+            let rate = sc.lane_rates[a].as_array();
+            let reward = step.rewards[a].as_array();
             for l in 0..LANES {
                 let e = first + l;
                 let next = self.input_rates[(e * n + a) * s + now[l] + 1];
                 obs[l * env_obs + row] = next as f32;
                 obs[l * env_obs + row + 1] = rate[l] as f32;
-                rewards[l * n + a] = step.rewards[a][l];
+                rewards[l * n + a] = reward[l];
             }
             let counts = &step.counts[a * w + 1..a * w + 1 + k];
             let rejects = &step.rejects[a * w + 1..a * w + 1 + k];
             for (j, (c, r)) in counts.iter().zip(rejects).enumerate() {
-                // Counts are at most MAX_INPUT_RATE: exact through i32.
-                let (c, r) = (c.map(|v| v as i32 as f32), r.map(|v| v as i32 as f32));
+                let (c, r) = (c.round_float().to_array(), r.round_float().to_array());
                 for l in 0..LANES {
                     obs[l * env_obs + row + 2 + j] = c[l];
                     obs[l * env_obs + row + 2 + k + j] = r[l];

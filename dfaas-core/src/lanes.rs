@@ -28,7 +28,8 @@ use crate::RejectArithmetic;
 use crate::alloc_prelude::*;
 use crate::model::EnvModel;
 use crate::reward::RewardKind;
-use crate::split::{split_finite, split_lanes};
+use crate::split::split_finite;
+use wide::{f32x8, i32x8};
 
 /// Envs stepped together.
 pub(crate) const LANES: usize = 8;
@@ -37,7 +38,8 @@ pub(crate) const LANES: usize = 8;
 /// most 8 entries, a node's list at most 7).
 pub(crate) const MAX_DEGREE: usize = 6;
 
-type Lanes<T> = [T; LANES];
+/// Totals below this take the f32 shares (`T² + T < 2²⁴`).
+const SMALL_TOTAL: i32 = 4096;
 
 /// Whether the lane step computes `model`'s plain step (exact reject
 /// arithmetic, the reference reward, degrees up to [`MAX_DEGREE`]).
@@ -47,32 +49,33 @@ pub(crate) fn applies(model: &EnvModel) -> bool {
         && model.degrees.iter().all(|&k| k <= MAX_DEGREE)
 }
 
-/// The lane step's values, `[agent][action_width]` lanes (padding 0).
+/// The lane step's values, `[agent][action_width]` (padding 0). Every
+/// count is at most `MAX_INPUT_RATE` < 2³¹, so lanes hold them as i32.
 #[derive(Debug, Clone)]
 pub(crate) struct LaneStep {
     /// Split counts.
-    pub(crate) counts: Vec<Lanes<u32>>,
+    pub(crate) counts: Vec<i32x8>,
     /// Rejects: entry 0 of the local requests at the agent's node, entry
     /// `j` of its forward to neighbour `j` there.
-    pub(crate) rejects: Vec<Lanes<u32>>,
+    pub(crate) rejects: Vec<i32x8>,
     /// Each agent's reward, `[agent]`.
-    pub(crate) rewards: Vec<Lanes<f32>>,
+    pub(crate) rewards: Vec<f32x8>,
 }
 
 impl LaneStep {
     pub(crate) fn new(model: &EnvModel) -> Self {
         let slots = model.num_agents * model.action_width;
         Self {
-            counts: vec![[0; LANES]; slots],
-            rejects: vec![[0; LANES]; slots],
-            rewards: vec![[0.0; LANES]; model.num_agents],
+            counts: vec![i32x8::ZERO; slots],
+            rejects: vec![i32x8::ZERO; slots],
+            rewards: vec![f32x8::ZERO; model.num_agents],
         }
     }
 
     /// Steps 1–5 of `LANES` envs of `model` (one it [`applies`] to) with
     /// their actions `[lane][agent][action_width]` (finite) and input rates
-    /// `rates[agent][lane]` (at most the model's largest).
-    pub(crate) fn step(&mut self, model: &EnvModel, actions: &[f32], rates: &[Lanes<u32>]) {
+    /// `rates[agent]` (at most the model's largest).
+    pub(crate) fn step(&mut self, model: &EnvModel, actions: &[f32], rates: &[i32x8]) {
         let (n, w) = (model.num_agents, model.action_width);
         for (a, &rate) in rates.iter().enumerate() {
             self.split(model, a, &actions[a * w..], rate);
@@ -84,21 +87,15 @@ impl LaneStep {
             let k = model.degrees[a];
             let row = &self.counts[a * w..a * w + k + 2];
             let lost = &self.rejects[a * w..a * w + k + 1];
-            let mut numerator = [0i32; LANES];
-            for (c, r) in row[..=k].iter().zip(lost) {
-                for l in 0..LANES {
-                    numerator[l] += c[l] as i32 - r[l] as i32;
-                }
+            let mut served = -row[k + 1];
+            for (&c, &r) in row[..=k].iter().zip(lost) {
+                served += c - r;
             }
-            let reward = &mut self.rewards[a];
-            for l in 0..LANES {
-                let served = numerator[l] - row[k + 1][l] as i32;
-                reward[l] = if rate[l] == 0 {
-                    0.0
-                } else {
-                    served as f32 / rate[l] as f32
-                };
-            }
+            // Both exact in f32 (below 2²⁴); IEEE division as the scalar.
+            let reward = served.round_float() / rate.round_float();
+            // 0 where the rate is 0.
+            let positive: f32x8 = bytemuck::cast(!rate.simd_eq(i32x8::ZERO));
+            self.rewards[a] = reward & positive;
         }
     }
 
@@ -107,50 +104,46 @@ impl LaneStep {
     // Out of line, as `resolve_node`: inlined into the step, they spill
     // more registers than the call costs.
     #[inline(never)]
-    fn split(&mut self, model: &EnvModel, a: usize, actions: &[f32], rate: Lanes<u32>) {
+    fn split(&mut self, model: &EnvModel, a: usize, actions: &[f32], rate: i32x8) {
         let (n, w) = (model.num_agents, model.action_width);
         let m = model.degrees[a] + 2;
-        let r = rate.map(|v| v as f32);
-        let mut fractions = [[0f32; LANES]; MAX_DEGREE + 2];
+        let r = rate.round_float();
+        let mut fractions = [f32x8::ZERO; MAX_DEGREE + 2];
         let counts = &mut self.counts[a * w..a * w + m];
-        let mut assigned = [0u32; LANES];
+        let mut assigned = i32x8::ZERO;
         for (j, (count, fraction)) in counts.iter_mut().zip(&mut fractions).enumerate() {
-            let p: Lanes<f32> = core::array::from_fn(|l| actions[l * n * w + j]);
-            (*count, *fraction) = split_lanes(p, r);
-            for l in 0..LANES {
-                assigned[l] += count[l];
-            }
+            let p = f32x8::new(core::array::from_fn(|l| actions[l * n * w + j]));
+            // 0 <= p·r <= r < 2³¹: truncation needs no range fix-up, and
+            // is the scalar `as u32`.
+            let product = p.max(f32x8::ZERO).min(f32x8::ONE) * r;
+            let whole = product.fast_trunc_int();
+            *fraction = product - whole.round_float();
+            *count = whole;
+            assigned += whole;
         }
-        // What is left to hand out; a lane off the common case is split
-        // again by the per-env rule and hands out nothing here.
-        let mut remaining = [0u32; LANES];
-        let mut uncommon = false;
-        for l in 0..LANES {
-            let left = rate[l].wrapping_sub(assigned[l]);
-            let common = assigned[l] <= rate[l] && (left as usize) < m;
-            remaining[l] = if common { left } else { 0 };
-            uncommon |= !common;
-        }
-        if uncommon {
-            for l in 0..LANES {
-                let left = rate[l].wrapping_sub(assigned[l]);
-                if assigned[l] <= rate[l] && (left as usize) < m {
-                    continue;
-                }
+        // What is left to hand out; a lane off the common case (below 0 or
+        // at least m) is split again by the per-env rule and hands out
+        // nothing here.
+        let left = rate - assigned;
+        let common = !left.simd_lt(i32x8::ZERO) & left.simd_lt(i32x8::splat(m as i32));
+        if !common.all() {
+            let common = common.to_array();
+            let rate = rate.to_array();
+            for l in (0..LANES).filter(|&l| common[l] == 0) {
                 let mut lane_counts = [0u32; MAX_DEGREE + 2];
                 let mut lane_fractions = [0f32; MAX_DEGREE + 2];
                 split_finite(
                     &actions[l * n * w..l * n * w + m],
-                    rate[l],
+                    rate[l] as u32,
                     &mut lane_counts[..m],
                     &mut lane_fractions[..m],
                 );
                 for (count, &c) in counts.iter_mut().zip(&lane_counts) {
-                    count[l] = c;
+                    count.as_mut_array()[l] = c as i32;
                 }
             }
         }
-        raise_ranked(&fractions[..m], remaining, counts);
+        raise_ranked(&fractions[..m], left & common, counts);
     }
 
     /// A node's incoming list (its local count, then the forwards it
@@ -167,71 +160,100 @@ impl LaneStep {
             *slot = model.in_senders[e] * w + model.in_action_index[e];
         }
         let slots = &slots[..len];
-        let mut list = [[0u32; LANES]; MAX_DEGREE + 1];
-        let mut total = [0u32; LANES];
-        for (entry, &slot) in list.iter_mut().zip(slots) {
-            *entry = self.counts[slot];
-            for l in 0..LANES {
-                total[l] += entry[l];
-            }
+        let mut total = i32x8::ZERO;
+        for &slot in slots {
+            total += self.counts[slot];
         }
         let table = model.tables[model.table_of[node]].rejects();
-        let rejects: Lanes<u32> = total.map(|t| table[t as usize]);
+        let total_lanes = total.to_array();
+        let rejects: [i32; LANES] = core::array::from_fn(|l| table[total_lanes[l] as usize] as i32);
         // Shares ⌊entry·Q / T⌋ and remainders entry·Q mod T (below T <=
-        // 2²⁰·(1 + degree) < 2³¹: i32 compares the cheapest).
-        let mut shares = [[0u32; LANES]; MAX_DEGREE + 1];
-        let mut remainders = [[0i32; LANES]; MAX_DEGREE + 1];
-        let mut given = [0u32; LANES];
-        for l in 0..LANES {
-            let (q, t) = (rejects[l], total[l]);
-            if q == 0 {
-                continue;
+        // 2²⁰·(1 + degree) < 2³¹).
+        let rejects = i32x8::new(rejects);
+        let mut shares = [i32x8::ZERO; MAX_DEGREE + 1];
+        let mut remainders = [i32x8::ZERO; MAX_DEGREE + 1];
+        let mut given = i32x8::ZERO;
+        if total.simd_lt(i32x8::splat(SMALL_TOTAL)).all() {
+            // In f32, exact: entry·Q <= T² < 2²⁴, and the quotient rounded
+            // to f32 truncates to the integer quotient since T·(⌊entry·Q/T⌋
+            // + 1) <= T² + T < 2²⁴. No rejects: every product 0 (a total
+            // of 0 divides as 1).
+            let q = rejects.round_float();
+            let t = total.max(i32x8::splat(1)).round_float();
+            for ((share, remainder), &slot) in shares.iter_mut().zip(&mut remainders).zip(slots) {
+                (*share, *remainder) = small_share(self.counts[slot], q, t);
+                given += *share;
             }
-            for i in 0..len {
-                let product = u64::from(list[i][l]) * u64::from(q);
-                let share = if t <= u32::from(u16::MAX) {
-                    // entry·Q <= T² fits in 32 bits: the cheaper division.
-                    (product as u32 / t) as u64
-                } else {
-                    product / u64::from(t)
-                };
-                shares[i][l] = share as u32;
-                remainders[i][l] = (product - share * u64::from(t)) as i32;
-                given[l] += share as u32;
+        } else {
+            let (q, t) = (rejects.to_array(), total_lanes);
+            for ((share, remainder), &slot) in shares.iter_mut().zip(&mut remainders).zip(slots) {
+                let entry = self.counts[slot].to_array();
+                let (share, remainder) = (share.as_mut_array(), remainder.as_mut_array());
+                for l in (0..LANES).filter(|&l| q[l] > 0) {
+                    let (q, t) = (u64::from(q[l] as u32), u64::from(t[l] as u32));
+                    let product = u64::from(entry[l] as u32) * q;
+                    let whole = product / t;
+                    share[l] = whole as i32;
+                    remainder[l] = (product - whole * t) as i32;
+                }
+            }
+            for share in &shares[..len] {
+                given += *share;
             }
         }
-        let extra: Lanes<u32> = core::array::from_fn(|l| rejects[l] - given[l]);
+        let extra = rejects - given;
         raise_ranked(&remainders[..len], extra, &mut shares[..len]);
-        for (share, &slot) in shares.iter().zip(slots) {
-            self.rejects[slot] = *share;
+        for (&share, &slot) in shares.iter().zip(slots) {
+            self.rejects[slot] = share;
         }
     }
 }
 
-/// Adds 1 to `out[j]` in each lane `l` where fewer than `extra[l]` entries
-/// precede entry `j` in stable descending order of `keys` (larger first,
-/// ties to the lower index): the largest-remainder rule's last step.
+/// `⌊entry·q / t⌋` and `entry·q mod t` for `entry <= t < SMALL_TOTAL`, `q
+/// <= t` (integers held in f32, `t >= 1`), exact in f32.
 #[inline(always)]
-fn raise_ranked<K: PartialOrd + Copy>(
-    keys: &[Lanes<K>],
-    extra: Lanes<u32>,
-    out: &mut [Lanes<u32>],
-) {
-    for (j, (key, o)) in keys.iter().zip(out.iter_mut()).enumerate() {
-        let mut before = [0u32; LANES];
-        for other in &keys[..j] {
-            for l in 0..LANES {
-                before[l] += u32::from(other[l] >= key[l]);
-            }
+fn small_share(entry: i32x8, q: f32x8, t: f32x8) -> (i32x8, i32x8) {
+    let product = entry.round_float() * q;
+    let whole = (product / t).fast_trunc_int();
+    (whole, (product - whole.round_float() * t).fast_trunc_int())
+}
+
+/// Lanes of a key the rank rule compares.
+trait RankKey: Copy {
+    /// All ones in each lane where `self > other`, else 0, as i32.
+    fn greater(self, other: Self) -> i32x8;
+}
+
+impl RankKey for f32x8 {
+    #[inline(always)]
+    fn greater(self, other: Self) -> i32x8 {
+        bytemuck::cast(self.simd_gt(other))
+    }
+}
+
+impl RankKey for i32x8 {
+    #[inline(always)]
+    fn greater(self, other: Self) -> i32x8 {
+        self.simd_gt(other)
+    }
+}
+
+/// Adds 1 to `out[j]` in each lane where fewer than `extra` entries precede
+/// entry `j` in stable descending order of `keys` (larger first, ties to
+/// the lower index): the largest-remainder rule's last step.
+#[inline(always)]
+fn raise_ranked<K: RankKey>(keys: &[K], extra: i32x8, out: &mut [i32x8]) {
+    for (j, (&key, o)) in keys.iter().zip(out.iter_mut()).enumerate() {
+        // Masks are −1 where true: subtracting counts.
+        let mut before = i32x8::ZERO;
+        for &other in &keys[..j] {
+            // other >= key ⇔ not key > other (no NaN).
+            before += i32x8::splat(1) + key.greater(other);
         }
-        for other in &keys[j + 1..] {
-            for l in 0..LANES {
-                before[l] += u32::from(other[l] > key[l]);
-            }
+        for &other in &keys[j + 1..] {
+            before -= other.greater(key);
         }
-        for l in 0..LANES {
-            o[l] += u32::from(before[l] < extra[l]);
-        }
+        *o -= before.simd_lt(extra);
     }
 }
 
@@ -384,11 +406,43 @@ mod tests {
         assert!(lanes_equal_per_env_steps(config, 16, 45));
     }
 
+    /// The f32 shares equal integer division for every total up to the
+    /// largest that takes them (every entry, every 7th reject count).
+    #[test]
+    fn small_shares_are_exact_up_to_the_largest_small_total() {
+        for total in [
+            1,
+            2,
+            3,
+            1000,
+            SMALL_TOTAL - 3,
+            SMALL_TOTAL - 2,
+            SMALL_TOTAL - 1,
+        ] {
+            let t = f32x8::splat(total as f32);
+            for q in (0..=total).step_by(7).chain([total]) {
+                let qf = f32x8::splat(q as f32);
+                for first in (0..=total).step_by(LANES) {
+                    let entry: [i32; LANES] =
+                        core::array::from_fn(|l| (first + l as i32).min(total));
+                    let (share, remainder) = small_share(i32x8::new(entry), qf, t);
+                    let lanes = entry.iter().zip(share.to_array()).zip(remainder.to_array());
+                    for ((&e, share), remainder) in lanes {
+                        let product = i64::from(e) * i64::from(q);
+                        let expected = (product / i64::from(total), product % i64::from(total));
+                        let got = (i64::from(share), i64::from(remainder));
+                        assert_eq!(got, expected, "{e}·{q} / {total}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The rank rule is the selection rule: on lists with many ties, the
     /// lanes' raise equals repeated first-largest selection, by hand.
     #[test]
     fn ranks_raise_what_repeated_selection_raises() {
-        let keys: [u32; 5] = [3, 7, 7, 0, 3];
+        let keys: [i32; 5] = [3, 7, 7, 0, 3];
         // Stable descending order: 1, 2, 0, 4, 3.
         for (extra, expected) in [
             (0, [0, 0, 0, 0, 0]),
@@ -397,10 +451,10 @@ mod tests {
             (3, [1, 1, 1, 0, 0]),
             (4, [1, 1, 1, 0, 1]),
         ] {
-            let lanes: Vec<Lanes<u32>> = keys.iter().map(|&k| [k; LANES]).collect();
-            let mut out = vec![[0u32; LANES]; keys.len()];
-            raise_ranked(&lanes, [extra; LANES], &mut out);
-            let got: Vec<u32> = out.iter().map(|o| o[3]).collect();
+            let lanes: Vec<i32x8> = keys.iter().map(|&k| i32x8::splat(k)).collect();
+            let mut out = vec![i32x8::ZERO; keys.len()];
+            raise_ranked(&lanes, i32x8::splat(extra), &mut out);
+            let got: Vec<i32> = out.iter().map(|o| o.to_array()[3]).collect();
             assert_eq!(got, expected, "extra {extra}");
         }
     }

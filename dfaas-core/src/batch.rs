@@ -47,6 +47,8 @@ struct Scratch {
     /// (empty when the lane step does not apply to the model).
     lanes: Option<LaneStep>,
     lane_rates: Vec<wide::i32x8>,
+    /// The lane step's next observations `[agent][obs_width]` (padding 0).
+    lane_obs: Vec<wide::f32x8>,
 }
 
 impl Scratch {
@@ -58,6 +60,7 @@ impl Scratch {
             rates: vec![0; model.num_agents],
             lanes: lanes::applies(model).then(|| LaneStep::new(model)),
             lane_rates: vec![wide::i32x8::ZERO; model.num_agents],
+            lane_obs: vec![wide::f32x8::ZERO; model.num_agents * model.obs_width],
         }
     }
 }
@@ -728,32 +731,37 @@ impl<'a> Envs<'a> {
             }
         }
         step.step(model, actions, &sc.lane_rates);
-        // Back to `[env][agent]` rows, field by field.
-        let env_obs = n * ow;
-        let obs = &mut self.obs[first * env_obs..(first + LANES) * env_obs];
-        let rewards = &mut self.rewards[first * n..(first + LANES) * n];
+        // The next observations as lanes (padding stays 0, as in every
+        // row), then back to `[env][agent]` rows, env by env.
         let now: [usize; LANES] = core::array::from_fn(|l| self.steps[first + l]);
         for (a, &k) in model.degrees.iter().enumerate() {
-            let row = a * ow;
-            let rate = sc.lane_rates[a].as_array();
-            let reward = step.rewards[a].as_array();
-            for l in 0..LANES {
+            let row = &mut sc.lane_obs[a * ow..a * ow + 2 + 2 * k];
+            row[0] = wide::f32x8::new(core::array::from_fn(|l| {
                 let e = first + l;
-                let next = self.input_rates[(e * n + a) * s + now[l] + 1];
-                obs[l * env_obs + row] = next as f32;
-                obs[l * env_obs + row + 1] = rate[l] as f32;
-                rewards[l * n + a] = reward[l];
-            }
+                self.input_rates[(e * n + a) * s + now[l] + 1] as f32
+            }));
+            row[1] = sc.lane_rates[a].round_float();
+            let (forwards, forward_rejects) = row[2..].split_at_mut(k);
             let counts = &step.counts[a * w + 1..a * w + 1 + k];
             let rejects = &step.rejects[a * w + 1..a * w + 1 + k];
-            for (j, (c, r)) in counts.iter().zip(rejects).enumerate() {
-                let (c, r) = (c.round_float().to_array(), r.round_float().to_array());
-                for l in 0..LANES {
-                    obs[l * env_obs + row + 2 + j] = c[l];
-                    obs[l * env_obs + row + 2 + k + j] = r[l];
-                }
+            for (o, c) in forwards.iter_mut().zip(counts) {
+                *o = c.round_float();
+            }
+            for (o, r) in forward_rejects.iter_mut().zip(rejects) {
+                *o = r.round_float();
             }
         }
+        let env_obs = n * ow;
+        lanes::scatter_lanes(
+            &sc.lane_obs,
+            &mut self.obs[first * env_obs..(first + LANES) * env_obs],
+            env_obs,
+        );
+        lanes::scatter_lanes(
+            &step.rewards,
+            &mut self.rewards[first * n..(first + LANES) * n],
+            n,
+        );
         for (t, done) in self.steps[first..first + LANES]
             .iter_mut()
             .zip(&mut self.dones[first..first + LANES])

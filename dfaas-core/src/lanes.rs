@@ -29,7 +29,7 @@ use crate::alloc_prelude::*;
 use crate::model::EnvModel;
 use crate::reward::RewardKind;
 use crate::split::split_finite;
-use wide::{f32x8, i32x8};
+use wide::{f32x4, f32x8, i32x8};
 
 /// Envs stepped together.
 pub(crate) const LANES: usize = 8;
@@ -53,6 +53,8 @@ pub(crate) fn applies(model: &EnvModel) -> bool {
 /// count is at most `MAX_INPUT_RATE` < 2³¹, so lanes hold them as i32.
 #[derive(Debug, Clone)]
 pub(crate) struct LaneStep {
+    /// The actions `[agent][action_width]` as lanes (padding as given).
+    actions: Vec<f32x8>,
     /// Split counts.
     pub(crate) counts: Vec<i32x8>,
     /// Rejects: entry 0 of the local requests at the agent's node, entry
@@ -60,15 +62,24 @@ pub(crate) struct LaneStep {
     pub(crate) rejects: Vec<i32x8>,
     /// Each agent's reward, `[agent]`.
     pub(crate) rewards: Vec<f32x8>,
+    /// Scratch of one agent's split: fractional parts per entry.
+    fractions: Vec<f32x8>,
+    /// Scratch of one node's distribution: shares and remainders per entry.
+    shares: Vec<i32x8>,
+    remainders: Vec<i32x8>,
 }
 
 impl LaneStep {
     pub(crate) fn new(model: &EnvModel) -> Self {
         let slots = model.num_agents * model.action_width;
         Self {
+            actions: vec![f32x8::ZERO; slots],
             counts: vec![i32x8::ZERO; slots],
             rejects: vec![i32x8::ZERO; slots],
             rewards: vec![f32x8::ZERO; model.num_agents],
+            fractions: vec![f32x8::ZERO; MAX_DEGREE + 2],
+            shares: vec![i32x8::ZERO; MAX_DEGREE + 1],
+            remainders: vec![i32x8::ZERO; MAX_DEGREE + 1],
         }
     }
 
@@ -77,6 +88,7 @@ impl LaneStep {
     /// `rates[agent]` (at most the model's largest).
     pub(crate) fn step(&mut self, model: &EnvModel, actions: &[f32], rates: &[i32x8]) {
         let (n, w) = (model.num_agents, model.action_width);
+        gather_lanes(actions, n * w, &mut self.actions);
         for (a, &rate) in rates.iter().enumerate() {
             self.split(model, a, &actions[a * w..], rate);
         }
@@ -108,11 +120,11 @@ impl LaneStep {
         let (n, w) = (model.num_agents, model.action_width);
         let m = model.degrees[a] + 2;
         let r = rate.round_float();
-        let mut fractions = [f32x8::ZERO; MAX_DEGREE + 2];
+        let fractions = &mut self.fractions[..m];
         let counts = &mut self.counts[a * w..a * w + m];
         let mut assigned = i32x8::ZERO;
-        for (j, (count, fraction)) in counts.iter_mut().zip(&mut fractions).enumerate() {
-            let p = f32x8::new(core::array::from_fn(|l| actions[l * n * w + j]));
+        let entries = &self.actions[a * w..a * w + m];
+        for ((count, fraction), &p) in counts.iter_mut().zip(fractions.iter_mut()).zip(entries) {
             // 0 <= p·r <= r < 2³¹: truncation needs no range fix-up, and
             // is the scalar `as u32`.
             let product = p.max(f32x8::ZERO).min(f32x8::ONE) * r;
@@ -143,7 +155,7 @@ impl LaneStep {
                 }
             }
         }
-        raise_ranked(&fractions[..m], left & common, counts);
+        raise_ranked(fractions, left & common, counts);
     }
 
     /// A node's incoming list (its local count, then the forwards it
@@ -170,8 +182,8 @@ impl LaneStep {
         // Shares ⌊entry·Q / T⌋ and remainders entry·Q mod T (below T <=
         // 2²⁰·(1 + degree) < 2³¹).
         let rejects = i32x8::new(rejects);
-        let mut shares = [i32x8::ZERO; MAX_DEGREE + 1];
-        let mut remainders = [i32x8::ZERO; MAX_DEGREE + 1];
+        let shares = &mut self.shares[..len];
+        let remainders = &mut self.remainders[..len];
         let mut given = i32x8::ZERO;
         if total.simd_lt(i32x8::splat(SMALL_TOTAL)).all() {
             // In f32, exact: entry·Q <= T² < 2²⁴, and the quotient rounded
@@ -180,13 +192,19 @@ impl LaneStep {
             // of 0 divides as 1).
             let q = rejects.round_float();
             let t = total.max(i32x8::splat(1)).round_float();
-            for ((share, remainder), &slot) in shares.iter_mut().zip(&mut remainders).zip(slots) {
+            for ((share, remainder), &slot) in
+                shares.iter_mut().zip(remainders.iter_mut()).zip(slots)
+            {
                 (*share, *remainder) = small_share(self.counts[slot], q, t);
                 given += *share;
             }
         } else {
             let (q, t) = (rejects.to_array(), total_lanes);
-            for ((share, remainder), &slot) in shares.iter_mut().zip(&mut remainders).zip(slots) {
+            shares.fill(i32x8::ZERO);
+            remainders.fill(i32x8::ZERO);
+            for ((share, remainder), &slot) in
+                shares.iter_mut().zip(remainders.iter_mut()).zip(slots)
+            {
                 let entry = self.counts[slot].to_array();
                 let (share, remainder) = (share.as_mut_array(), remainder.as_mut_array());
                 for l in (0..LANES).filter(|&l| q[l] > 0) {
@@ -197,15 +215,58 @@ impl LaneStep {
                     remainder[l] = (product - whole * t) as i32;
                 }
             }
-            for share in &shares[..len] {
+            for share in shares.iter() {
                 given += *share;
             }
         }
         let extra = rejects - given;
-        raise_ranked(&remainders[..len], extra, &mut shares[..len]);
+        raise_ranked(remainders, extra, shares);
         for (&share, &slot) in shares.iter().zip(slots) {
             self.rejects[slot] = share;
         }
+    }
+}
+
+/// Writes `out[l·stride + i] = lanes[i][l]` for every lane `l` and `i <
+/// lanes.len() <= stride` (`out` holds `LANES` rows of `stride`): lanes
+/// back to env-major rows, by 4×4 transposes.
+pub(crate) fn scatter_lanes(lanes: &[f32x8], out: &mut [f32], stride: usize) {
+    let whole = lanes.len() / 4 * 4;
+    for (g, group) in lanes[..whole].chunks_exact(4).enumerate() {
+        let rows: [[f32x4; 2]; 4] = core::array::from_fn(|i| bytemuck::cast(group[i]));
+        let low = f32x4::transpose(rows.map(|r| r[0]));
+        let high = f32x4::transpose(rows.map(|r| r[1]));
+        for l in 0..4 {
+            out[l * stride + 4 * g..][..4].copy_from_slice(low[l].as_array());
+            out[(l + 4) * stride + 4 * g..][..4].copy_from_slice(high[l].as_array());
+        }
+    }
+    for (i, lane) in lanes.iter().enumerate().skip(whole) {
+        for (l, &value) in lane.as_array().iter().enumerate() {
+            out[l * stride + i] = value;
+        }
+    }
+}
+
+/// Reads `lanes[i][l] = input[l·stride + i]` for every lane `l` and `i <
+/// lanes.len() <= stride` (`input` holds `LANES` rows of `stride`): the
+/// inverse of [`scatter_lanes`].
+pub(crate) fn gather_lanes(input: &[f32], stride: usize, lanes: &mut [f32x8]) {
+    let whole = lanes.len() / 4 * 4;
+    for (g, group) in lanes[..whole].chunks_exact_mut(4).enumerate() {
+        let row = |l: usize| {
+            let mut values = [0f32; 4];
+            values.copy_from_slice(&input[l * stride + 4 * g..][..4]);
+            f32x4::new(values)
+        };
+        let low = f32x4::transpose(core::array::from_fn(row));
+        let high = f32x4::transpose(core::array::from_fn(|l| row(4 + l)));
+        for (i, lane) in group.iter_mut().enumerate() {
+            *lane = bytemuck::cast([low[i], high[i]]);
+        }
+    }
+    for (i, lane) in lanes.iter_mut().enumerate().skip(whole) {
+        *lane = f32x8::new(core::array::from_fn(|l| input[l * stride + i]));
     }
 }
 

@@ -241,15 +241,15 @@ fn check_method(name: &str) {
                 );
             }
             if view == "total" {
-                if !sample.scaled.is_empty() {
-                    if let Some(z) = proportion_z(
+                if !sample.scaled.is_empty()
+                    && let Some(z) = proportion_z(
                         sample.scaled_frac(),
                         col(row, "scaled_frac").unwrap(),
                         n_ref,
                         nn,
-                    ) {
-                        note(z, at("scaled_frac"));
-                    }
+                    )
+                {
+                    note(z, at("scaled_frac"));
                 }
             } else {
                 for (target, c) in [(1.0, "frac_at_1"), (150.0, "frac_at_150")] {

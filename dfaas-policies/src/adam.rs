@@ -64,13 +64,14 @@ pub fn clip_global_norm(grads: &mut [&mut [f32]], max_norm: Option<f32>) -> f32 
         .map(|&g| f64::from(g) * f64::from(g))
         .sum::<f64>()
         .sqrt() as f32;
-    if let Some(max) = max_norm {
-        if norm > max && norm.is_finite() {
-            let scale = max / norm;
-            grads
-                .iter_mut()
-                .for_each(|g| g.iter_mut().for_each(|v| *v *= scale));
-        }
+    if let Some(max) = max_norm
+        && norm > max
+        && norm.is_finite()
+    {
+        let scale = max / norm;
+        grads
+            .iter_mut()
+            .for_each(|g| g.iter_mut().for_each(|v| *v *= scale));
     }
     norm
 }

@@ -464,10 +464,10 @@ fn main() -> Result<()> {
         #[cfg(feature = "gpu")]
         Some(ctx) => Run::Gpu(Box::new(GpuTrainer::from_cpu(&trainer, ctx)?)),
     };
-    if args.resume {
-        if let Some(v) = args.iterations {
-            config.iterations = v;
-        }
+    if args.resume
+        && let Some(v) = args.iterations
+    {
+        config.iterations = v;
     }
     let names = built.topology().names().to_vec();
     let metrics_path = args.out.join("metrics.csv");

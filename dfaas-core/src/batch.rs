@@ -723,23 +723,23 @@ impl<'a> Envs<'a> {
         let Some(step) = sc.lanes.as_mut() else {
             return;
         };
+        // Where each env's traces are at this step; this step's and the
+        // next step's input rates as lanes (at most MAX_INPUT_RATE < 2³¹).
+        let now: [usize; LANES] =
+            core::array::from_fn(|l| (first + l) * n * s + self.steps[first + l]);
         for (a, rates) in sc.lane_rates.iter_mut().enumerate() {
-            for (l, rate) in rates.as_mut_array().iter_mut().enumerate() {
-                let e = first + l;
-                // At most MAX_INPUT_RATE < 2³¹.
-                *rate = self.input_rates[(e * n + a) * s + self.steps[e]] as i32;
-            }
+            *rates = wide::i32x8::new(core::array::from_fn(|l| {
+                self.input_rates[now[l] + a * s] as i32
+            }));
+            sc.lane_obs[a * ow] = wide::f32x8::new(core::array::from_fn(|l| {
+                self.input_rates[now[l] + a * s + 1] as i32 as f32
+            }));
         }
         step.step(model, actions, &sc.lane_rates);
-        // The next observations as lanes (padding stays 0, as in every
-        // row), then back to `[env][agent]` rows, env by env.
-        let now: [usize; LANES] = core::array::from_fn(|l| self.steps[first + l]);
+        // The next observations as lanes (the next rates are in; padding
+        // stays 0, as in every row), then back to `[env][agent]` rows.
         for (a, &k) in model.degrees.iter().enumerate() {
             let row = &mut sc.lane_obs[a * ow..a * ow + 2 + 2 * k];
-            row[0] = wide::f32x8::new(core::array::from_fn(|l| {
-                let e = first + l;
-                self.input_rates[(e * n + a) * s + now[l] + 1] as f32
-            }));
             row[1] = sc.lane_rates[a].round_float();
             let (forwards, forward_rejects) = row[2..].split_at_mut(k);
             let counts = &step.counts[a * w + 1..a * w + 1 + k];

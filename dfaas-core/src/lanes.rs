@@ -231,19 +231,21 @@ impl LaneStep {
 /// lanes.len() <= stride` (`out` holds `LANES` rows of `stride`): lanes
 /// back to env-major rows, by 4×4 transposes.
 pub(crate) fn scatter_lanes(lanes: &[f32x8], out: &mut [f32], stride: usize) {
+    let mut rows = out.chunks_exact_mut(stride);
+    let mut rows: [&mut [f32]; LANES] = core::array::from_fn(|_| rows.next().unwrap_or(&mut []));
     let whole = lanes.len() / 4 * 4;
     for (g, group) in lanes[..whole].chunks_exact(4).enumerate() {
-        let rows: [[f32x4; 2]; 4] = core::array::from_fn(|i| bytemuck::cast(group[i]));
-        let low = f32x4::transpose(rows.map(|r| r[0]));
-        let high = f32x4::transpose(rows.map(|r| r[1]));
-        for l in 0..4 {
-            out[l * stride + 4 * g..][..4].copy_from_slice(low[l].as_array());
-            out[(l + 4) * stride + 4 * g..][..4].copy_from_slice(high[l].as_array());
+        let quad: [[f32x4; 2]; 4] = core::array::from_fn(|i| bytemuck::cast(group[i]));
+        let low = f32x4::transpose(quad.map(|r| r[0]));
+        let high = f32x4::transpose(quad.map(|r| r[1]));
+        let at = 4 * g..4 * g + 4;
+        for (row, values) in rows.iter_mut().zip(low.iter().chain(&high)) {
+            row[at.clone()].copy_from_slice(values.as_array());
         }
     }
     for (i, lane) in lanes.iter().enumerate().skip(whole) {
-        for (l, &value) in lane.as_array().iter().enumerate() {
-            out[l * stride + i] = value;
+        for (row, &value) in rows.iter_mut().zip(lane.as_array()) {
+            row[i] = value;
         }
     }
 }
@@ -252,11 +254,14 @@ pub(crate) fn scatter_lanes(lanes: &[f32x8], out: &mut [f32], stride: usize) {
 /// lanes.len() <= stride` (`input` holds `LANES` rows of `stride`): the
 /// inverse of [`scatter_lanes`].
 pub(crate) fn gather_lanes(input: &[f32], stride: usize, lanes: &mut [f32x8]) {
+    let mut rows = input.chunks_exact(stride);
+    let rows: [&[f32]; LANES] = core::array::from_fn(|_| rows.next().unwrap_or(&[]));
     let whole = lanes.len() / 4 * 4;
     for (g, group) in lanes[..whole].chunks_exact_mut(4).enumerate() {
+        let at = 4 * g..4 * g + 4;
         let row = |l: usize| {
             let mut values = [0f32; 4];
-            values.copy_from_slice(&input[l * stride + 4 * g..][..4]);
+            values.copy_from_slice(&rows[l][at.clone()]);
             f32x4::new(values)
         };
         let low = f32x4::transpose(core::array::from_fn(row));
@@ -266,7 +271,7 @@ pub(crate) fn gather_lanes(input: &[f32], stride: usize, lanes: &mut [f32x8]) {
         }
     }
     for (i, lane) in lanes.iter_mut().enumerate().skip(whole) {
-        *lane = f32x8::new(core::array::from_fn(|l| input[l * stride + i]));
+        *lane = f32x8::new(core::array::from_fn(|l| rows[l][i]));
     }
 }
 

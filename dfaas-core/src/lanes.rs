@@ -125,9 +125,11 @@ impl LaneStep {
         let mut assigned = i32x8::ZERO;
         let entries = &self.actions[a * w..a * w + m];
         for ((count, fraction), &p) in counts.iter_mut().zip(fractions.iter_mut()).zip(entries) {
-            // 0 <= p·r <= r < 2³¹: truncation needs no range fix-up, and
-            // is the scalar `as u32`.
-            let product = p.max(f32x8::ZERO).min(f32x8::ONE) * r;
+            // Entries are finite (checked): the clamp needs no NaN
+            // handling. 0 <= p·r <= r < 2³¹: truncation needs no range
+            // fix-up, and is the scalar `as u32`. (A −0 clamps to ±0, whose
+            // count and fraction rank as 0's.)
+            let product = p.fast_max(f32x8::ZERO).fast_min(f32x8::ONE) * r;
             let whole = product.fast_trunc_int();
             *fraction = product - whole.round_float();
             *count = whole;

@@ -481,11 +481,12 @@ impl BatchEnv {
         let threads = rayon::current_num_threads();
         // A few runs per thread, so that uneven runs (auto-resets) balance,
         // each of at least MIN_RUN agent-steps (below, a thread's start
-        // costs more than it saves).
+        // costs more than it saves) and a whole number of lane blocks.
         let per_run = self
             .num_envs
             .div_ceil(4 * threads)
-            .max(MIN_RUN.div_ceil(self.model.num_agents));
+            .max(MIN_RUN.div_ceil(self.model.num_agents))
+            .next_multiple_of(LANES);
         let runs = self.num_envs.div_ceil(per_run);
         if threads == 1 || runs == 1 {
             let (mut envs, scratch) = self.view();

@@ -1,7 +1,9 @@
 //! Steps 1–5 of [`LANES`] envs at once, each value of the step held as
-//! one lane of a `[_; LANES]` array, so that the split, the reject
-//! distribution and the rewards run as straight-line loops over lanes that
-//! the compiler turns into SIMD, with no branch that depends on the data.
+//! one lane of an `f32x8` / `i32x8` (the `wide` crate: SSE2, AVX, NEON or
+//! wasm SIMD, whichever the build targets), so that the split, the reject
+//! distribution and the rewards run as straight-line SIMD with no branch
+//! that depends on the data. Actions come in and observations and rewards
+//! go out through 4×4 transposes ([`gather_lanes`], [`scatter_lanes`]).
 //!
 //! It is the fast path of [`crate::BatchEnv`]'s plain step and gives, bit
 //! for bit, what the per-env step ([`crate::split`], [`crate::resolve`])
@@ -22,7 +24,9 @@
 //!
 //! A lane whose split is off the simplex's common case (truncated products
 //! summing above the rate, or a remainder of at least the entry count) is
-//! split again by the per-env rule.
+//! split again by the per-env rule. Node totals below 4096 (all of them at
+//! the reference's rates) divide exactly in f32 ([`small_share`]); larger
+//! ones lane by lane in integers.
 
 use crate::RejectArithmetic;
 use crate::alloc_prelude::*;

@@ -172,9 +172,29 @@ pub(crate) fn distribute_exact_unchecked(
         out.fill(0);
         return;
     }
-    // Remainders of `entry·Q / T`, below T: they fit in 32 bits.
-    let mut remainders = [0u32; MAX_LIST];
-    let remainders = &mut remainders[..incoming.len()];
+    // Remainders of `entry·Q / T`, below T: they fit in 32 bits (and in a
+    // short array for the common short lists, which is cheaper to clear).
+    let n = incoming.len();
+    if n <= SHORT_LIST {
+        exact_shares(incoming, total, rejects, out, &mut [0; SHORT_LIST][..n]);
+    } else {
+        exact_shares(incoming, total, rejects, out, &mut [0; MAX_LIST][..n]);
+    }
+}
+
+/// Lists up to this long keep their remainders in a short array.
+const SHORT_LIST: usize = 8;
+
+/// The exact rule for `Q = rejects > 0`, `T = total > 0`, with
+/// `remainders` (as long as `incoming`) for scratch.
+#[inline(always)]
+fn exact_shares(
+    incoming: &[u32],
+    total: u32,
+    rejects: u32,
+    out: &mut [u32],
+    remainders: &mut [u32],
+) {
     let mut given = 0u32;
     if total <= u32::from(u16::MAX) {
         // entry·Q <= T² fits in 32 bits: the cheaper division.

@@ -6,7 +6,9 @@ use dfaas_core::EnvConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     for parsed in [EnvConfig::from_yaml(text), EnvConfig::from_json(text)] {
         if let Ok(mut config) = parsed {
             // Keep the work per input bounded: the parser is the target.

@@ -30,6 +30,9 @@ fuzz_target!(|data: &[u8]| {
     }
     // Any node (an agnostic policy; others answer with an error).
     let k = usize::from(data.last().copied().unwrap_or(0)) % 64;
-    let _ = policy.act_node(&observation[..2 + 2 * k.min(62)], &mut action[..2 + k.min(62)]);
+    let _ = policy.act_node(
+        &observation[..2 + 2 * k.min(62)],
+        &mut action[..2 + k.min(62)],
+    );
     let _ = policy.act_node(&observation[..2 * k + 1], &mut action[..k.max(1)]);
 });

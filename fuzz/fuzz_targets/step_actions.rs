@@ -3,15 +3,21 @@
 //! length), metrics records of any shape, and restores of saved states
 //! with bytes written over them. Typed errors or valid steps, never a
 //! panic; requests are conserved and rewards stay in [−1, 1] after every
-//! valid step.
+//! valid step. Each batch has a twin stepped alike with the metrics: 9
+//! envs, so the plain step runs one 8-env lane block and one env alone,
+//! and the twin (the per-env step) must end every step in the same state.
 #![no_main]
 
 use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 
-/// One batch of 2 envs per topology shape (isolated node, uneven degrees).
-fn batches() -> Vec<BatchEnv> {
+/// Envs per batch: one lane block and one more.
+const ENVS: usize = 9;
+
+/// One batch of `ENVS` envs per topology shape (isolated node, uneven
+/// degrees), twice: the plain step's, and its twin with metrics.
+fn batches() -> Vec<(BatchEnv, BatchEnv)> {
     let topologies: [&[&str]; 4] = [
         &["a b"],
         &["a b c", "b c"],
@@ -26,13 +32,14 @@ fn batches() -> Vec<BatchEnv> {
                 ..EnvConfig::with_network(lines)
             };
             let model = EnvModel::new(&config.build().expect("valid config")).expect("model");
-            BatchEnv::new(model, 2).expect("a batch of 2")
+            let batch = BatchEnv::new(model, ENVS).expect("a small batch");
+            (batch.clone(), batch)
         })
         .collect()
 }
 
 thread_local! {
-    static BATCHES: RefCell<Vec<BatchEnv>> = RefCell::new(batches());
+    static BATCHES: RefCell<Vec<(BatchEnv, BatchEnv)>> = RefCell::new(batches());
 }
 
 /// Reads little-endian values off the front of the input.
@@ -72,31 +79,40 @@ fuzz_target!(|data: &[u8]| {
     BATCHES.with(|cell| {
         let mut batches = cell.borrow_mut();
         let count = batches.len();
-        let batch = &mut batches[usize::from(which) % count];
+        let (batch, twin) = &mut batches[usize::from(which) % count];
         let seed = u64::from(input.word().unwrap_or(0));
         batch.reset(seed).expect("synthetic episodes always start");
+        twin.reset(seed).expect("synthetic episodes always start");
         let stride = batch.model().num_agents() * batch.model().action_width();
-        let mut metrics = vec![StepMetrics::default(); 2];
+        let mut metrics = vec![StepMetrics::default(); ENVS];
         while let Some(op) = input.byte() {
             match op % 4 {
                 // A step with `len` actions (often the right number).
                 0 | 1 => {
                     let len = match input.byte().unwrap_or(0) {
-                        0..=200 => 2 * stride,
+                        0..=200 => ENVS * stride,
                         other => usize::from(other) % (3 * stride),
                     };
                     let actions: Vec<f32> = (0..len)
                         .map(|_| f32::from_bits(input.word().unwrap_or(0x3e80_0000)))
                         .collect();
-                    if batch.step_with_metrics(&actions, &mut metrics).is_ok() {
-                        check_step(batch, &metrics);
+                    let plain = batch.step(&actions);
+                    let recorded = twin.step_with_metrics(&actions, &mut metrics);
+                    assert_eq!(plain, recorded);
+                    assert_eq!(
+                        batch.state(),
+                        twin.state(),
+                        "the lane step is the per-env step"
+                    );
+                    if recorded.is_ok() {
+                        check_step(twin, &metrics);
                     }
                 }
                 // A metrics slice of the wrong length.
                 2 => {
-                    let actions = vec![0.25f32; 2 * stride];
+                    let actions = vec![0.25f32; ENVS * stride];
                     let mut one = vec![StepMetrics::default()];
-                    assert!(batch.step_with_metrics(&actions, &mut one).is_err());
+                    assert!(twin.step_with_metrics(&actions, &mut one).is_err());
                 }
                 // Restore the batch's own state with one value overwritten.
                 _ => {
@@ -105,20 +121,29 @@ fuzz_target!(|data: &[u8]| {
                     let rates = state.input_rates.len();
                     match input.byte().unwrap_or(0) % 4 {
                         0 => state.input_rates[value as usize % rates] = value,
-                        1 => state.steps[value as usize % 2] = value as usize,
-                        2 => state.evaluation_cursor[value as usize % 2] = value as usize,
+                        1 => state.steps[value as usize % ENVS] = value as usize,
+                        2 => state.evaluation_cursor[value as usize % ENVS] = value as usize,
                         _ => {
                             state.obs.truncate(value as usize % (state.obs.len() + 1));
                         }
                     }
                     let before = batch.state();
-                    if batch.restore(state).is_err() {
+                    if batch.restore(state.clone()).is_err() {
                         assert_eq!(batch.state(), before, "a refused state changes nothing");
+                    } else {
+                        twin.restore(state)
+                            .expect("the same state restores the twin");
                     }
                     // A restored batch may be past its episode: reset then.
-                    if batch.step(&vec![0.25f32; 2 * stride]).is_err() {
+                    let actions = vec![0.25f32; ENVS * stride];
+                    let plain = batch.step(&actions);
+                    let recorded = twin.step_with_metrics(&actions, &mut metrics);
+                    assert_eq!(plain, recorded);
+                    if plain.is_err() {
                         batch.reset(seed).expect("synthetic episodes always start");
+                        twin.reset(seed).expect("synthetic episodes always start");
                     }
+                    assert_eq!(batch.state(), twin.state());
                 }
             }
         }

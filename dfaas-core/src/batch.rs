@@ -49,6 +49,9 @@ struct Scratch {
     lane_rates: Vec<wide::i32x8>,
     /// The lane step's next observations `[agent][obs_width]` (padding 0).
     lane_obs: Vec<wide::f32x8>,
+    /// One env's rejects from the lane step, `[agent][action_width]` (for
+    /// the metrics).
+    lane_rejects: Vec<u32>,
 }
 
 impl Scratch {
@@ -61,6 +64,7 @@ impl Scratch {
             lanes: lanes::applies(model).then(|| LaneStep::new(model)),
             lane_rates: vec![wide::i32x8::ZERO; model.num_agents],
             lane_obs: vec![wide::f32x8::ZERO; model.num_agents * model.obs_width],
+            lane_rejects: vec![0; model.num_agents * model.action_width],
         }
     }
 }
@@ -682,7 +686,7 @@ impl<'a> Envs<'a> {
     ) -> Option<StepError> {
         let stride = self.model.num_agents * self.model.action_width;
         let envs = actions.len() / stride;
-        let lanes = metrics.is_none() && scratch.lanes.is_some();
+        let lanes = scratch.lanes.is_some();
         let mut first_failure = None;
         let mut i = 0;
         while i < envs {
@@ -693,7 +697,8 @@ impl<'a> Envs<'a> {
                     .iter()
                     .all(|&t| t + 1 < self.model.max_steps)
             {
-                self.step_lanes(i, &actions[i * stride..(i + LANES) * stride], scratch);
+                let m = metrics.as_deref_mut().map(|m| &mut m[i..i + LANES]);
+                self.step_lanes(i, &actions[i * stride..(i + LANES) * stride], m, scratch);
                 i += LANES;
                 continue;
             }
@@ -711,9 +716,15 @@ impl<'a> Envs<'a> {
     }
 
     /// One step of the `LANES` envs `first..first + LANES` of the run, none
-    /// of which ends its episode, by the lane step: the same as
-    /// [`Envs::step`] on each.
-    fn step_lanes(&mut self, first: usize, actions: &[f32], sc: &mut Scratch) {
+    /// of which ends its episode, by the lane step (metrics into
+    /// `metrics[l]` when given): the same as [`Envs::step`] on each.
+    fn step_lanes(
+        &mut self,
+        first: usize,
+        actions: &[f32],
+        metrics: Option<&mut [StepMetrics]>,
+        sc: &mut Scratch,
+    ) {
         let model = self.model;
         let (n, s, w, ow) = (
             model.num_agents,
@@ -737,6 +748,31 @@ impl<'a> Envs<'a> {
             }));
         }
         step.step(model, actions, &sc.lane_rates);
+        if let Some(metrics) = metrics {
+            // Each env's step from its lanes, recorded against the
+            // observation it stepped from.
+            for (l, m) in metrics.iter_mut().enumerate() {
+                let e = first + l;
+                for (c, lanes) in sc.counts.iter_mut().zip(&step.counts) {
+                    *c = lanes.as_array()[l] as u32;
+                }
+                for (r, lanes) in sc.lane_rejects.iter_mut().zip(&step.rejects) {
+                    *r = lanes.as_array()[l] as u32;
+                }
+                for (rate, lanes) in sc.rates.iter_mut().zip(&sc.lane_rates) {
+                    *rate = lanes.as_array()[l] as u32;
+                }
+                let observation = &self.obs[e * n * ow..(e + 1) * n * ow];
+                m.record_unchecked(
+                    model,
+                    self.steps[e],
+                    observation,
+                    &sc.rates,
+                    &sc.counts,
+                    &sc.lane_rejects,
+                );
+            }
+        }
         // The next observations as lanes (the next rates are in; padding
         // stays 0, as in every row), then back to `[env][agent]` rows.
         for (a, &k) in model.degrees.iter().enumerate() {

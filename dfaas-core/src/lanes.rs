@@ -5,12 +5,13 @@
 //! that depends on the data. Actions come in and observations and rewards
 //! go out through 4×4 transposes ([`gather_lanes`], [`scatter_lanes`]).
 //!
-//! It is the fast path of [`crate::BatchEnv`]'s plain step and gives, bit
-//! for bit, what the per-env step ([`crate::split`], [`crate::resolve`])
-//! gives, which stays the definition (and the path of the per-step
-//! metrics, the reference's reject arithmetic, the served reward and
-//! nodes of more than [`MAX_DEGREE`] neighbours). The tests compare the
-//! two on random and off-simplex actions.
+//! It is the fast path of [`crate::BatchEnv`]'s step (with or without the
+//! per-step metrics, which are recorded from its lanes) and gives, bit for
+//! bit, what the per-env step ([`crate::split`], [`crate::resolve`])
+//! gives, which stays the definition (and the path of the reference's
+//! reject arithmetic, the served reward and nodes of more than
+//! [`MAX_DEGREE`] neighbours). The tests compare the two, metrics
+//! included, on random and off-simplex actions.
 //!
 //! Two facts make it branch-free:
 //! * the largest-remainder rule gives one more to entry `j` exactly when
@@ -362,33 +363,45 @@ mod tests {
         actions
     }
 
-    /// Steps two batches of `config` alike, one with the plain step (the
-    /// lane step where it applies) and one with the per-step metrics (the
-    /// per-env step), and finds every state, reward, done and terminal
-    /// observation equal at every step; some envs are reset mid-episode so
-    /// that envs are at different steps. Returns whether the lane step
-    /// applies.
+    /// Steps three batches of `config` alike: with the plain step and with
+    /// the per-step metrics (both take the lane step where it applies), and
+    /// env by env with the per-env step; finds every state, reward, done,
+    /// terminal observation and metric equal at every step. Some envs are
+    /// reset mid-episode so that envs are at different steps. Returns
+    /// whether the lane step applies.
     fn lanes_equal_per_env_steps(config: EnvConfig, envs: usize, steps: usize) -> bool {
         let model = EnvModel::new(&config.build().unwrap()).unwrap();
+        let stride = model.num_agents * model.action_width;
         let mut plain = BatchEnv::new(model.clone(), envs).unwrap();
         let mut recorded = BatchEnv::new(model.clone(), envs).unwrap();
-        plain.reset(17).unwrap();
-        recorded.reset(17).unwrap();
+        let mut per_env = BatchEnv::new(model.clone(), envs).unwrap();
+        for batch in [&mut plain, &mut recorded, &mut per_env] {
+            batch.reset(17).unwrap();
+        }
         let mut metrics = vec![StepMetrics::new(&model); envs];
+        let mut per_env_metrics = vec![StepMetrics::new(&model); envs];
         let mut rng = seeded(5);
         for step in 0..steps {
             if step % 7 == 3 {
                 let i = (uniform01(&mut rng) * envs as f64) as usize;
-                plain.reset_env(i, None, Some(step as u32)).unwrap();
-                recorded.reset_env(i, None, Some(step as u32)).unwrap();
+                for batch in [&mut plain, &mut recorded, &mut per_env] {
+                    batch.reset_env(i, None, Some(step as u32)).unwrap();
+                }
             }
             let a = actions(&model, envs, &mut rng);
             plain.step(&a).unwrap();
             recorded.step_with_metrics(&a, &mut metrics).unwrap();
-            assert_eq!(plain.state(), recorded.state(), "step {step}");
+            for (i, m) in per_env_metrics.iter_mut().enumerate() {
+                per_env
+                    .step_env(i, &a[i * stride..(i + 1) * stride], Some(m))
+                    .unwrap();
+            }
+            assert_eq!(plain.state(), per_env.state(), "step {step}");
+            assert_eq!(recorded.state(), per_env.state(), "step {step}");
+            assert_eq!(metrics, per_env_metrics, "step {step}");
             assert_eq!(
                 plain.final_observations(),
-                recorded.final_observations(),
+                per_env.final_observations(),
                 "step {step}"
             );
         }

@@ -4,8 +4,9 @@
 //! with bytes written over them. Typed errors or valid steps, never a
 //! panic; requests are conserved and rewards stay in [−1, 1] after every
 //! valid step. Each batch has a twin stepped alike with the metrics: 9
-//! envs, so the plain step runs one 8-env lane block and one env alone,
-//! and the twin (the per-env step) must end every step in the same state.
+//! envs, so both run one 8-env lane block and one env by the per-env
+//! step, and the twin must end every step in the same state (recording
+//! changes nothing).
 #![no_main]
 
 use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
@@ -102,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(
                         batch.state(),
                         twin.state(),
-                        "the lane step is the per-env step"
+                        "recording metrics changes nothing"
                     );
                     if recorded.is_ok() {
                         check_step(twin, &metrics);

@@ -134,7 +134,7 @@ const TWO_23: f32 = 8_388_608.0;
 /// r <= MAX_INPUT_RATE < 2²³`): the same as `p·r as u32` and `p·r − (p·r
 /// as u32) as f32`, without a scalar conversion per lane.
 #[inline(always)]
-pub(crate) fn split_lanes<const L: usize>(p: [f32; L], r: [f32; L]) -> ([u32; L], [f32; L]) {
+fn split_lanes<const L: usize>(p: [f32; L], r: [f32; L]) -> ([u32; L], [f32; L]) {
     let mut whole = [0u32; L];
     let mut fraction = [0f32; L];
     for j in 0..L {

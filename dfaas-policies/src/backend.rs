@@ -252,20 +252,38 @@ pub struct CpuPolicy {
     pub critic_adam: Adam,
 }
 
-/// The CPU backend: plain Rust, deterministic for a seed.
+/// The CPU backend: plain Rust, deterministic for a seed. An update's
+/// actor and critic halves run as one `rayon::join` (on the current pool),
+/// each on its own scratch, so the result does not depend on the threads.
 #[derive(Debug, Default, Clone)]
 pub struct CpuBackend {
-    actor_cache: MlpCache,
-    /// The actor's outputs `[samples][action_dim]` of the last forward.
-    actor_outputs: Vec<f32>,
+    actor: ActorScratch,
+    critic: CriticScratch,
+}
+
+/// The actor's buffers of one forward and backward pass.
+#[derive(Debug, Default, Clone)]
+struct ActorScratch {
+    cache: MlpCache,
+    /// The outputs `[samples][action_dim]` of the last forward.
+    outputs: Vec<f32>,
     /// Whether the last forward computed only the entry rows a mask marks
     /// (`used_rows`, their inputs `gathered`) rather than every row.
     compacted: bool,
     used_rows: Vec<usize>,
     gathered: Vec<f32>,
-    critic_cache: MlpCache,
-    actor_grads: Vec<f32>,
-    critic_grads: Vec<f32>,
+    /// ∂L/∂outputs of the last update: `[samples][action_dim]`, or the
+    /// computed rows only when compacted.
+    d_outputs: Vec<f32>,
+    grads: Vec<f32>,
+}
+
+/// The critic's buffers of one forward and backward pass.
+#[derive(Debug, Default, Clone)]
+struct CriticScratch {
+    cache: MlpCache,
+    d_values: Vec<f32>,
+    grads: Vec<f32>,
 }
 
 fn softplus(x: f32) -> f32 {
@@ -282,12 +300,14 @@ impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    /// The actor's forward pass over `samples` samples into
-    /// `actor_outputs` (`[samples][action_dim]`). A per-entry actor with a
-    /// `mask` computes only the rows it marks (the padding of agents with
-    /// fewer neighbours is skipped; those outputs are 0).
-    fn actor_forward(
+impl ActorScratch {
+    /// The actor's forward pass over `samples` samples into `outputs`
+    /// (`[samples][action_dim]`). A per-entry actor with a `mask` computes
+    /// only the rows it marks (the padding of agents with fewer neighbours
+    /// is skipped; those outputs are 0).
+    fn forward(
         &mut self,
         policy: &CpuPolicy,
         obs: &[f32],
@@ -301,8 +321,8 @@ impl CpuBackend {
         let (Some(mask), true) = (mask, spec.per_entry) else {
             policy
                 .actor
-                .forward(&policy.actor_params, obs, rows, &mut self.actor_cache)?;
-            self.actor_outputs.clone_from(&self.actor_cache.output);
+                .forward(&policy.actor_params, obs, rows, &mut self.cache)?;
+            self.outputs.clone_from(&self.cache.output);
             return Ok(());
         };
         length("mask", rows, mask.len())?;
@@ -319,14 +339,72 @@ impl CpuBackend {
             &policy.actor_params,
             &self.gathered,
             self.used_rows.len(),
-            &mut self.actor_cache,
+            &mut self.cache,
         )?;
-        self.actor_outputs.clear();
-        self.actor_outputs.resize(rows, 0.0);
-        for (&r, &o) in self.used_rows.iter().zip(&self.actor_cache.output) {
-            self.actor_outputs[r] = o;
+        self.outputs.clear();
+        self.outputs.resize(rows, 0.0);
+        for (&r, &o) in self.used_rows.iter().zip(&self.cache.output) {
+            self.outputs[r] = o;
         }
         Ok(())
+    }
+
+    /// The actor's half of an update: forward, the loss terms (returned)
+    /// and ∂L/∂params into `grads`.
+    fn gradient(
+        &mut self,
+        policy: &CpuPolicy,
+        mb: &Minibatch<'_>,
+        c: &LossCoefficients,
+    ) -> Result<ActorTerms, BackendError> {
+        let (n, k) = (mb.size, policy.spec.action_dim);
+        self.forward(policy, mb.obs, n, mb.mask)?;
+        self.d_outputs.resize(n * k, 0.0);
+        let terms = actor_loss_gradient(&self.outputs, mb, k, c, &mut self.d_outputs)?;
+        if self.compacted {
+            // Rows are in increasing order, so each moves down or stays.
+            for (i, &r) in self.used_rows.iter().enumerate() {
+                self.d_outputs[i] = self.d_outputs[r];
+            }
+            self.d_outputs.truncate(self.used_rows.len());
+        }
+        self.grads.resize(policy.actor_params.len(), 0.0);
+        policy.actor.backward(
+            &policy.actor_params,
+            &mut self.cache,
+            &self.d_outputs,
+            &mut self.grads,
+        )?;
+        Ok(terms)
+    }
+}
+
+impl CriticScratch {
+    /// The critic's half of an update: forward, the value loss (returned,
+    /// before its weight) and ∂L/∂params into `grads`.
+    fn gradient(
+        &mut self,
+        policy: &CpuPolicy,
+        mb: &Minibatch<'_>,
+        c: &LossCoefficients,
+    ) -> Result<f32, BackendError> {
+        policy.critic.forward(
+            &policy.critic_params,
+            mb.critic_obs,
+            mb.size,
+            &mut self.cache,
+        )?;
+        self.d_values.resize(mb.size, 0.0);
+        let value_loss =
+            value_loss_gradient(&self.cache.output, mb.returns, c, &mut self.d_values)?;
+        self.grads.resize(policy.critic_params.len(), 0.0);
+        policy.critic.backward(
+            &policy.critic_params,
+            &mut self.cache,
+            &self.d_values,
+            &mut self.grads,
+        )?;
+        Ok(value_loss)
     }
 }
 
@@ -387,17 +465,17 @@ impl Backend for CpuBackend {
         let k = policy.spec.action_dim;
         length("alpha", product("alpha", &[batch, k])?, alpha.len())?;
         length("values", batch, values.len())?;
-        self.actor_forward(policy, obs, batch, mask)?;
+        self.actor.forward(policy, obs, batch, mask)?;
         policy.critic.forward(
             &policy.critic_params,
             critic_obs,
             batch,
-            &mut self.critic_cache,
+            &mut self.critic.cache,
         )?;
-        for (a, &o) in alpha.iter_mut().zip(&self.actor_outputs) {
+        for (a, &o) in alpha.iter_mut().zip(&self.actor.outputs) {
             *a = softplus(o) + CONCENTRATION_EPSILON;
         }
-        values.copy_from_slice(&self.critic_cache.output);
+        values.copy_from_slice(&self.critic.cache.output);
         Ok(())
     }
 
@@ -408,59 +486,33 @@ impl Backend for CpuBackend {
         c: &LossCoefficients,
     ) -> Result<UpdateStats, BackendError> {
         mb.check(&policy.spec)?;
-        let (n, k) = (mb.size, policy.spec.action_dim);
-        let mut stats = UpdateStats::default();
-
-        // Actor: loss gradient with respect to the network outputs
-        // (`[n][k]` either way: per entry, they are the rows' outputs; the
-        // rows the mask leaves out are not computed).
-        self.actor_forward(policy, mb.obs, n, mb.mask)?;
-        let mut d_out = vec![0f32; n * k];
-        let actor = actor_loss_gradient(&self.actor_outputs, mb, k, c, &mut d_out)?;
-        if self.compacted {
-            d_out = self.used_rows.iter().map(|&r| d_out[r]).collect();
-        }
-        stats.policy_loss = actor.policy_loss;
-        stats.entropy = actor.entropy;
-        stats.kl = actor.kl;
-        stats.clip_fraction = actor.clip_fraction;
-        self.actor_grads.resize(policy.actor_params.len(), 0.0);
-        policy.actor.backward(
-            &policy.actor_params,
-            &mut self.actor_cache,
-            &d_out,
-            &mut self.actor_grads,
-        )?;
-
-        // Critic: capped squared error.
-        policy.critic.forward(
-            &policy.critic_params,
-            mb.critic_obs,
-            n,
-            &mut self.critic_cache,
-        )?;
-        let mut d_value = vec![0f32; n];
-        stats.value_loss =
-            value_loss_gradient(&self.critic_cache.output, mb.returns, c, &mut d_value)?;
-        self.critic_grads.resize(policy.critic_params.len(), 0.0);
-        policy.critic.backward(
-            &policy.critic_params,
-            &mut self.critic_cache,
-            &d_value,
-            &mut self.critic_grads,
-        )?;
-
-        stats.grad_norm = clip_global_norm(
-            &mut [&mut self.actor_grads, &mut self.critic_grads],
+        let (actor, critic) = (&mut self.actor, &mut self.critic);
+        let (actor_terms, value_loss) = {
+            let policy = &*policy;
+            rayon::join(
+                || actor.gradient(policy, mb, c),
+                || critic.gradient(policy, mb, c),
+            )
+        };
+        let (actor_terms, value_loss) = (actor_terms?, value_loss?);
+        let grad_norm = clip_global_norm(
+            &mut [&mut self.actor.grads, &mut self.critic.grads],
             c.max_grad_norm,
         );
         policy
             .actor_adam
-            .step(&mut policy.actor_params, &self.actor_grads);
+            .step(&mut policy.actor_params, &self.actor.grads);
         policy
             .critic_adam
-            .step(&mut policy.critic_params, &self.critic_grads);
-        Ok(stats)
+            .step(&mut policy.critic_params, &self.critic.grads);
+        Ok(UpdateStats {
+            policy_loss: actor_terms.policy_loss,
+            value_loss,
+            entropy: actor_terms.entropy,
+            kl: actor_terms.kl,
+            clip_fraction: actor_terms.clip_fraction,
+            grad_norm,
+        })
     }
 
     fn tensors(&self, policy: &CpuPolicy) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -632,8 +684,8 @@ pub fn actor_loss_gradient(
         );
         action.clear();
         action.extend(used.iter().map(|&j| mb.actions[s * k + j]));
-        let log_prob = dirichlet::log_prob(&alpha, &action, &mut g_logp[..m]);
-        let entropy = dirichlet::entropy(&alpha, &mut g_ent[..m]);
+        let (log_prob, entropy) =
+            dirichlet::log_prob_and_entropy(&alpha, &action, &mut g_logp[..m], &mut g_ent[..m]);
         let kl = if c.kl_coeff != 0.0 {
             old_alpha.clear();
             old_alpha.extend(used.iter().map(|&j| mb.old_alpha[s * k + j]));
@@ -858,7 +910,7 @@ mod tests {
             probe.actor_adam.lr = 0.0;
             probe.critic_adam.lr = 0.0;
             backend.update(&mut probe, &mb, &c).unwrap();
-            let (ga, gc) = (backend.actor_grads.clone(), backend.critic_grads.clone());
+            let (ga, gc) = (backend.actor.grads.clone(), backend.critic.grads.clone());
             for (grads, is_actor) in [(&ga, true), (&gc, false)] {
                 let len = grads.len();
                 for j in (0..len).step_by(5) {

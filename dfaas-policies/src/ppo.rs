@@ -909,6 +909,51 @@ mod tests {
         assert!(moved > 0, "the coefficient never moved");
     }
 
+    /// Training on pools of 1, 2, 3 and 7 threads gives the same metrics
+    /// and policies bit for bit: the env steps, the policies' updates (one
+    /// task each) and each update's actor and critic halves (joined) are
+    /// split over the threads, never summed differently. Independent (three
+    /// policies) and agnostic (one per-entry policy, a masked actor).
+    #[test]
+    fn training_is_alike_on_any_thread_count() {
+        use crate::backend::CpuBackend;
+        let env_config = dfaas_core::EnvConfig::with_network(&["a b c", "b c", "c d"]);
+        let model = EnvModel::new(&env_config.build().unwrap()).unwrap();
+        for layout in [Layout::Independent, Layout::Agnostic] {
+            let config = PpoConfig {
+                layout,
+                hidden: vec![16, 16],
+                num_envs: 20,
+                rollout_steps: 24,
+                minibatch_size: 120,
+                epochs: 2,
+                ..PpoConfig::default()
+            };
+            let train = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let t = Trainer::new(model.clone(), config.clone(), CpuBackend::new());
+                    let mut t = t.unwrap();
+                    let metrics: Vec<IterationMetrics> =
+                        (0..3).map(|_| t.train_iteration().unwrap()).collect();
+                    (metrics, t.engine.policies.clone())
+                })
+            };
+            let one = train(1);
+            let untrained = Trainer::new(model.clone(), config.clone(), CpuBackend::new());
+            assert!(
+                untrained.unwrap().engine.policies != one.1,
+                "{layout:?}: trained"
+            );
+            for threads in [2, 3, 7] {
+                assert!(train(threads) == one, "{layout:?} on {threads} threads");
+            }
+        }
+    }
+
     /// The deterministic action the trainer's own batched forward pass
     /// (matrixmultiply, as sampling computes the concentrations) gives:
     /// α/Σα over each agent's entries, written into the env's rows.

@@ -3,8 +3,8 @@
 //!
 //! Every operation runs when it is called, except the update's
 //! ([`Engine::shuffle`], [`Engine::minibatch`]): those are queued per
-//! policy and run at [`Engine::finish`], one rayon task per group of
-//! policies (on the current pool, where large batches of envs step too),
+//! policy and run at [`Engine::finish`], one rayon task per policy (on
+//! the current pool, where large batches of envs step too),
 //! each policy's queue in order on its own shuffle stream; statistics are
 //! summed in policy order, so a seed gives the same results bit for bit
 //! whatever the number of cores.
@@ -557,22 +557,14 @@ where
                 },
             )
             .collect();
-        // Groups of policies on the current rayon pool's threads (the pool
-        // the envs step in), each group in order on its own backend.
-        let threads = rayon::current_num_threads().min(policies).max(1);
-        let per_thread = policies.div_ceil(threads);
+        // One task per policy on the current rayon pool (the pool the envs
+        // step in), each on its own backend.
         {
             use rayon::prelude::*;
-            let backends: Vec<B> = (0..policies.div_ceil(per_thread))
-                .map(|_| self.backend.clone())
-                .collect();
-            jobs.par_chunks_mut(per_thread)
+            let backends: Vec<B> = (0..policies).map(|_| self.backend.clone()).collect();
+            jobs.par_iter_mut()
                 .zip(backends)
-                .for_each(|(group, mut backend)| {
-                    for job in group {
-                        job.outcome = job.run(&mut backend, queue, rows);
-                    }
-                });
+                .for_each(|(job, mut backend)| job.outcome = job.run(&mut backend, queue, rows));
         }
         let mut all: Vec<UpdateStats> = Vec::new();
         let mut last_epoch_kl = Vec::with_capacity(policies);
@@ -661,21 +653,18 @@ impl<B: Backend> PolicyUpdate<'_, B> {
         let r = self.rollout;
         let indices = &self.order[index * rows..(index + 1) * rows];
         let gather = |source: &[f32], width: usize| -> Vec<f32> {
-            indices
-                .iter()
-                .flat_map(|&i| source[i * width..(i + 1) * width].iter().copied())
-                .collect()
+            let mut rows = Vec::with_capacity(indices.len() * width);
+            for &i in indices {
+                rows.extend_from_slice(&source[i * width..(i + 1) * width]);
+            }
+            rows
         };
-        let mask: Vec<u8> = indices
-            .iter()
-            .flat_map(|&i| {
-                r.mask
-                    .get(i * k..(i + 1) * k)
-                    .unwrap_or(&[])
-                    .iter()
-                    .copied()
-            })
-            .collect();
+        let mut mask: Vec<u8> = Vec::with_capacity(if r.mask.is_empty() { 0 } else { rows * k });
+        if !r.mask.is_empty() {
+            for &i in indices {
+                mask.extend_from_slice(&r.mask[i * k..(i + 1) * k]);
+            }
+        }
         let minibatch = Minibatch {
             size: indices.len(),
             obs: &gather(&r.obs, d),

@@ -183,15 +183,43 @@ pub trait Backend {
     /// [`BackendError::Shape`] for widths of 0 or sizes that overflow.
     fn init_policy(&self, spec: &PolicySpec, seed: u64) -> Result<Self::Policy, BackendError>;
 
-    /// Concentrations `[batch][action_dim]` and values `[batch]` for
-    /// actor inputs `[batch][obs_dim]` and critic inputs
-    /// `[batch][critic_obs_dim]`. `mask` (`[batch][action_dim]`, 1 = used),
-    /// when given, names the outputs each sample's Dirichlet uses: a
-    /// per-entry actor then scores only those rows, and the others'
-    /// concentrations are unspecified.
+    /// Concentrations `[batch][action_dim]` for actor inputs
+    /// `[batch][obs_dim]`. `mask` (`[batch][action_dim]`, 1 = used), when
+    /// given, names the outputs each sample's Dirichlet uses: a per-entry
+    /// actor then scores only those rows, and the others' concentrations
+    /// are unspecified. Each sample is computed alone, so its
+    /// concentrations do not depend on the batch it is in.
     ///
     /// # Errors
     /// [`BackendError::Shape`] naming a slice that does not fit.
+    fn concentrations(
+        &mut self,
+        policy: &Self::Policy,
+        obs: &[f32],
+        batch: usize,
+        mask: Option<&[u8]>,
+        alpha: &mut [f32],
+    ) -> Result<(), BackendError>;
+
+    /// The critic's values `[batch]` for critic inputs
+    /// `[batch][critic_obs_dim]`, each sample computed alone (a value does
+    /// not depend on the batch it is in).
+    ///
+    /// # Errors
+    /// [`BackendError::Shape`] naming a slice that does not fit.
+    fn values(
+        &mut self,
+        policy: &Self::Policy,
+        critic_obs: &[f32],
+        batch: usize,
+        values: &mut [f32],
+    ) -> Result<(), BackendError>;
+
+    /// [`Backend::concentrations`] and [`Backend::values`] of one batch.
+    ///
+    /// # Errors
+    /// [`BackendError::Shape`] naming a slice that does not fit (the
+    /// output lengths are checked before anything is computed).
     #[allow(clippy::too_many_arguments)]
     fn act(
         &mut self,
@@ -202,7 +230,11 @@ pub trait Backend {
         mask: Option<&[u8]>,
         alpha: &mut [f32],
         values: &mut [f32],
-    ) -> Result<(), BackendError>;
+    ) -> Result<(), BackendError> {
+        length("values", batch, values.len())?;
+        self.concentrations(policy, obs, batch, mask, alpha)?;
+        self.values(policy, critic_obs, batch, values)
+    }
 
     /// One gradient step on a minibatch.
     ///
@@ -452,29 +484,37 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn act(
+    fn concentrations(
         &mut self,
         policy: &CpuPolicy,
         obs: &[f32],
-        critic_obs: &[f32],
         batch: usize,
         mask: Option<&[u8]>,
         alpha: &mut [f32],
-        values: &mut [f32],
     ) -> Result<(), BackendError> {
         let k = policy.spec.action_dim;
         length("alpha", product("alpha", &[batch, k])?, alpha.len())?;
-        length("values", batch, values.len())?;
         self.actor.forward(policy, obs, batch, mask)?;
+        for (a, &o) in alpha.iter_mut().zip(&self.actor.outputs) {
+            *a = softplus(o) + CONCENTRATION_EPSILON;
+        }
+        Ok(())
+    }
+
+    fn values(
+        &mut self,
+        policy: &CpuPolicy,
+        critic_obs: &[f32],
+        batch: usize,
+        values: &mut [f32],
+    ) -> Result<(), BackendError> {
+        length("values", batch, values.len())?;
         policy.critic.forward(
             &policy.critic_params,
             critic_obs,
             batch,
             &mut self.critic.cache,
         )?;
-        for (a, &o) in alpha.iter_mut().zip(&self.actor.outputs) {
-            *a = softplus(o) + CONCENTRATION_EPSILON;
-        }
         values.copy_from_slice(&self.critic.cache.output);
         Ok(())
     }

@@ -35,10 +35,10 @@ pub trait Engine {
     fn begin(&mut self, entropy_coeff: f32, kl_coeffs: &[f32]) -> Result<(), TrainError>;
 
     /// Acts on the envs' current observations: normalises them (updating
-    /// the running statistics when configured), runs every actor and
-    /// critic, draws each agent's action from its Dirichlet into the envs'
-    /// actions and stores the sample (inputs, action, concentrations,
-    /// log-density, value).
+    /// the running statistics when configured), runs every actor, draws
+    /// each agent's action from its Dirichlet into the envs' actions and
+    /// stores the sample (inputs, action, concentrations, log-density, and
+    /// the critic's value, unless [`Engine::bootstrap`] computes it).
     ///
     /// # Errors
     /// [`TrainError`] of the backend.
@@ -52,7 +52,8 @@ pub trait Engine {
     fn step(&mut self) -> Result<(), TrainError>;
 
     /// The critic's values of the observations after the rollout, which
-    /// GAE bootstraps from.
+    /// GAE bootstraps from, and of the rollout's samples where
+    /// [`Engine::act`] left them.
     ///
     /// # Errors
     /// [`TrainError`] of the backend.

@@ -43,18 +43,14 @@ impl std::str::FromStr for Activation {
 pub use dfaas_infer::mlp::fast_tanh;
 
 impl Activation {
-    /// The same activation in the inference crate (whose `apply` this one
-    /// calls: one definition of each).
+    /// The same activation in the inference crate (whose `apply_in_place`
+    /// the forward pass calls: one definition of each).
     #[must_use]
     pub fn shared(self) -> dfaas_infer::mlp::Activation {
         match self {
             Self::Tanh => dfaas_infer::mlp::Activation::Tanh,
             Self::Relu => dfaas_infer::mlp::Activation::Relu,
         }
-    }
-
-    fn apply(self, z: f32) -> f32 {
-        self.shared().apply(z)
     }
 
     /// Derivative expressed through the activation's output `a`.
@@ -85,6 +81,21 @@ pub struct MlpCache {
     /// Gradient buffers of the backward pass.
     delta: Vec<f32>,
     delta_prev: Vec<f32>,
+}
+
+/// `rows` copies of `row` into `out` (replaced), in doubling copies: a
+/// few large copies rather than one small copy per row.
+fn fill_rows(out: &mut Vec<f32>, row: &[f32], rows: usize) {
+    let len = rows * row.len();
+    out.clear();
+    out.reserve(len);
+    if rows > 0 {
+        out.extend_from_slice(row);
+    }
+    while out.len() < len {
+        let more = out.len().min(len - out.len());
+        out.extend_from_within(..more);
+    }
 }
 
 impl Mlp {
@@ -207,31 +218,26 @@ impl Mlp {
             let weights = &params[offset..offset + n_out * n_in];
             let bias = &params[offset + n_out * n_in..offset + n_out * n_in + n_out];
             offset += n_out * n_in + n_out;
-            let mut z = vec![0f32; batch * n_out];
-            for row in z.chunks_exact_mut(n_out) {
-                row.copy_from_slice(bias);
-            }
+            // The layer's output (the next layer's input, or the network's)
+            // in the cache's own buffer, starting from the biases.
+            let (inputs, next) = cache.layers.split_at_mut(l + 1);
+            let z = next.first_mut().unwrap_or(&mut cache.output);
+            fill_rows(z, bias, batch);
             // Z[b][o] += Σ_i X[b][i]·W[o][i]
             gemm(
                 batch,
                 n_in,
                 n_out,
                 1.0,
-                &cache.layers[l],
+                &inputs[l],
                 Op::Plain,
                 weights,
                 Op::Transposed,
                 1.0,
-                &mut z,
+                z,
             )?;
             if l + 1 < layers {
-                z.iter_mut().for_each(|v| *v = self.activation.apply(*v));
-                if cache.layers.len() <= l + 1 {
-                    cache.layers.push(Vec::new());
-                }
-                cache.layers[l + 1] = z;
-            } else {
-                cache.output = z;
+                self.activation.shared().apply_in_place(z);
             }
         }
         Ok(())
@@ -301,7 +307,7 @@ impl Mlp {
                 break;
             }
             // δ_prev[b][i] = Σ_o δ[b][o]·W[o][i] · act′(X[b][i])
-            cache.delta_prev.clear();
+            // (Every entry is written: β = 0 reads nothing.)
             cache.delta_prev.resize(batch * n_in, 0.0);
             gemm(
                 batch,
@@ -342,6 +348,16 @@ mod tests {
                     .map(|(o, v)| 0.5 * (o as f64 + 1.0) * f64::from(*v).powi(2))
             })
             .sum()
+    }
+
+    #[test]
+    fn rows_are_filled_with_copies_of_the_row() {
+        let row = [1.5f32, -2.0, 7.0];
+        let mut out = vec![9.0; 4];
+        for rows in [0, 1, 2, 3, 5, 64, 1152, 1153] {
+            fill_rows(&mut out, &row, rows);
+            assert_eq!(out, row.repeat(rows), "{rows} rows");
+        }
     }
 
     #[test]

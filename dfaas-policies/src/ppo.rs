@@ -967,18 +967,11 @@ mod tests {
         let mut actions = vec![0f32; envs * n * w];
         let e = &mut t.engine;
         let (actor, critic) = e.inputs(observations, false).unwrap();
-        let (mut alpha, mut values) = (Vec::new(), Vec::new());
+        let mut alpha = Vec::new();
         for p in 0..e.members.len() {
             let members = e.members[p].len();
-            e.act_policy(
-                p,
-                &actor[p],
-                &critic[p],
-                envs * members,
-                &mut alpha,
-                &mut values,
-            )
-            .unwrap();
+            e.concentrations(p, &actor[p], envs * members, &mut alpha)
+                .unwrap();
             let k = e.specs[p].action_dim;
             for env in 0..envs {
                 for (i, &a) in e.members[p].iter().enumerate() {

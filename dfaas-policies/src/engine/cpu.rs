@@ -32,6 +32,7 @@ struct Rollout {
     actions: Vec<f32>,
     alpha: Vec<f32>,
     log_prob: Vec<f32>,
+    /// The critic's values of the samples (computed at `bootstrap`).
     values: Vec<f32>,
     rewards: Vec<f32>,
     dones: Vec<f32>,
@@ -116,10 +117,9 @@ pub struct CpuEngine<B: Backend> {
     actions: Vec<f32>,
     coefficients: Vec<LossCoefficients>,
     queue: Vec<UpdateOp>,
-    /// Scratch of one policy's act: concentrations, values, one agent's
+    /// Scratch of one policy's act: concentrations, one agent's
     /// concentrations over its entries.
     alpha: Vec<f32>,
-    values: Vec<f32>,
     sub_alpha: Vec<f32>,
 }
 
@@ -207,7 +207,6 @@ where
             coefficients: Vec::new(),
             queue: Vec::new(),
             alpha: Vec::new(),
-            values: Vec::new(),
             sub_alpha: Vec::new(),
             config,
             env,
@@ -239,20 +238,17 @@ where
         &self.backend
     }
 
-    /// Concentrations `[rows][action_dim]` and values `[rows]` of policy
-    /// `p` for its actor and critic inputs (buffers resized to fit).
-    pub(crate) fn act_policy(
+    /// Concentrations `[rows][action_dim]` of policy `p` for its actor
+    /// inputs (`alpha` resized to fit).
+    pub(crate) fn concentrations(
         &mut self,
         p: usize,
         actor: &[f32],
-        critic: &[f32],
         rows: usize,
         alpha: &mut Vec<f32>,
-        values: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
         let k = self.specs[p].action_dim;
         alpha.resize(rows * k, 0.0);
-        values.resize(rows, 0.0);
         // Which outputs each row's Dirichlet uses (rows `[env][member]`):
         // a per-entry actor scores only those.
         let mask: Option<Vec<u8>> = self.specs[p].per_entry.then(|| {
@@ -264,15 +260,8 @@ where
                 })
                 .collect()
         });
-        self.backend.act(
-            &self.policies[p],
-            actor,
-            critic,
-            rows,
-            mask.as_deref(),
-            alpha,
-            values,
-        )
+        self.backend
+            .concentrations(&self.policies[p], actor, rows, mask.as_deref(), alpha)
     }
 
     /// Actor and critic inputs of every policy for `observations`
@@ -402,9 +391,8 @@ where
         let (actor, critic) = self
             .inputs(&observations, true)
             .map_err(|source| TrainError::Backend { policy: 0, source })?;
-        let (mut alpha, mut values, mut sub_alpha) = (
+        let (mut alpha, mut sub_alpha) = (
             std::mem::take(&mut self.alpha),
-            std::mem::take(&mut self.values),
             std::mem::take(&mut self.sub_alpha),
         );
         let (mut sample, mut grad) = (
@@ -413,13 +401,13 @@ where
         );
         for p in 0..self.policies.len() {
             let (rows, k) = (envs * self.members[p].len(), self.specs[p].action_dim);
-            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
+            self.concentrations(p, &actor[p], rows, &mut alpha)
                 .map_err(|source| TrainError::Backend { policy: p, source })?;
             let r = &mut self.rollouts[p];
             r.obs.extend_from_slice(&actor[p]);
+            // The values of these inputs come at `bootstrap`, in one batch.
             r.critic_obs.extend_from_slice(&critic[p]);
             r.alpha.extend_from_slice(&alpha);
-            r.values.extend_from_slice(&values);
             for e in 0..envs {
                 for (i, &a) in self.members[p].iter().enumerate() {
                     let row_alpha = &alpha[(e * self.members[p].len() + i) * k..][..k];
@@ -452,7 +440,7 @@ where
                 }
             }
         }
-        (self.alpha, self.values, self.sub_alpha) = (alpha, values, sub_alpha);
+        (self.alpha, self.sub_alpha) = (alpha, sub_alpha);
         Ok(())
     }
 
@@ -484,15 +472,37 @@ where
 
     fn bootstrap(&mut self) -> Result<(), TrainError> {
         let observations = self.env.observations().to_vec();
-        let (actor, critic) = self
+        let (_, last_inputs) = self
             .inputs(&observations, false)
             .map_err(|source| TrainError::Backend { policy: 0, source })?;
-        let (mut alpha, mut values) = (Vec::new(), Vec::new());
-        for p in 0..self.policies.len() {
-            let rows = self.config.num_envs * self.members[p].len();
-            self.act_policy(p, &actor[p], &critic[p], rows, &mut alpha, &mut values)
-                .map_err(|source| TrainError::Backend { policy: p, source })?;
-            self.rollouts[p].last_values.clone_from(&values);
+        // The critic's values of every sample and of the observations after
+        // the rollout: one batch per policy, the policies in parallel, each
+        // on its own backend (a value does not depend on its batch, so they
+        // equal step-by-step values bit for bit). The first error in policy
+        // order is returned.
+        use rayon::prelude::*;
+        let jobs: Vec<_> = self
+            .rollouts
+            .iter_mut()
+            .zip(self.policies.iter_mut())
+            .zip(&self.specs)
+            .zip(&last_inputs)
+            .map(|(((r, policy), spec), last)| (r, policy, spec, last, self.backend.clone()))
+            .collect();
+        let outcomes: Vec<Result<(), BackendError>> = jobs
+            .into_par_iter()
+            .map(|(r, policy, spec, last, mut backend)| {
+                let width = spec.critic_obs_dim.max(1);
+                let rows = r.critic_obs.len() / width;
+                r.values.resize(rows, 0.0);
+                backend.values(&*policy, &r.critic_obs, rows, &mut r.values)?;
+                let rows = last.len() / width;
+                r.last_values.resize(rows, 0.0);
+                backend.values(&*policy, last, rows, &mut r.last_values)
+            })
+            .collect();
+        for (p, outcome) in outcomes.into_iter().enumerate() {
+            outcome.map_err(|source| TrainError::Backend { policy: p, source })?;
         }
         Ok(())
     }
@@ -652,19 +662,8 @@ impl<B: Backend> PolicyUpdate<'_, B> {
         let (d, k) = (self.spec.obs_dim, self.spec.action_dim);
         let r = self.rollout;
         let indices = &self.order[index * rows..(index + 1) * rows];
-        let gather = |source: &[f32], width: usize| -> Vec<f32> {
-            let mut rows = Vec::with_capacity(indices.len() * width);
-            for &i in indices {
-                rows.extend_from_slice(&source[i * width..(i + 1) * width]);
-            }
-            rows
-        };
-        let mut mask: Vec<u8> = Vec::with_capacity(if r.mask.is_empty() { 0 } else { rows * k });
-        if !r.mask.is_empty() {
-            for &i in indices {
-                mask.extend_from_slice(&r.mask[i * k..(i + 1) * k]);
-            }
-        }
+        let gather = |source: &[f32], width: usize| gather_rows(source, width, indices);
+        let mask = gather_rows(&r.mask, if r.mask.is_empty() { 0 } else { k }, indices);
         let minibatch = Minibatch {
             size: indices.len(),
             obs: &gather(&r.obs, d),
@@ -679,6 +678,36 @@ impl<B: Backend> PolicyUpdate<'_, B> {
         backend.update(self.policy, &minibatch, self.coefficients)
     }
 }
+
+/// Rows `indices` of `source` (`[row][width]`), in that order. Rows of at
+/// most [`GATHER_BLOCK`] values are first copied as whole blocks where the
+/// source has one (a block's tail lands in the next rows' places, which
+/// are written after it), then the others exactly: fixed-size moves
+/// instead of a copy call per row, as a minibatch gathers thousands of
+/// short rows.
+fn gather_rows<T: Copy + Default>(source: &[T], width: usize, indices: &[usize]) -> Vec<T> {
+    let len = indices.len() * width;
+    let mut rows = vec![T::default(); len + GATHER_BLOCK];
+    let blocked = |i: usize| width <= GATHER_BLOCK && i * width + GATHER_BLOCK <= source.len();
+    for (j, &i) in indices.iter().enumerate() {
+        if blocked(i) {
+            let block: &[T; GATHER_BLOCK] = source[i * width..][..GATHER_BLOCK]
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("a block of {GATHER_BLOCK}"));
+            rows[j * width..][..GATHER_BLOCK].copy_from_slice(block);
+        }
+    }
+    for (j, &i) in indices.iter().enumerate() {
+        if !blocked(i) {
+            rows[j * width..][..width].copy_from_slice(&source[i * width..][..width]);
+        }
+    }
+    rows.truncate(len);
+    rows
+}
+
+/// The block [`gather_rows`] copies short rows in.
+const GATHER_BLOCK: usize = 8;
 
 /// A uniform random permutation of `0..n` (Fisher–Yates on `rng`).
 fn permutation(rng: &mut Xoshiro128PlusPlus, n: usize) -> Vec<usize> {
@@ -695,6 +724,39 @@ mod tests {
 
     /// Team rewards of a union: each agent's federation's mean, by hand;
     /// one federation: exactly [`team_mean`].
+    #[test]
+    fn gathered_rows_are_the_rows_in_order() {
+        let mut rng = dfaas_core::rng::seeded(4);
+        for width in 0..=11 {
+            for rows in [0, 1, 3, 40] {
+                let source: Vec<f32> = (0..rows * width).map(|v| v as f32 + 0.5).collect();
+                // Repeats, the last row (no whole block after it) and any order.
+                let indices: Vec<usize> = if rows == 0 {
+                    Vec::new()
+                } else {
+                    (0..2 * rows)
+                        .map(|j| {
+                            if j % 5 == 0 {
+                                rows - 1
+                            } else {
+                                below(&mut rng, rows as u32) as usize
+                            }
+                        })
+                        .collect()
+                };
+                let want: Vec<f32> = indices
+                    .iter()
+                    .flat_map(|&i| source[i * width..(i + 1) * width].to_vec())
+                    .collect();
+                assert_eq!(
+                    gather_rows(&source, width, &indices),
+                    want,
+                    "width {width}, {rows} rows"
+                );
+            }
+        }
+    }
+
     #[test]
     fn team_means_are_per_federation() {
         let config = dfaas_core::EnvConfig::with_network(&["a b", "c d", "d e", "f"]);

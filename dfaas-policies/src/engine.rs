@@ -37,8 +37,9 @@ pub trait Engine {
     /// Acts on the envs' current observations: normalises them (updating
     /// the running statistics when configured), runs every actor, draws
     /// each agent's action from its Dirichlet into the envs' actions and
-    /// stores the sample (inputs, action, concentrations, log-density, and
-    /// the critic's value, unless [`Engine::bootstrap`] computes it).
+    /// stores the sample (inputs, action, concentrations, and its
+    /// log-density and the critic's value, unless [`Engine::bootstrap`]
+    /// computes them).
     ///
     /// # Errors
     /// [`TrainError`] of the backend.
@@ -52,8 +53,8 @@ pub trait Engine {
     fn step(&mut self) -> Result<(), TrainError>;
 
     /// The critic's values of the observations after the rollout, which
-    /// GAE bootstraps from, and of the rollout's samples where
-    /// [`Engine::act`] left them.
+    /// GAE bootstraps from, and the samples' values and log-densities
+    /// where [`Engine::act`] left them.
     ///
     /// # Errors
     /// [`TrainError`] of the backend.

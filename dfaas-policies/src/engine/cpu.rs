@@ -31,6 +31,7 @@ struct Rollout {
     mask: Vec<u8>,
     actions: Vec<f32>,
     alpha: Vec<f32>,
+    /// Log-density of each action (computed at `bootstrap`).
     log_prob: Vec<f32>,
     /// The critic's values of the samples (computed at `bootstrap`).
     values: Vec<f32>,
@@ -395,17 +396,15 @@ where
             std::mem::take(&mut self.alpha),
             std::mem::take(&mut self.sub_alpha),
         );
-        let (mut sample, mut grad) = (
-            [0f32; dirichlet::MAX_ENTRIES],
-            [0f32; dirichlet::MAX_ENTRIES],
-        );
+        let mut sample = [0f32; dirichlet::MAX_ENTRIES];
         for p in 0..self.policies.len() {
             let (rows, k) = (envs * self.members[p].len(), self.specs[p].action_dim);
             self.concentrations(p, &actor[p], rows, &mut alpha)
                 .map_err(|source| TrainError::Backend { policy: p, source })?;
             let r = &mut self.rollouts[p];
             r.obs.extend_from_slice(&actor[p]);
-            // The values of these inputs come at `bootstrap`, in one batch.
+            // The values of these inputs and the actions' log-densities come
+            // at `bootstrap`, in parallel.
             r.critic_obs.extend_from_slice(&critic[p]);
             r.alpha.extend_from_slice(&alpha);
             for e in 0..envs {
@@ -432,11 +431,6 @@ where
                     if masked {
                         r.mask.extend((0..k).map(|j| u8::from(used.contains(&j))));
                     }
-                    r.log_prob.push(dirichlet::log_prob(
-                        &sub_alpha,
-                        &sample[..m],
-                        &mut grad[..m],
-                    ));
                 }
             }
         }
@@ -475,23 +469,29 @@ where
         let (_, last_inputs) = self
             .inputs(&observations, false)
             .map_err(|source| TrainError::Backend { policy: 0, source })?;
-        // The critic's values of every sample and of the observations after
-        // the rollout: one batch per policy, the policies in parallel, each
-        // on its own backend (a value does not depend on its batch, so they
-        // equal step-by-step values bit for bit). The first error in policy
-        // order is returned.
+        // Each sample's log-density under the policy that drew it and the
+        // critic's values of every sample and of the observations after the
+        // rollout: the policies in parallel, each on its own backend, the
+        // values in one batch (a value does not depend on its batch, so
+        // both equal step-by-step ones bit for bit). The first error in
+        // policy order is returned.
         use rayon::prelude::*;
+        let entries = &self.entries;
         let jobs: Vec<_> = self
             .rollouts
             .iter_mut()
             .zip(self.policies.iter_mut())
             .zip(&self.specs)
+            .zip(&self.members)
             .zip(&last_inputs)
-            .map(|(((r, policy), spec), last)| (r, policy, spec, last, self.backend.clone()))
+            .map(|((((r, policy), spec), members), last)| {
+                (r, policy, spec, members, last, self.backend.clone())
+            })
             .collect();
         let outcomes: Vec<Result<(), BackendError>> = jobs
             .into_par_iter()
-            .map(|(r, policy, spec, last, mut backend)| {
+            .map(|(r, policy, spec, members, last, mut backend)| {
+                r.log_prob = log_densities(r, spec.action_dim, members, entries);
                 let width = spec.critic_obs_dim.max(1);
                 let rows = r.critic_obs.len() / width;
                 r.values.resize(rows, 0.0);
@@ -677,6 +677,31 @@ impl<B: Backend> PolicyUpdate<'_, B> {
         };
         backend.update(self.policy, &minibatch, self.coefficients)
     }
+}
+
+/// The log-density of each sample's action under its concentrations
+/// (rows `[step][env][member]`, each over its agent's `entries`).
+fn log_densities(
+    r: &Rollout,
+    action_dim: usize,
+    members: &[usize],
+    entries: &[Vec<usize>],
+) -> Vec<f32> {
+    let (mut alpha, mut x) = (Vec::new(), Vec::new());
+    let mut grad = [0f32; dirichlet::MAX_ENTRIES];
+    r.alpha
+        .chunks_exact(action_dim)
+        .zip(r.actions.chunks_exact(action_dim))
+        .enumerate()
+        .map(|(row, (row_alpha, action))| {
+            let used = &entries[members[row % members.len()]];
+            alpha.clear();
+            alpha.extend(used.iter().map(|&j| row_alpha[j]));
+            x.clear();
+            x.extend(used.iter().map(|&j| action[j]));
+            dirichlet::log_prob(&alpha, &x, &mut grad[..used.len()])
+        })
+        .collect()
 }
 
 /// Rows `indices` of `source` (`[row][width]`), in that order. Rows of at

@@ -48,12 +48,12 @@ struct StateFile {
 ///
 /// # Errors
 /// [`CheckpointError`] of writing or serialising, naming the file.
-pub fn save<B: Backend + Clone + Send>(
+pub fn save<B: Backend + Clone + Send + Sync>(
     trainer: &Trainer<B>,
     dir: &Path,
 ) -> Result<(), CheckpointError>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     let write_error = |path: &Path| {
         let path = path.to_path_buf();
@@ -79,12 +79,12 @@ where
 
 /// The bytes of `trainer`'s `policies.safetensors` (`path` names it in
 /// errors).
-fn policies_file<B: Backend + Clone + Send>(
+fn policies_file<B: Backend + Clone + Send + Sync>(
     trainer: &Trainer<B>,
     path: &Path,
 ) -> Result<Vec<u8>, CheckpointError>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (a, policy) in trainer.policies().iter().enumerate() {
@@ -133,20 +133,20 @@ where
 /// # Errors
 /// [`CheckpointError::Tensors`] when the tensors cannot be serialised;
 /// [`CheckpointError::Inference`] when they do not load.
-pub fn inference_policy<B: Backend + Clone + Send>(
+pub fn inference_policy<B: Backend + Clone + Send + Sync>(
     trainer: &Trainer<B>,
 ) -> Result<dfaas_infer::Policy, CheckpointError>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     let bytes = policies_file(trainer, Path::new("policies.safetensors"))?;
     dfaas_infer::Policy::from_safetensors(&bytes).map_err(CheckpointError::Inference)
 }
 
 /// What inference needs besides the tensors (`dfaas_infer::metadata`).
-fn inference_metadata<B: Backend + Clone + Send>(trainer: &Trainer<B>) -> InferenceMetadata
+fn inference_metadata<B: Backend + Clone + Send + Sync>(trainer: &Trainer<B>) -> InferenceMetadata
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     let config = trainer.config();
     let topology = trainer.model().built().topology();
@@ -180,12 +180,12 @@ where
 /// # Errors
 /// [`CheckpointError`]: a missing or malformed file, a tensor that does not
 /// fit, or a state that does not fit the configuration, named.
-pub fn load<B: Backend + Clone + Send>(
+pub fn load<B: Backend + Clone + Send + Sync>(
     dir: &Path,
     backend: B,
 ) -> Result<Trainer<B>, CheckpointError>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     let read = |name: &str| {
         let path = dir.join(name);
@@ -201,13 +201,13 @@ where
 ///
 /// # Errors
 /// As [`load`].
-pub fn from_bytes<B: Backend + Clone + Send>(
+pub fn from_bytes<B: Backend + Clone + Send + Sync>(
     state: &[u8],
     tensors: &[u8],
     backend: B,
 ) -> Result<Trainer<B>, CheckpointError>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     let state_path = PathBuf::from("state.json");
     let state: StateFile =
@@ -295,12 +295,12 @@ pub struct Resumed<B: Backend> {
 /// # Errors
 /// [`CheckpointError::NoneLoads`] when none loads (or none exists), and
 /// [`CheckpointError::Read`] when `dir` cannot be listed.
-pub fn load_latest<B: Backend + Clone + Send>(
+pub fn load_latest<B: Backend + Clone + Send + Sync>(
     dir: &Path,
     backend: B,
 ) -> Result<Resumed<B>, CheckpointError>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     let candidates = complete(dir)?;
     let tried = candidates.len();

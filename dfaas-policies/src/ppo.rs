@@ -538,9 +538,9 @@ pub struct Trainer<B: Backend> {
     gpu: Option<GpuRunState>,
 }
 
-impl<B: Backend + Clone + Send> Trainer<B>
+impl<B: Backend + Clone + Send + Sync> Trainer<B>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     /// A trainer of `model` with `config` on `backend`.
     ///
@@ -966,11 +966,11 @@ mod tests {
         let (n, w) = (model.num_agents(), model.action_width());
         let mut actions = vec![0f32; envs * n * w];
         let e = &mut t.engine;
-        let (actor, critic) = e.inputs(observations, false).unwrap();
+        let (actor, _) = e.inputs(observations, false).unwrap();
         let mut alpha = Vec::new();
-        for p in 0..e.members.len() {
+        for (p, inputs) in actor.iter().enumerate() {
             let members = e.members[p].len();
-            e.concentrations(p, &actor[p], envs * members, &mut alpha)
+            e.concentrations(p, inputs, envs * members, &mut alpha)
                 .unwrap();
             let k = e.specs[p].action_dim;
             for env in 0..envs {

@@ -124,9 +124,9 @@ pub struct CpuEngine<B: Backend> {
     sub_alpha: Vec<f32>,
 }
 
-impl<B: Backend + Clone + Send> CpuEngine<B>
+impl<B: Backend + Clone + Send + Sync> CpuEngine<B>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     /// The engine of `model` with `config` on `backend`: policies
     /// initialised from their seeds, envs reset with `config.seed`.
@@ -358,9 +358,9 @@ where
     }
 }
 
-impl<B: Backend + Clone + Send> Engine for CpuEngine<B>
+impl<B: Backend + Clone + Send + Sync> Engine for CpuEngine<B>
 where
-    B::Policy: Send,
+    B::Policy: Send + Sync,
 {
     fn begin(&mut self, entropy_coeff: f32, kl_coeffs: &[f32]) -> Result<(), TrainError> {
         let c = &self.config;
@@ -471,38 +471,72 @@ where
             .map_err(|source| TrainError::Backend { policy: 0, source })?;
         // Each sample's log-density under the policy that drew it and the
         // critic's values of every sample and of the observations after the
-        // rollout: the policies in parallel, each on its own backend, the
-        // values in one batch (a value does not depend on its batch, so
-        // both equal step-by-step ones bit for bit). The first error in
-        // policy order is returned.
-        use rayon::prelude::*;
-        let entries = &self.entries;
-        let jobs: Vec<_> = self
+        // rollout, in chunks of rows on the current pool, each on its own
+        // backend (a value does not depend on its batch, so both equal
+        // step-by-step ones bit for bit). The first error in policy order
+        // is returned.
+        let mut chunks: Vec<BootstrapChunk<'_, B::Policy>> = Vec::new();
+        for (p, ((((r, policy), spec), members), last)) in self
             .rollouts
             .iter_mut()
-            .zip(self.policies.iter_mut())
+            .zip(&self.policies)
             .zip(&self.specs)
             .zip(&self.members)
             .zip(&last_inputs)
-            .map(|((((r, policy), spec), members), last)| {
-                (r, policy, spec, members, last, self.backend.clone())
-            })
-            .collect();
-        let outcomes: Vec<Result<(), BackendError>> = jobs
+            .enumerate()
+        {
+            let (k, width) = (spec.action_dim, spec.critic_obs_dim);
+            let Rollout {
+                critic_obs,
+                alpha,
+                actions,
+                values,
+                log_prob,
+                last_values,
+                ..
+            } = r;
+            let rows = alpha.len() / k;
+            values.resize(rows, 0.0);
+            log_prob.resize(rows, 0.0);
+            last_values.resize(last.len() / width, 0.0);
+            chunks.push(BootstrapChunk {
+                policy: p,
+                params: policy,
+                critic_obs: last,
+                values: last_values,
+                densities: None,
+            });
+            let pieces = values
+                .chunks_mut(BOOTSTRAP_ROWS)
+                .zip(log_prob.chunks_mut(BOOTSTRAP_ROWS))
+                .zip(critic_obs.chunks(BOOTSTRAP_ROWS * width))
+                .zip(alpha.chunks(BOOTSTRAP_ROWS * k))
+                .zip(actions.chunks(BOOTSTRAP_ROWS * k));
+            for (c, ((((values, log_prob), critic_obs), alpha), actions)) in pieces.enumerate() {
+                chunks.push(BootstrapChunk {
+                    policy: p,
+                    params: policy,
+                    critic_obs,
+                    values,
+                    densities: Some(Densities {
+                        first: c * BOOTSTRAP_ROWS,
+                        members,
+                        action_dim: k,
+                        alpha,
+                        actions,
+                        log_prob,
+                    }),
+                });
+            }
+        }
+        use rayon::prelude::*;
+        let (entries, backend) = (&self.entries, &self.backend);
+        let outcomes: Vec<(usize, Result<(), BackendError>)> = chunks
             .into_par_iter()
-            .map(|(r, policy, spec, members, last, mut backend)| {
-                r.log_prob = log_densities(r, spec.action_dim, members, entries);
-                let width = spec.critic_obs_dim.max(1);
-                let rows = r.critic_obs.len() / width;
-                r.values.resize(rows, 0.0);
-                backend.values(&*policy, &r.critic_obs, rows, &mut r.values)?;
-                let rows = last.len() / width;
-                r.last_values.resize(rows, 0.0);
-                backend.values(&*policy, last, rows, &mut r.last_values)
-            })
+            .map(|chunk| (chunk.policy, chunk.run(&mut backend.clone(), entries)))
             .collect();
-        for (p, outcome) in outcomes.into_iter().enumerate() {
-            outcome.map_err(|source| TrainError::Backend { policy: p, source })?;
+        for (policy, outcome) in outcomes {
+            outcome.map_err(|source| TrainError::Backend { policy, source })?;
         }
         Ok(())
     }
@@ -679,29 +713,59 @@ impl<B: Backend> PolicyUpdate<'_, B> {
     }
 }
 
-/// The log-density of each sample's action under its concentrations
-/// (rows `[step][env][member]`, each over its agent's `entries`).
-fn log_densities(
-    r: &Rollout,
+/// Rows of [`Engine::bootstrap`] [`CpuEngine`] computes together.
+const BOOTSTRAP_ROWS: usize = 1024;
+
+/// One chunk of [`Engine::bootstrap`]: the critic's values of some rows
+/// of one policy, and the log-densities of their actions.
+struct BootstrapChunk<'a, P> {
+    policy: usize,
+    params: &'a P,
+    critic_obs: &'a [f32],
+    values: &'a mut [f32],
+    /// None for the observations after the rollout (no actions).
+    densities: Option<Densities<'a>>,
+}
+
+/// Samples whose actions' log-densities a [`BootstrapChunk`] computes.
+struct Densities<'a> {
+    /// Index of the chunk's first sample in the rollout (rows
+    /// `[step][env][member]`).
+    first: usize,
+    /// The policy's agents.
+    members: &'a [usize],
+    /// The width of the concentrations' and actions' rows.
     action_dim: usize,
-    members: &[usize],
-    entries: &[Vec<usize>],
-) -> Vec<f32> {
-    let (mut alpha, mut x) = (Vec::new(), Vec::new());
-    let mut grad = [0f32; dirichlet::MAX_ENTRIES];
-    r.alpha
-        .chunks_exact(action_dim)
-        .zip(r.actions.chunks_exact(action_dim))
-        .enumerate()
-        .map(|(row, (row_alpha, action))| {
-            let used = &entries[members[row % members.len()]];
-            alpha.clear();
-            alpha.extend(used.iter().map(|&j| row_alpha[j]));
-            x.clear();
-            x.extend(used.iter().map(|&j| action[j]));
-            dirichlet::log_prob(&alpha, &x, &mut grad[..used.len()])
-        })
-        .collect()
+    alpha: &'a [f32],
+    actions: &'a [f32],
+    log_prob: &'a mut [f32],
+}
+
+impl<P> BootstrapChunk<'_, P> {
+    /// Computes the chunk on `backend`; `entries` are each agent's.
+    fn run<B: Backend<Policy = P>>(
+        self,
+        backend: &mut B,
+        entries: &[Vec<usize>],
+    ) -> Result<(), BackendError> {
+        if let Some(d) = self.densities {
+            let k = d.action_dim;
+            let (mut alpha, mut x) = (Vec::new(), Vec::new());
+            let mut grad = [0f32; dirichlet::MAX_ENTRIES];
+            let rows = d.alpha.chunks_exact(k).zip(d.actions.chunks_exact(k));
+            for (i, ((row_alpha, action), log_prob)) in rows.zip(d.log_prob.iter_mut()).enumerate()
+            {
+                let used = &entries[d.members[(d.first + i) % d.members.len()]];
+                alpha.clear();
+                alpha.extend(used.iter().map(|&j| row_alpha[j]));
+                x.clear();
+                x.extend(used.iter().map(|&j| action[j]));
+                *log_prob = dirichlet::log_prob(&alpha, &x, &mut grad[..used.len()]);
+            }
+        }
+        let rows = self.values.len();
+        backend.values(self.params, self.critic_obs, rows, self.values)
+    }
 }
 
 /// Rows `indices` of `source` (`[row][width]`), in that order. Rows of at

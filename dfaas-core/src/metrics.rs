@@ -155,8 +155,10 @@ impl StepMetrics {
         self.forward_rejects.copy_from_slice(rejects);
         for node in 0..n {
             let (mut forwarded_in, mut rejected_in) = (0u32, 0u32);
-            for e in model.in_offsets[node]..model.in_offsets[node + 1] {
-                let slot = model.in_senders[e] * w + model.in_action_index[e];
+            let edges = model.in_offsets[node]..model.in_offsets[node + 1];
+            let senders = model.in_senders[edges.clone()].iter();
+            for (&sender, &index) in senders.zip(&model.in_action_index[edges]) {
+                let slot = sender * w + index;
                 forwarded_in += counts[slot];
                 rejected_in += rejects[slot];
             }
@@ -230,31 +232,35 @@ impl StepMetrics {
         let node_time =
             |node: usize, total: u32| model.perf_table(node).response_times()[total as usize];
         for a in 0..model.num_agents() {
-            let k = model.degree(a);
-            self.response_time_avg_local[a] = if counts[a * w] > 0 {
+            let row = a * w..(a + 1) * w;
+            let counts = &counts[row.clone()];
+            self.response_time_avg_local[a] = if counts[0] > 0 {
                 node_time(a, self.incoming_rate[a])
             } else {
                 0.0
             };
+            let slots = topology.offsets()[a] as usize..topology.offsets()[a + 1] as usize;
+            let forwards = counts[1..].iter().zip(topology.neighbours(a));
+            let per_slot = forwards.zip(&topology.slot_links()[slots]);
+            let out = self.response_time_avg_forwarded_to[row.clone()][1..]
+                .iter_mut()
+                .zip(&mut self.network_forward_delay_avg_to[row.clone()][1..])
+                .zip(&mut self.network_return_delay_avg_to[row][1..]);
             let (mut resp_sum, mut fwd_sum, mut ret_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
-            for j in 1..=k {
-                let e = a * w + j;
-                let (mut resp, mut fwd, mut ret) = (0.0, 0.0, 0.0);
-                if counts[e] > 0 {
-                    let neighbour = topology.neighbours(a)[j - 1] as usize;
-                    let link = &links
-                        [topology.slot_links()[topology.offsets()[a] as usize + j - 1] as usize];
-                    resp = node_time(neighbour, self.incoming_rate[neighbour]);
-                    fwd = network_delay_ms(link.access_delay_ms, in_bytes, link.bandwidth_mbps[t]);
-                    ret = network_delay_ms(link.access_delay_ms, out_bytes, link.bandwidth_mbps[t]);
-                    resp_sum += resp;
-                    fwd_sum += fwd;
-                    ret_sum += ret;
+            for (((&forwarded, &neighbour), &link), ((resp, fwd), ret)) in per_slot.zip(out) {
+                (*resp, *fwd, *ret) = (0.0, 0.0, 0.0);
+                if forwarded > 0 {
+                    let neighbour = neighbour as usize;
+                    let link = &links[link as usize];
+                    *resp = node_time(neighbour, self.incoming_rate[neighbour]);
+                    let bandwidth = link.bandwidth_mbps[t];
+                    *fwd = network_delay_ms(link.access_delay_ms, in_bytes, bandwidth);
+                    *ret = network_delay_ms(link.access_delay_ms, out_bytes, bandwidth);
+                    resp_sum += *resp;
+                    fwd_sum += *fwd;
+                    ret_sum += *ret;
                     count += 1;
                 }
-                self.response_time_avg_forwarded_to[e] = resp;
-                self.network_forward_delay_avg_to[e] = fwd;
-                self.network_return_delay_avg_to[e] = ret;
             }
             let mean = |sum: f64| if count > 0 { sum / count as f64 } else { 0.0 };
             self.response_time_avg_forwarded[a] = mean(resp_sum);

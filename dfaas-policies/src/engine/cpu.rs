@@ -780,9 +780,7 @@ fn gather_rows<T: Copy + Default>(source: &[T], width: usize, indices: &[usize])
     let blocked = |i: usize| width <= GATHER_BLOCK && i * width + GATHER_BLOCK <= source.len();
     for (j, &i) in indices.iter().enumerate() {
         if blocked(i) {
-            let block: &[T; GATHER_BLOCK] = source[i * width..][..GATHER_BLOCK]
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("a block of {GATHER_BLOCK}"));
+            let block = &source[i * width..][..GATHER_BLOCK];
             rows[j * width..][..GATHER_BLOCK].copy_from_slice(block);
         }
     }

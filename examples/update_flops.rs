@@ -172,14 +172,7 @@ fn main() -> Result<()> {
     let rows = config.minibatch_size;
     let samples = config.num_envs * config.rollout_steps;
     let steps = config.epochs * (samples / rows);
-    let c = LossCoefficients {
-        clip: config.clip,
-        value_coeff: config.value_coeff,
-        value_clip: config.value_clip,
-        entropy_coeff: config.entropy_coeff,
-        kl_coeff: config.kl_coeff,
-        max_grad_norm: config.max_grad_norm,
-    };
+    let c = config.loss_coefficients(config.entropy_coeff, config.kl_coeff);
     let mut learners = (0..model.num_agents())
         .map(|a| Learner::new(&config, model.degree(a), rows, 7 + a as u64))
         .collect::<Result<Vec<_>>>()?;

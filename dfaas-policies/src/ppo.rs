@@ -22,7 +22,7 @@
 //! stream, and their statistics are summed in policy order: a seed gives the
 //! same metrics bit for bit, whatever the number of cores.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, LossCoefficients};
 use crate::controller::{Controller, check_batch};
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{Schedule, train_iteration};
@@ -188,6 +188,22 @@ impl PpoConfig {
             team_reward: 0.0,
             iterations: 100,
             seed: 42,
+        }
+    }
+}
+
+impl PpoConfig {
+    /// The loss weights of an update under these settings, with this
+    /// iteration's entropy weight and a policy's KL weight.
+    #[must_use]
+    pub fn loss_coefficients(&self, entropy_coeff: f32, kl_coeff: f32) -> LossCoefficients {
+        LossCoefficients {
+            clip: self.clip,
+            value_coeff: self.value_coeff,
+            value_clip: self.value_clip,
+            entropy_coeff,
+            kl_coeff,
+            max_grad_norm: self.max_grad_norm,
         }
     }
 }

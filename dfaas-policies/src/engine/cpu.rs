@@ -363,17 +363,9 @@ where
     B::Policy: Send + Sync,
 {
     fn begin(&mut self, entropy_coeff: f32, kl_coeffs: &[f32]) -> Result<(), TrainError> {
-        let c = &self.config;
         self.coefficients = kl_coeffs
             .iter()
-            .map(|&kl_coeff| LossCoefficients {
-                clip: c.clip,
-                value_coeff: c.value_coeff,
-                value_clip: c.value_clip,
-                entropy_coeff,
-                kl_coeff,
-                max_grad_norm: c.max_grad_norm,
-            })
+            .map(|&kl_coeff| self.config.loss_coefficients(entropy_coeff, kl_coeff))
             .collect();
         self.rollouts = vec![Rollout::default(); self.policies.len()];
         self.tally = Tally::new(self.env.model().num_agents());

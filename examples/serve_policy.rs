@@ -265,13 +265,13 @@ async fn answer(
             let (observation, act) = (&observation[..2 + 2 * k], &mut act[..2 + k]);
             match node.agent {
                 Some(agent) => policy.act_explore(agent, observation, &mut rng, act),
-                None => policy.act_node_explore(observation, &mut rng, act),
+                None => policy.act_node_explore(observation, None, &mut rng, act),
             }
         } else {
             let (observation, act) = (&observation[..2 + 2 * k], &mut act[..2 + k]);
             match node.agent {
                 Some(agent) => policy.act(agent, observation, act),
-                None => policy.act_node(observation, act),
+                None => policy.act_node(observation, None, act),
             }
         }
     });
@@ -343,6 +343,12 @@ fn main() -> Result<()> {
     let file = checkpoint_file(&args.checkpoint)?;
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let policy = Policy::from_safetensors(&bytes).with_context(|| file.display().to_string())?;
+    if policy.gossip() {
+        bail!(
+            "{}: the policy was trained with gossip (neighbours' input rates and capacities), which the platform's /action request does not carry; serve a policy trained without --gossip",
+            file.display()
+        );
+    }
     let agnostic = policy.layout() == dfaas::infer::Layout::Agnostic;
     let mapping = match &args.mapping {
         None if agnostic => Mapping::any_node(),

@@ -6,28 +6,43 @@
 # alone (the default preset and layout). Every run uses seed 42, so every
 # evaluation of a federation runs the same six evaluation episodes.
 #
-#   bash scripts/generalisation.sh [OUT]      (default OUT: runs/generalisation)
+#   bash scripts/generalisation.sh [--gossip] [OUT]   (default OUT: runs/generalisation)
 #
-# Stages already done (a run folder with evaluation.csv) are not rerun.
+# With --gossip the agnostic policy also reads each node's gossip (its
+# capacity; its neighbours' previous input rates, capacities and degrees)
+# and its runs are OUT/agnostic_gossip and OUT/test_*/agnostic_gossip; the
+# per-federation PPO runs (OUT/test_*/ppo) are the same for both variants.
+# Stages already done (a run folder with evaluation.csv) are not rerun; the
+# agnostic policy is trained and evaluated before the per-federation PPOs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+variant=agnostic
+flags=()
+if [ "${1:-}" = "--gossip" ]; then
+  variant=agnostic_gossip
+  flags=(--gossip)
+  shift
+fi
 out=${1:-runs/generalisation}
 budget=5000
 mkdir -p "$out"
 cargo build --release --example train_ppo --example evaluate
 bin=target/release/examples
-if [ ! -f "$out/agnostic/evaluation.csv" ]; then
-  "$bin/train_ppo" --config configs/generalisation/train_pool.yaml --layout agnostic \
-    --hidden 32,32 --num-envs 4 --iterations 200 --oracle-budget 2000 --out "$out/agnostic"
+if [ ! -f "$out/$variant/evaluation.csv" ]; then
+  "$bin/train_ppo" --config configs/generalisation/train_pool.yaml --layout agnostic "${flags[@]}" \
+    --hidden 32,32 --num-envs 4 --iterations 200 --oracle-budget 2000 --out "$out/$variant"
 fi
 for config in configs/generalisation/test_*.yaml; do
   name=$(basename "$config" .yaml)
-  if [ ! -f "$out/$name/agnostic/evaluation.csv" ]; then
-    "$bin/evaluate" --checkpoint "$out/agnostic" --config "$config" \
-      --oracle-budget "$budget" --out "$out/$name/agnostic"
+  if [ ! -f "$out/$name/$variant/evaluation.csv" ]; then
+    "$bin/evaluate" --checkpoint "$out/$variant" --config "$config" \
+      --oracle-budget "$budget" --out "$out/$name/$variant"
   fi
+done
+for config in configs/generalisation/test_*.yaml; do
+  name=$(basename "$config" .yaml)
   if [ ! -f "$out/$name/ppo/evaluation.csv" ]; then
     "$bin/train_ppo" --config "$config" --oracle-budget "$budget" --out "$out/$name/ppo"
   fi
 done
-python3 scripts/generalisation_table.py "$out"
+python3 scripts/generalisation_table.py "$out" "$variant"

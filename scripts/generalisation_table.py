@@ -2,8 +2,10 @@
 """Prints the generalisation table (README, "One policy for any federation")
 from the run folders scripts/generalisation.sh writes under OUT:
 
-  OUT/test_<name>/agnostic/evaluation.csv  the pool-trained agnostic policy
-                                           (`evaluate --config`), row `ppo`
+  OUT/test_<name>/VARIANT/evaluation.csv   the pool-trained agnostic policy
+                                           (`evaluate --config`), row `ppo`;
+                                           VARIANT agnostic, or agnostic_gossip
+                                           for the one trained with --gossip
   OUT/test_<name>/ppo/evaluation.csv       a PPO trained on that federation
                                            alone (`train_ppo --config`)
 
@@ -14,7 +16,8 @@ evaluation's rows). Each run's oracle is seeded with the splits of the
 controllers evaluated beside it, so the two oracle figures may differ: both
 are lower bounds on the per-step optimum and the table shows the larger.
 
-  python3 scripts/generalisation_table.py [OUT]   (default runs/generalisation)
+  python3 scripts/generalisation_table.py [OUT] [VARIANT]
+                                   (default runs/generalisation agnostic)
 """
 
 import csv
@@ -43,16 +46,17 @@ def nodes(run):
 
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/generalisation")
+    variant = sys.argv[2] if len(sys.argv) > 2 else "agnostic"
     print("| federation | nodes | agnostic (pool) | PPO (this federation) | best heuristic | oracle | agnostic − PPO | agnostic / oracle | agnostic beats every heuristic | PPO beats every heuristic |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     wins, close = 0, 0
     done = [
         t for t in out.glob("test_*")
-        if (t / "agnostic" / "evaluation.csv").is_file() and (t / "ppo" / "evaluation.csv").is_file()
+        if (t / variant / "evaluation.csv").is_file() and (t / "ppo" / "evaluation.csv").is_file()
     ]
     tests = sorted(done, key=lambda p: nodes(p / "ppo"))
     for test in tests:
-        agnostic = rewards(test / "agnostic" / "evaluation.csv")
+        agnostic = rewards(test / variant / "evaluation.csv")
         own = rewards(test / "ppo" / "evaluation.csv")
         for h in HEURISTICS:
             if h != "random" and abs(agnostic[h] - own[h]) > 1e-6:

@@ -40,15 +40,25 @@ fn run_folder(dir: &Path) {
 
 /// As [`run_folder`], the policy of `layout`.
 fn run_folder_of(dir: &Path, layout: Layout) {
+    run_folder_with(
+        dir,
+        PpoConfig {
+            layout,
+            ..PpoConfig::default()
+        },
+    );
+}
+
+/// As [`run_folder`], trained with `config`'s layout and gossip.
+fn run_folder_with(dir: &Path, config: PpoConfig) {
     let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
     let config = PpoConfig {
-        layout,
         hidden: vec![16, 16],
         num_envs: 2,
         rollout_steps: 48,
         minibatch_size: 96,
         iterations: 1,
-        ..PpoConfig::default()
+        ..config
     };
     let mut trainer = Trainer::new(model, config, CpuBackend::new()).unwrap();
     trainer.train_iteration().unwrap();
@@ -523,7 +533,7 @@ fn an_agnostic_policy_serves_any_node() {
     obs.extend(sorted.iter().map(|n| index(n) as f32));
     obs.extend(sorted.iter().map(|n| (index(n) % 2) as f32));
     let mut action = vec![0f32; 2 + names.len()];
-    policy.act_node(&obs, &mut action).unwrap();
+    policy.act_node(&obs, None, &mut action).unwrap();
     let mut percent = vec![0u32; action.len()];
     dfaas::serve::percentages(&action, &mut percent);
     let got = |key: &str| (answer[key].as_f64().unwrap() * 100.0).round() as u32;
@@ -549,6 +559,31 @@ fn an_agnostic_policy_serves_any_node() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("agnostic layout"));
+}
+
+/// A policy trained with gossip needs what the platform's request does
+/// not carry (its neighbours' loads and capacities): refused at start-up,
+/// with the reason.
+#[test]
+fn a_policy_trained_with_gossip_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    run_folder_with(
+        dir.path(),
+        PpoConfig {
+            layout: Layout::Agnostic,
+            gossip: true,
+            ..PpoConfig::default()
+        },
+    );
+    let out = Command::new(example("serve_policy"))
+        .args(["--listen", "127.0.0.1:0", "--checkpoint"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started");
+    assert!(stderr.contains("trained with gossip"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

@@ -234,6 +234,22 @@ pub enum ActError {
         /// Action entries given.
         action: usize,
     },
+    /// Occurs when a policy trained with gossip is given none or gossip
+    /// of the wrong length, or one trained without it is given some.
+    GossipLength {
+        /// Values it needs: `1 + 3k` ([`crate::agnostic::gossip_len`]), 0
+        /// for a policy trained without gossip.
+        expected: usize,
+        /// Values given (0: none).
+        got: usize,
+    },
+    /// Occurs when a gossip value is NaN or ±∞.
+    GossipValue {
+        /// Its index in the gossip.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
 }
 
 impl fmt::Display for ActError {
@@ -274,6 +290,21 @@ impl fmt::Display for ActError {
                 f,
                 "node: an action of 2 + k entries (2..=64) needs an observation of 2 + 2k values, got an action of {action} and an observation of {observation}"
             ),
+            Self::GossipLength { expected: 0, got } => write!(
+                f,
+                "gossip: the policy was trained without gossip and takes none, got {got} values"
+            ),
+            Self::GossipLength { expected, got: 0 } => write!(
+                f,
+                "gossip: the policy was trained with gossip and needs 1 + 3k = {expected} values (the node's capacity; each neighbour's previous input rate, capacity and degree), got none"
+            ),
+            Self::GossipLength { expected, got } => write!(
+                f,
+                "gossip: expected 1 + 3k = {expected} values (the node's capacity; each neighbour's previous input rate, capacity and degree), got {got}"
+            ),
+            Self::GossipValue { index, value } => {
+                write!(f, "gossip[{index}]: must be finite, got {value}")
+            }
         }
     }
 }

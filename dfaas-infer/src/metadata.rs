@@ -23,8 +23,14 @@ pub const CONCENTRATION: &str = "softplus+1e-7";
 pub struct InferenceMetadata {
     /// [`METADATA_VERSION`].
     pub version: u32,
-    /// `independent`, `shared` or `mappo` (the trainer's layout names).
+    /// `independent`, `shared`, `mappo` or `agnostic` (the trainer's
+    /// layout names).
     pub layout: String,
+    /// Whether the agnostic actor reads gossip rows
+    /// ([`crate::agnostic::gossip_rows`]; absent in checkpoints written
+    /// before gossip existed: false).
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub gossip: bool,
     /// Hidden activation: `tanh` or `relu`.
     pub activation: String,
     /// [`CONCENTRATION`].

@@ -1,6 +1,6 @@
 //! [`Policy`]: a trained checkpoint's actors, loaded for inference.
 
-use crate::agnostic::ENTRY_WIDTH;
+use crate::agnostic::{ENTRY_WIDTH, GOSSIP_ROW_WIDTH, gossip_len};
 use crate::alloc_prelude::{String, ToString, Vec, format, vec};
 use crate::error::{ActError, LoadError};
 use crate::metadata::{
@@ -41,8 +41,10 @@ pub enum Layout {
     Mappo,
     /// One actor for any node: it scores each entry of the action from
     /// that entry's row of [`crate::agnostic::entry_rows`] (input
-    /// [`ENTRY_WIDTH`], output 1), so it acts for a node with any number
-    /// of neighbours ([`Policy::act_node`]), not only the training ones.
+    /// [`ENTRY_WIDTH`], output 1) or, trained with gossip
+    /// ([`Policy::gossip`]), of [`crate::agnostic::gossip_rows`] (input
+    /// [`GOSSIP_ROW_WIDTH`]), so it acts for a node with any number of
+    /// neighbours ([`Policy::act_node`]), not only the training ones.
     Agnostic,
 }
 
@@ -128,6 +130,8 @@ struct Scratch {
 #[derive(Debug, Clone)]
 pub struct Policy {
     layout: Layout,
+    /// Whether the agnostic actor reads gossip rows.
+    gossip: bool,
     activation: Activation,
     accumulation: Accumulation,
     max_input_rate: u32,
@@ -300,6 +304,18 @@ impl Policy {
                 "independent, shared, mappo or agnostic",
             )
         })?;
+        if meta.gossip && layout != Layout::Agnostic {
+            return Err(metadata_error(
+                "gossip".into(),
+                "true",
+                "false unless the layout is agnostic",
+            ));
+        }
+        let row_width = if meta.gossip {
+            GOSSIP_ROW_WIDTH
+        } else {
+            ENTRY_WIDTH
+        };
         let activation = Activation::from_name(&meta.activation)
             .ok_or_else(|| metadata_error("activation".into(), &meta.activation, "tanh or relu"))?;
         if meta.concentration != CONCENTRATION {
@@ -341,7 +357,7 @@ impl Policy {
                     .collect(),
             ),
             Layout::Agnostic => (
-                vec![(ENTRY_WIDTH, 1)],
+                vec![(row_width, 1)],
                 meta.agents
                     .iter()
                     .map(|a| Agent {
@@ -384,6 +400,7 @@ impl Policy {
         let max_input = shapes.iter().map(|s| s.0).max().unwrap_or(0);
         Ok(Self {
             layout,
+            gossip: meta.gossip,
             activation,
             accumulation: Accumulation::matching_trainer(),
             max_input_rate: meta.max_input_rate,
@@ -393,7 +410,7 @@ impl Policy {
             scratch: Scratch {
                 input: vec![0.0; max_input],
                 rows: if layout == Layout::Agnostic {
-                    vec![0.0; MAX_ENTRIES * ENTRY_WIDTH]
+                    vec![0.0; MAX_ENTRIES * row_width]
                 } else {
                     Vec::new()
                 },
@@ -434,6 +451,14 @@ impl Policy {
     #[must_use]
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// Whether it was trained with gossip: then it acts only through
+    /// [`Policy::act_node`] given each node's gossip
+    /// ([`crate::agnostic::gossip_rows`]).
+    #[must_use]
+    pub fn gossip(&self) -> bool {
+        self.gossip
     }
 
     /// The hidden activation.
@@ -497,17 +522,26 @@ impl Policy {
     /// number `k` of neighbours for its `observation` (`2 + 2k` values:
     /// `[input_rate, prev_input_rate, prev_forward_to_1..k,
     /// prev_forward_rejects_to_1..k]`, requests per step) into `action`
-    /// (`2 + k`: `[local, forward_1..k, reject]`). Only for a policy of
-    /// [`Layout::Agnostic`]; allocates nothing.
+    /// (`2 + k`: `[local, forward_1..k, reject]`). A policy trained with
+    /// [`Policy::gossip`] needs the node's `gossip` (`1 + 3k` values,
+    /// [`crate::agnostic::gossip_rows`]); one trained without takes
+    /// `None`. Only for a policy of [`Layout::Agnostic`]; allocates
+    /// nothing.
     ///
     /// # Errors
     /// [`ActError::NotAgnostic`] for another layout;
     /// [`ActError::NodeLengths`] when `action` is not 2..=[`MAX_ENTRIES`]
     /// long or `observation` is not `2 + 2k` for it;
-    /// [`ActError::ObservationValue`] for a non-finite value (nothing
-    /// written).
-    pub fn act_node(&mut self, observation: &[f32], action: &mut [f32]) -> Result<(), ActError> {
-        let k = self.node_concentrations(observation, action.len())?;
+    /// [`ActError::GossipLength`] for gossip that does not fit the policy
+    /// and `k`; [`ActError::ObservationValue`] and
+    /// [`ActError::GossipValue`] for a non-finite value (nothing written).
+    pub fn act_node(
+        &mut self,
+        observation: &[f32],
+        gossip: Option<&[f32]>,
+        action: &mut [f32],
+    ) -> Result<(), ActError> {
+        let k = self.node_concentrations(observation, gossip, action.len())?;
         mean_of(&self.scratch.alpha[..k], action);
         Ok(())
     }
@@ -520,10 +554,11 @@ impl Policy {
     pub fn act_node_explore<R: Rng + ?Sized>(
         &mut self,
         observation: &[f32],
+        gossip: Option<&[f32]>,
         rng: &mut R,
         action: &mut [f32],
     ) -> Result<(), ActError> {
-        let k = self.node_concentrations(observation, action.len())?;
+        let k = self.node_concentrations(observation, gossip, action.len())?;
         sample_of(&self.scratch.alpha[..k], rng, action);
         Ok(())
     }
@@ -533,6 +568,7 @@ impl Policy {
     fn node_concentrations(
         &mut self,
         observation: &[f32],
+        gossip: Option<&[f32]>,
         action_len: usize,
     ) -> Result<usize, ActError> {
         if self.layout != Layout::Agnostic {
@@ -550,22 +586,47 @@ impl Policy {
         {
             return Err(ActError::ObservationValue { index, value });
         }
-        self.agnostic_concentrations(observation)?;
+        self.agnostic_concentrations(observation, gossip)?;
         Ok(action_len)
     }
 
     /// `scratch.alpha[..2 + k]` of the agnostic actor for a node's own
-    /// observation (`2 + 2k` finite values, checked by the caller).
-    fn agnostic_concentrations(&mut self, observation: &[f32]) -> Result<(), ActError> {
+    /// observation (`2 + 2k` finite values, checked by the caller) and its
+    /// gossip (checked here against the policy).
+    fn agnostic_concentrations(
+        &mut self,
+        observation: &[f32],
+        gossip: Option<&[f32]>,
+    ) -> Result<(), ActError> {
         let entries = observation.len() / 2 + 1;
-        let rows = &mut self.scratch.rows[..entries * ENTRY_WIDTH];
-        crate::agnostic::entry_rows(observation, rows)?;
+        let expected = if self.gossip {
+            gossip_len(entries - 2)
+        } else {
+            0
+        };
+        let given = gossip.map_or(0, <[f32]>::len);
+        if gossip.is_some() != self.gossip || given != expected {
+            return Err(ActError::GossipLength {
+                expected,
+                got: given,
+            });
+        }
+        let width = if let Some(gossip) = gossip {
+            if let Some((index, &value)) = gossip.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ActError::GossipValue { index, value });
+            }
+            let rows = &mut self.scratch.rows[..entries * GOSSIP_ROW_WIDTH];
+            crate::agnostic::gossip_rows(observation, gossip, rows)?;
+            GOSSIP_ROW_WIDTH
+        } else {
+            let rows = &mut self.scratch.rows[..entries * ENTRY_WIDTH];
+            crate::agnostic::entry_rows(observation, rows)?;
+            ENTRY_WIDTH
+        };
+        let rows = &mut self.scratch.rows[..entries * width];
         let actor = &self.actors[0];
         let net = Dense::new(&actor.widths, &actor.params, self.activation)?;
-        for (row, alpha) in rows
-            .chunks_exact_mut(ENTRY_WIDTH)
-            .zip(&mut self.scratch.alpha)
-        {
+        for (row, alpha) in rows.chunks_exact_mut(width).zip(&mut self.scratch.alpha) {
             if let Some((mean, std)) = &actor.norm {
                 normalise(row, mean, std);
             }
@@ -659,7 +720,7 @@ impl Policy {
         }
         if self.layout == Layout::Agnostic {
             let k = info.entries.len();
-            self.agnostic_concentrations(&observation[..own])?;
+            self.agnostic_concentrations(&observation[..own], None)?;
             return Ok(k);
         }
         let actor = &self.actors[info.policy];

@@ -192,6 +192,10 @@ fn metadata_that_does_not_fit_names_the_field() {
     let mut m = good.clone();
     m.agents.clear();
     assert_eq!(field(&m), "agents");
+    // Gossip rows are the agnostic layout's only.
+    let mut m = good.clone();
+    m.gossip = true;
+    assert_eq!(field(&m), "gossip");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `Policy::act` and `Policy::act_explore` allocate nothing after loading:
 //! a counting global allocator sees no allocation on this thread during
-//! thousands of calls, in the independent and the shared layout.
+//! thousands of calls, in the independent and the shared layout; nor does
+//! `Policy::act_node` of an agnostic policy, with gossip or without.
 
 mod common;
 
@@ -82,5 +83,45 @@ fn acting_allocates_nothing() {
         });
         assert_eq!(count, 0, "{layout}: {count} allocations");
         assert!((sum / 4000.0 - 1.0).abs() < 1e-5, "{layout}: {sum}");
+    }
+}
+
+#[test]
+fn acting_for_any_node_allocates_nothing() {
+    for gossip in [false, true] {
+        let mut meta = common::metadata("agnostic", common::TOPOLOGY);
+        meta.gossip = gossip;
+        let mut policy = Policy::from_safetensors(&common::checkpoint(&meta)).unwrap();
+        let mut observation = [0f32; 2 + 2 * 62];
+        let mut told = [0f32; 1 + 3 * 62];
+        let mut action = [0f32; 64];
+        let mut values = common::Values::new(5);
+        let mut sum = 0f32;
+        let count = allocations(|| {
+            for i in 0..2000u64 {
+                let k = (i % 63) as usize;
+                for v in observation[..2 + 2 * k]
+                    .iter_mut()
+                    .chain(&mut told[..1 + 3 * k])
+                {
+                    *v = 100.0 * (values.next() + 1.0);
+                }
+                let obs = &observation[..2 + 2 * k];
+                let g = gossip.then_some(&told[..1 + 3 * k]);
+                let act = &mut action[..2 + k];
+                if i % 2 == 0 {
+                    policy.act_node(obs, g, act).unwrap();
+                } else {
+                    let mut rng = explore_stream(42, i);
+                    policy.act_node_explore(obs, g, &mut rng, act).unwrap();
+                }
+                sum += act.iter().sum::<f32>();
+                // Errors allocate nothing either.
+                let wrong = (!gossip).then_some(&told[..1 + 3 * k]);
+                assert!(policy.act_node(obs, wrong, act).is_err());
+            }
+        });
+        assert_eq!(count, 0, "gossip {gossip}: {count} allocations");
+        assert!((sum / 2000.0 - 1.0).abs() < 1e-5, "gossip {gossip}: {sum}");
     }
 }

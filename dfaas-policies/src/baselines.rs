@@ -11,25 +11,14 @@
 use crate::controller::{Controller, check_batch};
 use crate::dirichlet;
 use crate::error::ControlError;
+use crate::gossip::Gossip;
 use dfaas_core::EnvModel;
 use dfaas_core::rng::{Xoshiro128PlusPlus, seeded};
-
-/// Largest total a node's table serves with no reject.
-#[must_use]
-pub fn capacity(model: &EnvModel, node: usize) -> u32 {
-    let rejects = model.perf_table(node).rejects();
-    rejects
-        .iter()
-        .position(|&r| r > 0)
-        .map_or(rejects.len() - 1, |first| first.saturating_sub(1)) as u32
-}
 
 /// Every node's [`capacity`], computed once per model into `cache`.
 fn cached_capacities<'a>(cache: &'a mut Vec<u32>, model: &EnvModel) -> &'a [u32] {
     if cache.len() != model.num_agents() {
-        *cache = (0..model.num_agents())
-            .map(|a| capacity(model, a))
-            .collect();
+        *cache = Gossip::new(model).capacities().to_vec();
     }
     cache
 }
@@ -290,16 +279,6 @@ mod tests {
             ..EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
         };
         EnvModel::new(&config.build().unwrap()).unwrap()
-    }
-
-    #[test]
-    fn capacity_is_the_last_load_without_rejects() {
-        let m = model();
-        let c = capacity(&m, 0);
-        assert_eq!(m.perf_table(0).rejects()[c as usize], 0);
-        assert!(m.perf_table(0).rejects()[c as usize + 1] > 0);
-        // Spec §7: Tw 0.137 s, M 7 first rejects at 23 requests.
-        assert_eq!(c, 22);
     }
 
     #[test]

@@ -154,6 +154,7 @@ where
     InferenceMetadata {
         version: METADATA_VERSION,
         layout: config.layout.name().into(),
+        gossip: config.gossip,
         activation: match config.activation {
             Activation::Tanh => "tanh",
             Activation::Relu => "relu",

@@ -11,6 +11,9 @@
 //! * [`controller`] — the policy interface and evaluation;
 //! * [`checkpoint`] — safetensors + JSON checkpoints, exact resume;
 //! * [`error`] — the error types (field and value named, causes chained);
+//! * [`gossip`] — what a node's neighbours tell it (their previous input
+//!   rates, capacities and degrees), read by Recalc, Node-Margin and the
+//!   agnostic layout trained with gossip;
 //! * [`baselines`] — all-local, random, static 60/40, Recalc, Node-Margin,
 //!   the single-node upper bound;
 //! * [`special`] — ln Γ, ψ, ψ′;
@@ -29,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod gae;
 pub mod gemm;
+pub mod gossip;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod mlp;

@@ -383,12 +383,12 @@ fn all_local(model: &EnvModel, rates: &[u32]) -> Vec<u32> {
 }
 
 /// Each agent's input spread over itself and its neighbours in proportion
-/// to their capacities ([`crate::baselines::capacity`]), floors first and
+/// to their capacities ([`crate::gossip::capacity`]), floors first and
 /// the rest kept locally.
 fn by_capacity(model: &EnvModel, rates: &[u32]) -> Vec<u32> {
     let w = model.action_width();
     let capacities: Vec<u64> = (0..model.num_agents())
-        .map(|node| u64::from(crate::baselines::capacity(model, node)).max(1))
+        .map(|node| u64::from(crate::gossip::capacity(model, node)).max(1))
         .collect();
     let neighbours = model.built().topology();
     let mut split = vec![0; model.num_agents() * w];

@@ -27,6 +27,7 @@ use crate::controller::{Controller, check_batch};
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{Schedule, train_iteration};
 use crate::error::{CheckpointError, ControlError, PpoConfigError, TrainError, UnknownName};
+use crate::gossip::Gossip;
 use crate::mlp::Activation;
 use dfaas_core::EnvModel;
 use dfaas_core::rng::Xoshiro128PlusPlus;
@@ -98,6 +99,13 @@ pub struct PpoConfig {
     /// Policy layout.
     #[serde(default)]
     pub layout: Layout,
+    /// Whether the agnostic actor and critic also read each node's gossip
+    /// ([`crate::gossip`]: its capacity; its neighbours' previous input
+    /// rates, capacities and degrees — what Recalc and Node-Margin read),
+    /// through [`dfaas_infer::agnostic::gossip_rows`]. Only with
+    /// [`Layout::Agnostic`]; the reference's agents see no gossip.
+    #[serde(default)]
+    pub gossip: bool,
     /// Hidden layer widths of actor and critic.
     pub hidden: Vec<usize>,
     /// Hidden activation.
@@ -165,6 +173,7 @@ impl PpoConfig {
     pub fn reference() -> Self {
         Self {
             layout: Layout::Independent,
+            gossip: false,
             hidden: vec![256, 256],
             activation: Activation::Tanh,
             learning_rate: 5e-5,
@@ -193,6 +202,18 @@ impl PpoConfig {
 }
 
 impl PpoConfig {
+    /// Features per entry row of the agnostic layout:
+    /// [`dfaas_infer::agnostic::GOSSIP_ROW_WIDTH`] with [`PpoConfig::gossip`],
+    /// else [`dfaas_infer::agnostic::ENTRY_WIDTH`].
+    #[must_use]
+    pub fn row_width(&self) -> usize {
+        if self.gossip {
+            dfaas_infer::agnostic::GOSSIP_ROW_WIDTH
+        } else {
+            dfaas_infer::agnostic::ENTRY_WIDTH
+        }
+    }
+
     /// The loss weights of an update under these settings, with this
     /// iteration's entropy weight and a policy's KL weight.
     #[must_use]
@@ -268,6 +289,12 @@ impl PpoConfig {
             "epochs",
             self.epochs.to_string(),
             "must be > 0",
+        )?;
+        check(
+            !self.gossip || self.layout == Layout::Agnostic,
+            "gossip",
+            format!("true (layout {})", self.layout.name()),
+            "only the agnostic layout reads gossip",
         )?;
         check(
             self.hidden.iter().all(|&w| w > 0),
@@ -348,6 +375,7 @@ impl Default for PpoConfig {
     fn default() -> Self {
         Self {
             layout: Layout::Independent,
+            gossip: false,
             hidden: vec![64, 64],
             activation: Activation::Tanh,
             learning_rate: 1e-3,
@@ -808,6 +836,8 @@ fn act_rows(
     actions: &mut [f32],
 ) -> Result<(), ControlError> {
     let agnostic = policy.layout() == dfaas_infer::Layout::Agnostic;
+    let gossip = policy.gossip().then(|| Gossip::new(model));
+    let mut node_gossip = Vec::new();
     let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
     for (row, (observation, action)) in observations
         .chunks_exact(ow)
@@ -818,7 +848,12 @@ fn act_rows(
         let k = model.degree(a);
         action.fill(0.0);
         if agnostic {
-            policy.act_node(&observation[..2 + 2 * k], &mut action[..k + 2])?;
+            let told = gossip.as_ref().map(|g| {
+                let env = &observations[(row - a) * ow..(row - a + n) * ow];
+                g.write(model, env, a, &mut node_gossip);
+                node_gossip.as_slice()
+            });
+            policy.act_node(&observation[..2 + 2 * k], told, &mut action[..k + 2])?;
         } else {
             policy.act(a, observation, &mut action[..k + 2])?;
         }
@@ -1088,6 +1123,15 @@ mod tests {
             },
             PpoConfig {
                 activation: Activation::Relu,
+                normalize_observations: false,
+                ..small(Layout::Agnostic)
+            },
+            PpoConfig {
+                gossip: true,
+                ..small(Layout::Agnostic)
+            },
+            PpoConfig {
+                gossip: true,
                 normalize_observations: false,
                 ..small(Layout::Agnostic)
             },

@@ -158,7 +158,7 @@ fn an_agnostic_policy_acts_on_any_federation() {
                 let k = model.degree(row % n);
                 let obs = &env.observations()[row * ow..][..2 + 2 * k];
                 let mut got = vec![0f32; k + 2];
-                policy.act_node(obs, &mut got).unwrap();
+                policy.act_node(obs, None, &mut got).unwrap();
                 assert_eq!(got, actions[row * w..][..k + 2]);
                 let sum: f32 = got.iter().sum();
                 assert!((sum - 1.0).abs() < 1e-5, "{got:?}");
@@ -170,27 +170,130 @@ fn an_agnostic_policy_acts_on_any_federation() {
     let obs = [30.0, 28.0, 4.0, 0.0, 6.0, 1.0, 0.0, 3.0];
     let reordered = [30.0, 28.0, 6.0, 4.0, 0.0, 3.0, 1.0, 0.0];
     let (mut a, mut b) = ([0f32; 5], [0f32; 5]);
-    policy.act_node(&obs, &mut a).unwrap();
-    policy.act_node(&reordered, &mut b).unwrap();
+    policy.act_node(&obs, None, &mut a).unwrap();
+    policy.act_node(&reordered, None, &mut b).unwrap();
     for (new, old) in [(0, 0), (1, 3), (2, 1), (3, 2), (4, 4)] {
         assert!((a[old] - b[new]).abs() <= 1e-6, "{a:?} vs {b:?}");
     }
     // A node of 62 neighbours is served; 63 do not fit an action.
     let mut wide = vec![0f32; 64];
-    policy.act_node(&vec![1.0; 2 + 2 * 62], &mut wide).unwrap();
+    policy
+        .act_node(&vec![1.0; 2 + 2 * 62], None, &mut wide)
+        .unwrap();
     let mut too_wide = vec![0f32; 65];
     assert!(matches!(
-        policy.act_node(&vec![1.0; 2 + 2 * 63], &mut too_wide),
+        policy.act_node(&vec![1.0; 2 + 2 * 63], None, &mut too_wide),
         Err(dfaas_infer::ActError::NodeLengths { .. })
     ));
     assert!(matches!(
-        policy.act_node(&[1.0, 2.0, 3.0], &mut [0.0; 3]),
+        policy.act_node(&[1.0, 2.0, 3.0], None, &mut [0.0; 3]),
         Err(dfaas_infer::ActError::NodeLengths { .. })
     ));
     assert!(matches!(
-        policy.act_node(&[1.0, f32::NAN], &mut [0.0; 2]),
+        policy.act_node(&[1.0, f32::NAN], None, &mut [0.0; 2]),
         Err(dfaas_infer::ActError::ObservationValue { index: 1, .. })
     ));
+}
+
+/// An agnostic policy trained with gossip: its checkpoint says so; it acts
+/// as the trainer's controller on a federation it never saw given each
+/// node's gossip from `dfaas_policies::gossip`; a neighbour's load changes
+/// its action; and gossip missing, of the wrong length or not finite, or
+/// given to a policy trained without it, is a typed error.
+#[test]
+fn an_agnostic_policy_with_gossip_reads_its_neighbours() {
+    use dfaas_infer::ActError;
+    use dfaas_policies::gossip::Gossip;
+    let (trainer, bytes) = trained(PpoConfig {
+        gossip: true,
+        ..small(Layout::Agnostic)
+    });
+    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    assert!(policy.gossip());
+    let mut controller = trainer.controller().unwrap();
+    let config = EnvConfig::with_network(&["a b c d", "b c", "c d e", "e f"]);
+    let mut env = evaluation_env(&config, 2, 7).unwrap();
+    let model = env.model().clone();
+    let gossip = Gossip::new(&model);
+    let (n, ow, w) = (model.num_agents(), model.obs_width(), model.action_width());
+    let mut actions = vec![0f32; env.num_envs() * n * w];
+    let mut told = Vec::new();
+    for _ in 0..40 {
+        controller
+            .act(&model, env.observations(), &mut actions)
+            .unwrap();
+        for row in 0..env.num_envs() * n {
+            let (e, a) = (row / n, row % n);
+            let k = model.degree(a);
+            let obs = &env.observations()[row * ow..][..2 + 2 * k];
+            gossip.write(
+                &model,
+                &env.observations()[e * n * ow..][..n * ow],
+                a,
+                &mut told,
+            );
+            let mut got = vec![0f32; k + 2];
+            policy.act_node(obs, Some(&told), &mut got).unwrap();
+            assert_eq!(got, actions[row * w..][..k + 2]);
+        }
+        env.step(&actions).unwrap();
+    }
+    // Node with 2 neighbours, the first idle or loaded past its capacity.
+    let obs = [60.0, 58.0, 10.0, 10.0, 0.0, 0.0];
+    let (idle, loaded) = (
+        [22.0, 0.0, 22.0, 2.0, 20.0, 22.0, 2.0],
+        [22.0, 80.0, 22.0, 2.0, 20.0, 22.0, 2.0],
+    );
+    let (mut a, mut b) = ([0f32; 4], [0f32; 4]);
+    policy.act_node(&obs, Some(&idle), &mut a).unwrap();
+    policy.act_node(&obs, Some(&loaded), &mut b).unwrap();
+    assert_ne!(a, b, "the neighbour's load is read");
+    assert_eq!(
+        policy.act_node(&obs, None, &mut a),
+        Err(ActError::GossipLength {
+            expected: 7,
+            got: 0
+        })
+    );
+    assert_eq!(
+        policy.act_node(&obs, Some(&idle[..6]), &mut a),
+        Err(ActError::GossipLength {
+            expected: 7,
+            got: 6
+        })
+    );
+    let mut nan = idle;
+    nan[4] = f32::NAN;
+    assert!(matches!(
+        policy.act_node(&obs, Some(&nan), &mut a),
+        Err(ActError::GossipValue { index: 4, .. })
+    ));
+    assert!(matches!(
+        policy.act(0, &[1.0; 8], &mut [0.0; 5]),
+        Err(ActError::GossipLength { got: 0, .. })
+    ));
+    let (_, plain) = trained(small(Layout::Agnostic));
+    let mut plain = Policy::from_safetensors(&plain).unwrap();
+    assert!(!plain.gossip());
+    assert_eq!(
+        plain.act_node(&obs, Some(&idle), &mut a),
+        Err(ActError::GossipLength {
+            expected: 0,
+            got: 7
+        })
+    );
+    // Gossip is the agnostic layout's only.
+    let config = PpoConfig {
+        gossip: true,
+        ..small(Layout::Shared)
+    };
+    let error = config.validate().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "gossip: only the agnostic layout reads gossip, got true (layout shared)"
+    );
+    let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+    assert!(Trainer::new(model, config, CpuBackend::new()).is_err());
 }
 
 /// Policies tied to their topology refuse to act for any node.
@@ -199,7 +302,7 @@ fn act_node_needs_the_agnostic_layout() {
     let (_, bytes) = trained(small(Layout::Independent));
     let mut policy = Policy::from_safetensors(&bytes).unwrap();
     assert!(matches!(
-        policy.act_node(&[1.0, 2.0], &mut [0.0; 2]),
+        policy.act_node(&[1.0, 2.0], None, &mut [0.0; 2]),
         Err(dfaas_infer::ActError::NotAgnostic {
             layout: "independent"
         })

@@ -680,18 +680,31 @@ impl Policy {
         self.policy.layout().name()
     }
 
+    /// Whether the (agnostic) policy was trained with gossip: then
+    /// `act_node` needs each node's gossip.
+    #[getter]
+    fn gossip(&self) -> bool {
+        self.policy.gossip()
+    }
+
     /// The deterministic action of a node with any number `k` of
     /// neighbours, for a policy of the agnostic layout: `observation` is
     /// the node's own `2 + 2k` values (float32, environment units:
     /// `[input_rate, prev_input_rate, prev_forward_to_1..k,
     /// prev_forward_rejects_to_1..k]`), the result its `2 + k` shares
-    /// `[local, forward_1..k, reject]`.
+    /// `[local, forward_1..k, reject]`. A policy trained with gossip
+    /// (`Policy.gossip`) needs `gossip`, `1 + 3k` float32 values: the
+    /// node's capacity, then each neighbour's previous input rate,
+    /// capacity and degree; one trained without takes none.
+    #[pyo3(signature = (observation, gossip=None))]
     fn act_node<'py>(
         &mut self,
         py: Python<'py>,
         observation: numpy::PyReadonlyArray1<'py, f32>,
+        gossip: Option<numpy::PyReadonlyArray1<'py, f32>>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let obs = observation.as_slice()?;
+        let gossip = gossip.as_ref().map(|g| g.as_slice()).transpose()?;
         let Some(k) = dfaas::infer::agnostic::degree_of(obs.len()) else {
             return Err(PyValueError::new_err(format!(
                 "observation: {} values, expected 2 + 2k for a node of k neighbours",
@@ -700,7 +713,7 @@ impl Policy {
         };
         let mut action = vec![0f32; 2 + k];
         self.policy
-            .act_node(obs, &mut action)
+            .act_node(obs, gossip, &mut action)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyArray1::from_vec(py, action))
     }

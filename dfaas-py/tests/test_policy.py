@@ -124,6 +124,36 @@ def test_an_agnostic_policy_acts_for_any_node(tmp_path):
         policy.act_node(np.zeros(3, dtype=np.float32))
     with pytest.raises(ValueError, match="finite"):
         policy.act_node(np.array([1, np.nan], dtype=np.float32))
+    assert not policy.gossip
+    with pytest.raises(ValueError, match="trained without gossip"):
+        policy.act_node(np.array([3, 3], dtype=np.float32), np.array([22], dtype=np.float32))
+
+
+def test_an_agnostic_policy_with_gossip_reads_its_neighbours(tmp_path):
+    """A 2-iteration agnostic run with --gossip: the policy says so, acts
+    for a node given its gossip (its capacity, then each neighbour's
+    previous input rate, capacity and degree), reads a neighbour's load,
+    and refuses gossip that is missing or does not fit."""
+    out = tmp_path / "gossip"
+    subprocess.run(
+        [example("train_ppo"), "--layout", "agnostic", "--gossip", "--iterations", "2",
+         "--eval-episodes", "1", "--oracle-budget", "100", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    policy = dfaas.Policy.load(str(out))
+    assert policy.layout == "agnostic" and policy.gossip
+    node = np.array([60, 58, 10, 10, 0, 0], dtype=np.float32)
+    idle = np.array([22, 0, 22, 2, 20, 22, 2], dtype=np.float32)
+    loaded = np.array([22, 80, 22, 2, 20, 22, 2], dtype=np.float32)
+    action = policy.act_node(node, idle)
+    assert action.shape == (4,)
+    assert math.isclose(float(action.sum()), 1.0, abs_tol=1e-5)
+    assert not np.array_equal(action, policy.act_node(node, loaded))
+    with pytest.raises(ValueError, match="needs 1 \\+ 3k = 7 values"):
+        policy.act_node(node)
+    with pytest.raises(ValueError, match="expected 1 \\+ 3k = 7 values"):
+        policy.act_node(node, idle[:4])
 
 
 def test_act_node_needs_the_agnostic_layout(run):

@@ -178,6 +178,11 @@ struct Args {
     /// in any federation: train it on a `union` of federations).
     #[arg(long, default_value = "independent")]
     layout: Layout,
+    /// With `--layout agnostic`: the policy also reads each node's gossip
+    /// (its capacity; its neighbours' previous input rates, capacities and
+    /// degrees — what Recalc and Node-Margin read).
+    #[arg(long)]
+    gossip: bool,
     /// CPU threads for the envs' steps and the policies' updates (default:
     /// every core; results do not depend on it).
     #[arg(long)]
@@ -248,6 +253,7 @@ fn hyperparameters(args: &Args) -> Result<PpoConfig> {
     };
     config.seed = args.seed;
     config.layout = args.layout;
+    config.gossip = args.gossip;
     if let Some(v) = args.iterations {
         config.iterations = v;
     }

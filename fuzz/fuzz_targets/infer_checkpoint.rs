@@ -32,7 +32,15 @@ fuzz_target!(|data: &[u8]| {
     let k = usize::from(data.last().copied().unwrap_or(0)) % 64;
     let _ = policy.act_node(
         &observation[..2 + 2 * k.min(62)],
+        None,
         &mut action[..2 + k.min(62)],
     );
-    let _ = policy.act_node(&observation[..2 * k + 1], &mut action[..k.max(1)]);
+    let _ = policy.act_node(&observation[..2 * k + 1], None, &mut action[..k.max(1)]);
+    // Gossip of any length (a policy trained with gossip needs 1 + 3k
+    // values, one trained without takes none).
+    let _ = policy.act_node(
+        &observation[..2 + 2 * k.min(62)],
+        Some(&observation[..(1 + 3 * k).min(observation.len())]),
+        &mut action[..2 + k.min(62)],
+    );
 });

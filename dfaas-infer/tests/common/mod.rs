@@ -35,6 +35,7 @@ pub fn metadata(layout: &str, agents: &[(&str, &[&str])]) -> InferenceMetadata {
     InferenceMetadata {
         version: METADATA_VERSION,
         layout: layout.into(),
+        gossip: false,
         activation: "tanh".into(),
         concentration: CONCENTRATION.into(),
         normalize_observations: true,
@@ -70,7 +71,14 @@ pub fn tensors(meta: &InferenceMetadata, hidden: &[usize], seed: u64) -> Vec<Ten
         .map(|a| a.neighbours.len())
         .max()
         .unwrap();
-    let shapes: Vec<(usize, usize)> = if meta.layout == "shared" {
+    let shapes: Vec<(usize, usize)> = if meta.layout == "agnostic" {
+        let row = if meta.gossip {
+            dfaas_infer::agnostic::GOSSIP_ROW_WIDTH
+        } else {
+            dfaas_infer::agnostic::ENTRY_WIDTH
+        };
+        vec![(row, 1)]
+    } else if meta.layout == "shared" {
         vec![(2 + 2 * max_k + n, 2 + max_k)]
     } else {
         meta.agents

@@ -15,11 +15,12 @@ use crate::controller::Tally;
 use crate::dirichlet;
 use crate::error::{BackendError, TrainError};
 use crate::gae;
+use crate::gossip::Gossip;
 use crate::ppo::{Layout, PpoConfig, RunningNorm};
 use dfaas_core::reward::{team_mean, team_mixed};
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
 use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
-use dfaas_infer::agnostic::{ENTRY_WIDTH, entry_rows};
+use dfaas_infer::agnostic::{entry_rows, gossip_rows};
 
 /// Per-policy rollout storage, `[step][env][member][..]`.
 #[derive(Debug, Clone, Default)]
@@ -106,6 +107,8 @@ pub struct CpuEngine<B: Backend> {
     pub(crate) entries: Vec<Vec<usize>>,
     pub(crate) norms: Vec<RunningNorm>,
     pub(crate) rng: Xoshiro128PlusPlus,
+    /// Each node's gossip source, when the agnostic layout reads it.
+    gossip: Option<Gossip>,
     pub(crate) shuffle_rngs: Vec<Xoshiro128PlusPlus>,
     metrics: Vec<StepMetrics>,
     /// Each agent's federation, whose mean reward is its team reward.
@@ -168,7 +171,8 @@ where
                     vec![if config.layout == Layout::Shared {
                         spec(ow + n, ow + n, width)
                     } else {
-                        spec(width * ENTRY_WIDTH, ENTRY_WIDTH, width)
+                        let row = config.row_width();
+                        spec(width * row, row, width)
                     }],
                     vec![(0..n).collect()],
                     (0..n)
@@ -196,6 +200,7 @@ where
                 .map(|s| RunningNorm::new(s.actor_input()))
                 .collect(),
             components: Components::of(&model),
+            gossip: config.gossip.then(|| Gossip::new(&model)),
             rng: seeded(config.seed ^ 0x5EED),
             shuffle_rngs: (0..count as u64)
                 .map(|a| seeded(config.seed ^ 0x5EED ^ ((a + 1) << 32)))
@@ -270,9 +275,10 @@ where
     /// with `learn`, the statistics updated first) when configured.
     ///
     /// In the agnostic layout a sample's input is its `action_width` entry
-    /// rows, each agent's rows at its entries' positions and zeros in the
-    /// others (masked out); the statistics are those of the real rows, and
-    /// the critic's input is the (normalised) local row.
+    /// rows (with gossip, [`gossip_rows`]), each agent's rows at its
+    /// entries' positions and zeros in the others (masked out); the
+    /// statistics are those of the real rows, and the critic's input is
+    /// the (normalised) local row.
     ///
     /// # Errors
     /// [`BackendError::EntryRows`] when an observation does not fit the
@@ -287,8 +293,10 @@ where
         let envs = observations.len() / (n * ow);
         let row = |e: usize, a: usize| &observations[(e * n + a) * ow..(e * n + a + 1) * ow];
         let mut actor: Vec<Vec<f32>> = Vec::with_capacity(self.members.len());
-        // The agnostic layout's real entry rows, for the statistics.
-        let mut real = Vec::new();
+        // The agnostic layout's real entry rows, for the statistics, and
+        // a node's gossip.
+        let (mut real, mut told) = (Vec::new(), Vec::new());
+        let entry_width = self.config.row_width();
         for (p, members) in self.members.iter().enumerate() {
             let mut rows = Vec::with_capacity(envs * members.len() * self.specs[p].obs_dim);
             for e in 0..envs {
@@ -302,15 +310,23 @@ where
                         Layout::Independent | Layout::Mappo => rows.extend_from_slice(own),
                         Layout::Agnostic => {
                             let start = real.len();
-                            real.resize(start + self.entries[a].len() * ENTRY_WIDTH, 0.0);
-                            entry_rows(own, &mut real[start..]).map_err(BackendError::EntryRows)?;
+                            real.resize(start + self.entries[a].len() * entry_width, 0.0);
+                            let written = match &self.gossip {
+                                Some(gossip) => {
+                                    let env = &observations[e * n * ow..(e + 1) * n * ow];
+                                    gossip.write(model, env, a, &mut told);
+                                    gossip_rows(own, &told, &mut real[start..])
+                                }
+                                None => entry_rows(own, &mut real[start..]),
+                            };
+                            written.map_err(BackendError::EntryRows)?;
                             let sample = rows.len();
-                            rows.resize(sample + width * ENTRY_WIDTH, 0.0);
+                            rows.resize(sample + width * entry_width, 0.0);
                             for (entry, &j) in real[start..]
-                                .chunks_exact(ENTRY_WIDTH)
+                                .chunks_exact(entry_width)
                                 .zip(&self.entries[a])
                             {
-                                rows[sample + j * ENTRY_WIDTH..][..ENTRY_WIDTH]
+                                rows[sample + j * entry_width..][..entry_width]
                                     .copy_from_slice(entry);
                             }
                         }
@@ -335,8 +351,8 @@ where
             Layout::Agnostic => actor
                 .iter()
                 .map(|rows| {
-                    rows.chunks_exact(width * ENTRY_WIDTH)
-                        .flat_map(|sample| sample[..ENTRY_WIDTH].iter().copied())
+                    rows.chunks_exact(width * entry_width)
+                        .flat_map(|sample| sample[..entry_width].iter().copied())
                         .collect()
                 })
                 .collect(),

@@ -8,6 +8,11 @@
 //!     --mapping mapping.yaml --listen 0.0.0.0:6666
 //! ```
 //!
+//! A policy trained with gossip (`train_ppo --layout agnostic --gossip`)
+//! also reads the node's gossip keys (`capacity`, and per neighbour `<n>`
+//! `previous_input_rate_of_<n>`, `capacity_of_<n>`, `degree_of_<n>`;
+//! `dfaas::serve`): required then, a 422 when missing.
+//!
 //! Bad requests get a 4xx JSON error `{"error": …, "field": …}` naming the
 //! problem; the server stays up. It prints `listening on http://ADDR` once
 //! bound (`--listen 127.0.0.1:0` picks a free port) and stops gracefully
@@ -85,6 +90,9 @@ struct App {
     /// Where the next request starts looking for a free copy.
     next_policy: AtomicUsize,
     mapping: Mapping,
+    /// Whether the policy reads each node's gossip (from the request's
+    /// gossip keys, `dfaas::serve`).
+    gossip: bool,
     explore: bool,
     seed: u64,
     max_input_rate: u32,
@@ -248,7 +256,14 @@ async fn answer(
         }
     };
     let mut observation = [0f32; 2 + 2 * (MAX_ENTRIES - 2)];
-    let decoded = match decode(&bytes, &app.mapping, app.max_input_rate, &mut observation) {
+    let mut gossip = [0f32; 1 + 3 * (MAX_ENTRIES - 2)];
+    let decoded = match decode(
+        &bytes,
+        &app.mapping,
+        app.max_input_rate,
+        &mut observation,
+        app.gossip.then_some(&mut gossip[..]),
+    ) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
@@ -257,6 +272,7 @@ async fn answer(
     let node = decoded.node(&app.mapping);
     let explore = decoded.explore.or(header_explore).unwrap_or(app.explore);
     let k = node.neighbours.len();
+    let told = app.gossip.then_some(&gossip[..1 + 3 * k]);
     let mut act = [0f32; MAX_ENTRIES];
     let result = app.with_policy(|policy| {
         if explore {
@@ -265,13 +281,13 @@ async fn answer(
             let (observation, act) = (&observation[..2 + 2 * k], &mut act[..2 + k]);
             match node.agent {
                 Some(agent) => policy.act_explore(agent, observation, &mut rng, act),
-                None => policy.act_node_explore(observation, None, &mut rng, act),
+                None => policy.act_node_explore(observation, told, &mut rng, act),
             }
         } else {
             let (observation, act) = (&observation[..2 + 2 * k], &mut act[..2 + k]);
             match node.agent {
                 Some(agent) => policy.act(agent, observation, act),
-                None => policy.act_node(observation, None, act),
+                None => policy.act_node(observation, told, act),
             }
         }
     });
@@ -343,12 +359,6 @@ fn main() -> Result<()> {
     let file = checkpoint_file(&args.checkpoint)?;
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let policy = Policy::from_safetensors(&bytes).with_context(|| file.display().to_string())?;
-    if policy.gossip() {
-        bail!(
-            "{}: the policy was trained with gossip (neighbours' input rates and capacities), which the platform's /action request does not carry; serve a policy trained without --gossip",
-            file.display()
-        );
-    }
     let agnostic = policy.layout() == dfaas::infer::Layout::Agnostic;
     let mapping = match &args.mapping {
         None if agnostic => Mapping::any_node(),
@@ -382,7 +392,9 @@ fn main() -> Result<()> {
         file.display(),
         policy.layout().name(),
         policy.agents().len(),
-        if mapping.is_any_node() {
+        if mapping.is_any_node() && policy.gossip() {
+            "any (the agnostic layout with gossip; neighbours as each request names them, with their gossip keys)".to_string()
+        } else if mapping.is_any_node() {
             "any (the agnostic layout; neighbours as each request names them)".to_string()
         } else {
             mapping
@@ -404,6 +416,7 @@ fn main() -> Result<()> {
         max_input_rate: policy.max_input_rate(),
         policies: (0..threads).map(|_| Mutex::new(policy.clone())).collect(),
         next_policy: AtomicUsize::new(0),
+        gossip: policy.gossip(),
         mapping,
         explore: args.explore,
         seed: args.seed,

@@ -18,6 +18,15 @@
 //! A policy of the agnostic layout serves any node ([`Mapping::any_node`]):
 //! a request's node key is taken as it comes, and its neighbours are the
 //! nodes its `previous_fwd_to_<n>` keys name, in ascending key order.
+//!
+//! A policy trained with gossip (`train_ppo --gossip`) also needs what
+//! the node learns from its neighbours, which the platform's agents
+//! exchange but its request does not carry today; [`decode`] then reads
+//! it from four more keys of the node object: `capacity` (requests/s the
+//! node serves without rejects) and, for each neighbour `<n>`,
+//! `previous_input_rate_of_<n>`, `capacity_of_<n>` and `degree_of_<n>`
+//! (its number of neighbours) — rounded as the rates are, the input rate
+//! clipped as they are (capacities and degrees at 2²⁴).
 
 use dfaas_infer::Policy;
 use serde_json::{Map, Value};
@@ -540,6 +549,17 @@ fn count(
     max: u32,
     clipped: &mut u32,
 ) -> Result<f32, RequestError> {
+    let rounded = whole(node, path, key)?;
+    if rounded > f64::from(max) {
+        *clipped += 1;
+        return Ok(max as f32);
+    }
+    Ok(rounded as f32)
+}
+
+/// The value of `key` in `node`, a finite number >= 0, rounded (halves
+/// away from zero).
+fn whole(node: &Map<String, Value>, path: &str, key: &str) -> Result<f64, RequestError> {
     let field = || format!("{path}.{key}");
     let value = node
         .get(key)
@@ -557,32 +577,37 @@ fn count(
             got: x,
         });
     }
-    let rounded = x.round();
-    if rounded > f64::from(max) {
-        *clipped += 1;
-        return Ok(max as f32);
-    }
-    Ok(rounded as f32)
+    Ok(x.round())
 }
 
+/// Prefixes of the per-neighbour gossip keys (`<prefix><n>`).
+const GOSSIP_PREFIXES: [&str; 3] = ["previous_input_rate_of_", "capacity_of_", "degree_of_"];
+
 /// Decodes the agent's `POST /action` body into `observation` (the
-/// mapped agent's own `2 + 2k` environment values, in its prefix).
+/// mapped agent's own `2 + 2k` environment values, in its prefix) and,
+/// when `gossip` is given (for a policy trained with gossip), the node's
+/// gossip into its prefix (`1 + 3k` values:
+/// [`dfaas_infer::agnostic::gossip_rows`]' order; the keys are in the
+/// module's documentation).
 ///
 /// # Errors
 /// [`RequestError`]: malformed JSON (400); no `observation` object with
 /// exactly one node, an unknown node, a missing, non-numeric, negative or
-/// non-finite required value, a `previous_fwd_to_…` key of a node that is
-/// not a mapped neighbour (the response could not carry its weight), a
-/// non-boolean `explore` (422).
+/// non-finite required value (the gossip keys too when `gossip` is
+/// given), a `previous_fwd_to_…` key (or, with `gossip`, a gossip key) of
+/// a node that is not a mapped neighbour (the response could not carry
+/// its weight), a non-boolean `explore` (422).
 ///
 /// # Panics
-/// When `observation` is shorter than [`Mapping::max_observation_len`]
-/// (a caller's mistake, not a request's).
+/// When `observation` is shorter than [`Mapping::max_observation_len`],
+/// or `gossip` shorter than `1 + 3·62` (a caller's mistake, not a
+/// request's).
 pub fn decode(
     body: &[u8],
     mapping: &Mapping,
     max_input_rate: u32,
     observation: &mut [f32],
+    gossip: Option<&mut [f32]>,
 ) -> Result<Decoded, RequestError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::MalformedJson {
         reason: e.to_string(),
@@ -676,13 +701,19 @@ pub fn decode(
         observation.len(),
         2 + 2 * k
     );
-    // Forwards to nodes that are not mapped neighbours: the policy has no
-    // weight for them.
+    // Forwards (and gossip) of nodes that are not mapped neighbours: the
+    // policy has no weight for them.
     for name in node.keys() {
-        let Some(target) = name.strip_prefix("previous_fwd_to_") else {
-            continue;
+        let target = match name.strip_prefix("previous_fwd_to_") {
+            Some(target) => target.strip_suffix("_rejected").unwrap_or(target),
+            None if gossip.is_some() => {
+                match GOSSIP_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) {
+                    Some(target) => target,
+                    None => continue,
+                }
+            }
+            None => continue,
         };
-        let target = target.strip_suffix("_rejected").unwrap_or(target);
         if !map.neighbours.iter().any(|n| n == target) {
             return Err(RequestError::NotANeighbour {
                 field: format!("{path}.{name}"),
@@ -712,6 +743,24 @@ pub fn decode(
             max,
             &mut clipped,
         )?;
+    }
+    if let Some(gossip) = gossip {
+        assert!(
+            gossip.len() > 3 * MAX_NEIGHBOURS,
+            "decode: the gossip buffer holds {} values, a node may need {}",
+            gossip.len(),
+            1 + 3 * MAX_NEIGHBOURS
+        );
+        // Capacities and degrees clipped where f32 still holds every whole
+        // number.
+        const EXACT: u32 = 1 << 24;
+        gossip[0] = count(node, &path, "capacity", EXACT, &mut clipped)?;
+        for (j, n) in map.neighbours.iter().enumerate() {
+            let [rate, capacity, degree] = GOSSIP_PREFIXES.map(|p| format!("{p}{n}"));
+            gossip[1 + 3 * j] = count(node, &path, &rate, max, &mut clipped)?;
+            gossip[2 + 3 * j] = count(node, &path, &capacity, EXACT, &mut clipped)?;
+            gossip[3 + 3 * j] = count(node, &path, &degree, EXACT, &mut clipped)?;
+        }
     }
     Ok(Decoded {
         node: decoded_node,
@@ -848,15 +897,15 @@ mod tests {
             "cpu_utilization": 0.3, "something_else": "ignored",
             "previous_avg_resp_time_fwd_to_node_0": 9.0
         }}}"#;
-        let decoded = decode(body, &mapping, 150, &mut obs).unwrap();
+        let decoded = decode(body, &mapping, 150, &mut obs, None).unwrap();
         assert_eq!(decoded.node, DecodedNode::Mapped(2));
         assert_eq!(decoded.explore, None);
         assert_eq!(decoded.clipped, 1);
         // Halves away from zero; the first query's 0 read as 1; clipped.
         assert_eq!(obs, [13.0, 1.0, 2.0, 150.0, 1.0, 0.0]);
-        let err = decode(b"[1]", &mapping, 150, &mut obs).unwrap_err();
+        let err = decode(b"[1]", &mapping, 150, &mut obs, None).unwrap_err();
         assert_eq!((err.status(), err.field()), (422, String::new()));
-        let err = decode(b"{\"observation\": {}}", &mapping, 150, &mut obs).unwrap_err();
+        let err = decode(b"{\"observation\": {}}", &mapping, 150, &mut obs, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "observation: must hold exactly one node, got 0"
@@ -873,7 +922,7 @@ mod tests {
             "previous_fwd_to_node_Y": 3, "previous_fwd_to_node_Y_rejected": 0,
             "previous_avg_resp_time_fwd_to_node_W": 9.0
         }}}"#;
-        let decoded = decode(body, &mapping, 150, &mut obs).unwrap();
+        let decoded = decode(body, &mapping, 150, &mut obs, None).unwrap();
         let node = decoded.node(&mapping);
         assert_eq!(node.key, "node_X");
         assert_eq!(node.agent, None);
@@ -882,11 +931,11 @@ mod tests {
         // A neighbour named by one key only misses the other.
         let half = br#"{"observation": {"node_X": {"input_rate": 7,
             "previous_input_rate": 6, "previous_fwd_to_node_Y_rejected": 0}}}"#;
-        let err = decode(half, &mapping, 150, &mut obs).unwrap_err();
+        let err = decode(half, &mapping, 150, &mut obs, None).unwrap_err();
         assert_eq!(err.field(), "observation.node_X.previous_fwd_to_node_Y");
         // No neighbours: local and reject only.
         let alone = br#"{"observation": {"n": {"input_rate": 1, "previous_input_rate": 1}}}"#;
-        let decoded = decode(alone, &mapping, 150, &mut obs).unwrap();
+        let decoded = decode(alone, &mapping, 150, &mut obs, None).unwrap();
         assert!(decoded.node(&mapping).neighbours.is_empty());
         // 63 neighbours do not fit an action.
         let many: Vec<String> = (0..63)
@@ -896,8 +945,49 @@ mod tests {
             "{{\"observation\": {{\"n\": {{\"input_rate\": 1, \"previous_input_rate\": 1, {}}}}}}}",
             many.join(", ")
         );
-        let err = decode(body.as_bytes(), &mapping, 150, &mut obs).unwrap_err();
+        let err = decode(body.as_bytes(), &mapping, 150, &mut obs, None).unwrap_err();
         assert_eq!((err.status(), err.field()), (422, "observation.n".into()));
+    }
+
+    #[test]
+    fn gossip_is_read_for_each_named_neighbour() {
+        let mapping = Mapping::any_node();
+        let (mut obs, mut gossip) = ([f32::NAN; 2 + 2 * 62], [f32::NAN; 1 + 3 * 62]);
+        let body = br#"{"observation": {"node_X": {
+            "input_rate": 7, "previous_input_rate": 6, "capacity": 22.4,
+            "previous_fwd_to_node_Z": 2, "previous_fwd_to_node_Z_rejected": 1,
+            "previous_fwd_to_node_Y": 3, "previous_fwd_to_node_Y_rejected": 0,
+            "previous_input_rate_of_node_Y": 30.5, "capacity_of_node_Y": 22,
+            "degree_of_node_Y": 4, "previous_input_rate_of_node_Z": 900,
+            "capacity_of_node_Z": 40, "degree_of_node_Z": 1
+        }}}"#;
+        let decoded = decode(body, &mapping, 150, &mut obs, Some(&mut gossip)).unwrap();
+        assert_eq!(decoded.node(&mapping).neighbours, ["node_Y", "node_Z"]);
+        // Neighbours ascending; rounded; Z's rate clipped.
+        assert_eq!(&gossip[..7], &[22.0, 31.0, 22.0, 4.0, 150.0, 40.0, 1.0]);
+        assert_eq!(decoded.clipped, 1);
+        // Without a gossip buffer the keys are ignored.
+        assert!(decode(body, &mapping, 150, &mut obs, None).is_ok());
+        // A missing key, a bad value, a node that is not a neighbour.
+        let text = std::str::from_utf8(body).unwrap();
+        for (body, field) in [
+            (
+                text.replace("\"degree_of_node_Z\": 1", "\"x\": 1"),
+                "observation.node_X.degree_of_node_Z",
+            ),
+            (
+                text.replace("\"capacity\": 22.4", "\"capacity\": -1"),
+                "observation.node_X.capacity",
+            ),
+            (
+                text.replace("capacity_of_node_Y", "capacity_of_node_Q"),
+                "observation.node_X.capacity_of_node_Q",
+            ),
+        ] {
+            let err = decode(body.as_bytes(), &mapping, 150, &mut obs, Some(&mut gossip));
+            let err = err.unwrap_err();
+            assert_eq!((err.status(), err.field()), (422, field.into()), "{err}");
+        }
     }
 
     #[test]

@@ -561,11 +561,11 @@ fn an_agnostic_policy_serves_any_node() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("agnostic layout"));
 }
 
-/// A policy trained with gossip needs what the platform's request does
-/// not carry (its neighbours' loads and capacities): refused at start-up,
-/// with the reason.
+/// A policy trained with gossip reads the node's gossip keys: the answer
+/// is the library's `act_node` with that gossip; a request without them
+/// is a 422 naming the first missing key, and the server stays up.
 #[test]
-fn a_policy_trained_with_gossip_is_refused_at_startup() {
+fn a_policy_trained_with_gossip_serves_with_the_gossip_keys() {
     let dir = tempfile::tempdir().unwrap();
     run_folder_with(
         dir.path(),
@@ -575,15 +575,52 @@ fn a_policy_trained_with_gossip_is_refused_at_startup() {
             ..PpoConfig::default()
         },
     );
-    let out = Command::new(example("serve_policy"))
-        .args(["--listen", "127.0.0.1:0", "--checkpoint"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started");
-    assert!(stderr.contains("trained with gossip"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let checkpoint = dir
+        .path()
+        .join("checkpoints")
+        .join(checkpoint::folder_name(1));
+    let bytes = std::fs::read(checkpoint.join("policies.safetensors")).unwrap();
+    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    assert!(policy.gossip());
+    let server = Server::start(&["--checkpoint", dir.path().to_str().unwrap()]);
+    let plain = json!({
+        "input_rate": 61, "previous_input_rate": 58,
+        "previous_fwd_to_node_b": 4, "previous_fwd_to_node_b_rejected": 1,
+        "previous_fwd_to_node_a": 2, "previous_fwd_to_node_a_rejected": 0,
+    });
+    let (status, text) = server.post(&json!({"observation": {"node_new": plain}}));
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("observation.node_new.capacity"), "{text}");
+    let mut node = plain.as_object().unwrap().clone();
+    for (key, value) in [
+        ("capacity", 22),
+        ("previous_input_rate_of_node_a", 9),
+        ("capacity_of_node_a", 22),
+        ("degree_of_node_a", 3),
+        ("previous_input_rate_of_node_b", 70),
+        ("capacity_of_node_b", 18),
+        ("degree_of_node_b", 2),
+    ] {
+        node.insert(key.into(), json!(value));
+    }
+    let (status, text) = server.post(&json!({"observation": {"node_new": node}}));
+    assert_eq!(status, 200, "{text}");
+    // The library's action, neighbours ascending (node_a, node_b).
+    let mut action = [0f32; 4];
+    let gossip = [22.0, 9.0, 22.0, 3.0, 70.0, 18.0, 2.0];
+    let obs = [61.0, 58.0, 2.0, 4.0, 0.0, 1.0];
+    policy.act_node(&obs, Some(&gossip), &mut action).unwrap();
+    let mut percent = [0u32; 4];
+    dfaas::serve::percentages(&action, &mut percent);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let answer = &v["node_new"];
+    let got = |key: &str| (answer[key].as_f64().unwrap() * 100.0).round() as u32;
+    assert_eq!(
+        [got("local"), got("node_a"), got("node_b"), got("reject")],
+        percent,
+        "{text}"
+    );
+    server.stop();
 }
 
 #[test]

@@ -34,8 +34,18 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(data: &[u8], mapping: &Mapping) {
+    // With gossip too: whole finite values >= 0 for every named neighbour.
     let mut observation = [0f32; 2 + 2 * 62];
-    match decode(data, mapping, MAX_RATE, &mut observation) {
+    let mut gossip = [0f32; 1 + 3 * 62];
+    if let Ok(decoded) = decode(data, mapping, MAX_RATE, &mut observation, Some(&mut gossip)) {
+        let k = decoded.node(mapping).neighbours.len();
+        assert!(
+            gossip[..1 + 3 * k]
+                .iter()
+                .all(|v| v.is_finite() && *v >= 0.0 && v.fract() == 0.0)
+        );
+    }
+    match decode(data, mapping, MAX_RATE, &mut observation, None) {
         Ok(decoded) => {
             let node = decoded.node(mapping);
             let k = node.neighbours.len();

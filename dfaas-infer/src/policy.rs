@@ -488,7 +488,9 @@ impl Policy {
     ///
     /// # Errors
     /// [`ActError`] for an unknown agent, lengths that do not fit, a
-    /// non-finite observation value (nothing written).
+    /// non-finite observation value, a policy trained with gossip
+    /// ([`ActError::GossipLength`]: it acts through [`Policy::act_node`]
+    /// only) (nothing written).
     pub fn act(
         &mut self,
         agent: usize,

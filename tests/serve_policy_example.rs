@@ -69,6 +69,13 @@ fn run_folder_with(dir: &Path, config: PpoConfig) {
     .unwrap();
 }
 
+/// The policy of the checkpoint [`run_folder_with`] wrote into `dir`.
+fn saved_policy(dir: &Path) -> Policy {
+    let checkpoint = dir.join("checkpoints").join(checkpoint::folder_name(1));
+    let bytes = std::fs::read(checkpoint.join("policies.safetensors")).unwrap();
+    Policy::from_safetensors(&bytes).unwrap()
+}
+
 /// Peer keys of the platform's nodes (agent i is `PEERS[i]`).
 const PEERS: [&str; 5] = [
     "node_12D3KooWAaa",
@@ -500,12 +507,7 @@ fn without_a_mapping_nodes_are_the_checkpoints_names() {
 fn an_agnostic_policy_serves_any_node() {
     let dir = tempfile::tempdir().unwrap();
     run_folder_of(dir.path(), Layout::Agnostic);
-    let checkpoint = dir
-        .path()
-        .join("checkpoints")
-        .join(checkpoint::folder_name(1));
-    let bytes = std::fs::read(checkpoint.join("policies.safetensors")).unwrap();
-    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    let mut policy = saved_policy(dir.path());
     let server = Server::start(&["--checkpoint", dir.path().to_str().unwrap()]);
     // Seven neighbours (the training nodes had four), named out of order,
     // and a node with none.
@@ -575,12 +577,7 @@ fn a_policy_trained_with_gossip_serves_with_the_gossip_keys() {
             ..PpoConfig::default()
         },
     );
-    let checkpoint = dir
-        .path()
-        .join("checkpoints")
-        .join(checkpoint::folder_name(1));
-    let bytes = std::fs::read(checkpoint.join("policies.safetensors")).unwrap();
-    let mut policy = Policy::from_safetensors(&bytes).unwrap();
+    let mut policy = saved_policy(dir.path());
     assert!(policy.gossip());
     let server = Server::start(&["--checkpoint", dir.path().to_str().unwrap()]);
     let plain = json!({

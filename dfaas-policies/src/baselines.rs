@@ -269,17 +269,7 @@ impl Controller for NodeMargin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dfaas_core::{EnvConfig, EnvModel};
-
-    fn model() -> EnvModel {
-        let config = EnvConfig {
-            request_memory_mb: Some(516),
-            warm_service_time: Some(0.137),
-            cold_service_time: Some(0.513),
-            ..EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
-        };
-        EnvModel::new(&config.build().unwrap()).unwrap()
-    }
+    use crate::gossip::tests::model;
 
     #[test]
     fn heuristics_produce_points_of_the_simplex() {

@@ -66,11 +66,13 @@ impl Gossip {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use dfaas_core::EnvConfig;
 
-    fn model() -> EnvModel {
+    /// The default scenario's triangle (`node_0 node_1 node_2`), every node
+    /// of capacity 22.
+    pub(crate) fn model() -> EnvModel {
         let config = EnvConfig {
             request_memory_mb: Some(516),
             warm_service_time: Some(0.137),

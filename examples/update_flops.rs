@@ -76,6 +76,7 @@ impl Learner {
             hidden: config.hidden.clone(),
             activation: config.activation,
             learning_rate: config.learning_rate,
+            local_bias: config.local_bias,
         };
         let mut backend = CpuBackend::new();
         let policy = backend.init_policy(&spec, seed)?;

@@ -19,7 +19,7 @@ pub const METADATA_VERSION: u32 = 1;
 pub const CONCENTRATION: &str = "softplus+1e-7";
 
 /// Everything inference needs besides the tensors.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InferenceMetadata {
     /// [`METADATA_VERSION`].
     pub version: u32,
@@ -31,6 +31,11 @@ pub struct InferenceMetadata {
     /// before gossip existed: false).
     #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub gossip: bool,
+    /// Fixed bias added to each agent's local output (its first Dirichlet
+    /// entry) before softplus (absent in checkpoints written before it
+    /// existed: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub local_bias: f32,
     /// Hidden activation: `tanh` or `relu`.
     pub activation: String,
     /// [`CONCENTRATION`].
@@ -53,6 +58,12 @@ pub struct AgentMetadata {
     /// Its neighbours' node names in neighbour order: the order of its
     /// `forward_1..k` action entries and observation features.
     pub neighbours: Vec<String>,
+}
+
+/// Whether `x` is 0 (the default local bias, not written).
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 /// Name of policy `p`'s observation means (f64, `[input width]`).

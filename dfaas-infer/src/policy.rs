@@ -132,6 +132,8 @@ pub struct Policy {
     layout: Layout,
     /// Whether the agnostic actor reads gossip rows.
     gossip: bool,
+    /// Added to each agent's local output before softplus.
+    local_bias: f32,
     activation: Activation,
     accumulation: Accumulation,
     max_input_rate: u32,
@@ -304,6 +306,13 @@ impl Policy {
                 "independent, shared, mappo or agnostic",
             )
         })?;
+        if !meta.local_bias.is_finite() {
+            return Err(metadata_error(
+                "local_bias".into(),
+                meta.local_bias,
+                "a finite number",
+            ));
+        }
         if meta.gossip && layout != Layout::Agnostic {
             return Err(metadata_error(
                 "gossip".into(),
@@ -401,6 +410,7 @@ impl Policy {
         Ok(Self {
             layout,
             gossip: meta.gossip,
+            local_bias: meta.local_bias,
             activation,
             accumulation: Accumulation::matching_trainer(),
             max_input_rate: meta.max_input_rate,
@@ -628,7 +638,11 @@ impl Policy {
         let rows = &mut self.scratch.rows[..entries * width];
         let actor = &self.actors[0];
         let net = Dense::new(&actor.widths, &actor.params, self.activation)?;
-        for (row, alpha) in rows.chunks_exact_mut(width).zip(&mut self.scratch.alpha) {
+        for (i, (row, alpha)) in rows
+            .chunks_exact_mut(width)
+            .zip(&mut self.scratch.alpha)
+            .enumerate()
+        {
             if let Some((mean, std)) = &actor.norm {
                 normalise(row, mean, std);
             }
@@ -638,7 +652,8 @@ impl Policy {
                 &mut self.scratch.a,
                 &mut self.scratch.b,
             )?;
-            *alpha = softplus(out[0]) + CONCENTRATION_EPSILON;
+            let bias = if i == 0 { self.local_bias } else { 0.0 };
+            *alpha = softplus(out[0] + bias) + CONCENTRATION_EPSILON;
         }
         Ok(())
     }
@@ -746,8 +761,9 @@ impl Policy {
             &mut self.scratch.b,
         )?;
         let k = info.entries.len();
-        for (alpha, &j) in self.scratch.alpha.iter_mut().zip(&info.entries) {
-            *alpha = softplus(out[j]) + CONCENTRATION_EPSILON;
+        for (i, (alpha, &j)) in self.scratch.alpha.iter_mut().zip(&info.entries).enumerate() {
+            let bias = if i == 0 { self.local_bias } else { 0.0 };
+            *alpha = softplus(out[j] + bias) + CONCENTRATION_EPSILON;
         }
         Ok(k)
     }

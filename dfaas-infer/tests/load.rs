@@ -196,6 +196,16 @@ fn metadata_that_does_not_fit_names_the_field() {
     let mut m = good.clone();
     m.gossip = true;
     assert_eq!(field(&m), "gossip");
+    // A local bias past f32's range reads as infinite.
+    let json = serde_json::to_string(&good).unwrap().replace(
+        "\"max_input_rate\"",
+        "\"local_bias\":1e39,\"max_input_rate\"",
+    );
+    let meta = [("dfaas.inference".to_string(), json)].into();
+    match Policy::from_safetensors(&serialize(&t, Some(meta))).unwrap_err() {
+        LoadError::Metadata { field, .. } => assert_eq!(field, "local_bias"),
+        other => panic!("{other}"),
+    }
 }
 
 #[test]

@@ -40,6 +40,10 @@ pub struct PolicySpec {
     pub activation: Activation,
     /// Adam learning rate.
     pub learning_rate: f32,
+    /// Fixed bias added to the actor's local output (entry 0) before
+    /// softplus: with a positive one a policy starts by keeping most of
+    /// its requests local ([`crate::ppo::PpoConfig::local_bias`]).
+    pub local_bias: f32,
 }
 
 impl PolicySpec {
@@ -334,6 +338,18 @@ impl CpuBackend {
     }
 }
 
+/// Adds `spec.local_bias` to the local output (entry 0) of every sample's
+/// `outputs` (`[samples][action_dim]`): the actor's outputs as the loss
+/// and the concentrations see them (a constant shift, so ∂L/∂outputs is
+/// the same before and after it).
+fn shift_local(outputs: &mut [f32], spec: &PolicySpec) {
+    if spec.local_bias != 0.0 {
+        for local in outputs.iter_mut().step_by(spec.action_dim.max(1)) {
+            *local += spec.local_bias;
+        }
+    }
+}
+
 impl ActorScratch {
     /// The actor's forward pass over `samples` samples into `outputs`
     /// (`[samples][action_dim]`). A per-entry actor with a `mask` computes
@@ -355,6 +371,7 @@ impl ActorScratch {
                 .actor
                 .forward(&policy.actor_params, obs, rows, &mut self.cache)?;
             self.outputs.clone_from(&self.cache.output);
+            shift_local(&mut self.outputs, spec);
             return Ok(());
         };
         length("mask", rows, mask.len())?;
@@ -378,6 +395,7 @@ impl ActorScratch {
         for (&r, &o) in self.used_rows.iter().zip(&self.cache.output) {
             self.outputs[r] = o;
         }
+        shift_local(&mut self.outputs, spec);
         Ok(())
     }
 
@@ -819,7 +837,10 @@ pub fn loss(
         let pick = |v: &[f32]| -> Vec<f32> { used.iter().map(|&j| v[s * k + j]).collect() };
         let alpha: Vec<f32> = used
             .iter()
-            .map(|&j| softplus(cache.output[s * k + j]) + CONCENTRATION_EPSILON)
+            .map(|&j| {
+                let bias = if j == 0 { policy.spec.local_bias } else { 0.0 };
+                softplus(cache.output[s * k + j] + bias) + CONCENTRATION_EPSILON
+            })
             .collect();
         let m = used.len();
         let log_prob = dirichlet::log_prob(&alpha, &pick(mb.actions), &mut scratch[..m]);
@@ -866,7 +887,19 @@ mod tests {
         gradient_check(true);
     }
 
+    /// With a local bias (the loss sees the local output shifted).
+    #[test]
+    fn loss_gradient_with_a_local_bias_matches_finite_differences() {
+        gradient_check_with(false, 1.5);
+        gradient_check_with(false, -0.8);
+        gradient_check_with(true, 0.7);
+    }
+
     fn gradient_check(per_entry: bool) {
+        gradient_check_with(per_entry, 0.0);
+    }
+
+    fn gradient_check_with(per_entry: bool, local_bias: f32) {
         let d = if per_entry { 12 } else { 4 };
         let spec = PolicySpec {
             obs_dim: d,
@@ -876,6 +909,7 @@ mod tests {
             hidden: vec![8, 8],
             activation: Activation::Tanh,
             learning_rate: 1e-3,
+            local_bias,
         };
         let mut backend = CpuBackend::new();
         let mut policy = backend.init_policy(&spec, 5).unwrap();

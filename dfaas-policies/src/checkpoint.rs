@@ -155,6 +155,7 @@ where
         version: METADATA_VERSION,
         layout: config.layout.name().into(),
         gossip: config.gossip,
+        local_bias: config.local_bias,
         activation: match config.activation {
             Activation::Tanh => "tanh",
             Activation::Relu => "relu",

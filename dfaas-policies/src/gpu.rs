@@ -193,6 +193,13 @@ impl GpuTrainer {
                 rule: "the GPU trainer mixes one team reward over all agents: with a union of federations, use 0 or train on the CPU",
             }));
         }
+        if config.local_bias != 0.0 {
+            return Err(TrainError::Config(PpoConfigError::Invalid {
+                field: "local_bias",
+                value: config.local_bias.to_string(),
+                rule: "the GPU trainer's kernels have no local bias yet: use 0 or train on the CPU",
+            }));
+        }
         let (layout, members) = match config.layout {
             Layout::Independent => (PolicyLayout::Independent, 1),
             Layout::Shared => (PolicyLayout::Shared, n),

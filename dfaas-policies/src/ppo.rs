@@ -106,6 +106,13 @@ pub struct PpoConfig {
     /// [`Layout::Agnostic`]; the reference's agents see no gossip.
     #[serde(default)]
     pub gossip: bool,
+    /// Fixed bias added to every actor's local output before softplus
+    /// (the local entry's concentration is `softplus(output + bias)`):
+    /// with a positive one a policy starts by keeping most of its requests
+    /// local — all-local is close to Node-Margin — rather than splitting
+    /// them evenly over its `k + 2` entries. 0 is the reference's actor.
+    #[serde(default)]
+    pub local_bias: f32,
     /// Hidden layer widths of actor and critic.
     pub hidden: Vec<usize>,
     /// Hidden activation.
@@ -174,6 +181,7 @@ impl PpoConfig {
         Self {
             layout: Layout::Independent,
             gossip: false,
+            local_bias: 0.0,
             hidden: vec![256, 256],
             activation: Activation::Tanh,
             learning_rate: 5e-5,
@@ -339,6 +347,12 @@ impl PpoConfig {
             self.clip.to_string(),
             "must be in (0, 1)",
         )?;
+        check(
+            self.local_bias.is_finite(),
+            "local_bias",
+            self.local_bias.to_string(),
+            "must be finite",
+        )?;
         for (field, v) in [
             ("value_coeff", self.value_coeff),
             ("entropy_coeff", self.entropy_coeff),
@@ -376,6 +390,7 @@ impl Default for PpoConfig {
         Self {
             layout: Layout::Independent,
             gossip: false,
+            local_bias: 0.0,
             hidden: vec![64, 64],
             activation: Activation::Tanh,
             learning_rate: 1e-3,
@@ -1134,6 +1149,19 @@ mod tests {
                 gossip: true,
                 normalize_observations: false,
                 ..small(Layout::Agnostic)
+            },
+            PpoConfig {
+                gossip: true,
+                local_bias: 3.0,
+                ..small(Layout::Agnostic)
+            },
+            PpoConfig {
+                local_bias: -1.5,
+                ..small(Layout::Independent)
+            },
+            PpoConfig {
+                local_bias: 2.0,
+                ..small(Layout::Shared)
             },
         ];
         for config in configs {

@@ -67,7 +67,7 @@ proptest! {
     ) {
         let spec = PolicySpec {
             obs_dim: 4, critic_obs_dim: 4, action_dim: 3, per_entry: false, hidden: vec![5],
-            activation: Activation::Relu, learning_rate: 1e-3,
+            activation: Activation::Relu, learning_rate: 1e-3, local_bias: 0.0,
         };
         let mut backend = CpuBackend::new();
         let mut policy = backend.init_policy(&spec, 1).unwrap();
@@ -104,7 +104,7 @@ proptest! {
     ) {
         let spec = PolicySpec {
             obs_dim: 12, critic_obs_dim: 4, action_dim: 3, per_entry: true, hidden: vec![5],
-            activation: Activation::Tanh, learning_rate: 1e-3,
+            activation: Activation::Tanh, learning_rate: 1e-3, local_bias: 0.0,
         };
         let mut backend = CpuBackend::new();
         let mut policy = backend.init_policy(&spec, 2).unwrap();

@@ -415,6 +415,7 @@ fn softplus_concentrations_match_the_cpu_backend() {
         hidden: vec![1],
         activation: Activation::Relu,
         learning_rate: 1e-3,
+        local_bias: 0.0,
     };
     let mut backend = CpuBackend::new();
     let mut policy = backend.init_policy(&spec, 1).unwrap();

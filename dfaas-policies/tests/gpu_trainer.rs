@@ -337,8 +337,8 @@ fn shared_and_mappo_layouts_learn_on_the_gpu() {
 }
 
 /// What the GPU trainer does not train yet is a typed error naming the
-/// setting: the agnostic layout, and a team reward over a union of
-/// federations (the CPU mixes it per federation).
+/// setting: the agnostic layout, a local bias, and a team reward over a
+/// union of federations (the CPU mixes it per federation).
 #[test]
 fn the_agnostic_layout_and_union_team_rewards_are_refused_on_the_gpu() {
     if context().is_none() {
@@ -353,6 +353,17 @@ fn the_agnostic_layout_and_union_team_rewards_are_refused_on_the_gpu() {
         .expect("agnostic is CPU only");
     assert!(
         matches!(&error, TrainError::Config(e) if e.to_string().contains("layout")),
+        "{error:?}"
+    );
+    let biased = PpoConfig {
+        local_bias: 3.0,
+        ..ppo_config(1)
+    };
+    let error = GpuTrainer::new(model(), biased, context().unwrap())
+        .err()
+        .expect("a local bias is CPU only");
+    assert!(
+        matches!(&error, TrainError::Config(e) if e.to_string().contains("local_bias")),
         "{error:?}"
     );
     let union = EnvConfig::with_network(&["node_0 node_1", "node_2 node_3"]);

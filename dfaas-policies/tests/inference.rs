@@ -116,6 +116,48 @@ fn inference_equals_the_trainer_bit_for_bit_mappo() {
 }
 
 #[test]
+fn inference_equals_the_trainer_bit_for_bit_with_a_local_bias() {
+    let config = PpoConfig {
+        local_bias: 2.5,
+        ..small(Layout::Shared)
+    };
+    assert_eq!(assert_equal_on_evaluation(config), 288 * 3 * 5);
+}
+
+/// An untrained policy with a local bias of 3 keeps about
+/// `softplus(3) / (softplus(3) + (k + 1)·softplus(0))` local (its outputs
+/// start near 0), against `1 / (k + 2)` without.
+#[test]
+fn a_local_bias_starts_a_policy_keeping_requests_local() {
+    let softplus = |x: f64| x.exp().ln_1p();
+    for (layout, bias) in [(Layout::Independent, 3.0), (Layout::Agnostic, 3.0)] {
+        for bias in [0.0, bias] {
+            let model = EnvModel::new(&env_config().build().unwrap()).unwrap();
+            let config = PpoConfig {
+                local_bias: bias,
+                ..small(layout)
+            };
+            let trainer = Trainer::new(model, config, CpuBackend::new()).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            checkpoint::save(&trainer, dir.path()).unwrap();
+            let bytes = std::fs::read(dir.path().join("policies.safetensors")).unwrap();
+            let mut policy = Policy::from_safetensors(&bytes).unwrap();
+            // Agent 0 has 3 neighbours.
+            let mut action = [0f32; 5];
+            policy
+                .act(0, &[20.0, 20.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0], &mut action)
+                .unwrap();
+            let local = softplus(f64::from(bias));
+            let want = local / (local + 4.0 * softplus(0.0));
+            assert!(
+                (f64::from(action[0]) - want).abs() < 0.03,
+                "{layout:?} bias {bias}: {action:?}, local {want}"
+            );
+        }
+    }
+}
+
+#[test]
 fn inference_equals_the_trainer_bit_for_bit_agnostic() {
     assert_eq!(
         assert_equal_on_evaluation(small(Layout::Agnostic)),
@@ -206,6 +248,7 @@ fn an_agnostic_policy_with_gossip_reads_its_neighbours() {
     use dfaas_policies::gossip::Gossip;
     let (trainer, bytes) = trained(PpoConfig {
         gossip: true,
+        local_bias: 1.5,
         ..small(Layout::Agnostic)
     });
     let mut policy = Policy::from_safetensors(&bytes).unwrap();

@@ -36,6 +36,7 @@ pub fn metadata(layout: &str, agents: &[(&str, &[&str])]) -> InferenceMetadata {
         version: METADATA_VERSION,
         layout: layout.into(),
         gossip: false,
+        local_bias: 0.0,
         activation: "tanh".into(),
         concentration: CONCENTRATION.into(),
         normalize_observations: true,

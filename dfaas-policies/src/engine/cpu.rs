@@ -148,6 +148,7 @@ where
             hidden: config.hidden.clone(),
             activation: config.activation,
             learning_rate: config.learning_rate,
+            local_bias: config.local_bias,
         };
         let own = |a: usize| 2 + 2 * model.degree(a);
         let all_own: usize = (0..n).map(own).sum();

@@ -6,25 +6,36 @@
 # alone (the default preset and layout). Every run uses seed 42, so every
 # evaluation of a federation runs the same six evaluation episodes.
 #
-#   bash scripts/generalisation.sh [--gossip] [OUT]   (default OUT: runs/generalisation)
+#   bash scripts/generalisation.sh [--gossip] [--local-bias B] [OUT]
+#                                             (default OUT: runs/generalisation)
 #
 # With --gossip the agnostic policy also reads each node's gossip (its
-# capacity; its neighbours' previous input rates, capacities and degrees),
-# is wider and trained longer (64 × 64, 400 iterations, entropy weight
-# decaying to 1e-3: the best of four settings on the pool's own evaluation,
-# README "With gossip"), and its runs are OUT/agnostic_gossip and
-# OUT/test_*/agnostic_gossip; the per-federation PPO runs (OUT/test_*/ppo)
-# are the same for both variants.
+# capacity; its neighbours' previous input rates, capacities and degrees);
+# with --local-bias B its local output gets the fixed bias B (it starts by
+# keeping most requests local). Its runs are OUT/VARIANT and
+# OUT/test_*/VARIANT, VARIANT agnostic, agnostic_gossip, agnostic_local or
+# agnostic_gossip_local; each trains 32 × 32 networks for 200 iterations,
+# but agnostic_gossip 64 × 64 ones for 400 with the entropy weight decaying
+# to 1e-3 (each setting chosen on the pool's own evaluation, README "With
+# gossip and a local bias"). The per-federation PPO runs (OUT/test_*/ppo)
+# are the same for every variant.
 # Stages already done (a run folder with evaluation.csv) are not rerun; the
 # agnostic policy is trained and evaluated before the per-federation PPOs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variant=agnostic
-flags=(--hidden 32,32 --iterations 200)
-if [ "${1:-}" = "--gossip" ]; then
-  variant=agnostic_gossip
-  flags=(--gossip --hidden 64,64 --iterations 400 --entropy-final 1e-3)
-  shift
+flags=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gossip) variant=${variant}_gossip; flags+=(--gossip); shift ;;
+    --local-bias) variant=${variant}_local; flags+=(--local-bias "$2"); shift 2 ;;
+    *) break ;;
+  esac
+done
+if [ "$variant" = agnostic_gossip ]; then
+  flags+=(--hidden 64,64 --iterations 400 --entropy-final 1e-3)
+else
+  flags+=(--hidden 32,32 --iterations 200)
 fi
 out=${1:-runs/generalisation}
 budget=5000

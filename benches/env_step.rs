@@ -9,7 +9,7 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dfaas::core::{BatchEnv, Env, EnvConfig, EnvModel, StepMetrics};
+use dfaas::core::{BatchEnv, BatchMetrics, Env, EnvConfig, EnvModel};
 use std::hint::black_box;
 
 const AGENTS: [usize; 3] = [2, 3, 5];
@@ -47,7 +47,7 @@ fn bench_batch(c: &mut Criterion) {
                     i += 1;
                 });
             });
-            let mut metrics = vec![StepMetrics::new(&model); envs];
+            let mut metrics = BatchMetrics::new(&model, envs);
             group.bench_function(BenchmarkId::new("metrics_on", envs), |b| {
                 b.iter(|| {
                     batch

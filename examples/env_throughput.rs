@@ -11,7 +11,7 @@
 use anyhow::{Result, bail};
 use clap::Parser;
 use dfaas::core::config::NetworkGenerator;
-use dfaas::core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
+use dfaas::core::{BatchEnv, BatchMetrics, EnvConfig, EnvModel};
 use std::time::Instant;
 
 /// Measure CPU BatchEnv throughput in agent-steps per second.
@@ -81,7 +81,7 @@ fn measure(args: &Args, model: &EnvModel, threads: usize) -> Result<()> {
         .collect();
     let mut batch = BatchEnv::new(model.clone(), args.envs)?;
     batch.reset(1)?;
-    let mut metrics = vec![StepMetrics::new(model); args.envs];
+    let mut metrics = BatchMetrics::new(model, args.envs);
     let mut rates = Vec::with_capacity(args.repeats);
     for _ in 0..args.repeats {
         let start = Instant::now();

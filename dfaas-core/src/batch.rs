@@ -23,6 +23,7 @@
 //! threads.
 
 use crate::alloc_prelude::*;
+use crate::batch_metrics::{BatchMetrics, LaneMetricsScratch, RunMetrics};
 use crate::error::{ResetError, StepError};
 use crate::lanes::{self, LANES, LaneStep};
 use crate::metrics::StepMetrics;
@@ -49,9 +50,13 @@ struct Scratch {
     lane_rates: Vec<wide::i32x8>,
     /// The lane step's next observations `[agent][obs_width]` (padding 0).
     lane_obs: Vec<wide::f32x8>,
-    /// One env's rejects from the lane step, `[agent][action_width]` (for
-    /// the metrics).
-    lane_rejects: Vec<u32>,
+    /// The lane step's metrics.
+    lane_metrics: LaneMetricsScratch,
+    /// One env's metrics from the per-env step.
+    record: StepMetrics,
+    /// The metrics of a run stepped on a thread of its own.
+    #[cfg(feature = "parallel")]
+    run_metrics: BatchMetrics,
 }
 
 impl Scratch {
@@ -64,7 +69,10 @@ impl Scratch {
             lanes: lanes::applies(model).then(|| LaneStep::new(model)),
             lane_rates: vec![wide::i32x8::ZERO; model.num_agents],
             lane_obs: vec![wide::f32x8::ZERO; model.num_agents * model.obs_width],
-            lane_rejects: vec![0; model.num_agents * model.action_width],
+            lane_metrics: LaneMetricsScratch::new(model),
+            record: StepMetrics::default(),
+            #[cfg(feature = "parallel")]
+            run_metrics: BatchMetrics::default(),
         }
     }
 }
@@ -437,24 +445,19 @@ impl BatchEnv {
         self.step_all(actions, None)
     }
 
-    /// As [`BatchEnv::step`], also writing every per-step metric of env `i`
-    /// into `metrics[i]` (`metrics.len() == num_envs`; records of another
-    /// shape, e.g. `StepMetrics::default()`, are resized to the model).
+    /// As [`BatchEnv::step`], also writing every per-step metric of every
+    /// env into `metrics` (resized to the batch when it has another shape,
+    /// e.g. `BatchMetrics::default()`).
     ///
     /// # Errors
-    /// As [`BatchEnv::step`]; also when `metrics` has the wrong length.
+    /// As [`BatchEnv::step`]; `metrics` is unchanged then.
     pub fn step_with_metrics(
         &mut self,
         actions: &[f32],
-        metrics: &mut [StepMetrics],
+        metrics: &mut BatchMetrics,
     ) -> Result<(), StepError> {
-        if metrics.len() != self.num_envs {
-            return Err(StepError::MetricsLength {
-                expected: self.num_envs,
-                got: metrics.len(),
-            });
-        }
         self.check(actions, 0..self.num_envs)?;
+        metrics.resize(&self.model, self.num_envs);
         self.step_all(actions, Some(metrics))
     }
 
@@ -464,10 +467,12 @@ impl BatchEnv {
     fn step_all(
         &mut self,
         actions: &[f32],
-        metrics: Option<&mut [StepMetrics]>,
+        metrics: Option<&mut BatchMetrics>,
     ) -> Result<(), StepError> {
+        let mut writer = metrics.map(BatchMetrics::writer);
         let (mut envs, scratch) = self.view();
-        envs.step_run(actions, metrics, scratch).map_or(Ok(()), Err)
+        envs.step_run(actions, writer.as_mut(), scratch)
+            .map_or(Ok(()), Err)
     }
 
     /// Steps every env (actions checked) in runs of consecutive envs on the
@@ -479,7 +484,7 @@ impl BatchEnv {
     fn step_all(
         &mut self,
         actions: &[f32],
-        metrics: Option<&mut [StepMetrics]>,
+        metrics: Option<&mut BatchMetrics>,
     ) -> Result<(), StepError> {
         use rayon::prelude::*;
         let threads = rayon::current_num_threads();
@@ -493,8 +498,11 @@ impl BatchEnv {
             .next_multiple_of(LANES);
         let runs = self.num_envs.div_ceil(per_run);
         if threads == 1 || runs == 1 {
+            let mut writer = metrics.map(BatchMetrics::writer);
             let (mut envs, scratch) = self.view();
-            return envs.step_run(actions, metrics, scratch).map_or(Ok(()), Err);
+            return envs
+                .step_run(actions, writer.as_mut(), scratch)
+                .map_or(Ok(()), Err);
         }
         while self.extra_scratch.len() < runs {
             self.extra_scratch.push(Scratch::new(&self.model));
@@ -502,6 +510,7 @@ impl BatchEnv {
         let stride = self.model.num_agents * self.model.action_width;
         let mut extra = core::mem::take(&mut self.extra_scratch);
         let (envs, _) = self.view();
+        let model = envs.model;
         let mut views = Vec::with_capacity(runs);
         let mut rest = envs;
         while rest.len() > per_run {
@@ -510,22 +519,29 @@ impl BatchEnv {
             rest = tail;
         }
         views.push(rest);
-        let mut metric_runs: Vec<Option<&mut [StepMetrics]>> = match metrics {
-            Some(m) => m.chunks_mut(per_run).map(Some).collect(),
-            None => (0..runs).map(|_| None).collect(),
-        };
+        // Each run records into its scratch's metrics, copied in after.
+        let recorded = metrics.is_some();
         let failure = views
             .into_par_iter()
             .zip(actions.par_chunks(per_run * stride))
-            .zip(metric_runs.par_iter_mut())
             .zip(extra.par_iter_mut())
-            .filter_map(|(((mut run, actions), metrics), scratch)| {
-                run.step_run(actions, metrics.take(), scratch)
+            .filter_map(|((mut run, actions), scratch)| {
+                let mut run_metrics = core::mem::take(&mut scratch.run_metrics);
+                run_metrics.resize(model, run.len());
+                let mut writer = recorded.then(|| run_metrics.writer());
+                let failure = run.step_run(actions, writer.as_mut(), scratch);
+                scratch.run_metrics = run_metrics;
+                failure
             })
             .min_by_key(|e| match e {
                 StepError::AutoReset { env, .. } => *env,
                 _ => usize::MAX,
             });
+        if let Some(metrics) = metrics {
+            for (r, scratch) in extra.iter().take(runs).enumerate() {
+                metrics.copy_run(r * per_run, &scratch.run_metrics);
+            }
+        }
         self.extra_scratch = extra;
         failure.map_or(Ok(()), Err)
     }
@@ -676,12 +692,12 @@ impl<'a> Envs<'a> {
     }
 
     /// Steps every env of the run with its actions `[env][agent][action_width]`
-    /// (metrics into `metrics[i]` when given); the run's first failed
-    /// auto-reset, named by its batch index.
+    /// (metrics into the run's part of a batch's metrics when given); the
+    /// run's first failed auto-reset, named by its batch index.
     fn step_run(
         &mut self,
         actions: &[f32],
-        mut metrics: Option<&mut [StepMetrics]>,
+        mut metrics: Option<&mut RunMetrics<'_>>,
         scratch: &mut Scratch,
     ) -> Option<StepError> {
         let stride = self.model.num_agents * self.model.action_width;
@@ -690,25 +706,35 @@ impl<'a> Envs<'a> {
         let mut first_failure = None;
         let mut i = 0;
         while i < envs {
-            // `LANES` envs at once when none of them ends its episode.
+            // A whole lane block of `LANES` envs at once when none of them
+            // ends its episode.
             if lanes
+                && i % LANES == 0
                 && i + LANES <= envs
                 && self.steps[i..i + LANES]
                     .iter()
                     .all(|&t| t + 1 < self.model.max_steps)
             {
-                let m = metrics.as_deref_mut().map(|m| &mut m[i..i + LANES]);
+                let m = metrics.as_deref_mut();
                 self.step_lanes(i, &actions[i * stride..(i + LANES) * stride], m, scratch);
                 i += LANES;
                 continue;
             }
-            let m = metrics.as_deref_mut().map(|m| &mut m[i]);
+            // The per-env step records into the scratch record, copied into
+            // the run's part of the rows.
+            let mut record = metrics
+                .is_some()
+                .then(|| core::mem::take(&mut scratch.record));
             let env_actions = &actions[i * stride..(i + 1) * stride];
-            if let Err(error) = self.step(i, env_actions, m, scratch) {
+            if let Err(error) = self.step(i, env_actions, record.as_mut(), scratch) {
                 first_failure.get_or_insert(StepError::AutoReset {
                     env: self.first + i,
                     error,
                 });
+            }
+            if let (Some(run), Some(record)) = (metrics.as_deref_mut(), record) {
+                run.set_env(i, &record);
+                scratch.record = record;
             }
             i += 1;
         }
@@ -716,13 +742,14 @@ impl<'a> Envs<'a> {
     }
 
     /// One step of the `LANES` envs `first..first + LANES` of the run, none
-    /// of which ends its episode, by the lane step (metrics into
-    /// `metrics[l]` when given): the same as [`Envs::step`] on each.
+    /// of which ends its episode, by the lane step (metrics into the run's
+    /// part of a batch's metrics when given): the same as [`Envs::step`] on
+    /// each.
     fn step_lanes(
         &mut self,
         first: usize,
         actions: &[f32],
-        metrics: Option<&mut [StepMetrics]>,
+        metrics: Option<&mut RunMetrics<'_>>,
         sc: &mut Scratch,
     ) {
         let model = self.model;
@@ -748,30 +775,18 @@ impl<'a> Envs<'a> {
             }));
         }
         step.step(model, actions, &sc.lane_rates);
-        if let Some(metrics) = metrics {
-            // Each env's step from its lanes, recorded against the
-            // observation it stepped from.
-            for (l, m) in metrics.iter_mut().enumerate() {
-                let e = first + l;
-                for (c, lanes) in sc.counts.iter_mut().zip(&step.counts) {
-                    *c = lanes.as_array()[l] as u32;
-                }
-                for (r, lanes) in sc.lane_rejects.iter_mut().zip(&step.rejects) {
-                    *r = lanes.as_array()[l] as u32;
-                }
-                for (rate, lanes) in sc.rates.iter_mut().zip(&sc.lane_rates) {
-                    *rate = lanes.as_array()[l] as u32;
-                }
-                let observation = &self.obs[e * n * ow..(e + 1) * n * ow];
-                m.record_unchecked(
-                    model,
-                    self.steps[e],
-                    observation,
-                    &sc.rates,
-                    &sc.counts,
-                    &sc.lane_rejects,
-                );
-            }
+        if let Some(run) = metrics {
+            // Recorded against the observations the envs stepped from.
+            let env_obs = n * ow;
+            run.record_lanes(
+                model,
+                first,
+                &self.steps[first..first + LANES],
+                &self.obs[first * env_obs..(first + LANES) * env_obs],
+                &sc.lane_rates,
+                step,
+                &mut sc.lane_metrics,
+            );
         }
         // The next observations as lanes (the next rates are in; padding
         // stays 0, as in every row), then back to `[env][agent]` rows.
@@ -1045,27 +1060,30 @@ mod tests {
 
     #[test]
     fn metrics_of_any_shape_are_resized_to_the_model() {
-        let (mut a, mut b) = (batch(2, false), batch(2, false));
+        let (mut a, mut b, mut c) = (batch(2, false), batch(2, false), batch(2, false));
         let actions = thirds(&a);
-        let mut sized = vec![StepMetrics::new(a.model()); 2];
-        // One default record and one sized for a 5-agent model.
+        let mut sized = BatchMetrics::new(a.model(), 2);
+        // Default metrics, and metrics of one env of a 5-agent model.
         let other = EnvModel::new(
             &EnvConfig::with_network(&["a b c d e", "b c"])
                 .build()
                 .unwrap(),
         )
         .unwrap();
-        let mut odd = vec![StepMetrics::default(), StepMetrics::new(&other)];
+        let mut default = BatchMetrics::default();
+        let mut odd = BatchMetrics::new(&other, 1);
         for _ in 0..3 {
             a.step_with_metrics(&actions, &mut sized).unwrap();
-            b.step_with_metrics(&actions, &mut odd).unwrap();
+            b.step_with_metrics(&actions, &mut default).unwrap();
+            c.step_with_metrics(&actions, &mut odd).unwrap();
+            assert_eq!(sized, default);
             assert_eq!(sized, odd);
         }
         assert_eq!(
-            a.step_with_metrics(&actions, &mut sized[..1]),
-            Err(StepError::MetricsLength {
-                expected: 2,
-                got: 1
+            sized.env(2),
+            Err(StepError::EnvIndex {
+                env: 2,
+                num_envs: 2
             })
         );
     }

@@ -131,12 +131,13 @@ pub enum StepError {
     /// Occurs when `step` is called before the first `reset`, or after the
     /// last step of an episode of a single [`crate::Env`].
     NeedsReset,
-    /// Occurs when the metrics slice of a batch step has the wrong length.
-    MetricsLength {
-        /// Number of environments.
-        expected: usize,
-        /// Given number of metrics records.
-        got: usize,
+    /// Occurs when an env index of a [`crate::BatchMetrics`] is not below
+    /// its number of envs.
+    EnvIndex {
+        /// The index given.
+        env: usize,
+        /// Number of envs.
+        num_envs: usize,
     },
     /// Occurs when a [`crate::BatchEnv`] of that many envs would not fit in
     /// memory's address range.
@@ -229,9 +230,9 @@ impl fmt::Display for StepError {
                 f,
                 "step: the episode is over or never started; call reset first"
             ),
-            Self::MetricsLength { expected, got } => write!(
+            Self::EnvIndex { env, num_envs } => write!(
                 f,
-                "metrics: expected one record per env ({expected}), got {got}"
+                "env: must be below the batch's {num_envs} envs, got {env}"
             ),
             Self::InputLength {
                 field,

@@ -335,7 +335,7 @@ mod tests {
     use super::*;
     use crate::config::{EnvConfig, NetworkGenerator};
     use crate::rng::{Xoshiro128PlusPlus, seeded, uniform01};
-    use crate::{BatchEnv, StepMetrics};
+    use crate::{BatchEnv, BatchMetrics, StepMetrics};
     use alloc::collections::BTreeMap;
 
     /// Actions of every kind a step accepts, row by row: points of the
@@ -378,7 +378,7 @@ mod tests {
         for batch in [&mut plain, &mut recorded, &mut per_env] {
             batch.reset(17).unwrap();
         }
-        let mut metrics = vec![StepMetrics::new(&model); envs];
+        let mut metrics = BatchMetrics::default();
         let mut per_env_metrics = vec![StepMetrics::new(&model); envs];
         let mut rng = seeded(5);
         for step in 0..steps {
@@ -398,7 +398,7 @@ mod tests {
             }
             assert_eq!(plain.state(), per_env.state(), "step {step}");
             assert_eq!(recorded.state(), per_env.state(), "step {step}");
-            assert_eq!(metrics, per_env_metrics, "step {step}");
+            assert_eq!(metrics.envs(), per_env_metrics, "step {step}");
             assert_eq!(
                 plain.final_observations(),
                 per_env.final_observations(),

@@ -13,7 +13,8 @@
 //!   [`perfmodel::evaluate`]), bandwidth traces;
 //! * [`Env`] — one environment with per-step metrics ([`StepMetrics`]);
 //! * [`BatchEnv`] — N environments in one struct-of-arrays layout with
-//!   auto-reset, the same results as N [`Env`]s.
+//!   auto-reset, the same results as N [`Env`]s, and their per-step
+//!   metrics ([`BatchMetrics`]).
 //!
 //! ```
 //! use dfaas_core::{BatchEnv, EnvConfig, EnvModel};
@@ -60,6 +61,7 @@ pub(crate) mod alloc_prelude {
 
 pub mod bandwidth;
 pub mod batch;
+mod batch_metrics;
 pub mod config;
 mod env;
 mod error;
@@ -82,6 +84,7 @@ pub mod stats;
 mod topology;
 
 pub use batch::{BatchEnv, BatchEnvState};
+pub use batch_metrics::BatchMetrics;
 pub use config::{
     BuiltConfig, EnvConfig, InputRateMethod, LinkConfig, NetworkGenerator, NodePerfConfig,
     PerfModelRegime,

@@ -63,12 +63,163 @@ impl StepMetrics {
     /// Zeroed metrics sized for `model`.
     #[must_use]
     pub fn new(model: &EnvModel) -> Self {
-        let n = model.num_agents();
-        let wide = n * model.action_width();
-        Self {
+        let mut metrics = Self::default();
+        metrics.resize(model.num_agents(), model.action_width(), model.obs_width());
+        metrics
+    }
+
+    /// Each field's name, shape and length.
+    pub(crate) fn lengths(&self) -> [(&'static str, Shape, usize); 20] {
+        use Shape::{Agent, Entry, Observation};
+        [
+            ("input_rate", Agent, self.input_rate.len()),
+            ("observation", Observation, self.observation.len()),
+            ("action", Entry, self.action.len()),
+            ("incoming_rate", Agent, self.incoming_rate.len()),
+            ("incoming_rate_local", Agent, self.incoming_rate_local.len()),
+            (
+                "incoming_rate_forward",
+                Agent,
+                self.incoming_rate_forward.len(),
+            ),
+            (
+                "incoming_rate_reject",
+                Agent,
+                self.incoming_rate_reject.len(),
+            ),
+            (
+                "incoming_rate_local_reject",
+                Agent,
+                self.incoming_rate_local_reject.len(),
+            ),
+            (
+                "incoming_rate_forward_reject",
+                Agent,
+                self.incoming_rate_forward_reject.len(),
+            ),
+            ("forward_reject_rate", Agent, self.forward_reject_rate.len()),
+            ("forward_rejects", Entry, self.forward_rejects.len()),
+            ("reward", Agent, self.reward.len()),
+            (
+                "response_time_avg_local",
+                Agent,
+                self.response_time_avg_local.len(),
+            ),
+            (
+                "response_time_avg_forwarded",
+                Agent,
+                self.response_time_avg_forwarded.len(),
+            ),
+            (
+                "response_time_avg_forwarded_to",
+                Entry,
+                self.response_time_avg_forwarded_to.len(),
+            ),
+            (
+                "network_forward_delay_avg",
+                Agent,
+                self.network_forward_delay_avg.len(),
+            ),
+            (
+                "network_forward_delay_avg_to",
+                Entry,
+                self.network_forward_delay_avg_to.len(),
+            ),
+            (
+                "network_return_delay_avg",
+                Agent,
+                self.network_return_delay_avg.len(),
+            ),
+            (
+                "network_return_delay_avg_to",
+                Entry,
+                self.network_return_delay_avg_to.len(),
+            ),
+            ("step", Shape::One, 1),
+        ]
+    }
+
+    /// The count fields in the order of a [`crate::BatchMetrics`]' count
+    /// rows.
+    pub(crate) fn count_fields(&self) -> [&[u32]; 10] {
+        [
+            &self.input_rate,
+            &self.action,
+            &self.incoming_rate,
+            &self.incoming_rate_local,
+            &self.incoming_rate_forward,
+            &self.incoming_rate_reject,
+            &self.incoming_rate_local_reject,
+            &self.incoming_rate_forward_reject,
+            &self.forward_reject_rate,
+            &self.forward_rejects,
+        ]
+    }
+
+    /// [`Self::count_fields`], to write.
+    pub(crate) fn count_fields_mut(&mut self) -> [&mut [u32]; 10] {
+        [
+            &mut self.input_rate,
+            &mut self.action,
+            &mut self.incoming_rate,
+            &mut self.incoming_rate_local,
+            &mut self.incoming_rate_forward,
+            &mut self.incoming_rate_reject,
+            &mut self.incoming_rate_local_reject,
+            &mut self.incoming_rate_forward_reject,
+            &mut self.forward_reject_rate,
+            &mut self.forward_rejects,
+        ]
+    }
+
+    /// The time fields in the order of a [`crate::BatchMetrics`]' time
+    /// rows.
+    pub(crate) fn time_fields(&self) -> [&[f64]; 8] {
+        [
+            &self.reward,
+            &self.response_time_avg_local,
+            &self.response_time_avg_forwarded,
+            &self.network_forward_delay_avg,
+            &self.network_return_delay_avg,
+            &self.response_time_avg_forwarded_to,
+            &self.network_forward_delay_avg_to,
+            &self.network_return_delay_avg_to,
+        ]
+    }
+
+    /// [`Self::time_fields`], to write.
+    pub(crate) fn time_fields_mut(&mut self) -> [&mut [f64]; 8] {
+        [
+            &mut self.reward,
+            &mut self.response_time_avg_local,
+            &mut self.response_time_avg_forwarded,
+            &mut self.network_forward_delay_avg,
+            &mut self.network_return_delay_avg,
+            &mut self.response_time_avg_forwarded_to,
+            &mut self.network_forward_delay_avg_to,
+            &mut self.network_return_delay_avg_to,
+        ]
+    }
+
+    /// Whether every field has its length for `n` agents, action width `w`
+    /// and observation width `ow`.
+    fn fits(&self, n: usize, w: usize, ow: usize) -> bool {
+        self.lengths()
+            .iter()
+            .all(|&(_, shape, len)| shape.len_for(n, w, ow) == len)
+    }
+
+    /// Sizes every field for `n` agents, action width `w` and observation
+    /// width `ow` (zeros) unless it already fits.
+    pub(crate) fn resize(&mut self, n: usize, w: usize, ow: usize) {
+        if self.fits(n, w, ow) {
+            return;
+        }
+        let wide = n * w;
+        *self = Self {
             step: 0,
             input_rate: vec![0; n],
-            observation: vec![0.0; n * model.obs_width()],
+            observation: vec![0.0; n * ow],
             action: vec![0; wide],
             incoming_rate: vec![0; n],
             incoming_rate_local: vec![0; n],
@@ -86,6 +237,31 @@ impl StepMetrics {
             network_forward_delay_avg_to: vec![0.0; wide],
             network_return_delay_avg: vec![0.0; n],
             network_return_delay_avg_to: vec![0.0; wide],
+        };
+    }
+}
+
+/// How many values a field of [`StepMetrics`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// One.
+    One,
+    /// One per agent.
+    Agent,
+    /// One per action entry, `[agent][action_width]`.
+    Entry,
+    /// `[agent][obs_width]`.
+    Observation,
+}
+
+impl Shape {
+    /// The length for `n` agents, action width `w`, observation width `ow`.
+    pub(crate) fn len_for(self, n: usize, w: usize, ow: usize) -> usize {
+        match self {
+            Self::One => 1,
+            Self::Agent => n,
+            Self::Entry => n * w,
+            Self::Observation => n * ow,
         }
     }
 }
@@ -145,9 +321,7 @@ impl StepMetrics {
         rejects: &[u32],
     ) {
         let (n, w) = (model.num_agents(), model.action_width());
-        if !self.fits(n, w, observation.len()) {
-            *self = Self::new(model);
-        }
+        self.resize(n, w, model.obs_width());
         self.observation.copy_from_slice(observation);
         self.step = step;
         self.input_rate.copy_from_slice(rates);
@@ -187,48 +361,10 @@ impl StepMetrics {
         self.record_times_and_delays(model, step, counts);
     }
 
-    /// Whether every array has its length for `n` agents, action width `w`
-    /// and `obs` observation entries.
-    fn fits(&self, n: usize, w: usize, obs: usize) -> bool {
-        let per_agent = [
-            &self.input_rate,
-            &self.incoming_rate,
-            &self.incoming_rate_local,
-            &self.incoming_rate_forward,
-            &self.incoming_rate_reject,
-            &self.incoming_rate_local_reject,
-            &self.incoming_rate_forward_reject,
-            &self.forward_reject_rate,
-        ];
-        let per_agent_f64 = [
-            &self.reward,
-            &self.response_time_avg_local,
-            &self.response_time_avg_forwarded,
-            &self.network_forward_delay_avg,
-            &self.network_return_delay_avg,
-        ];
-        let per_entry_f64 = [
-            &self.response_time_avg_forwarded_to,
-            &self.network_forward_delay_avg_to,
-            &self.network_return_delay_avg_to,
-        ];
-        self.observation.len() == obs
-            && self.action.len() == n * w
-            && self.forward_rejects.len() == n * w
-            && per_agent.iter().all(|v| v.len() == n)
-            && per_agent_f64.iter().all(|v| v.len() == n)
-            && per_entry_f64.iter().all(|v| v.len() == n * w)
-    }
-
     /// Response times and network delays of the forwards.
     fn record_times_and_delays(&mut self, model: &EnvModel, t: usize, counts: &[u32]) {
-        let w = model.action_width();
+        let (w, s) = (model.action_width(), model.max_steps());
         let topology = model.built().topology();
-        let links = model.built().links();
-        let (in_bytes, out_bytes) = (
-            model.built().input_size_bytes(),
-            model.built().output_size_bytes(),
-        );
         let node_time =
             |node: usize, total: u32| model.perf_table(node).response_times()[total as usize];
         for a in 0..model.num_agents() {
@@ -251,11 +387,10 @@ impl StepMetrics {
                 (*resp, *fwd, *ret) = (0.0, 0.0, 0.0);
                 if forwarded > 0 {
                     let neighbour = neighbour as usize;
-                    let link = &links[link as usize];
+                    let at = link as usize * s + t;
                     *resp = node_time(neighbour, self.incoming_rate[neighbour]);
-                    let bandwidth = link.bandwidth_mbps[t];
-                    *fwd = network_delay_ms(link.access_delay_ms, in_bytes, bandwidth);
-                    *ret = network_delay_ms(link.access_delay_ms, out_bytes, bandwidth);
+                    *fwd = model.forward_delays[at];
+                    *ret = model.return_delays[at];
                     resp_sum += *resp;
                     fwd_sum += *fwd;
                     ret_sum += *ret;

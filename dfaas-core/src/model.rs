@@ -53,6 +53,12 @@ pub struct EnvModel {
     /// Largest input rate of an agent (the tables cover `max_rate·(1 +
     /// degree)` at each node).
     pub(crate) max_rate: u32,
+    /// Network delays (ms) of each link at each step, `[link][step]`, of
+    /// the request (`forward_delays`, input size) and of the response
+    /// (`return_delays`, output size): [`crate::network_delay_ms`] of the
+    /// link's bandwidth then.
+    pub(crate) forward_delays: Vec<f64>,
+    pub(crate) return_delays: Vec<f64>,
 }
 
 impl EnvModel {
@@ -146,7 +152,21 @@ impl EnvModel {
                 }
             }
         }
+        let delays = |bytes: u64| -> Vec<f64> {
+            built
+                .links()
+                .iter()
+                .flat_map(|link| {
+                    // Each trace holds `max_steps` values (validated).
+                    link.bandwidth_mbps.iter().map(move |&bandwidth| {
+                        crate::network_delay_ms(link.access_delay_ms, bytes, bandwidth)
+                    })
+                })
+                .collect()
+        };
         Ok(Self {
+            forward_delays: delays(built.input_size_bytes()),
+            return_delays: delays(built.output_size_bytes()),
             built: built.clone(),
             num_agents: n,
             max_steps: built.max_steps(),

@@ -214,14 +214,14 @@ mod tests {
         let (n, w) = (model.num_agents(), model.action_width());
         let mut batch = BatchEnv::new(model.clone(), 2).unwrap();
         batch.reset(5).unwrap();
-        let mut metrics = vec![crate::StepMetrics::new(&model); 2];
+        let mut metrics = crate::BatchMetrics::new(&model, 2);
         let mut resolver = StepResolver::new(&model);
         let mut rewards = vec![0f64; n];
         let actions: Vec<f32> = (0..2 * n * w).map(|i| ((i * 7) % 5) as f32 + 0.5).collect();
         let mut checked = 0;
         for _ in 0..40 {
             batch.step_with_metrics(&actions, &mut metrics).unwrap();
-            for m in &metrics {
+            for m in &metrics.envs() {
                 resolver
                     .resolve(&model, &m.input_rate, &m.action, &mut rewards)
                     .unwrap();
@@ -246,7 +246,7 @@ mod tests {
         let (n, w) = (model.num_agents(), model.action_width());
         let mut batch = BatchEnv::new(model.clone(), 2).unwrap();
         batch.reset(3).unwrap();
-        let mut metrics = vec![crate::StepMetrics::new(&model); 2];
+        let mut metrics = crate::BatchMetrics::new(&model, 2);
         let mut resolver = StepResolver::new(&model);
         let mut rewards = vec![0f64; n];
         let actions: Vec<f32> = (0..2 * n * w)
@@ -255,7 +255,7 @@ mod tests {
         let mut lossy = 0;
         for _ in 0..30 {
             batch.step_with_metrics(&actions, &mut metrics).unwrap();
-            for (e, m) in metrics.iter().enumerate() {
+            for (e, m) in metrics.envs().iter().enumerate() {
                 let served: u32 = (0..n)
                     .map(|j| m.incoming_rate[j] - m.incoming_rate_reject[j])
                     .sum();

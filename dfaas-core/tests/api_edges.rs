@@ -5,7 +5,9 @@
 use dfaas_core::rejects::{RejectArithmetic, distribute_rejects};
 use dfaas_core::reward;
 use dfaas_core::split::split_requests;
-use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepError, StepMetrics, network_delay_ms};
+use dfaas_core::{
+    BatchEnv, BatchMetrics, EnvConfig, EnvModel, StepError, StepMetrics, network_delay_ms,
+};
 use proptest::prelude::*;
 
 fn any_f32() -> impl Strategy<Value = f32> {
@@ -95,11 +97,11 @@ proptest! {
         prop_assert_eq!(weights.len(), n * w);
         let mut batch = BatchEnv::new(model.clone(), 1).unwrap();
         batch.reset(7).unwrap();
-        let mut metrics = vec![StepMetrics::default()];
+        let mut metrics = BatchMetrics::default();
         for _ in 0..steps {
             batch.step_with_metrics(&weights, &mut metrics).unwrap();
         }
-        let m = &metrics[0];
+        let m = &metrics.env(0).unwrap();
         let mut again = StepMetrics::default();
         again.record(&model, m.step, &m.observation, &m.input_rate, &m.action, &m.forward_rejects).unwrap();
         prop_assert_eq!(&again, m);

@@ -4,7 +4,7 @@
 #![cfg(feature = "parallel")]
 
 use dfaas_core::config::NetworkGenerator;
-use dfaas_core::{BatchEnv, BatchEnvState, EnvConfig, EnvModel, StepMetrics};
+use dfaas_core::{BatchEnv, BatchEnvState, BatchMetrics, EnvConfig, EnvModel, StepMetrics};
 
 /// A 100-node ring with 40-step episodes: 90 envs make 9 runs of 10.
 fn model() -> EnvModel {
@@ -28,7 +28,7 @@ fn run(threads: usize) -> (Vec<Vec<f32>>, Vec<StepMetrics>, BatchEnvState) {
         let envs = 90;
         let mut batch = BatchEnv::new(model.clone(), envs).unwrap();
         batch.reset(5).unwrap();
-        let mut metrics = vec![StepMetrics::new(&model); envs];
+        let mut metrics = BatchMetrics::new(&model, envs);
         let mut outputs = Vec::new();
         let mut seen = Vec::new();
         for step in 0..130usize {
@@ -37,7 +37,7 @@ fn run(threads: usize) -> (Vec<Vec<f32>>, Vec<StepMetrics>, BatchEnvState) {
                 .collect();
             if step % 3 == 0 {
                 batch.step_with_metrics(&actions, &mut metrics).unwrap();
-                seen.extend(metrics.iter().cloned());
+                seen.extend(metrics.envs());
             } else {
                 batch.step(&actions).unwrap();
             }

@@ -5,7 +5,7 @@
 //! its report ([`write_evaluation_csv`]).
 
 use crate::error::{ControlError, EvaluateError, ShapeError, length, product};
-use dfaas_core::{BatchEnv, EnvConfig, EnvModel, PerfModelRegime, StepMetrics};
+use dfaas_core::{BatchEnv, BatchMetrics, EnvConfig, EnvModel, PerfModelRegime, StepMetrics};
 use std::path::Path;
 
 /// A policy acting on whole batches of environments.
@@ -148,38 +148,43 @@ impl Tally {
         }
     }
 
-    /// Adds one env step.
-    pub fn add(&mut self, model: &EnvModel, m: &StepMetrics) {
-        let w = model.action_width();
-        self.steps += 1;
+    /// Adds one step of every env of a batch (env by env, in order).
+    pub fn add(&mut self, model: &EnvModel, m: &BatchMetrics) {
+        self.steps += m.num_envs() as u64;
+        // Response times: the model's units (seconds, or the reference's
+        // milliseconds) to ms; network delays are in ms.
+        let ms = match model.built().config().perfmodel_regime {
+            PerfModelRegime::Seconds => 1000.0,
+            PerfModelRegime::Reference => 1.0,
+        };
+        let sum = |values: &[u32]| values.iter().map(|&v| u64::from(v)).sum::<u64>();
         for a in 0..model.num_agents() {
             let k = model.degree(a);
-            let split = &m.action[a * w..a * w + k + 2];
-            self.reward[a] += m.reward[a];
-            self.input[a] += u64::from(m.input_rate[a]);
-            self.local[a] += u64::from(split[0]);
-            self.forward[a] += split[1..=k].iter().map(|&c| u64::from(c)).sum::<u64>();
-            self.rejected[a] += u64::from(split[k + 1])
-                + u64::from(m.incoming_rate_local_reject[a])
-                + u64::from(m.forward_reject_rate[a]);
-            self.policy_rejects[a] += u64::from(split[k + 1]);
-            self.local_overload[a] += u64::from(m.incoming_rate_local_reject[a]);
-            self.neighbour_overload[a] += u64::from(m.forward_reject_rate[a]);
-            // Response times: the model's units (seconds, or the
-            // reference's milliseconds) to ms; network delays are in ms.
-            let ms = match model.built().config().perfmodel_regime {
-                PerfModelRegime::Seconds => 1000.0,
-                PerfModelRegime::Reference => 1.0,
-            };
-            let served = |e: usize| f64::from(m.action[e] - m.forward_rejects[e]);
-            let mut time = served(a * w) * m.response_time_avg_local[a] * ms;
-            for e in a * w + 1..=a * w + k {
-                time += served(e)
-                    * (m.response_time_avg_forwarded_to[e] * ms
-                        + m.network_forward_delay_avg_to[e]
-                        + m.network_return_delay_avg_to[e]);
+            for &r in m.reward(a) {
+                self.reward[a] += r;
             }
-            self.served_ms[a] += time;
+            let local_overload = sum(m.incoming_rate_local_reject(a));
+            let neighbour_overload = sum(m.forward_reject_rate(a));
+            let policy_rejects = sum(m.action(a, k + 1));
+            self.input[a] += sum(m.input_rate(a));
+            self.local[a] += sum(m.action(a, 0));
+            self.forward[a] += (1..=k).map(|j| sum(m.action(a, j))).sum::<u64>();
+            self.rejected[a] += policy_rejects + local_overload + neighbour_overload;
+            self.policy_rejects[a] += policy_rejects;
+            self.local_overload[a] += local_overload;
+            self.neighbour_overload[a] += neighbour_overload;
+            let served =
+                |j: usize, e: usize| f64::from(m.action(a, j)[e] - m.forward_rejects(a, j)[e]);
+            for (e, &local_time) in m.response_time_avg_local(a).iter().enumerate() {
+                let mut time = served(0, e) * local_time * ms;
+                for j in 1..=k {
+                    time += served(j, e)
+                        * (m.response_time_avg_forwarded_to(a, j)[e] * ms
+                            + m.network_forward_delay_avg_to(a, j)[e]
+                            + m.network_return_delay_avg_to(a, j)[e]);
+                }
+                self.served_ms[a] += time;
+            }
         }
     }
 
@@ -346,7 +351,8 @@ pub fn evaluate_with(
     let model = env.model().clone();
     let (envs, n) = (env.num_envs(), model.num_agents());
     let mut actions = vec![0f32; envs * n * model.action_width()];
-    let mut metrics = vec![StepMetrics::new(&model); envs];
+    let mut metrics = BatchMetrics::new(&model, envs);
+    let mut record = StepMetrics::new(&model);
     let mut tally = Tally::new(n);
     for _ in 0..model.max_steps() {
         controller
@@ -357,9 +363,12 @@ pub fn evaluate_with(
             })?;
         env.step_with_metrics(&actions, &mut metrics)
             .map_err(EvaluateError::Step)?;
-        for (i, m) in metrics.iter().enumerate() {
-            tally.add(&model, m);
-            on_step(i, &model, m).map_err(EvaluateError::Record)?;
+        tally.add(&model, &metrics);
+        for i in 0..envs {
+            metrics
+                .copy_env(i, &mut record)
+                .map_err(EvaluateError::Step)?;
+            on_step(i, &model, &record).map_err(EvaluateError::Record)?;
         }
     }
     Ok(tally.summary(controller.name()))
@@ -434,8 +443,10 @@ mod tests {
         m.response_time_avg_forwarded_to = vec![0.0, 0.5, 0.0, 0.0, 0.0, 0.0];
         m.network_forward_delay_avg_to = vec![0.0, 3.0, 0.0, 0.0, 0.0, 0.0];
         m.network_return_delay_avg_to = vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let mut batch = BatchMetrics::new(&model, 1);
+        batch.set_env(0, &m).unwrap();
         let mut tally = Tally::new(2);
-        tally.add(&model, &m);
+        tally.add(&model, &batch);
         let e = tally.summary("x");
         let close = |got: f64, want: f64| assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         let a = e.per_agent[0].outcomes;

@@ -10,7 +10,7 @@
 
 use dfaas_core::reward::{team_mean, team_mixed};
 use dfaas_core::rng::{seeded, uniform};
-use dfaas_core::{EnvConfig, EnvModel, RejectArithmetic, StepMetrics};
+use dfaas_core::{BatchMetrics, EnvConfig, EnvModel, RejectArithmetic};
 use dfaas_gpu::nn::adam::AdamSettings;
 use dfaas_gpu::nn::loss::LossSettings;
 use dfaas_gpu::nn::mlp::Activation;
@@ -149,7 +149,7 @@ fn check_rollout(normalize: bool, layout: PolicyLayout) {
     // its one-hot id), in the device's row order `a·E + e`.
     let width = |q: usize| if shared { d } else { own(q) };
     let mut norms: Vec<RunningNorm> = (0..policies).map(|q| RunningNorm::new(width(q))).collect();
-    let mut metrics = vec![StepMetrics::default(); envs];
+    let mut metrics = BatchMetrics::default();
     let mut tally = Tally::new(n);
     let mut grad = vec![0f32; w];
     let mut ended = false;
@@ -222,9 +222,7 @@ fn check_rollout(normalize: bool, layout: PolicyLayout) {
         }
         twin.step_with_metrics(ctx, &env_actions, &mut metrics)
             .unwrap();
-        for m in &metrics {
-            tally.add(&model, m);
-        }
+        tally.add(&model, &metrics);
         let env_rewards = twin.rewards(ctx).unwrap();
         let env_dones = twin.dones(ctx).unwrap();
         for e in 0..envs {

@@ -9,7 +9,7 @@
 //! changes nothing).
 #![no_main]
 
-use dfaas_core::{BatchEnv, EnvConfig, EnvModel, StepMetrics};
+use dfaas_core::{BatchEnv, BatchMetrics, EnvConfig, EnvModel};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 
@@ -59,11 +59,12 @@ impl Bytes<'_> {
     }
 }
 
-fn check_step(batch: &BatchEnv, metrics: &[StepMetrics]) {
+fn check_step(batch: &BatchEnv, metrics: &BatchMetrics) {
     let model = batch.model();
     let w = model.action_width();
     assert!(batch.rewards().iter().all(|r| (-1.0..=1.0).contains(r)));
-    for m in metrics {
+    assert!(metrics.env(metrics.num_envs()).is_err());
+    for m in &metrics.envs() {
         for a in 0..model.num_agents() {
             let k = model.degree(a);
             assert_eq!(
@@ -85,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
         batch.reset(seed).expect("synthetic episodes always start");
         twin.reset(seed).expect("synthetic episodes always start");
         let stride = batch.model().num_agents() * batch.model().action_width();
-        let mut metrics = vec![StepMetrics::default(); ENVS];
+        let mut metrics = BatchMetrics::default();
         while let Some(op) = input.byte() {
             match op % 4 {
                 // A step with `len` actions (often the right number).
@@ -109,11 +110,18 @@ fuzz_target!(|data: &[u8]| {
                         check_step(twin, &metrics);
                     }
                 }
-                // A metrics slice of the wrong length.
+                // Metrics of another shape (one env) are resized.
                 2 => {
                     let actions = vec![0.25f32; ENVS * stride];
-                    let mut one = vec![StepMetrics::default()];
-                    assert!(twin.step_with_metrics(&actions, &mut one).is_err());
+                    let mut one = BatchMetrics::new(twin.model(), 1);
+                    let plain = batch.step(&actions);
+                    let recorded = twin.step_with_metrics(&actions, &mut one);
+                    assert_eq!(plain, recorded);
+                    assert_eq!(batch.state(), twin.state());
+                    if recorded.is_ok() {
+                        assert_eq!(one.num_envs(), ENVS);
+                        check_step(twin, &one);
+                    }
                 }
                 // Restore the batch's own state with one value overwritten.
                 _ => {

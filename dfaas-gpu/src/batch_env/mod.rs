@@ -18,7 +18,7 @@
 
 use crate::{GpuContext, GpuError};
 use dfaas_core::input_rate::MAX_INPUT_RATE;
-use dfaas_core::{EnvModel, RejectArithmetic, StepMetrics};
+use dfaas_core::{BatchMetrics, EnvModel, RejectArithmetic, StepError, StepMetrics};
 
 /// Uniform parameters, mirrored field for field in `shader.wgsl`.
 #[repr(C)]
@@ -615,57 +615,51 @@ impl GpuBatchEnv {
         Ok(())
     }
 
-    /// As [`GpuBatchEnv::step`], also filling `metrics[i]` (resized to the
-    /// model when needed) with every per-step metric of env `i` — the same
+    /// As [`GpuBatchEnv::step`], also writing every per-step metric of every
+    /// env into `metrics` (resized to the batch when needed) — the same
     /// values as `BatchEnv::step_with_metrics`. Off the hot path: it reads
     /// the state back and derives the metrics on the host.
     ///
     /// # Errors
-    /// As [`GpuBatchEnv::step`]; [`GpuError::Input`] when `metrics` does not
-    /// hold one record per env; [`GpuError::Readback`].
+    /// As [`GpuBatchEnv::step`]; [`GpuError::Input`] when the state read
+    /// back is not a step's; [`GpuError::Readback`].
     pub fn step_with_metrics(
         &mut self,
         ctx: &GpuContext,
         actions: &[f32],
-        metrics: &mut [StepMetrics],
+        metrics: &mut BatchMetrics,
     ) -> Result<(), GpuError> {
         ctx.check(self.context)?;
-        let envs = self.params.envs as usize;
-        if metrics.len() != envs {
-            return Err(GpuError::Input {
-                field: "metrics",
-                reason: format!("expected {envs} records, got {}", metrics.len()),
-            });
-        }
         let observations = self.observations(ctx)?;
         let state: Vec<u32> = ctx.read_buffer(&self.state)?;
         self.step(ctx, actions)?;
         let (counts, rejects) = self.splits_and_rejects(ctx)?;
         let (n, s) = (self.model.num_agents(), self.model.max_steps());
         let (wide, ow) = (n * self.model.action_width(), n * self.model.obs_width());
+        metrics.resize(&self.model, self.params.envs as usize);
         let mut rates = vec![0u32; n];
-        for (e, (m, words)) in metrics
-            .iter_mut()
-            .zip(state.chunks_exact(STATE_WORDS))
-            .enumerate()
-        {
+        let mut record = StepMetrics::new(&self.model);
+        let invalid = |error: StepError| GpuError::Input {
+            field: "metrics",
+            reason: error.to_string(),
+        };
+        for (e, words) in state.chunks_exact(STATE_WORDS).enumerate() {
             let (t, entry) = (words[STEP] as usize, words[ENTRY] as usize);
             for (a, r) in rates.iter_mut().enumerate() {
                 let pool = &self.pools[(words[EPISODE_LOW] & 1) as usize];
                 *r = pool.rates[(entry * n + a) * s + t];
             }
-            m.record(
-                &self.model,
-                t,
-                &observations[e * ow..(e + 1) * ow],
-                &rates,
-                &counts[e * wide..(e + 1) * wide],
-                &rejects[e * wide..(e + 1) * wide],
-            )
-            .map_err(|error| GpuError::Input {
-                field: "metrics",
-                reason: error.to_string(),
-            })?;
+            record
+                .record(
+                    &self.model,
+                    t,
+                    &observations[e * ow..(e + 1) * ow],
+                    &rates,
+                    &counts[e * wide..(e + 1) * wide],
+                    &rejects[e * wide..(e + 1) * wide],
+                )
+                .map_err(invalid)?;
+            metrics.set_env(e, &record).map_err(invalid)?;
         }
         Ok(())
     }

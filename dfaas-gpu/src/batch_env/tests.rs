@@ -8,7 +8,7 @@
 use super::*;
 use crate::Traffic;
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, draw_episode_seed, seeded, uniform01};
-use dfaas_core::{BatchEnv, EnvConfig, StepMetrics};
+use dfaas_core::{BatchEnv, BatchMetrics, EnvConfig, StepMetrics};
 use std::collections::BTreeMap;
 
 fn context() -> Option<GpuContext> {
@@ -171,21 +171,27 @@ fn run_both(
         cpu.observations(),
         "{label}: first observations"
     );
-    let mut metrics = vec![StepMetrics::new(&model); envs];
-    let mut gpu_metrics = vec![StepMetrics::new(&model); envs];
+    let mut metrics = BatchMetrics::new(&model, envs);
+    let mut gpu_metrics = BatchMetrics::new(&model, envs);
     let mut exact = 0;
     for step in 0..steps {
         let acts = actions(step);
         cpu.step_with_metrics(&acts, &mut metrics).unwrap();
         if step % 7 == 0 {
             gpu.step_with_metrics(ctx, &acts, &mut gpu_metrics).unwrap();
-            for (e, (g, c)) in gpu_metrics.iter().zip(&metrics).enumerate() {
+            for (e, (g, c)) in gpu_metrics.envs().iter().zip(&metrics.envs()).enumerate() {
                 assert_eq!(g, c, "{label} step {step} env {e}: metrics");
             }
         } else {
             gpu.step(ctx, &acts).unwrap();
         }
-        exact += assert_same_step(ctx, gpu, cpu, &metrics, &format!("{label} step {step}"));
+        exact += assert_same_step(
+            ctx,
+            gpu,
+            cpu,
+            &metrics.envs(),
+            &format!("{label} step {step}"),
+        );
     }
     (exact, steps * envs * model.num_agents())
 }
@@ -442,12 +448,12 @@ fn rates_near_the_limit_on_a_hub_equal_the_cpu() {
     // whose count·rate products are above 2³².
     let mut cpu = BatchEnv::new(model.clone(), envs).unwrap();
     cpu.reset(1).unwrap();
-    let mut metrics = vec![StepMetrics::new(&model); envs];
+    let mut metrics = BatchMetrics::new(&model, envs);
     let (mut hub_total, mut reject_product, mut rescale_product) = (0u64, 0u64, 0u64);
     let w = model.action_width();
     for acts in &actions {
         cpu.step_with_metrics(acts, &mut metrics).unwrap();
-        for (e, m) in metrics.iter().enumerate() {
+        for (e, m) in metrics.envs().iter().enumerate() {
             let total = u64::from(m.incoming_rate[0]);
             hub_total = hub_total.max(total);
             let largest_entry = (1..=5)
@@ -513,9 +519,9 @@ fn pool_entries_stay_exact_past_2_pow_32() {
         state.episodes = vec![start; envs];
         gpu.restore(&ctx, &state).unwrap();
         assert_eq!(gpu.state(&ctx).unwrap(), state, "{start}: restored");
-        let mut metrics = vec![StepMetrics::new(&model); envs];
+        let mut metrics = BatchMetrics::default();
         gpu.step_with_metrics(&ctx, &actions, &mut metrics).unwrap();
-        for (e, m) in metrics.iter().enumerate() {
+        for (e, m) in metrics.envs().iter().enumerate() {
             let expected: Vec<u32> = (0..n)
                 .map(|a| rate(entry(e, start), a, max_steps - 1))
                 .collect();
@@ -526,7 +532,7 @@ fn pool_entries_stay_exact_past_2_pow_32() {
         for t in 0..max_steps {
             let obs = gpu.observations(&ctx).unwrap();
             gpu.step_with_metrics(&ctx, &actions, &mut metrics).unwrap();
-            for (e, m) in metrics.iter().enumerate() {
+            for (e, m) in metrics.envs().iter().enumerate() {
                 let at = |a: usize| (e * n + a) * ow;
                 let expected: Vec<u32> = (0..n).map(|a| rate(entry(e, next), a, t)).collect();
                 assert_eq!(m.input_rate, expected, "{start}: env {e} step {t}");
@@ -666,7 +672,7 @@ fn another_context_is_refused() {
     let mut gpu = GpuBatchEnv::new(&ctx, &model, 2, &pool).unwrap();
     let actions = vec![0.5f32; 2 * 2 * model.action_width()];
     let state = gpu.state(&ctx).unwrap();
-    let mut metrics = vec![StepMetrics::new(&model); 2];
+    let mut metrics = BatchMetrics::new(&model, 2);
     let refused = |result: Result<(), GpuError>| {
         assert_eq!(
             result,
@@ -806,7 +812,7 @@ proptest::proptest! {
         cpu.reset(seed).unwrap();
         let pool = TracePool::generate(&model, 1, 0).unwrap();
         let mut gpu = GpuBatchEnv::new(&ctx, &model, envs, &pool).unwrap();
-        let (mut cpu_metrics, mut gpu_metrics) = (vec![StepMetrics::new(&model); envs], vec![StepMetrics::new(&model); envs]);
+        let (mut cpu_metrics, mut gpu_metrics) = (BatchMetrics::default(), BatchMetrics::default());
         let mut rng = seeded(seed ^ 1);
         for step in 0..17 {
             let actions = random_actions(&model, envs, &mut rng);

@@ -19,7 +19,7 @@ use crate::gossip::Gossip;
 use crate::ppo::{Layout, PpoConfig, RunningNorm};
 use dfaas_core::reward::{team_mean, team_mixed};
 use dfaas_core::rng::{Xoshiro128PlusPlus, below, seeded};
-use dfaas_core::{BatchEnv, EnvModel, StepMetrics};
+use dfaas_core::{BatchEnv, BatchMetrics, EnvModel};
 use dfaas_infer::agnostic::{entry_rows, gossip_rows};
 
 /// Per-policy rollout storage, `[step][env][member][..]`.
@@ -110,7 +110,7 @@ pub struct CpuEngine<B: Backend> {
     /// Each node's gossip source, when the agnostic layout reads it.
     gossip: Option<Gossip>,
     pub(crate) shuffle_rngs: Vec<Xoshiro128PlusPlus>,
-    metrics: Vec<StepMetrics>,
+    metrics: BatchMetrics,
     /// Each agent's federation, whose mean reward is its team reward.
     components: Components,
     plan: Plan,
@@ -206,7 +206,7 @@ where
             shuffle_rngs: (0..count as u64)
                 .map(|a| seeded(config.seed ^ 0x5EED ^ ((a + 1) << 32)))
                 .collect(),
-            metrics: vec![StepMetrics::new(&model); config.num_envs],
+            metrics: BatchMetrics::new(&model, config.num_envs),
             plan: Plan::new(&config, samples),
             tally: Tally::new(n),
             actions: vec![0f32; config.num_envs * n * width],
@@ -452,9 +452,7 @@ where
             .step_with_metrics(&self.actions, &mut self.metrics)
             .map_err(TrainError::Env)?;
         let model = self.env.model();
-        for m in &self.metrics {
-            self.tally.add(model, m);
-        }
+        self.tally.add(model, &self.metrics);
         let n = model.num_agents();
         let beta = self.config.team_reward;
         let mut teams = Vec::new();

@@ -485,6 +485,26 @@ fn to_f64(v: i32x8) -> F64x8 {
     })
 }
 
+/// All ones where `v > 0`, else 0, as f64 lanes.
+#[inline(always)]
+fn positive_count(v: i32x8) -> F64x8 {
+    let m = v.simd_gt(i32x8::ZERO).to_array();
+    // Each 32-bit mask twice: a 64-bit mask.
+    core::array::from_fn(|h| {
+        let at = 4 * h;
+        bytemuck::cast([
+            i32x4::new([m[at], m[at], m[at + 1], m[at + 1]]),
+            i32x4::new([m[at + 2], m[at + 2], m[at + 3], m[at + 3]]),
+        ])
+    })
+}
+
+/// `x` in every lane.
+#[inline(always)]
+fn splat(x: f64) -> F64x8 {
+    bytemuck::cast([f64x2::splat(x); 4])
+}
+
 /// All ones where `v > 0`, else 0.
 #[inline(always)]
 fn positive(v: F64x8) -> F64x8 {
@@ -609,7 +629,7 @@ impl RunMetrics<'_> {
         let delays = |table: &[f64], link: usize| -> F64x8 {
             let row = &table[link * s..(link + 1) * s];
             if same_step {
-                [f64x4::splat(row[steps[0]]); 2]
+                splat(row[steps[0]])
             } else {
                 core::array::from_fn(|h| {
                     f64x4::new(core::array::from_fn(|l| row[steps[4 * h + l]]))
@@ -633,47 +653,62 @@ impl RunMetrics<'_> {
                 served += count - rejected;
             }
             put(r.per_agent_count(FORWARD_REJECT_RATE, a), forward_rejected);
-            let mut put_f64 =
-                |row: usize, v: F64x8| times_out[row * blocks + b] = bytemuck::cast(v);
+            let put_f64 = |times_out: &mut [[f64; LANES]], row: usize, v: F64x8| {
+                times_out[row * blocks + b] = bytemuck::cast(v);
+            };
             put_f64(
+                times_out,
                 r.per_agent_time(REWARD, a),
                 ratio(to_f64(served), to_f64(rates[a])),
             );
             let node_time = |node: usize| -> F64x8 { bytemuck::cast(node_times[node]) };
-            let local = masked(node_time(a), positive(to_f64(counts[0])));
-            put_f64(r.per_agent_time(RESPONSE_LOCAL, a), local);
-            // Sums over positive forwards in neighbour order: adding the
-            // +0 of the others changes no bit of the scalar's sums.
-            let zero = [f64x4::ZERO; 2];
-            let (mut response, mut forward, mut back, mut positives) = (zero, zero, zero, zero);
+            let local = masked(node_time(a), positive_count(counts[0]));
+            put_f64(times_out, r.per_agent_time(RESPONSE_LOCAL, a), local);
+            // Each forward's time and delays, 0 where nothing was sent.
             let first_slot = topology.offsets()[a] as usize;
             let slots = topology
                 .neighbours(a)
                 .iter()
                 .zip(&topology.slot_links()[first_slot..]);
-            for (j, (&neighbour, &link)) in (1..=k).zip(slots) {
-                let sent = positive(to_f64(counts[j]));
+            // Masks are −1 where true: subtracting counts.
+            let mut positives = i32x8::ZERO;
+            for (j, (&neighbour, &link)) in (1..k + 1).zip(slots) {
+                positives -= counts[j].simd_gt(i32x8::ZERO);
+                let sent = positive_count(counts[j]);
                 let link = link as usize;
-                let time = masked(node_time(neighbour as usize), sent);
-                let there = masked(delays(&model.forward_delays, link), sent);
-                let back_again = masked(delays(&model.return_delays, link), sent);
-                put_f64(r.per_entry_time(RESPONSE_TO, a, j), time);
-                put_f64(r.per_entry_time(FORWARD_DELAY_TO, a, j), there);
-                put_f64(r.per_entry_time(RETURN_DELAY_TO, a, j), back_again);
-                response = add(response, time);
-                forward = add(forward, there);
-                back = add(back, back_again);
-                positives = add(positives, masked([f64x4::ONE; 2], sent));
+                put_f64(
+                    times_out,
+                    r.per_entry_time(RESPONSE_TO, a, j),
+                    masked(node_time(neighbour as usize), sent),
+                );
+                put_f64(
+                    times_out,
+                    r.per_entry_time(FORWARD_DELAY_TO, a, j),
+                    masked(delays(&model.forward_delays, link), sent),
+                );
+                put_f64(
+                    times_out,
+                    r.per_entry_time(RETURN_DELAY_TO, a, j),
+                    masked(delays(&model.return_delays, link), sent),
+                );
             }
-            put_f64(
-                r.per_agent_time(RESPONSE_FORWARDED, a),
-                ratio(response, positives),
-            );
-            put_f64(
-                r.per_agent_time(FORWARD_DELAY, a),
-                ratio(forward, positives),
-            );
-            put_f64(r.per_agent_time(RETURN_DELAY, a), ratio(back, positives));
+            let positives = to_f64(positives);
+            // Their means over positive forwards, summed in neighbour order
+            // from the rows just written: adding the +0 of the others
+            // changes no bit of the scalar's sums.
+            for (mean, entries) in [
+                (RESPONSE_FORWARDED, RESPONSE_TO),
+                (FORWARD_DELAY, FORWARD_DELAY_TO),
+                (RETURN_DELAY, RETURN_DELAY_TO),
+            ] {
+                let mut sum = [f64x4::ZERO; 2];
+                for j in 1..k + 1 {
+                    let row: F64x8 =
+                        bytemuck::cast(times_out[r.per_entry_time(entries, a, j) * blocks + b]);
+                    sum = add(sum, row);
+                }
+                put_f64(times_out, r.per_agent_time(mean, a), ratio(sum, positives));
+            }
         }
     }
 }
@@ -688,12 +723,15 @@ fn transpose_into(
     blocks: usize,
     b: usize,
 ) {
+    let mut rows = input.chunks_exact(columns);
+    let rows: [&[f32]; LANES] = core::array::from_fn(|_| rows.next().unwrap_or_default());
     let whole = columns / 4 * 4;
     for c in (0..whole).step_by(4) {
         let quad = |first: usize| -> [f32x4; 4] {
             core::array::from_fn(|l| {
-                let at = (first + l) * columns + c;
-                f32x4::new(input[at..][..4].try_into().unwrap_or_default())
+                let mut values = [0.0; 4];
+                values.copy_from_slice(&rows[first + l][c..c + 4]);
+                f32x4::new(values)
             })
         };
         let (low, high) = (f32x4::transpose(quad(0)), f32x4::transpose(quad(4)));
@@ -702,7 +740,7 @@ fn transpose_into(
         }
     }
     for c in whole..columns {
-        out[c * blocks + b] = core::array::from_fn(|l| input[l * columns + c]);
+        out[c * blocks + b] = core::array::from_fn(|l| rows[l][c]);
     }
 }
 

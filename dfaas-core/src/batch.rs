@@ -23,7 +23,7 @@
 //! threads.
 
 use crate::alloc_prelude::*;
-use crate::batch_metrics::{BatchMetrics, LaneMetricsScratch, RunMetrics};
+use crate::batch_metrics::{BatchMetrics, LaneMetricsScratch, MetricsWriter};
 use crate::error::{ResetError, StepError};
 use crate::lanes::{self, LANES, LaneStep};
 use crate::metrics::StepMetrics;
@@ -697,7 +697,7 @@ impl<'a> Envs<'a> {
     fn step_run(
         &mut self,
         actions: &[f32],
-        mut metrics: Option<&mut RunMetrics<'_>>,
+        mut metrics: Option<&mut MetricsWriter<'_>>,
         scratch: &mut Scratch,
     ) -> Option<StepError> {
         let stride = self.model.num_agents * self.model.action_width;
@@ -749,7 +749,7 @@ impl<'a> Envs<'a> {
         &mut self,
         first: usize,
         actions: &[f32],
-        metrics: Option<&mut RunMetrics<'_>>,
+        metrics: Option<&mut MetricsWriter<'_>>,
         sc: &mut Scratch,
     ) {
         let model = self.model;

@@ -104,6 +104,22 @@ impl Rows {
 ///
 /// The row accessors panic for an agent or entry past the model's (as
 /// slice indexing does); [`Self::env`] gives one env's record.
+///
+/// ```
+/// use dfaas_core::{BatchEnv, BatchMetrics, EnvConfig, EnvModel};
+/// let model = EnvModel::new(&EnvConfig::default().build()?)?; // 2 agents
+/// let mut batch = BatchEnv::new(model, 16)?;
+/// batch.reset(7)?;
+/// let actions = vec![0.5f32; 16 * 2 * batch.model().action_width()];
+/// let mut metrics = BatchMetrics::default(); // sized by the first step
+/// batch.step_with_metrics(&actions, &mut metrics)?;
+/// // Node 0's rejects in every env, and env 3's whole record.
+/// let rejected: u32 = metrics.incoming_rate_reject(0).iter().sum();
+/// let env_3 = metrics.env(3)?;
+/// assert_eq!(env_3.incoming_rate_reject[0], metrics.incoming_rate_reject(0)[3]);
+/// assert!(rejected <= metrics.incoming_rate(0).iter().sum());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatchMetrics {
     num_envs: usize,
@@ -417,8 +433,8 @@ impl BatchMetrics {
     }
 
     /// The writer of every env.
-    pub(crate) fn writer(&mut self) -> RunMetrics<'_> {
-        RunMetrics {
+    pub(crate) fn writer(&mut self) -> MetricsWriter<'_> {
+        MetricsWriter {
             rows: self.rows,
             stride: self.row_len,
             step: &mut self.step,
@@ -532,7 +548,7 @@ fn ratio(numerator: F64x8, denominator: F64x8) -> F64x8 {
 
 /// The writer of a [`BatchMetrics`]' rows (value of row `r`, env `i` at
 /// `r·stride + i`).
-pub(crate) struct RunMetrics<'a> {
+pub(crate) struct MetricsWriter<'a> {
     rows: Rows,
     stride: usize,
     step: &'a mut [usize],
@@ -541,7 +557,7 @@ pub(crate) struct RunMetrics<'a> {
     times: &'a mut [f64],
 }
 
-impl RunMetrics<'_> {
+impl MetricsWriter<'_> {
     /// Sets env `i` to `m` (a record of the batch's model).
     pub(crate) fn set_env(&mut self, i: usize, m: &StepMetrics) {
         let stride = self.stride;

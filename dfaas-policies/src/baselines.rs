@@ -11,16 +11,17 @@
 use crate::controller::{Controller, check_batch};
 use crate::dirichlet;
 use crate::error::ControlError;
-use crate::gossip::Gossip;
+use crate::gossip::capacity;
 use dfaas_core::EnvModel;
 use dfaas_core::rng::{Xoshiro128PlusPlus, seeded};
 
-/// Every node's [`capacity`], computed once per model into `cache`.
-fn cached_capacities<'a>(cache: &'a mut Vec<u32>, model: &EnvModel) -> &'a [u32] {
-    if cache.len() != model.num_agents() {
-        *cache = Gossip::new(model).capacities().to_vec();
-    }
-    cache
+/// Every node's [`capacity`] of `model`, into `buffer`. Recomputed at every
+/// call (a scan of each table up to its first reject): a controller may act
+/// on models with the same number of agents and other capacities.
+fn capacities<'a>(buffer: &'a mut Vec<u32>, model: &EnvModel) -> &'a [u32] {
+    buffer.clear();
+    buffer.extend((0..model.num_agents()).map(|a| capacity(model, a)));
+    buffer
 }
 
 /// The five heuristics, in report order: all-local, random (seeded
@@ -168,7 +169,7 @@ impl Controller for Recalc {
         obs: &[f32],
         actions: &mut [f32],
     ) -> Result<(), ControlError> {
-        let capacities = cached_capacities(&mut self.capacities, model);
+        let capacities = capacities(&mut self.capacities, model);
         for_each_agent(model, obs, actions, |e, a, k, row| {
             let (rate, neighbours) = rates(model, obs, e, a);
             if rate <= 0.0 {
@@ -224,7 +225,7 @@ impl Controller for NodeMargin {
         obs: &[f32],
         actions: &mut [f32],
     ) -> Result<(), ControlError> {
-        let capacities = cached_capacities(&mut self.capacities, model);
+        let capacities = capacities(&mut self.capacities, model);
         for_each_agent(model, obs, actions, |e, a, k, row| {
             let (rate, neighbours) = rates(model, obs, e, a);
             let cap = f64::from(capacities[a]).max(1e-9);
@@ -308,6 +309,51 @@ mod tests {
                 assert_eq!(actions[3], 0.0, "node margin never rejects");
                 assert!(actions[0] < 1.0);
             }
+        }
+    }
+
+    /// A controller that acted on one model acts on another of as many
+    /// agents, but other capacities, as a fresh one does.
+    #[test]
+    fn capacities_follow_the_model_acted_on() {
+        let small = model();
+        let large = {
+            let config = dfaas_core::EnvConfig {
+                request_memory_mb: Some(256),
+                warm_service_time: Some(0.05),
+                cold_service_time: Some(0.2),
+                ..dfaas_core::EnvConfig::with_network(&["node_0 node_1 node_2", "node_1 node_2"])
+            };
+            EnvModel::new(&config.build().unwrap()).unwrap()
+        };
+        assert_ne!(capacity(&small, 0), capacity(&large, 0));
+        let (n, ow, w) = (small.num_agents(), small.obs_width(), small.action_width());
+        let mut obs = vec![0f32; n * ow];
+        for (a, rate) in [60.0, 5.0, 10.0].into_iter().enumerate() {
+            obs[a * ow] = rate;
+            obs[a * ow + 1] = rate;
+        }
+        let pairs: [(Box<dyn Controller>, Box<dyn Controller>); 2] = [
+            (Box::new(Recalc::default()), Box::new(Recalc::default())),
+            (
+                Box::new(NodeMargin::default()),
+                Box::new(NodeMargin::default()),
+            ),
+        ];
+        for (mut used, mut fresh) in pairs {
+            let mut actions = vec![0f32; n * w];
+            used.act(&small, &obs, &mut actions).unwrap();
+            let before = actions.clone();
+            used.act(&large, &obs, &mut actions).unwrap();
+            let mut expected = vec![0f32; n * w];
+            fresh.act(&large, &obs, &mut expected).unwrap();
+            assert_eq!(actions, expected, "{}", used.name());
+            assert_ne!(
+                actions,
+                before,
+                "{}: the capacities matter here",
+                used.name()
+            );
         }
     }
 }

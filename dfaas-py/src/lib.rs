@@ -10,7 +10,7 @@
 
 use dfaas::core::replay::{Episode, EpisodeFiles};
 use dfaas::core::stats::{Cell, StatsLayout, StatsWriter};
-use dfaas::core::{ConfigError, EnvConfig, EnvModel, StepMetrics};
+use dfaas::core::{BatchMetrics, ConfigError, EnvConfig, EnvModel, StepMetrics};
 use numpy::{
     PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
 };
@@ -409,24 +409,167 @@ impl Env {
 }
 
 /// `num_envs` environments stepped together with auto-reset:
-/// `dfaas_core::BatchEnv`.
+/// `dfaas_core::BatchEnv`, recording every per-step metric when made with
+/// `record_metrics=True` ([`BatchEnv::metrics`]).
 #[pyclass(module = "dfaas._dfaas")]
 struct BatchEnv {
     batch: dfaas::core::BatchEnv,
     shape: [usize; 3],
+    /// The last step's metrics, when recorded.
+    metrics: Option<BatchMetrics>,
 }
+
+impl BatchEnv {
+    /// One step of every env with `actions` (checked by the caller's
+    /// shape test), recording the metrics when asked to.
+    fn advance(&mut self, actions: &[f32]) -> PyResult<()> {
+        match &mut self.metrics {
+            Some(metrics) => self.batch.step_with_metrics(actions, metrics),
+            None => self.batch.step(actions),
+        }
+        .map_err(|e| value_error(&e))
+    }
+}
+
+/// Rows of one value per env (`row(r)`, `rows` of them) as an env-major
+/// array `[env][row]`.
+fn env_major<'m, T: Copy + Default + 'm>(
+    envs: usize,
+    rows: usize,
+    row: impl Fn(usize) -> &'m [T],
+) -> Vec<T> {
+    let mut out = vec![T::default(); envs * rows];
+    for r in 0..rows {
+        for (e, &value) in row(r).iter().enumerate() {
+            out[e * rows + r] = value;
+        }
+    }
+    out
+}
+
+/// A metric of one value per agent.
+type PerAgent<T> = for<'a> fn(&'a BatchMetrics, usize) -> &'a [T];
+/// A metric of one value per action entry.
+type PerEntry<T> = for<'a> fn(&'a BatchMetrics, usize, usize) -> &'a [T];
 
 #[pymethods]
 impl BatchEnv {
     #[new]
-    fn new(model: &Model, num_envs: usize) -> PyResult<Self> {
+    #[pyo3(signature = (model, num_envs, record_metrics=false))]
+    fn new(model: &Model, num_envs: usize, record_metrics: bool) -> PyResult<Self> {
         let model = model.model.clone();
         let shape = [num_envs, model.num_agents(), model.obs_width()];
         if num_envs == 0 {
             return Err(PyValueError::new_err("num_envs: must be > 0, got 0"));
         }
+        let metrics = record_metrics.then(|| BatchMetrics::new(&model, num_envs));
         let batch = dfaas::core::BatchEnv::new(model, num_envs).map_err(|e| value_error(&e))?;
-        Ok(Self { batch, shape })
+        Ok(Self {
+            batch,
+            shape,
+            metrics,
+        })
+    }
+
+    /// The last step's per-step metrics (zeros before the first step): a
+    /// dict from each metric's name (`StepMetrics`' fields) to an array,
+    /// `[envs, agents]` for one value per agent, `[envs, agents,
+    /// action_width]` for one per action entry (`action`,
+    /// `forward_rejects`, the `*_to` ones), `[envs, agents, obs_width]` for
+    /// `observation` (what each agent stepped from), `[envs]` for `step`.
+    /// Counts are uint32, times and rewards float64.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let Some(m) = &self.metrics else {
+            return Err(PyValueError::new_err(
+                "metrics: not recorded; make the BatchEnv with record_metrics=True",
+            ));
+        };
+        let [envs, agents, ow] = self.shape;
+        let w = self.batch.model().action_width();
+        let out = PyDict::new(py);
+        let steps: Vec<u64> = m.step().iter().map(|&t| t as u64).collect();
+        out.set_item("step", PyArray1::from_vec(py, steps))?;
+        let counts: [(&str, PerAgent<u32>); 8] = [
+            ("input_rate", BatchMetrics::input_rate),
+            ("incoming_rate", BatchMetrics::incoming_rate),
+            ("incoming_rate_local", BatchMetrics::incoming_rate_local),
+            ("incoming_rate_forward", BatchMetrics::incoming_rate_forward),
+            ("incoming_rate_reject", BatchMetrics::incoming_rate_reject),
+            (
+                "incoming_rate_local_reject",
+                BatchMetrics::incoming_rate_local_reject,
+            ),
+            (
+                "incoming_rate_forward_reject",
+                BatchMetrics::incoming_rate_forward_reject,
+            ),
+            ("forward_reject_rate", BatchMetrics::forward_reject_rate),
+        ];
+        for (name, field) in counts {
+            let values = env_major(envs, agents, |a| field(m, a));
+            out.set_item(
+                name,
+                PyArray1::from_vec(py, values).reshape([envs, agents])?,
+            )?;
+        }
+        let times: [(&str, PerAgent<f64>); 5] = [
+            ("reward", BatchMetrics::reward),
+            (
+                "response_time_avg_local",
+                BatchMetrics::response_time_avg_local,
+            ),
+            (
+                "response_time_avg_forwarded",
+                BatchMetrics::response_time_avg_forwarded,
+            ),
+            (
+                "network_forward_delay_avg",
+                BatchMetrics::network_forward_delay_avg,
+            ),
+            (
+                "network_return_delay_avg",
+                BatchMetrics::network_return_delay_avg,
+            ),
+        ];
+        for (name, field) in times {
+            let values = env_major(envs, agents, |a| field(m, a));
+            out.set_item(
+                name,
+                PyArray1::from_vec(py, values).reshape([envs, agents])?,
+            )?;
+        }
+        let entry_counts: [(&str, PerEntry<u32>); 2] = [
+            ("action", BatchMetrics::action),
+            ("forward_rejects", BatchMetrics::forward_rejects),
+        ];
+        for (name, field) in entry_counts {
+            let values = env_major(envs, agents * w, |r| field(m, r / w, r % w));
+            let values = PyArray1::from_vec(py, values).reshape([envs, agents, w])?;
+            out.set_item(name, values)?;
+        }
+        let entry_times: [(&str, PerEntry<f64>); 3] = [
+            (
+                "response_time_avg_forwarded_to",
+                BatchMetrics::response_time_avg_forwarded_to,
+            ),
+            (
+                "network_forward_delay_avg_to",
+                BatchMetrics::network_forward_delay_avg_to,
+            ),
+            (
+                "network_return_delay_avg_to",
+                BatchMetrics::network_return_delay_avg_to,
+            ),
+        ];
+        for (name, field) in entry_times {
+            let values = env_major(envs, agents * w, |r| field(m, r / w, r % w));
+            let values = PyArray1::from_vec(py, values).reshape([envs, agents, w])?;
+            out.set_item(name, values)?;
+        }
+        let observation = env_major(envs, agents * ow, |r| m.observation(r / ow, r % ow));
+        let observation = PyArray1::from_vec(py, observation).reshape([envs, agents, ow])?;
+        out.set_item("observation", observation)?;
+        Ok(out)
     }
 
     /// Resets every env (env `i` from the master seed derived from `seed`
@@ -462,9 +605,7 @@ impl BatchEnv {
                 "actions: shape {shape:?}, expected [{envs}, {agents}, {width}] (envs × agents × action width)"
             )));
         }
-        self.batch
-            .step(actions.as_slice()?)
-            .map_err(|e| value_error(&e))?;
+        self.advance(actions.as_slice()?)?;
         let obs = PyArray1::from_slice(py, self.batch.observations()).reshape(self.shape)?;
         let rewards = PyArray1::from_slice(py, self.batch.rewards()).reshape([envs, agents])?;
         let dones = PyArray1::from_slice(py, self.batch.dones());
@@ -503,9 +644,7 @@ impl BatchEnv {
         check("observations", observations.shape(), &self.shape)?;
         check("rewards", rewards.shape(), &[envs, agents])?;
         check("dones", dones.shape(), &[envs])?;
-        self.batch
-            .step(actions.as_slice()?)
-            .map_err(|e| value_error(&e))?;
+        self.advance(actions.as_slice()?)?;
         observations
             .as_slice_mut()?
             .copy_from_slice(self.batch.observations());
@@ -523,9 +662,9 @@ impl BatchEnv {
     }
 
     /// Steps every env `steps` times with the same `actions` `[envs,
-    /// agents, action_width]` and returns nothing: the Rust batch's own
-    /// rate, without Python's per-step work (for benchmarks beside
-    /// [`BatchEnv::step`]).
+    /// agents, action_width]` (recording the metrics when the batch does)
+    /// and returns nothing: the Rust batch's own rate, without Python's
+    /// per-step work (for benchmarks beside [`BatchEnv::step`]).
     fn step_repeatedly(
         &mut self,
         actions: numpy::PyReadonlyArray3<'_, f32>,
@@ -541,7 +680,7 @@ impl BatchEnv {
         }
         let actions = actions.as_slice()?;
         for _ in 0..steps {
-            self.batch.step(actions).map_err(|e| value_error(&e))?;
+            self.advance(actions)?;
         }
         Ok(())
     }

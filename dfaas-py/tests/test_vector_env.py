@@ -124,3 +124,65 @@ def test_without_copies_the_same_arrays_come_back_with_the_same_values():
             assert all(a is b for a, b in zip(got[:3], returned)), "the same arrays"
         returned = got[:3]
     assert got[0] is first, "reset's array too"
+
+
+def test_recorded_metrics_are_each_envs_own_and_its_stats():
+    """``infos["metrics"]``: shapes, each split conserving the agent's
+    input, the step's rewards, and every per-agent count and the reward
+    equal to the single env's stats table over the same episode."""
+    envs = 3
+    vector = dfaas.VectorEnv(SHORT, num_envs=envs, metrics=True)
+    n, o, w = 3, vector.model.obs_width, vector.model.action_width
+    obs, _ = vector.reset(seed=11)
+    singles = [dfaas.ParallelEnv(SHORT) for _ in range(envs)]
+    names = singles[0].possible_agents
+    for i, single in enumerate(singles):
+        single.reset(seed=0, options={"override_seed": vector.episode_seeds()[i]})
+    rng = np.random.default_rng(5)
+    recorded = []
+    for step in range(SHORT["max_steps"]):
+        actions = rng.dirichlet(np.ones(4), size=(envs, n)).astype(np.float32)
+        before = obs.copy()
+        obs, rewards, _, _, infos = vector.step(actions)
+        m = infos["metrics"]
+        assert m["step"].tolist() == [step] * envs
+        assert m["input_rate"].shape == (envs, n) and m["input_rate"].dtype == np.uint32
+        assert m["action"].shape == m["forward_rejects"].shape == (envs, n, w)
+        assert m["reward"].dtype == np.float64
+        assert m["network_forward_delay_avg_to"].shape == (envs, n, w)
+        assert np.array_equal(m["observation"], before)
+        for j in range(n):
+            used = vector.action_mask[j]
+            assert (m["action"][:, j][:, used].sum(axis=1) == m["input_rate"][:, j]).all()
+        assert rewards == pytest.approx(m["reward"], abs=1e-6)
+        for i, single in enumerate(singles):
+            width = {a: single.action_space(a).shape[0] for a in names}
+            single.step({a: actions[i, j, : width[a]] for j, a in enumerate(names)})
+        recorded.append(m)
+    assert any(m["incoming_rate_reject"].any() for m in recorded), "no step had rejects"
+    keys = [
+        "incoming_rate",
+        "incoming_rate_local",
+        "incoming_rate_forward",
+        "incoming_rate_reject",
+        "incoming_rate_local_reject",
+        "incoming_rate_forward_reject",
+        "forward_reject_rate",
+        "reward",
+    ]
+    for i, single in enumerate(singles):
+        stats = single.stats()
+        assert len(stats["step"]) == SHORT["max_steps"] * n
+        for row, (t, agent) in enumerate(zip(stats["step"], stats["agent"])):
+            a = names.index(agent)
+            for key in keys:
+                assert recorded[t][key][i, a] == stats[key][row], (i, t, agent, key)
+
+
+def test_metrics_are_refused_unless_recorded():
+    vector = dfaas.VectorEnv(SHORT, num_envs=2)
+    vector.reset(seed=1)
+    _, _, _, _, infos = vector.step(vector.action_space.sample())
+    assert "metrics" not in infos
+    with pytest.raises(ValueError, match="record_metrics=True"):
+        vector._batch.metrics()

@@ -51,15 +51,30 @@ class VectorEnv(_GymnasiumVectorEnv):
     ``reset(seed=s)`` resets every env (env ``i`` from a master seed
     derived from ``s`` and ``i``); without a seed it uses the previous
     seed + 1 (the first: ``DEFAULT_SEED``).
+
+    With ``metrics=True`` every step also records the reference's per-step
+    metrics of every env, returned as ``infos["metrics"]``: a dict from
+    each metric's name (``input_rate``, ``action``, ``incoming_rate``, …,
+    ``reward`` in float64, ``response_time_avg_local``, the network delays,
+    ``observation``, ``step``) to an array whose first axis is the env —
+    ``[E, N]`` for one value per agent, ``[E, N, W]`` for one per action
+    entry, ``[E, N, O]`` for the observation each agent stepped from.
     """
 
     metadata = {"autoreset_mode": SAME_STEP}
 
-    def __init__(self, config: ConfigLike = None, num_envs: int = 1, copy: bool = True) -> None:
+    def __init__(
+        self,
+        config: ConfigLike = None,
+        num_envs: int = 1,
+        copy: bool = True,
+        metrics: bool = False,
+    ) -> None:
         self.model = load_model(config)
         self.num_envs = int(num_envs)
         self.copy = bool(copy)
-        self._batch = _BatchEnv(self.model, self.num_envs)
+        self.metrics = bool(metrics)
+        self._batch = _BatchEnv(self.model, self.num_envs, self.metrics)
         self.agents = list(self.model.agents())
         n, o, w = len(self.agents), self.model.obs_width, self.model.action_width
         high = float(max(self.model.max_input_rate, 1))
@@ -102,6 +117,8 @@ class VectorEnv(_GymnasiumVectorEnv):
             ended = self._batch.step_into(actions, obs, rewards, dones)
             finals = self._batch.final_observations() if ended else None
         infos = {}
+        if self.metrics:
+            infos["metrics"] = self._batch.metrics()
         if finals is not None:
             finals[~dones] = 0.0
             infos["final_obs"] = finals

@@ -52,6 +52,68 @@ proptest! {
         }
     }
 
+    /// A record of any shape set into any env: the record reads back, or a
+    /// typed error and nothing changed.
+    #[test]
+    fn batch_metrics_take_records_of_any_shape_or_refuse_them(
+        lengths in prop::collection::vec(prop_oneof![12 => Just(None), 1 => (0usize..12).prop_map(Some)], 19),
+        env in 0usize..6,
+        value in any::<u32>(),
+        time in any::<f64>(),
+        step in any::<usize>(),
+    ) {
+        let model = EnvModel::new(&EnvConfig::default().build().unwrap()).unwrap();
+        let mut metrics = BatchMetrics::new(&model, 4);
+        let mut record = StepMetrics::new(&model);
+        record.step = step;
+        let counts = [
+            &mut record.input_rate,
+            &mut record.action,
+            &mut record.incoming_rate,
+            &mut record.incoming_rate_local,
+            &mut record.incoming_rate_forward,
+            &mut record.incoming_rate_reject,
+            &mut record.incoming_rate_local_reject,
+            &mut record.incoming_rate_forward_reject,
+            &mut record.forward_reject_rate,
+            &mut record.forward_rejects,
+        ];
+        for (field, length) in counts.into_iter().zip(&lengths) {
+            let length = length.unwrap_or(field.len());
+            field.clear();
+            field.resize(length, value);
+        }
+        let times = [
+            &mut record.reward,
+            &mut record.response_time_avg_local,
+            &mut record.response_time_avg_forwarded,
+            &mut record.response_time_avg_forwarded_to,
+            &mut record.network_forward_delay_avg,
+            &mut record.network_forward_delay_avg_to,
+            &mut record.network_return_delay_avg,
+            &mut record.network_return_delay_avg_to,
+        ];
+        for (field, length) in times.into_iter().zip(&lengths[10..]) {
+            let length = length.unwrap_or(field.len());
+            field.clear();
+            field.resize(length, time);
+        }
+        let observation = lengths[18].unwrap_or(record.observation.len());
+        record.observation = vec![time as f32; observation];
+        let before = metrics.clone();
+        match metrics.set_env(env, &record) {
+            Ok(()) => {
+                let back = metrics.env(env).unwrap();
+                // Bit for bit (a NaN time compares unequal to itself).
+                prop_assert_eq!(format!("{back:?}"), format!("{record:?}"));
+            }
+            Err(StepError::EnvIndex { .. } | StepError::InputLength { .. }) => {
+                prop_assert_eq!(format!("{metrics:?}"), format!("{before:?}"));
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
+        }
+    }
+
     #[test]
     fn reward_never_panics(
         split in prop::collection::vec(any::<u32>(), 0..70),

@@ -447,6 +447,21 @@ fn env_major<'m, T: Copy + Default + 'm>(
     out
 }
 
+/// Sets `out[name]` to the rows `row(r)` as an env-major array of `shape`
+/// (`[envs, ..]`, the rest multiplying to the number of rows).
+fn set_rows<'m, T: numpy::Element + Copy + Default + 'm>(
+    out: &Bound<'_, PyDict>,
+    name: &str,
+    shape: &[usize],
+    row: impl Fn(usize) -> &'m [T],
+) -> PyResult<()> {
+    let values = env_major(shape[0], shape[1..].iter().product(), row);
+    out.set_item(
+        name,
+        PyArray1::from_vec(out.py(), values).reshape(shape.to_vec())?,
+    )
+}
+
 /// A metric of one value per agent.
 type PerAgent<T> = for<'a> fn(&'a BatchMetrics, usize) -> &'a [T];
 /// A metric of one value per action entry.
@@ -506,11 +521,7 @@ impl BatchEnv {
             ("forward_reject_rate", BatchMetrics::forward_reject_rate),
         ];
         for (name, field) in counts {
-            let values = env_major(envs, agents, |a| field(m, a));
-            out.set_item(
-                name,
-                PyArray1::from_vec(py, values).reshape([envs, agents])?,
-            )?;
+            set_rows(&out, name, &[envs, agents], |a| field(m, a))?;
         }
         let times: [(&str, PerAgent<f64>); 5] = [
             ("reward", BatchMetrics::reward),
@@ -532,20 +543,14 @@ impl BatchEnv {
             ),
         ];
         for (name, field) in times {
-            let values = env_major(envs, agents, |a| field(m, a));
-            out.set_item(
-                name,
-                PyArray1::from_vec(py, values).reshape([envs, agents])?,
-            )?;
+            set_rows(&out, name, &[envs, agents], |a| field(m, a))?;
         }
         let entry_counts: [(&str, PerEntry<u32>); 2] = [
             ("action", BatchMetrics::action),
             ("forward_rejects", BatchMetrics::forward_rejects),
         ];
         for (name, field) in entry_counts {
-            let values = env_major(envs, agents * w, |r| field(m, r / w, r % w));
-            let values = PyArray1::from_vec(py, values).reshape([envs, agents, w])?;
-            out.set_item(name, values)?;
+            set_rows(&out, name, &[envs, agents, w], |r| field(m, r / w, r % w))?;
         }
         let entry_times: [(&str, PerEntry<f64>); 3] = [
             (
@@ -562,13 +567,11 @@ impl BatchEnv {
             ),
         ];
         for (name, field) in entry_times {
-            let values = env_major(envs, agents * w, |r| field(m, r / w, r % w));
-            let values = PyArray1::from_vec(py, values).reshape([envs, agents, w])?;
-            out.set_item(name, values)?;
+            set_rows(&out, name, &[envs, agents, w], |r| field(m, r / w, r % w))?;
         }
-        let observation = env_major(envs, agents * ow, |r| m.observation(r / ow, r % ow));
-        let observation = PyArray1::from_vec(py, observation).reshape([envs, agents, ow])?;
-        out.set_item("observation", observation)?;
+        set_rows(&out, "observation", &[envs, agents, ow], |r| {
+            m.observation(r / ow, r % ow)
+        })?;
         Ok(out)
     }
 

@@ -23,7 +23,7 @@
 //! threads.
 
 use crate::alloc_prelude::*;
-use crate::batch_metrics::{BatchMetrics, LaneMetricsScratch, MetricsWriter};
+use crate::batch_metrics::{BatchMetrics, LaneMetricsScratch, MetricsWriter, WINDOW};
 use crate::error::{ResetError, StepError};
 use crate::lanes::{self, LANES, LaneStep};
 use crate::metrics::StepMetrics;
@@ -703,6 +703,8 @@ impl<'a> Envs<'a> {
         let stride = self.model.num_agents * self.model.action_width;
         let envs = actions.len() / stride;
         let lanes = scratch.lanes.is_some();
+        // Lane blocks stepped whose metrics are yet to be derived.
+        let mut underived = 0..0;
         let mut first_failure = None;
         let mut i = 0;
         while i < envs {
@@ -717,6 +719,19 @@ impl<'a> Envs<'a> {
             {
                 let m = metrics.as_deref_mut();
                 self.step_lanes(i, &actions[i * stride..(i + LANES) * stride], m, scratch);
+                if let Some(run) = metrics.as_deref_mut() {
+                    // Derived a window at a time, once its blocks are in
+                    // (envs stepped one by one between them are derived
+                    // again alike).
+                    if underived.start / WINDOW != i / WINDOW {
+                        run.finish_window(self.model, underived, &mut scratch.lane_metrics);
+                        underived = i..i;
+                    }
+                    if underived.is_empty() {
+                        underived.start = i;
+                    }
+                    underived.end = i + LANES;
+                }
                 i += LANES;
                 continue;
             }
@@ -737,6 +752,9 @@ impl<'a> Envs<'a> {
                 scratch.record = record;
             }
             i += 1;
+        }
+        if let Some(run) = metrics {
+            run.finish_window(self.model, underived, &mut scratch.lane_metrics);
         }
         first_failure
     }
@@ -764,28 +782,26 @@ impl<'a> Envs<'a> {
         };
         // Where each env's traces are at this step; this step's and the
         // next step's input rates as lanes (at most MAX_INPUT_RATE < 2³¹).
-        let now: [usize; LANES] =
-            core::array::from_fn(|l| (first + l) * n * s + self.steps[first + l]);
         for (a, rates) in sc.lane_rates.iter_mut().enumerate() {
-            *rates = wide::i32x8::new(core::array::from_fn(|l| {
-                self.input_rates[now[l] + a * s] as i32
-            }));
-            sc.lane_obs[a * ow] = wide::f32x8::new(core::array::from_fn(|l| {
-                self.input_rates[now[l] + a * s + 1] as i32 as f32
-            }));
+            let (mut now, mut next) = ([0i32; LANES], [0f32; LANES]);
+            for (l, &t) in self.steps[first..first + LANES].iter().enumerate() {
+                let at = ((first + l) * n + a) * s + t;
+                now[l] = self.input_rates[at] as i32;
+                next[l] = self.input_rates[at + 1] as i32 as f32;
+            }
+            *rates = wide::i32x8::new(now);
+            sc.lane_obs[a * ow] = wide::f32x8::new(next);
         }
         step.step(model, actions, &sc.lane_rates);
         if let Some(run) = metrics {
             // Recorded against the observations the envs stepped from.
             let env_obs = n * ow;
-            run.record_lanes(
-                model,
+            run.store_lanes(
                 first,
                 &self.steps[first..first + LANES],
                 &self.obs[first * env_obs..(first + LANES) * env_obs],
                 &sc.lane_rates,
                 step,
-                &mut sc.lane_metrics,
             );
         }
         // The next observations as lanes (the next rates are in; padding

@@ -9,10 +9,11 @@
 
 use crate::alloc_prelude::*;
 use crate::error::StepError;
-use crate::lanes::{LANES, LaneStep};
+use crate::lanes::{LANES, LaneStep, MAX_DEGREE};
 use crate::metrics::StepMetrics;
 use crate::model::EnvModel;
-use wide::{f32x4, f64x2, f64x4, i32x4, i32x8};
+use core::ops::Range;
+use wide::{f64x2, f64x4, i32x4, i32x8};
 
 /// Count fields of one value per agent, in their order in the count rows.
 const INCOMING_RATE: usize = 0;
@@ -92,7 +93,8 @@ impl Rows {
         self.per_entry_time(PER_ENTRY_TIMES, 0, 0)
     }
 
-    fn observation_rows(self) -> usize {
+    /// Values of one env's observation.
+    fn observation_len(self) -> usize {
         self.n * self.ow
     }
 }
@@ -126,11 +128,11 @@ pub struct BatchMetrics {
     /// Values a row holds: `num_envs` rounded up to whole lane blocks.
     row_len: usize,
     rows: Rows,
-    /// `[env]`.
+    /// `[row_len]`.
     step: Vec<usize>,
     /// `[count row][row_len]`.
     counts: Vec<u32>,
-    /// `[agent][obs_width][row_len]`.
+    /// `[env][agent][obs_width]`, as [`crate::BatchEnv::observations`].
     observation: Vec<f32>,
     /// `[time row][row_len]`.
     times: Vec<f64>,
@@ -141,14 +143,14 @@ impl BatchMetrics {
     #[must_use]
     pub fn new(model: &EnvModel, num_envs: usize) -> Self {
         let rows = Rows::of(model);
-        let row_len = num_envs.next_multiple_of(LANES);
+        let row_len = num_envs.next_multiple_of(WINDOW);
         Self {
             num_envs,
             row_len,
             rows,
-            step: vec![0; num_envs],
+            step: vec![0; row_len],
             counts: vec![0; rows.count_rows() * row_len],
-            observation: vec![0.0; rows.observation_rows() * row_len],
+            observation: vec![0.0; num_envs * rows.observation_len()],
             times: vec![0.0; rows.time_rows() * row_len],
         }
     }
@@ -170,7 +172,7 @@ impl BatchMetrics {
     /// Step index (0-based) within the episode, per env.
     #[must_use]
     pub fn step(&self) -> &[usize] {
-        &self.step
+        &self.step[..self.num_envs]
     }
 
     fn count_row(&self, row: usize) -> &[u32] {
@@ -199,17 +201,12 @@ impl BatchMetrics {
         self.count_row(self.rows.input(self.agent(a)))
     }
 
-    /// Entry `j` of the observation agent `a` received before acting, per
-    /// env.
+    /// The observations the agents received before acting,
+    /// `[env][agent][obs_width]` (env-major, as
+    /// [`crate::BatchEnv::observations`]: a policy's input).
     #[must_use]
-    pub fn observation(&self, a: usize, j: usize) -> &[f32] {
-        assert!(
-            j < self.rows.ow,
-            "observation entry {j} of {}",
-            self.rows.ow
-        );
-        let row = self.agent(a) * self.rows.ow + j;
-        &self.observation[row * self.row_len..][..self.num_envs]
+    pub fn observations(&self) -> &[f32] {
+        &self.observation
     }
 
     /// Entry `j` of agent `a`'s split `[local, forward_1..k, reject]`, per
@@ -419,13 +416,9 @@ impl BatchMetrics {
         for (v, row) in rows.zip(self.counts.chunks_exact(len)) {
             *v = row[e];
         }
-        for (v, row) in out
-            .observation
-            .iter_mut()
-            .zip(self.observation.chunks_exact(len))
-        {
-            *v = row[e];
-        }
+        let ol = r.observation_len();
+        out.observation
+            .copy_from_slice(&self.observation[e * ol..(e + 1) * ol]);
         let rows = out.time_fields_mut().into_iter().flat_map(|f| f.iter_mut());
         for (v, row) in rows.zip(self.times.chunks_exact(len)) {
             *v = row[e];
@@ -463,87 +456,46 @@ impl BatchMetrics {
         }
         let at = first..first + run.num_envs;
         let lens = (self.row_len, run.row_len);
-        self.step[at.clone()].copy_from_slice(&run.step);
+        self.step[at.clone()].copy_from_slice(&run.step[..run.num_envs]);
         copy(&mut self.counts, &run.counts, lens, &at);
-        copy(&mut self.observation, &run.observation, lens, &at);
+        let ol = self.rows.observation_len();
+        self.observation[first * ol..][..run.observation.len()].copy_from_slice(&run.observation);
         copy(&mut self.times, &run.times, lens, &at);
     }
 }
 
-/// The lane metrics' scratch: a lane block's node response times.
+/// Envs whose derived metrics [`MetricsWriter::finish_window`] computes
+/// in one pass: rows are padded to whole windows of a few lane blocks (so
+/// that what a pass reads back is still in cache).
+pub(crate) const WINDOW: usize = 32 * LANES;
+
+/// Quads of envs (the derived metrics' SIMD unit) in a window.
+const QUADS: usize = WINDOW / 4;
+
+/// One row's window of counts or of times, as quads of envs.
+type Counts = [[u32; 4]; QUADS];
+type Times = [[f64; 4]; QUADS];
+
+/// Scratch of [`MetricsWriter::finish_window`].
 #[derive(Debug, Clone)]
 pub(crate) struct LaneMetricsScratch {
-    /// `[node][lane]`.
-    node_times: Vec<[f64; LANES]>,
+    /// Each node's response time at its total, `[node]`.
+    node_times: Vec<Times>,
+    /// One agent's forward and return delays at the envs' steps, per
+    /// forward (when the envs are at different steps).
+    forward_delays: Vec<Times>,
+    return_delays: Vec<Times>,
 }
 
 impl LaneMetricsScratch {
     pub(crate) fn new(model: &EnvModel) -> Self {
+        let zeros = [[0.0; 4]; QUADS];
         Self {
-            node_times: vec![[0.0; LANES]; model.num_agents],
+            node_times: vec![zeros; model.num_agents],
+            forward_delays: vec![zeros; MAX_DEGREE],
+            return_delays: vec![zeros; MAX_DEGREE],
         }
     }
-}
-
-/// Eight f64 lanes.
-type F64x8 = [f64x4; 2];
-
-/// The lanes of `v` as f64 (exact), two at a time (SSE2 converts pairs).
-#[inline(always)]
-fn to_f64(v: i32x8) -> F64x8 {
-    let v = v.to_array();
-    core::array::from_fn(|h| {
-        let pairs: [f64x2; 2] = core::array::from_fn(|p| {
-            let at = 4 * h + 2 * p;
-            f64x2::from_i32x4_lower2(i32x4::new([v[at], v[at + 1], 0, 0]))
-        });
-        bytemuck::cast(pairs)
-    })
-}
-
-/// All ones where `v > 0`, else 0, as f64 lanes.
-#[inline(always)]
-fn positive_count(v: i32x8) -> F64x8 {
-    let m = v.simd_gt(i32x8::ZERO).to_array();
-    // Each 32-bit mask twice: a 64-bit mask.
-    core::array::from_fn(|h| {
-        let at = 4 * h;
-        bytemuck::cast([
-            i32x4::new([m[at], m[at], m[at + 1], m[at + 1]]),
-            i32x4::new([m[at + 2], m[at + 2], m[at + 3], m[at + 3]]),
-        ])
-    })
-}
-
-/// `x` in every lane.
-#[inline(always)]
-fn splat(x: f64) -> F64x8 {
-    bytemuck::cast([f64x2::splat(x); 4])
-}
-
-/// All ones where `v > 0`, else 0.
-#[inline(always)]
-fn positive(v: F64x8) -> F64x8 {
-    v.map(|h| h.simd_gt(f64x4::ZERO))
-}
-
-/// `v` where `mask` is all ones, +0 where it is 0.
-#[inline(always)]
-fn masked(v: F64x8, mask: F64x8) -> F64x8 {
-    [v[0] & mask[0], v[1] & mask[1]]
-}
-
-#[inline(always)]
-fn add(a: F64x8, b: F64x8) -> F64x8 {
-    [a[0] + b[0], a[1] + b[1]]
-}
-
-/// `numerator / denominator` where the denominator is positive, else +0
-/// (IEEE division, lane by lane, as the scalar's).
-#[inline(always)]
-fn ratio(numerator: F64x8, denominator: F64x8) -> F64x8 {
-    let quotient = [numerator[0] / denominator[0], numerator[1] / denominator[1]];
-    masked(quotient, positive(denominator))
 }
 
 /// The writer of a [`BatchMetrics`]' rows (value of row `r`, env `i` at
@@ -566,198 +518,394 @@ impl MetricsWriter<'_> {
         for (row, &v) in self.counts.chunks_exact_mut(stride).zip(values) {
             row[i] = v;
         }
-        for (row, &v) in self
-            .observation
-            .chunks_exact_mut(stride)
-            .zip(&m.observation)
-        {
-            row[i] = v;
-        }
+        let ol = self.rows.observation_len();
+        self.observation[i * ol..(i + 1) * ol].copy_from_slice(&m.observation);
         let values = m.time_fields().into_iter().flatten();
         for (row, &v) in self.times.chunks_exact_mut(stride).zip(values) {
             row[i] = v;
         }
     }
 
-    /// Records envs `i..i + LANES` from the lane step `lanes` that stepped
-    /// them: `steps` their step indices, `observation` what they stepped
-    /// from (`[lane][agent][obs_width]`), `rates` their input rates
-    /// `[agent]`. The same values as [`StepMetrics::record`] of each env;
-    /// entries past an agent's degree stay as they are (0).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn record_lanes(
+    /// Stores what the lane step `lanes` gave envs `i..i + LANES` (a whole
+    /// lane block): their step indices `steps`, the observations they
+    /// stepped from (`[lane][agent][obs_width]`), input rates `rates`
+    /// `[agent]`, splits and rejects. [`Self::finish_lanes`] derives the
+    /// rest.
+    pub(crate) fn store_lanes(
         &mut self,
-        model: &EnvModel,
         i: usize,
         steps: &[usize],
-        observation: &[f32],
+        observations: &[f32],
         rates: &[i32x8],
         lanes: &LaneStep,
+    ) {
+        let (r, stride) = (self.rows, self.stride);
+        self.step[i..i + LANES].copy_from_slice(steps);
+        let env_obs = r.observation_len();
+        self.observation[i * env_obs..(i + LANES) * env_obs].copy_from_slice(observations);
+        // Input rates `[agent]`, then splits `[agent][w]`; after the derived
+        // fields, rejects `[agent][w]` (entries past a degree are 0).
+        let (stored, rest) = self.counts.split_at_mut(r.per_agent_count(0, 0) * stride);
+        let (inputs, splits) = stored.split_at_mut(r.n * stride);
+        let rejects = &mut rest[PER_AGENT_COUNTS * r.n * stride..];
+        for (rows, values) in [
+            (inputs, rates),
+            (splits, &lanes.counts[..]),
+            (rejects, &lanes.rejects[..]),
+        ] {
+            for (row, &v) in rows.chunks_exact_mut(stride).zip(values) {
+                row[i..i + LANES].copy_from_slice(&bytemuck::cast::<i32x8, [u32; LANES]>(v));
+            }
+        }
+    }
+
+    /// Derives every other metric of `envs` — whole lane blocks of one
+    /// window whose steps, rates, splits and rejects are stored (by
+    /// [`Self::store_lanes`], or by [`Self::set_env`] for envs between
+    /// them) — from those: row by row, the same values as
+    /// [`StepMetrics::record`] of each env.
+    // Out of line: once per window, and inlined into the step it would
+    // crowd out what the step itself inlines.
+    #[inline(never)]
+    pub(crate) fn finish_window(
+        &mut self,
+        model: &EnvModel,
+        envs: Range<usize>,
         scratch: &mut LaneMetricsScratch,
     ) {
-        // Rows as lane blocks: `i` and the rows' length are whole blocks.
-        let (r, blocks, b) = (self.rows, self.stride / LANES, i / LANES);
-        let (w, s) = (r.w, model.max_steps);
-        let counts_out: &mut [[u32; LANES]] = bytemuck::cast_slice_mut(self.counts);
-        let times_out: &mut [[f64; LANES]] = bytemuck::cast_slice_mut(self.times);
-        let observation_out: &mut [[f32; LANES]] = bytemuck::cast_slice_mut(self.observation);
-        let mut put = |row: usize, v: i32x8| counts_out[row * blocks + b] = bytemuck::cast(v);
-        self.step[i..i + LANES].copy_from_slice(steps);
-        transpose_into(
-            observation,
-            r.observation_rows(),
-            observation_out,
-            blocks,
-            b,
-        );
-        // What each node received and rejected, and its response time.
-        for node in 0..r.n {
-            let (mut total, mut rejected) = (i32x8::ZERO, i32x8::ZERO);
-            let (local, local_rejected) = (lanes.counts[node * w], lanes.rejects[node * w]);
+        if envs.is_empty() {
+            return;
+        }
+        let (r, stride) = (self.rows, self.stride);
+        let (n, w, s) = (r.n, r.w, model.max_steps);
+        let first = envs.start / WINDOW * WINDOW;
+        let quads = (envs.start - first) / 4..(envs.end - first) / 4;
+        let at = |row: usize| row * stride + first..row * stride + first + WINDOW;
+        // Rows read (rates, splits; rejects) around the rows written.
+        let (stored, rest) = self.counts.split_at_mut(r.per_agent_count(0, 0) * stride);
+        let (derived, rejects) = rest.split_at_mut(PER_AGENT_COUNTS * n * stride);
+        let (stored, rejects) = (&*stored, &*rejects);
+        let split = |a: usize, j: usize| window(&stored[at(r.action(a, j))]);
+        let rejected = |a: usize, j: usize| window(&rejects[at(a * w + j)]);
+        for (node, node_times) in scratch.node_times.iter_mut().enumerate() {
             let edges = model.in_offsets[node]..model.in_offsets[node + 1];
             let senders = model.in_senders[edges.clone()].iter();
-            for (&sender, &index) in senders.zip(&model.in_action_index[edges]) {
-                total += lanes.counts[sender * w + index];
-                rejected += lanes.rejects[sender * w + index];
+            let mut incoming = [(split(node, 0), rejected(node, 0)); MAX_DEGREE + 1];
+            for (slot, (&sender, &index)) in incoming[1..]
+                .iter_mut()
+                .zip(senders.zip(&model.in_action_index[edges.clone()]))
+            {
+                *slot = (split(sender, index), rejected(sender, index));
             }
-            let (forwarded, forward_rejected) = (total, rejected);
-            total += local;
-            rejected += local_rejected;
-            put(r.per_agent_count(INCOMING_RATE, node), total);
-            put(r.per_agent_count(INCOMING_LOCAL, node), local);
-            put(r.per_agent_count(INCOMING_FORWARD, node), forwarded);
-            put(r.per_agent_count(INCOMING_REJECT, node), rejected);
-            put(
-                r.per_agent_count(INCOMING_LOCAL_REJECT, node),
-                local_rejected,
-            );
-            put(
-                r.per_agent_count(INCOMING_FORWARD_REJECT, node),
-                forward_rejected,
-            );
+            let out = derived
+                .chunks_exact_mut(stride)
+                .skip(node)
+                .step_by(n)
+                .map(|row| window_mut(&mut row[first..first + WINDOW]));
             let table = model.perf_table(node).response_times();
-            let total = total.to_array();
-            scratch.node_times[node] = core::array::from_fn(|l| table[total[l] as usize]);
-        }
-        // Delays of a link at the lanes' steps (one look-up when the lanes
-        // are at the same step, as a batch reset together is).
-        let same_step = steps.iter().all(|&t| t == steps[0]);
-        let delays = |table: &[f64], link: usize| -> F64x8 {
-            let row = &table[link * s..(link + 1) * s];
-            if same_step {
-                splat(row[steps[0]])
-            } else {
-                core::array::from_fn(|h| {
-                    f64x4::new(core::array::from_fn(|l| row[steps[4 * h + l]]))
-                })
-            }
-        };
-        let topology = model.built().topology();
-        let node_times = &scratch.node_times;
-        for (a, &k) in model.degrees.iter().enumerate() {
-            let (counts, rejects) = (&lanes.counts[a * w..], &lanes.rejects[a * w..]);
-            put(r.input(a), rates[a]);
-            for (j, &count) in counts[..k + 2].iter().enumerate() {
-                put(r.action(a, j), count);
-            }
-            let mut served = counts[0] - rejects[0] - counts[k + 1];
-            let mut forward_rejected = i32x8::ZERO;
-            put(r.forward_rejects(a, 0), rejects[0]);
-            for (j, (&count, &rejected)) in counts[1..=k].iter().zip(&rejects[1..=k]).enumerate() {
-                put(r.forward_rejects(a, 1 + j), rejected);
-                forward_rejected += rejected;
-                served += count - rejected;
-            }
-            put(r.per_agent_count(FORWARD_REJECT_RATE, a), forward_rejected);
-            let put_f64 = |times_out: &mut [[f64; LANES]], row: usize, v: F64x8| {
-                times_out[row * blocks + b] = bytemuck::cast(v);
-            };
-            put_f64(
-                times_out,
-                r.per_agent_time(REWARD, a),
-                ratio(to_f64(served), to_f64(rates[a])),
+            node_totals(
+                &incoming[..=edges.len()],
+                out,
+                table,
+                node_times,
+                quads.clone(),
             );
-            let node_time = |node: usize| -> F64x8 { bytemuck::cast(node_times[node]) };
-            let local = masked(node_time(a), positive_count(counts[0]));
-            put_f64(times_out, r.per_agent_time(RESPONSE_LOCAL, a), local);
-            // Each forward's time and delays, 0 where nothing was sent.
+        }
+        // Each agent's delays at the envs' steps (one look-up when they are
+        // at the same step, as a batch reset together is), then its times.
+        let steps = &self.step[first + quads.start * 4..first + quads.end * 4];
+        let same_step = steps.iter().all(|&t| t == steps[0]);
+        let topology = model.built().topology();
+        let (agent_times, entry_times) = self.times.split_at_mut(PER_AGENT_TIMES * n * stride);
+        for (a, &k) in model.degrees.iter().enumerate() {
             let first_slot = topology.offsets()[a] as usize;
-            let slots = topology
-                .neighbours(a)
-                .iter()
-                .zip(&topology.slot_links()[first_slot..]);
-            // Masks are −1 where true: subtracting counts.
-            let mut positives = i32x8::ZERO;
-            for (j, (&neighbour, &link)) in (1..k + 1).zip(slots) {
-                positives -= counts[j].simd_gt(i32x8::ZERO);
-                let sent = positive_count(counts[j]);
-                let link = link as usize;
-                put_f64(
-                    times_out,
-                    r.per_entry_time(RESPONSE_TO, a, j),
-                    masked(node_time(neighbour as usize), sent),
+            let links = &topology.slot_links()[first_slot..first_slot + k];
+            let mut same = SameStep {
+                forward: [0.0; MAX_DEGREE],
+                back: [0.0; MAX_DEGREE],
+            };
+            for (j, &link) in links.iter().enumerate() {
+                let link = link as usize * s..(link as usize + 1) * s;
+                let (forward, back) = (
+                    &model.forward_delays[link.clone()],
+                    &model.return_delays[link],
                 );
-                put_f64(
-                    times_out,
-                    r.per_entry_time(FORWARD_DELAY_TO, a, j),
-                    masked(delays(&model.forward_delays, link), sent),
-                );
-                put_f64(
-                    times_out,
-                    r.per_entry_time(RETURN_DELAY_TO, a, j),
-                    masked(delays(&model.return_delays, link), sent),
-                );
-            }
-            let positives = to_f64(positives);
-            // Their means over positive forwards, summed in neighbour order
-            // from the rows just written: adding the +0 of the others
-            // changes no bit of the scalar's sums.
-            for (mean, entries) in [
-                (RESPONSE_FORWARDED, RESPONSE_TO),
-                (FORWARD_DELAY, FORWARD_DELAY_TO),
-                (RETURN_DELAY, RETURN_DELAY_TO),
-            ] {
-                let mut sum = [f64x4::ZERO; 2];
-                for j in 1..k + 1 {
-                    let row: F64x8 =
-                        bytemuck::cast(times_out[r.per_entry_time(entries, a, j) * blocks + b]);
-                    sum = add(sum, row);
+                if same_step {
+                    (same.forward[j], same.back[j]) = (forward[steps[0]], back[steps[0]]);
+                } else {
+                    let steps = &self.step[first..first + WINDOW];
+                    for (q, quad) in steps
+                        .chunks_exact(4)
+                        .enumerate()
+                        .take(quads.end)
+                        .skip(quads.start)
+                    {
+                        scratch.forward_delays[j][q] = core::array::from_fn(|l| forward[quad[l]]);
+                        scratch.return_delays[j][q] = core::array::from_fn(|l| back[quad[l]]);
+                    }
                 }
-                put_f64(times_out, r.per_agent_time(mean, a), ratio(sum, positives));
+            }
+            let rows = AgentRows {
+                rate: window(&stored[at(r.input(a))]),
+                split: &|j| split(a, j),
+                rejected: &|j| rejected(a, j),
+                node_time: &scratch.node_times[a],
+                neighbours: topology.neighbours(a),
+                node_times: &scratch.node_times,
+            };
+            let forward_reject_rate = window_mut(&mut derived[at(FORWARD_REJECT_RATE * n + a)]);
+            // The agent's time rows (`field·n + a`); its forwards' rows of
+            // each per-entry field from `field·n·w + a·w + 1` on.
+            let mut agent_rows = agent_times
+                .chunks_exact_mut(stride)
+                .skip(a)
+                .step_by(n)
+                .map(|row| window_mut(&mut row[first..first + WINDOW]));
+            let times = core::array::from_fn(|_| agent_rows.next().expect("a row per field"));
+            let mut entries = entry_times
+                .chunks_exact_mut(n * w * stride)
+                .map(|field| &mut field[(a * w + 1) * stride..]);
+            let entries = core::array::from_fn(|_| entries.next().expect("a block per field"));
+            let out = AgentOut {
+                forward_reject_rate,
+                times,
+                entries,
+                stride,
+                first,
+            };
+            let per_env = PerEnv {
+                forward: &scratch.forward_delays,
+                back: &scratch.return_delays,
+            };
+            macro_rules! derive {
+                ($k:literal) => {
+                    if same_step {
+                        derive_agent::<$k, _>(&rows, out, &same, quads.clone())
+                    } else {
+                        derive_agent::<$k, _>(&rows, out, &per_env, quads.clone())
+                    }
+                };
+            }
+            match k {
+                0 => derive!(0),
+                1 => derive!(1),
+                2 => derive!(2),
+                3 => derive!(3),
+                4 => derive!(4),
+                5 => derive!(5),
+                6 => derive!(6),
+                _ => unreachable!("the lane step takes degrees up to {MAX_DEGREE}"),
             }
         }
     }
 }
 
-/// Writes `out[c·blocks + b][l] = input[l·columns + c]` for the `LANES`
-/// rows `l` of `columns` values in `input`: eight env-major rows into lane
-/// block `b` of each column's row, by 4×4 transposes.
-fn transpose_into(
-    input: &[f32],
-    columns: usize,
-    out: &mut [[f32; LANES]],
-    blocks: usize,
-    b: usize,
+/// A node's incoming counts (`incoming[0]` its local split entry and the
+/// rejects of it, then each forward to it and its rejects) summed into its
+/// [`PER_AGENT_COUNTS`] incoming rows `out` (fields in order) and its
+/// response time at the total, over `quads` of a window.
+fn node_totals<'a>(
+    incoming: &[(&Counts, &Counts)],
+    mut out: impl Iterator<Item = &'a mut Counts>,
+    table: &[f64],
+    times: &mut Times,
+    quads: Range<usize>,
 ) {
-    let mut rows = input.chunks_exact(columns);
-    let rows: [&[f32]; LANES] = core::array::from_fn(|_| rows.next().unwrap_or_default());
-    let whole = columns / 4 * 4;
-    for c in (0..whole).step_by(4) {
-        let quad = |first: usize| -> [f32x4; 4] {
-            core::array::from_fn(|l| {
-                let mut values = [0.0; 4];
-                values.copy_from_slice(&rows[first + l][c..c + 4]);
-                f32x4::new(values)
-            })
-        };
-        let (low, high) = (f32x4::transpose(quad(0)), f32x4::transpose(quad(4)));
-        for (j, (low, high)) in low.iter().zip(&high).enumerate() {
-            out[(c + j) * blocks + b] = bytemuck::cast([*low, *high]);
+    let mut row = || out.next().expect("a row per field");
+    let (total, local, forwarded) = (row(), row(), row());
+    let (rejected, local_rejected, forward_rejected) = (row(), row(), row());
+    let quads = quads.start..quads.end.min(QUADS);
+    for q in quads {
+        let (mut count, mut lost) = (i32x4::ZERO, i32x4::ZERO);
+        for &(counts, rejects) in &incoming[1..] {
+            count += load(counts[q]);
+            lost += load(rejects[q]);
         }
+        let (own, own_lost) = incoming[0];
+        local[q] = own[q];
+        local_rejected[q] = own_lost[q];
+        forwarded[q] = bytemuck::cast(count);
+        forward_rejected[q] = bytemuck::cast(lost);
+        let sum = load(own[q]) + count;
+        total[q] = bytemuck::cast(sum);
+        rejected[q] = bytemuck::cast(load(own_lost[q]) + lost);
+        // Every total is in the table: the lane step looked its rejects up
+        // there.
+        let sum = sum.to_array();
+        times[q] = core::array::from_fn(|l| table[sum[l] as usize]);
     }
-    for c in whole..columns {
-        out[c * blocks + b] = core::array::from_fn(|l| rows[l][c]);
+}
+
+/// One agent's rows (windows) that [`derive_agent`] reads.
+struct AgentRows<'a> {
+    rate: &'a Counts,
+    /// Entry `j` of its split; of its rejects (0 local, `1 + i` forward).
+    split: &'a dyn Fn(usize) -> &'a Counts,
+    rejected: &'a dyn Fn(usize) -> &'a Counts,
+    /// Response times at its node; its neighbours; every node's.
+    node_time: &'a Times,
+    neighbours: &'a [u32],
+    node_times: &'a [Times],
+}
+
+/// One agent's rows (windows) that [`derive_agent`] writes.
+struct AgentOut<'a> {
+    forward_reject_rate: &'a mut Counts,
+    /// The [`PER_AGENT_TIMES`] fields.
+    times: [&'a mut Times; PER_AGENT_TIMES],
+    /// Each [`PER_ENTRY_TIMES`] field's rows (`stride` long) from the
+    /// agent's first forward on, windows at `first`.
+    entries: [&'a mut [f64]; PER_ENTRY_TIMES],
+    stride: usize,
+    first: usize,
+}
+
+/// Network delays of an agent's forwards at the envs' steps.
+trait Delays {
+    /// Forward `j`'s forward and return delays at quad `q`.
+    fn at(&self, j: usize, q: usize) -> (f64x4, f64x4);
+}
+
+/// Every env at the same step: one value per forward.
+struct SameStep {
+    forward: [f64; MAX_DEGREE],
+    back: [f64; MAX_DEGREE],
+}
+
+impl Delays for SameStep {
+    #[inline(always)]
+    fn at(&self, j: usize, _: usize) -> (f64x4, f64x4) {
+        (f64x4::splat(self.forward[j]), f64x4::splat(self.back[j]))
     }
+}
+
+/// Envs at different steps: a window per forward.
+struct PerEnv<'a> {
+    forward: &'a [Times],
+    back: &'a [Times],
+}
+
+impl Delays for PerEnv<'_> {
+    #[inline(always)]
+    fn at(&self, j: usize, q: usize) -> (f64x4, f64x4) {
+        (f64x4::new(self.forward[j][q]), f64x4::new(self.back[j][q]))
+    }
+}
+
+/// An agent's forward rejects, reward, response times and delays (its
+/// degree `K`) over `quads` of a window: as [`StepMetrics::record`], whose
+/// sums and means over positive forwards it takes as sums over every
+/// forward with +0 for the others (no bit changes: every value is at least
+/// 0) over at least 1.
+#[inline(never)]
+fn derive_agent<const K: usize, D: Delays>(
+    rows: &AgentRows<'_>,
+    out: AgentOut<'_>,
+    delays: &D,
+    quads: Range<usize>,
+) {
+    let (rate, node_time) = (rows.rate, rows.node_time);
+    let (local, reject, local_rejected) =
+        ((rows.split)(0), (rows.split)(K + 1), (rows.rejected)(0));
+    let forwards: [&Counts; K] = core::array::from_fn(|j| (rows.split)(1 + j));
+    let forward_rejected: [&Counts; K] = core::array::from_fn(|j| (rows.rejected)(1 + j));
+    let neighbour_times: [&Times; K] =
+        core::array::from_fn(|j| &rows.node_times[rows.neighbours[j] as usize]);
+    let AgentOut {
+        forward_reject_rate,
+        times,
+        entries,
+        stride,
+        first,
+    } = out;
+    let [
+        reward,
+        response_local,
+        response_forwarded,
+        forward_delay,
+        return_delay,
+    ] = times;
+    let [response_to, forward_delay_to, return_delay_to] = entries.map(|field| {
+        let mut rows = field
+            .chunks_exact_mut(stride)
+            .map(|row| window_mut(&mut row[first..first + WINDOW]));
+        let rows: [&mut Times; K] =
+            core::array::from_fn(|_| rows.next().expect("a row per forward"));
+        rows
+    });
+    let quads = quads.start..quads.end.min(QUADS);
+    for q in quads {
+        let local_count = load(local[q]);
+        let mut served = local_count - load(local_rejected[q]) - load(reject[q]);
+        let mut rejected = i32x4::ZERO;
+        // Minus the number of positive forwards (masks are −1 where true).
+        let mut negative_sent = i32x4::ZERO;
+        let (mut response_sum, mut forward_sum, mut return_sum) =
+            (f64x4::ZERO, f64x4::ZERO, f64x4::ZERO);
+        for j in 0..K {
+            let (count, lost) = (load(forwards[j][q]), load(forward_rejected[j][q]));
+            served += count - lost;
+            rejected += lost;
+            let positive = count.simd_gt(i32x4::ZERO);
+            negative_sent += positive;
+            let sent = widen(positive);
+            let (forward, back) = delays.at(j, q);
+            let response = f64x4::new(neighbour_times[j][q]) & sent;
+            let (forward, back) = (forward & sent, back & sent);
+            response_to[j][q] = response.to_array();
+            forward_delay_to[j][q] = forward.to_array();
+            return_delay_to[j][q] = back.to_array();
+            response_sum += response;
+            forward_sum += forward;
+            return_sum += back;
+        }
+        forward_reject_rate[q] = bytemuck::cast(rejected);
+        let local_sent = widen(local_count.simd_gt(i32x4::ZERO));
+        response_local[q] = (f64x4::new(node_time[q]) & local_sent).to_array();
+        // A rate of 0 has served 0: 0 / 1 is the scalar's 0.
+        let rate = to_f64(load(rate[q])).fast_max(f64x4::ONE);
+        reward[q] = (to_f64(served) / rate).to_array();
+        let sent = to_f64(i32x4::ZERO - negative_sent).fast_max(f64x4::ONE);
+        response_forwarded[q] = (response_sum / sent).to_array();
+        forward_delay[q] = (forward_sum / sent).to_array();
+        return_delay[q] = (return_sum / sent).to_array();
+    }
+}
+
+/// A window of a row (`WINDOW` values) as quads.
+fn window<T: bytemuck::Pod>(values: &[T]) -> &[[T; 4]; QUADS] {
+    bytemuck::cast_slice::<T, [T; 4]>(values)
+        .try_into()
+        .expect("a window of WINDOW values")
+}
+
+fn window_mut<T: bytemuck::Pod>(values: &mut [T]) -> &mut [[T; 4]; QUADS] {
+    bytemuck::cast_slice_mut::<T, [T; 4]>(values)
+        .try_into()
+        .expect("a window of WINDOW values")
+}
+
+/// Four counts (each below 2³¹) as i32 lanes.
+#[inline(always)]
+fn load(quad: [u32; 4]) -> i32x4 {
+    i32x4::new(bytemuck::cast(quad))
+}
+
+/// The lanes of `v` as f64 (exact), a pair at a time (SSE2 converts pairs).
+#[inline(always)]
+fn to_f64(v: i32x4) -> f64x4 {
+    let [_, _, c, d] = v.to_array();
+    bytemuck::cast([
+        f64x2::from_i32x4_lower2(v),
+        f64x2::from_i32x4_lower2(i32x4::new([c, d, 0, 0])),
+    ])
+}
+
+/// A 32-bit lane mask as a 64-bit one.
+#[inline(always)]
+fn widen(mask: i32x4) -> f64x4 {
+    let [a, b, c, d] = mask.to_array();
+    bytemuck::cast([a, a, b, b, c, c, d, d])
 }
 
 #[cfg(test)]
@@ -791,6 +939,8 @@ mod tests {
         assert_eq!(records.len(), envs);
         for (e, m) in records.iter().enumerate() {
             assert_eq!(metrics.step()[e], m.step);
+            let observation = &metrics.observations()[e * n * ow..(e + 1) * n * ow];
+            assert_eq!(observation, m.observation);
             for a in 0..n {
                 let agent = |row: &[u32]| row[e];
                 assert_eq!(agent(metrics.input_rate(a)), m.input_rate[a]);
@@ -853,12 +1003,6 @@ mod tests {
                     assert_eq!(
                         time(metrics.network_return_delay_avg_to(a, j)),
                         bits(m.network_return_delay_avg_to[at])
-                    );
-                }
-                for j in 0..ow {
-                    assert_eq!(
-                        metrics.observation(a, j)[e].to_bits(),
-                        m.observation[a * ow + j].to_bits()
                     );
                 }
             }

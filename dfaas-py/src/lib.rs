@@ -569,9 +569,10 @@ impl BatchEnv {
         for (name, field) in entry_times {
             set_rows(&out, name, &[envs, agents, w], |r| field(m, r / w, r % w))?;
         }
-        set_rows(&out, "observation", &[envs, agents, ow], |r| {
-            m.observation(r / ow, r % ow)
-        })?;
+        out.set_item(
+            "observation",
+            PyArray1::from_slice(out.py(), m.observations()).reshape([envs, agents, ow])?,
+        )?;
         Ok(out)
     }
 

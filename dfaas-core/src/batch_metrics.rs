@@ -590,8 +590,9 @@ impl MetricsWriter<'_> {
         for (node, node_times) in scratch.node_times.iter_mut().enumerate() {
             let edges = model.in_offsets[node]..model.in_offsets[node + 1];
             let senders = model.in_senders[edges.clone()].iter();
-            let mut incoming = [(split(node, 0), rejected(node, 0)); MAX_DEGREE + 1];
-            for (slot, (&sender, &index)) in incoming[1..]
+            let own = (split(node, 0), rejected(node, 0));
+            let mut incoming = [own; MAX_DEGREE];
+            for (slot, (&sender, &index)) in incoming
                 .iter_mut()
                 .zip(senders.zip(&model.in_action_index[edges.clone()]))
             {
@@ -603,13 +604,23 @@ impl MetricsWriter<'_> {
                 .step_by(n)
                 .map(|row| window_mut(&mut row[first..first + WINDOW]));
             let table = model.perf_table(node).response_times();
-            node_totals(
-                &incoming[..=edges.len()],
-                out,
-                table,
-                node_times,
-                quads.clone(),
-            );
+            macro_rules! totals {
+                ($e:literal) => {
+                    node_totals::<$e>(own, &incoming, out, table, node_times, quads.clone())
+                };
+            }
+            // In-degrees are degrees: at most MAX_DEGREE where the lane step
+            // applies.
+            match edges.len() {
+                0 => totals!(0),
+                1 => totals!(1),
+                2 => totals!(2),
+                3 => totals!(3),
+                4 => totals!(4),
+                5 => totals!(5),
+                6 => totals!(6),
+                _ => unreachable!("the lane step takes degrees up to {MAX_DEGREE}"),
+            }
         }
         // Each agent's delays at the envs' steps (one look-up when they are
         // at the same step, as a batch reset together is), then its times.
@@ -700,28 +711,29 @@ impl MetricsWriter<'_> {
     }
 }
 
-/// A node's incoming counts (`incoming[0]` its local split entry and the
-/// rejects of it, then each forward to it and its rejects) summed into its
-/// [`PER_AGENT_COUNTS`] incoming rows `out` (fields in order) and its
-/// response time at the total, over `quads` of a window.
-fn node_totals<'a>(
+/// A node's incoming counts — `own` its local split entry and the rejects
+/// of it, `incoming` each of the `E` forwards to it and its rejects —
+/// summed into its [`PER_AGENT_COUNTS`] incoming rows `out` (fields in
+/// order), and its response time at the total, over `quads` of a window.
+#[inline(never)]
+fn node_totals<'a, const E: usize>(
+    (own, own_lost): (&Counts, &Counts),
     incoming: &[(&Counts, &Counts)],
     mut out: impl Iterator<Item = &'a mut Counts>,
     table: &[f64],
     times: &mut Times,
     quads: Range<usize>,
 ) {
+    let incoming: [(&Counts, &Counts); E] = core::array::from_fn(|e| incoming[e]);
     let mut row = || out.next().expect("a row per field");
     let (total, local, forwarded) = (row(), row(), row());
     let (rejected, local_rejected, forward_rejected) = (row(), row(), row());
-    let quads = quads.start..quads.end.min(QUADS);
-    for q in quads {
+    for q in quads.start..quads.end.min(QUADS) {
         let (mut count, mut lost) = (i32x4::ZERO, i32x4::ZERO);
-        for &(counts, rejects) in &incoming[1..] {
+        for (counts, rejects) in incoming {
             count += load(counts[q]);
             lost += load(rejects[q]);
         }
-        let (own, own_lost) = incoming[0];
         local[q] = own[q];
         local_rejected[q] = own_lost[q];
         forwarded[q] = bytemuck::cast(count);
@@ -840,8 +852,9 @@ fn derive_agent<const K: usize, D: Delays>(
         let mut rejected = i32x4::ZERO;
         // Minus the number of positive forwards (masks are −1 where true).
         let mut negative_sent = i32x4::ZERO;
-        let (mut response_sum, mut forward_sum, mut return_sum) =
-            (f64x4::ZERO, f64x4::ZERO, f64x4::ZERO);
+        // Sums of the forwards' times and delays (the first forward's as
+        // they are: 0 + x is x for x >= 0).
+        let mut sums: Option<[f64x4; 3]> = None;
         for j in 0..K {
             let (count, lost) = (load(forwards[j][q]), load(forward_rejected[j][q]));
             served += count - lost;
@@ -855,10 +868,13 @@ fn derive_agent<const K: usize, D: Delays>(
             response_to[j][q] = response.to_array();
             forward_delay_to[j][q] = forward.to_array();
             return_delay_to[j][q] = back.to_array();
-            response_sum += response;
-            forward_sum += forward;
-            return_sum += back;
+            let values = [response, forward, back];
+            sums = Some(match sums {
+                None => values,
+                Some([r, f, b]) => [r + response, f + forward, b + back],
+            });
         }
+        let [response_sum, forward_sum, return_sum] = sums.unwrap_or([f64x4::ZERO; 3]);
         forward_reject_rate[q] = bytemuck::cast(rejected);
         let local_sent = widen(local_count.simd_gt(i32x4::ZERO));
         response_local[q] = (f64x4::new(node_time[q]) & local_sent).to_array();

@@ -141,6 +141,10 @@ pub struct BatchEnv {
     evaluation_seeds: Vec<u32>,
     evaluation_cursor: Vec<usize>,
     obs: Vec<f32>,
+    /// Where a batch step writes the next observations (then swapped with
+    /// `obs`, so that the ones stepped from stay, uncopied, for the
+    /// metrics).
+    next_obs: Vec<f32>,
     /// Terminal observations of the envs whose episode ended at the last
     /// step, `[env][agent][obs_width]` (auto-reset only).
     final_obs: Vec<f32>,
@@ -186,6 +190,7 @@ impl BatchEnv {
             evaluation_seeds: Vec::new(),
             evaluation_cursor: (0..num_envs).collect(),
             obs: vec![0.0; num_envs * n * model.obs_width()],
+            next_obs: vec![0.0; num_envs * n * model.obs_width()],
             final_obs: if auto_reset {
                 vec![0.0; num_envs * n * model.obs_width()]
             } else {
@@ -252,8 +257,20 @@ impl BatchEnv {
         envs.reset(i, master_seed, episode_seed)
     }
 
-    /// The per-env arrays of every env, and the scratch.
+    /// The per-env arrays of every env, observations changed in place, and
+    /// the scratch.
     fn view(&mut self) -> (Envs<'_>, &mut Scratch) {
+        self.envs(false)
+    }
+
+    /// [`Self::view`], or with the next observations written to `next_obs`
+    /// (`spare`) while the current ones are read.
+    fn envs(&mut self, spare: bool) -> (Envs<'_>, &mut Scratch) {
+        let (obs, stepped_from) = if spare {
+            (&mut self.next_obs, Some(&self.obs[..]))
+        } else {
+            (&mut self.obs, None)
+        };
         (
             Envs {
                 model: &self.model,
@@ -265,7 +282,8 @@ impl BatchEnv {
                 masters: &mut self.masters,
                 episode_seeds: &mut self.episode_seeds,
                 evaluation_cursor: &mut self.evaluation_cursor,
-                obs: &mut self.obs,
+                obs,
+                stepped_from,
                 final_obs: &mut self.final_obs,
                 rewards: &mut self.rewards,
                 dones: &mut self.dones,
@@ -461,27 +479,42 @@ impl BatchEnv {
         self.step_all(actions, Some(metrics))
     }
 
-    /// Steps every env (actions checked); the first failed auto-reset in
-    /// env order, if any.
-    #[cfg(not(feature = "parallel"))]
+    /// Steps every env (actions checked) into the spare observations, then
+    /// swaps them in; the observations stepped from become the metrics'
+    /// (whose previous ones become the spare). The first failed auto-reset
+    /// in env order, if any.
     fn step_all(
+        &mut self,
+        actions: &[f32],
+        mut metrics: Option<&mut BatchMetrics>,
+    ) -> Result<(), StepError> {
+        let result = self.step_envs(actions, metrics.as_deref_mut());
+        core::mem::swap(&mut self.obs, &mut self.next_obs);
+        if let Some(metrics) = metrics {
+            metrics.swap_observations(&mut self.next_obs);
+        }
+        result
+    }
+
+    /// Steps every env (see [`Self::step_all`]).
+    #[cfg(not(feature = "parallel"))]
+    fn step_envs(
         &mut self,
         actions: &[f32],
         metrics: Option<&mut BatchMetrics>,
     ) -> Result<(), StepError> {
         let mut writer = metrics.map(BatchMetrics::writer);
-        let (mut envs, scratch) = self.view();
+        let (mut envs, scratch) = self.envs(true);
         envs.step_run(actions, writer.as_mut(), scratch)
             .map_or(Ok(()), Err)
     }
 
-    /// Steps every env (actions checked) in runs of consecutive envs on the
-    /// current rayon pool's threads, each run with its own scratch; the
-    /// first failed auto-reset in env order, if any. Every env's step is
-    /// computed alone, so the results are the same for any number of
-    /// threads or runs.
+    /// Steps every env (see [`Self::step_all`]) in runs of consecutive
+    /// envs on the current rayon pool's threads, each run with its own
+    /// scratch. Every env's step is computed alone, so the results are the
+    /// same for any number of threads or runs.
     #[cfg(feature = "parallel")]
-    fn step_all(
+    fn step_envs(
         &mut self,
         actions: &[f32],
         metrics: Option<&mut BatchMetrics>,
@@ -499,7 +532,7 @@ impl BatchEnv {
         let runs = self.num_envs.div_ceil(per_run);
         if threads == 1 || runs == 1 {
             let mut writer = metrics.map(BatchMetrics::writer);
-            let (mut envs, scratch) = self.view();
+            let (mut envs, scratch) = self.envs(true);
             return envs
                 .step_run(actions, writer.as_mut(), scratch)
                 .map_or(Ok(()), Err);
@@ -509,7 +542,7 @@ impl BatchEnv {
         }
         let stride = self.model.num_agents * self.model.action_width;
         let mut extra = core::mem::take(&mut self.extra_scratch);
-        let (envs, _) = self.view();
+        let (envs, _) = self.envs(true);
         let model = envs.model;
         let mut views = Vec::with_capacity(runs);
         let mut rest = envs;
@@ -622,7 +655,11 @@ struct Envs<'a> {
     masters: &'a mut [Xoshiro128PlusPlus],
     episode_seeds: &'a mut [u32],
     evaluation_cursor: &'a mut [usize],
+    /// Where observations are written.
     obs: &'a mut [f32],
+    /// The observations the step starts from when they are not `obs`
+    /// (a batch step writes the next ones elsewhere).
+    stepped_from: Option<&'a [f32]>,
     /// Empty without auto-reset.
     final_obs: &'a mut [f32],
     rewards: &'a mut [f32],
@@ -647,6 +684,13 @@ impl<'a> Envs<'a> {
         let (seeds_a, seeds_b) = self.episode_seeds.split_at_mut(k);
         let (cursor_a, cursor_b) = self.evaluation_cursor.split_at_mut(k);
         let (obs_a, obs_b) = self.obs.split_at_mut(k * n * ow);
+        let (from_a, from_b) = match self.stepped_from {
+            Some(from) => {
+                let (a, b) = from.split_at(k * n * ow);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
         let cut = if self.final_obs.is_empty() {
             0
         } else {
@@ -669,6 +713,7 @@ impl<'a> Envs<'a> {
                 episode_seeds: seeds_a,
                 evaluation_cursor: cursor_a,
                 obs: obs_a,
+                stepped_from: from_a,
                 final_obs: final_a,
                 rewards: rewards_a,
                 dones: dones_a,
@@ -684,6 +729,7 @@ impl<'a> Envs<'a> {
                 episode_seeds: seeds_b,
                 evaluation_cursor: cursor_b,
                 obs: obs_b,
+                stepped_from: from_b,
                 final_obs: final_b,
                 rewards: rewards_b,
                 dones: dones_b,
@@ -794,12 +840,9 @@ impl<'a> Envs<'a> {
         }
         step.step(model, actions, &sc.lane_rates);
         if let Some(run) = metrics {
-            // Recorded against the observations the envs stepped from.
-            let env_obs = n * ow;
             run.store_lanes(
                 first,
                 &self.steps[first..first + LANES],
-                &self.obs[first * env_obs..(first + LANES) * env_obs],
                 &sc.lane_rates,
                 step,
             );
@@ -908,7 +951,11 @@ impl<'a> Envs<'a> {
             for (a, rate) in sc.rates.iter_mut().enumerate() {
                 *rate = inputs[a * s + t];
             }
-            let observation = &self.obs[i * n * model.obs_width..(i + 1) * n * model.obs_width];
+            let env_obs = i * n * model.obs_width..(i + 1) * n * model.obs_width;
+            let observation = match self.stepped_from {
+                Some(from) => &from[env_obs],
+                None => &self.obs[env_obs],
+            };
             m.record_unchecked(
                 model,
                 t,
@@ -973,7 +1020,10 @@ impl<'a> Envs<'a> {
         let traces = &self.input_rates[i * n * s..(i + 1) * n * s];
         let rejects = sc.resolver.rejects();
         for (a, &k) in model.degrees.iter().enumerate() {
-            let (rates, row) = obs[a * ow..a * ow + 2 + 2 * k].split_at_mut(2);
+            // The whole row: a batch step writes into the spare buffer.
+            let (row, padding) = obs[a * ow..(a + 1) * ow].split_at_mut(2 + 2 * k);
+            padding.fill(0.0);
+            let (rates, row) = row.split_at_mut(2);
             rates[0] = traces[a * s + t] as f32;
             rates[1] = traces[a * s + prev] as f32;
             let (forwards, forward_rejects) = row.split_at_mut(k);
@@ -1009,6 +1059,51 @@ mod tests {
     fn thirds(batch: &BatchEnv) -> Vec<f32> {
         let m = batch.model();
         vec![1.0 / 3.0; batch.num_envs() * m.num_agents() * m.action_width()]
+    }
+
+    /// The observations a step hands to the metrics are its own, and the
+    /// buffer it takes back (here filled with 99s through records) never
+    /// shows: every observation equals a twin's stepped without metrics —
+    /// lane blocks, a tail, and episode ends (per-env steps, auto-resets)
+    /// on a model with padded observation rows.
+    #[test]
+    fn observations_handed_to_the_metrics_are_the_ones_stepped_from() {
+        let network = [
+            "node_0 node_1 node_2",
+            "node_3 node_2 node_0",
+            "node_1 node_4",
+        ];
+        let config = EnvConfig {
+            max_steps: 6,
+            ..EnvConfig::with_network(&network)
+        };
+        let model = EnvModel::new(&config.build().unwrap()).unwrap();
+        let (n, ow) = (model.num_agents, model.obs_width);
+        assert!(
+            model.degrees.iter().any(|&k| 2 + 2 * k < ow),
+            "rows with padding"
+        );
+        let envs = 19;
+        let mut recorded = BatchEnv::new(model.clone(), envs).unwrap();
+        let mut plain = BatchEnv::new(model.clone(), envs).unwrap();
+        recorded.reset(5).unwrap();
+        plain.reset(5).unwrap();
+        let mut metrics = BatchMetrics::new(&model, envs);
+        let mut junk = StepMetrics::new(&model);
+        junk.observation.fill(99.0);
+        let stride = n * model.action_width;
+        let actions: Vec<f32> = (0..envs * stride).map(|i| (i % 7) as f32 / 6.0).collect();
+        for step in 0..14 {
+            for e in 0..envs {
+                metrics.set_env(e, &junk).unwrap();
+            }
+            let before = plain.observations().to_vec();
+            recorded.step_with_metrics(&actions, &mut metrics).unwrap();
+            plain.step(&actions).unwrap();
+            assert_eq!(metrics.observations(), &before[..], "step {step}");
+            assert_eq!(recorded.state(), plain.state(), "step {step}");
+            assert_eq!(recorded.final_observations(), plain.final_observations());
+        }
     }
 
     #[test]

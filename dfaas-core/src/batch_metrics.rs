@@ -425,6 +425,14 @@ impl BatchMetrics {
         }
     }
 
+    /// Takes `observations` (`[env][agent][obs_width]` of every env, what
+    /// they stepped from) as these metrics' observations, leaving the
+    /// previous ones there.
+    pub(crate) fn swap_observations(&mut self, observations: &mut Vec<f32>) {
+        debug_assert_eq!(observations.len(), self.observation.len());
+        core::mem::swap(&mut self.observation, observations);
+    }
+
     /// The writer of every env.
     pub(crate) fn writer(&mut self) -> MetricsWriter<'_> {
         MetricsWriter {
@@ -438,7 +446,8 @@ impl BatchMetrics {
     }
 
     /// Copies every env of `run` (metrics of the same model) into envs
-    /// `first..first + run.num_envs()`.
+    /// `first..first + run.num_envs()`, but the observations (which the
+    /// batch hands over whole, [`Self::swap_observations`]).
     #[cfg(feature = "parallel")]
     pub(crate) fn copy_run(&mut self, first: usize, run: &Self) {
         fn copy<T: Copy>(
@@ -458,8 +467,6 @@ impl BatchMetrics {
         let lens = (self.row_len, run.row_len);
         self.step[at.clone()].copy_from_slice(&run.step[..run.num_envs]);
         copy(&mut self.counts, &run.counts, lens, &at);
-        let ol = self.rows.observation_len();
-        self.observation[first * ol..][..run.observation.len()].copy_from_slice(&run.observation);
         copy(&mut self.times, &run.times, lens, &at);
     }
 }
@@ -467,7 +474,7 @@ impl BatchMetrics {
 /// Envs whose derived metrics [`MetricsWriter::finish_window`] computes
 /// in one pass: rows are padded to whole windows of a few lane blocks (so
 /// that what a pass reads back is still in cache).
-pub(crate) const WINDOW: usize = 32 * LANES;
+pub(crate) const WINDOW: usize = 128 * LANES;
 
 /// Quads of envs (the derived metrics' SIMD unit) in a window.
 const QUADS: usize = WINDOW / 4;
@@ -527,22 +534,19 @@ impl MetricsWriter<'_> {
     }
 
     /// Stores what the lane step `lanes` gave envs `i..i + LANES` (a whole
-    /// lane block): their step indices `steps`, the observations they
-    /// stepped from (`[lane][agent][obs_width]`), input rates `rates`
-    /// `[agent]`, splits and rejects. [`Self::finish_lanes`] derives the
-    /// rest.
+    /// lane block): their step indices `steps`, input rates `rates`
+    /// `[agent]`, splits and rejects. [`Self::finish_window`] derives the
+    /// rest (the batch hands over the observations).
+    #[inline(always)]
     pub(crate) fn store_lanes(
         &mut self,
         i: usize,
         steps: &[usize],
-        observations: &[f32],
         rates: &[i32x8],
         lanes: &LaneStep,
     ) {
         let (r, stride) = (self.rows, self.stride);
         self.step[i..i + LANES].copy_from_slice(steps);
-        let env_obs = r.observation_len();
-        self.observation[i * env_obs..(i + LANES) * env_obs].copy_from_slice(observations);
         // Input rates `[agent]`, then splits `[agent][w]`; after the derived
         // fields, rejects `[agent][w]` (entries past a degree are 0).
         let (stored, rest) = self.counts.split_at_mut(r.per_agent_count(0, 0) * stride);
@@ -743,8 +747,8 @@ fn node_totals<'a, const E: usize>(
         rejected[q] = bytemuck::cast(load(own_lost[q]) + lost);
         // Every total is in the table: the lane step looked its rejects up
         // there.
-        let sum = sum.to_array();
-        times[q] = core::array::from_fn(|l| table[sum[l] as usize]);
+        let [a, b, c, d] = bytemuck::cast::<i32x4, [u32; 4]>(sum).map(|t| t as usize);
+        times[q] = [table[a], table[b], table[c], table[d]];
     }
 }
 
@@ -846,20 +850,31 @@ fn derive_agent<const K: usize, D: Delays>(
         rows
     });
     let quads = quads.start..quads.end.min(QUADS);
-    for q in quads {
+    // Two passes, each with fewer rows than registers to address them.
+    for q in quads.clone() {
         let local_count = load(local[q]);
         let mut served = local_count - load(local_rejected[q]) - load(reject[q]);
         let mut rejected = i32x4::ZERO;
+        for j in 0..K {
+            let lost = load(forward_rejected[j][q]);
+            served += load(forwards[j][q]) - lost;
+            rejected += lost;
+        }
+        forward_reject_rate[q] = bytemuck::cast(rejected);
+        // A rate of 0 has served 0: 0 / 1 is the scalar's 0.
+        let rate = to_f64(load(rate[q])).fast_max(f64x4::ONE);
+        reward[q] = (to_f64(served) / rate).to_array();
+        let local_sent = widen(local_count.simd_gt(i32x4::ZERO));
+        response_local[q] = (f64x4::new(node_time[q]) & local_sent).to_array();
+    }
+    for q in quads {
         // Minus the number of positive forwards (masks are −1 where true).
         let mut negative_sent = i32x4::ZERO;
         // Sums of the forwards' times and delays (the first forward's as
         // they are: 0 + x is x for x >= 0).
         let mut sums: Option<[f64x4; 3]> = None;
         for j in 0..K {
-            let (count, lost) = (load(forwards[j][q]), load(forward_rejected[j][q]));
-            served += count - lost;
-            rejected += lost;
-            let positive = count.simd_gt(i32x4::ZERO);
+            let positive = load(forwards[j][q]).simd_gt(i32x4::ZERO);
             negative_sent += positive;
             let sent = widen(positive);
             let (forward, back) = delays.at(j, q);
@@ -875,12 +890,6 @@ fn derive_agent<const K: usize, D: Delays>(
             });
         }
         let [response_sum, forward_sum, return_sum] = sums.unwrap_or([f64x4::ZERO; 3]);
-        forward_reject_rate[q] = bytemuck::cast(rejected);
-        let local_sent = widen(local_count.simd_gt(i32x4::ZERO));
-        response_local[q] = (f64x4::new(node_time[q]) & local_sent).to_array();
-        // A rate of 0 has served 0: 0 / 1 is the scalar's 0.
-        let rate = to_f64(load(rate[q])).fast_max(f64x4::ONE);
-        reward[q] = (to_f64(served) / rate).to_array();
         let sent = to_f64(i32x4::ZERO - negative_sent).fast_max(f64x4::ONE);
         response_forwarded[q] = (response_sum / sent).to_array();
         forward_delay[q] = (forward_sum / sent).to_array();

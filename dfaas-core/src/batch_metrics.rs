@@ -629,7 +629,8 @@ impl MetricsWriter<'_> {
         // Each agent's delays at the envs' steps (one look-up when they are
         // at the same step, as a batch reset together is), then its times.
         let steps = &self.step[first + quads.start * 4..first + quads.end * 4];
-        let same_step = steps.iter().all(|&t| t == steps[0]);
+        // (A fold rather than `all`: it vectorises.)
+        let same_step = steps.iter().fold(0, |differ, &t| differ | (t ^ steps[0])) == 0;
         let topology = model.built().topology();
         let (agent_times, entry_times) = self.times.split_at_mut(PER_AGENT_TIMES * n * stride);
         for (a, &k) in model.degrees.iter().enumerate() {
@@ -889,11 +890,24 @@ fn derive_agent<const K: usize, D: Delays>(
                 Some([r, f, b]) => [r + response, f + forward, b + back],
             });
         }
-        let [response_sum, forward_sum, return_sum] = sums.unwrap_or([f64x4::ZERO; 3]);
-        let sent = to_f64(i32x4::ZERO - negative_sent).fast_max(f64x4::ONE);
-        response_forwarded[q] = (response_sum / sent).to_array();
-        forward_delay[q] = (forward_sum / sent).to_array();
-        return_delay[q] = (return_sum / sent).to_array();
+        let sums = sums.unwrap_or([f64x4::ZERO; 3]);
+        // Means over at least 1. Up to 2 forwards they are exact products
+        // (x / 1 = x, x / 2 = x · 0.5), which spares the divider.
+        let [response_mean, forward_mean, return_mean] = match K {
+            0 | 1 => sums,
+            2 => {
+                let both = widen(negative_sent.simd_eq(i32x4::splat(-2)));
+                let scale = f64x4::ONE - (f64x4::splat(0.5) & both);
+                sums.map(|sum| sum * scale)
+            }
+            _ => {
+                let sent = to_f64(i32x4::ZERO - negative_sent).fast_max(f64x4::ONE);
+                sums.map(|sum| sum / sent)
+            }
+        };
+        response_forwarded[q] = response_mean.to_array();
+        forward_delay[q] = forward_mean.to_array();
+        return_delay[q] = return_mean.to_array();
     }
 }
 

@@ -437,6 +437,24 @@ mod tests {
         ));
     }
 
+    /// Every degree the lane step takes, 0 to MAX_DEGREE: a node of
+    /// degree 6, one of degree 5, their leaves (degree 1) and a node alone.
+    #[test]
+    fn lane_steps_equal_per_env_steps_at_every_degree() {
+        let network = [
+            "node_0 node_1 node_2 node_3 node_4 node_5 node_6",
+            "node_7 node_8 node_9 node_10 node_11 node_12",
+            "node_13",
+        ];
+        let config = with_steps(&network, 23);
+        let model = EnvModel::new(&config.clone().build().unwrap()).unwrap();
+        let mut degrees = model.degrees.clone();
+        degrees.sort_unstable();
+        degrees.dedup();
+        assert_eq!(degrees, [0, 1, 5, 6]);
+        assert!(lanes_equal_per_env_steps(config, 24, 40));
+    }
+
     #[test]
     fn lane_steps_equal_per_env_steps_on_generated_federations() {
         for (generator, lanes) in [

@@ -143,7 +143,10 @@ impl BatchMetrics {
     #[must_use]
     pub fn new(model: &EnvModel, num_envs: usize) -> Self {
         let rows = Rows::of(model);
-        let row_len = num_envs.next_multiple_of(WINDOW);
+        // Whole windows, and one lane block more: rows a power of two of
+        // bytes apart would fall in the same cache sets, and a window pass
+        // reads dozens of them at once.
+        let row_len = num_envs.next_multiple_of(WINDOW) + LANES;
         Self {
             num_envs,
             row_len,

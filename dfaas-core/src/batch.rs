@@ -571,9 +571,13 @@ impl BatchEnv {
                 _ => usize::MAX,
             });
         if let Some(metrics) = metrics {
-            for (r, scratch) in extra.iter().take(runs).enumerate() {
-                metrics.copy_run(r * per_run, &scratch.run_metrics);
-            }
+            let recorded: Vec<_> = extra
+                .iter()
+                .take(runs)
+                .enumerate()
+                .map(|(r, scratch)| (r * per_run, &scratch.run_metrics))
+                .collect();
+            metrics.copy_runs(&recorded);
         }
         self.extra_scratch = extra;
         failure.map_or(Ok(()), Err)

@@ -448,29 +448,39 @@ impl BatchMetrics {
         }
     }
 
-    /// Copies every env of `run` (metrics of the same model) into envs
-    /// `first..first + run.num_envs()`, but the observations (which the
-    /// batch hands over whole, [`Self::swap_observations`]).
+    /// Copies every env of each run `(first, metrics)` (metrics of the same
+    /// model) into envs `first..first + metrics.num_envs()`, rows on the
+    /// current rayon pool's threads, but the observations (which the batch
+    /// hands over whole, [`Self::swap_observations`]).
     #[cfg(feature = "parallel")]
-    pub(crate) fn copy_run(&mut self, first: usize, run: &Self) {
-        fn copy<T: Copy>(
+    pub(crate) fn copy_runs(&mut self, runs: &[(usize, &Self)]) {
+        use rayon::prelude::*;
+        fn copy<T: Copy + Send + Sync>(
             to: &mut [T],
-            from: &[T],
-            (to_len, from_len): (usize, usize),
-            at: &core::ops::Range<usize>,
+            to_len: usize,
+            runs: &[(usize, &[T], usize, usize)],
         ) {
-            for (to, from) in to.chunks_exact_mut(to_len).zip(from.chunks_exact(from_len)) {
-                to[at.clone()].copy_from_slice(&from[..at.len()]);
-            }
+            to.par_chunks_exact_mut(to_len)
+                .enumerate()
+                .for_each(|(row, to)| {
+                    for &(first, from, from_len, envs) in runs {
+                        to[first..first + envs].copy_from_slice(&from[row * from_len..][..envs]);
+                    }
+                });
         }
-        if run.num_envs == 0 {
-            return;
+        for &(first, run) in runs {
+            self.step[first..first + run.num_envs].copy_from_slice(&run.step[..run.num_envs]);
         }
-        let at = first..first + run.num_envs;
-        let lens = (self.row_len, run.row_len);
-        self.step[at.clone()].copy_from_slice(&run.step[..run.num_envs]);
-        copy(&mut self.counts, &run.counts, lens, &at);
-        copy(&mut self.times, &run.times, lens, &at);
+        let counts: Vec<_> = runs
+            .iter()
+            .map(|&(first, run)| (first, &run.counts[..], run.row_len, run.num_envs))
+            .collect();
+        copy(&mut self.counts, self.row_len, &counts);
+        let times: Vec<_> = runs
+            .iter()
+            .map(|&(first, run)| (first, &run.times[..], run.row_len, run.num_envs))
+            .collect();
+        copy(&mut self.times, self.row_len, &times);
     }
 }
 

@@ -54,9 +54,6 @@ struct Scratch {
     lane_metrics: LaneMetricsScratch,
     /// One env's metrics from the per-env step.
     record: StepMetrics,
-    /// The metrics of a run stepped on a thread of its own.
-    #[cfg(feature = "parallel")]
-    run_metrics: BatchMetrics,
 }
 
 impl Scratch {
@@ -71,8 +68,6 @@ impl Scratch {
             lane_obs: vec![wide::f32x8::ZERO; model.num_agents * model.obs_width],
             lane_metrics: LaneMetricsScratch::new(model),
             record: StepMetrics::default(),
-            #[cfg(feature = "parallel")]
-            run_metrics: BatchMetrics::default(),
         }
     }
 }
@@ -523,12 +518,14 @@ impl BatchEnv {
         let threads = rayon::current_num_threads();
         // A few runs per thread, so that uneven runs (auto-resets) balance,
         // each of at least MIN_RUN agent-steps (below, a thread's start
-        // costs more than it saves) and a whole number of lane blocks.
+        // costs more than it saves) and a whole number of lane blocks —
+        // with metrics, of windows, each run recording into its part of
+        // every row.
         let per_run = self
             .num_envs
             .div_ceil(4 * threads)
             .max(MIN_RUN.div_ceil(self.model.num_agents))
-            .next_multiple_of(LANES);
+            .next_multiple_of(if metrics.is_some() { WINDOW } else { LANES });
         let runs = self.num_envs.div_ceil(per_run);
         if threads == 1 || runs == 1 {
             let mut writer = metrics.map(BatchMetrics::writer);
@@ -543,7 +540,6 @@ impl BatchEnv {
         let stride = self.model.num_agents * self.model.action_width;
         let mut extra = core::mem::take(&mut self.extra_scratch);
         let (envs, _) = self.envs(true);
-        let model = envs.model;
         let mut views = Vec::with_capacity(runs);
         let mut rest = envs;
         while rest.len() > per_run {
@@ -552,33 +548,23 @@ impl BatchEnv {
             rest = tail;
         }
         views.push(rest);
-        // Each run records into its scratch's metrics, copied in after.
-        let recorded = metrics.is_some();
+        let mut writers: Vec<Option<MetricsWriter<'_>>> = match metrics {
+            Some(metrics) => metrics.run_writers(per_run).into_iter().map(Some).collect(),
+            None => (0..runs).map(|_| None).collect(),
+        };
         let failure = views
             .into_par_iter()
             .zip(actions.par_chunks(per_run * stride))
             .zip(extra.par_iter_mut())
-            .filter_map(|((mut run, actions), scratch)| {
-                let mut run_metrics = core::mem::take(&mut scratch.run_metrics);
-                run_metrics.resize(model, run.len());
-                let mut writer = recorded.then(|| run_metrics.writer());
-                let failure = run.step_run(actions, writer.as_mut(), scratch);
-                scratch.run_metrics = run_metrics;
-                failure
+            .zip(writers.par_iter_mut())
+            .filter_map(|(((mut run, actions), scratch), writer)| {
+                run.step_run(actions, writer.as_mut(), scratch)
             })
             .min_by_key(|e| match e {
                 StepError::AutoReset { env, .. } => *env,
                 _ => usize::MAX,
             });
-        if let Some(metrics) = metrics {
-            let recorded: Vec<_> = extra
-                .iter()
-                .take(runs)
-                .enumerate()
-                .map(|(r, scratch)| (r * per_run, &scratch.run_metrics))
-                .collect();
-            metrics.copy_runs(&recorded);
-        }
+        drop(writers);
         self.extra_scratch = extra;
         failure.map_or(Ok(()), Err)
     }

@@ -440,47 +440,59 @@ impl BatchMetrics {
     pub(crate) fn writer(&mut self) -> MetricsWriter<'_> {
         MetricsWriter {
             rows: self.rows,
-            stride: self.row_len,
             step: &mut self.step,
-            counts: &mut self.counts,
+            counts: RowsMut::Whole {
+                values: &mut self.counts,
+                stride: self.row_len,
+            },
             observation: &mut self.observation,
-            times: &mut self.times,
+            times: RowsMut::Whole {
+                values: &mut self.times,
+                stride: self.row_len,
+            },
         }
     }
 
-    /// Copies every env of each run `(first, metrics)` (metrics of the same
-    /// model) into envs `first..first + metrics.num_envs()`, rows on the
-    /// current rayon pool's threads, but the observations (which the batch
-    /// hands over whole, [`Self::swap_observations`]).
+    /// Writers of runs of `per_run` envs (a whole number of windows; the
+    /// last run takes the rest), `[run]`: each row cut among them.
     #[cfg(feature = "parallel")]
-    pub(crate) fn copy_runs(&mut self, runs: &[(usize, &Self)]) {
-        use rayon::prelude::*;
-        fn copy<T: Copy + Send + Sync>(
-            to: &mut [T],
-            to_len: usize,
-            runs: &[(usize, &[T], usize, usize)],
-        ) {
-            to.par_chunks_exact_mut(to_len)
-                .enumerate()
-                .for_each(|(row, to)| {
-                    for &(first, from, from_len, envs) in runs {
-                        to[first..first + envs].copy_from_slice(&from[row * from_len..][..envs]);
-                    }
-                });
+    pub(crate) fn run_writers(&mut self, per_run: usize) -> Vec<MetricsWriter<'_>> {
+        /// `values` in `runs` parts, all but the last `len` long.
+        fn cut<T>(values: &mut [T], len: usize, runs: usize) -> impl Iterator<Item = &mut [T]> {
+            let (head, last) = values.split_at_mut(len * (runs - 1));
+            head.chunks_exact_mut(len).chain(core::iter::once(last))
         }
-        for &(first, run) in runs {
-            self.step[first..first + run.num_envs].copy_from_slice(&run.step[..run.num_envs]);
+        debug_assert_eq!(per_run % WINDOW, 0);
+        let runs = self.num_envs.div_ceil(per_run).max(1);
+        let (rows, ol) = (self.rows, self.rows.observation_len());
+        let mut writers: Vec<_> = cut(&mut self.step, per_run, runs)
+            .zip(cut(&mut self.observation, per_run * ol, runs))
+            .map(|(step, observation)| {
+                let counts = Vec::with_capacity(rows.count_rows());
+                let times = Vec::with_capacity(rows.time_rows());
+                (step, observation, counts, times)
+            })
+            .collect();
+        for row in self.counts.chunks_exact_mut(self.row_len) {
+            for (writer, part) in writers.iter_mut().zip(cut(row, per_run, runs)) {
+                writer.2.push(part);
+            }
         }
-        let counts: Vec<_> = runs
-            .iter()
-            .map(|&(first, run)| (first, &run.counts[..], run.row_len, run.num_envs))
-            .collect();
-        copy(&mut self.counts, self.row_len, &counts);
-        let times: Vec<_> = runs
-            .iter()
-            .map(|&(first, run)| (first, &run.times[..], run.row_len, run.num_envs))
-            .collect();
-        copy(&mut self.times, self.row_len, &times);
+        for row in self.times.chunks_exact_mut(self.row_len) {
+            for (writer, part) in writers.iter_mut().zip(cut(row, per_run, runs)) {
+                writer.3.push(part);
+            }
+        }
+        writers
+            .into_iter()
+            .map(|(step, observation, counts, times)| MetricsWriter {
+                rows,
+                step,
+                counts: RowsMut::Parts(counts),
+                observation,
+                times: RowsMut::Parts(times),
+            })
+            .collect()
     }
 }
 
@@ -518,32 +530,73 @@ impl LaneMetricsScratch {
     }
 }
 
-/// The writer of a [`BatchMetrics`]' rows (value of row `r`, env `i` at
-/// `r·stride + i`).
+/// The writer of a [`BatchMetrics`]' envs, or of a run of them.
 pub(crate) struct MetricsWriter<'a> {
     rows: Rows,
-    stride: usize,
     step: &'a mut [usize],
-    counts: &'a mut [u32],
+    counts: RowsMut<'a, u32>,
     observation: &'a mut [f32],
-    times: &'a mut [f64],
+    times: RowsMut<'a, f64>,
+}
+
+/// Rows to write (env `i` of row `r` at `[r][i]`, whole windows): every
+/// env's, one buffer; or a run's, a part of each row.
+pub(crate) enum RowsMut<'a, T> {
+    Whole {
+        values: &'a mut [T],
+        stride: usize,
+    },
+    /// A run's part of each row (`parallel`).
+    #[cfg(feature = "parallel")]
+    Parts(Vec<&'a mut [T]>),
+}
+
+impl<'a, T> RowsMut<'a, T> {
+    /// Every row (or its part).
+    fn parts(&mut self) -> Vec<&mut [T]> {
+        match self {
+            Self::Whole { values, stride } => values.chunks_exact_mut(*stride).collect(),
+            #[cfg(feature = "parallel")]
+            Self::Parts(parts) => parts.iter_mut().map(|part| &mut **part).collect(),
+        }
+    }
+
+    /// Calls `f` on each row in order.
+    fn each_row(&mut self, mut f: impl FnMut(&mut [T])) {
+        match self {
+            Self::Whole { values, stride } => {
+                for row in values.chunks_exact_mut(*stride) {
+                    f(row);
+                }
+            }
+            #[cfg(feature = "parallel")]
+            Self::Parts(parts) => {
+                for row in parts {
+                    f(row);
+                }
+            }
+        }
+    }
 }
 
 impl MetricsWriter<'_> {
     /// Sets env `i` to `m` (a record of the batch's model).
     pub(crate) fn set_env(&mut self, i: usize, m: &StepMetrics) {
-        let stride = self.stride;
         self.step[i] = m.step;
-        let values = m.count_fields().into_iter().flatten();
-        for (row, &v) in self.counts.chunks_exact_mut(stride).zip(values) {
-            row[i] = v;
-        }
+        let mut values = m.count_fields().into_iter().flatten();
+        self.counts.each_row(|row| {
+            if let Some(&v) = values.next() {
+                row[i] = v;
+            }
+        });
         let ol = self.rows.observation_len();
         self.observation[i * ol..(i + 1) * ol].copy_from_slice(&m.observation);
-        let values = m.time_fields().into_iter().flatten();
-        for (row, &v) in self.times.chunks_exact_mut(stride).zip(values) {
-            row[i] = v;
-        }
+        let mut values = m.time_fields().into_iter().flatten();
+        self.times.each_row(|row| {
+            if let Some(&v) = values.next() {
+                row[i] = v;
+            }
+        });
     }
 
     /// Stores what the lane step `lanes` gave envs `i..i + LANES` (a whole
@@ -558,20 +611,42 @@ impl MetricsWriter<'_> {
         rates: &[i32x8],
         lanes: &LaneStep,
     ) {
-        let (r, stride) = (self.rows, self.stride);
+        let r = self.rows;
         self.step[i..i + LANES].copy_from_slice(steps);
         // Input rates `[agent]`, then splits `[agent][w]`; after the derived
         // fields, rejects `[agent][w]` (entries past a degree are 0).
-        let (stored, rest) = self.counts.split_at_mut(r.per_agent_count(0, 0) * stride);
-        let (inputs, splits) = stored.split_at_mut(r.n * stride);
-        let rejects = &mut rest[PER_AGENT_COUNTS * r.n * stride..];
-        for (rows, values) in [
-            (inputs, rates),
-            (splits, &lanes.counts[..]),
-            (rejects, &lanes.rejects[..]),
-        ] {
-            for (row, &v) in rows.chunks_exact_mut(stride).zip(values) {
-                row[i..i + LANES].copy_from_slice(&bytemuck::cast::<i32x8, [u32; LANES]>(v));
+        let block = |v: &i32x8| bytemuck::cast::<i32x8, [u32; LANES]>(*v);
+        let (stored_rows, derived_rows) = (r.per_agent_count(0, 0), PER_AGENT_COUNTS * r.n);
+        match &mut self.counts {
+            RowsMut::Whole { values, stride } => {
+                let stride = *stride;
+                let (stored, rest) = values.split_at_mut(stored_rows * stride);
+                let (inputs, splits) = stored.split_at_mut(r.n * stride);
+                let rejects = &mut rest[derived_rows * stride..];
+                for (rows, values) in [
+                    (inputs, rates),
+                    (splits, &lanes.counts[..]),
+                    (rejects, &lanes.rejects[..]),
+                ] {
+                    for (row, v) in rows.chunks_exact_mut(stride).zip(values) {
+                        row[i..i + LANES].copy_from_slice(&block(v));
+                    }
+                }
+            }
+            #[cfg(feature = "parallel")]
+            RowsMut::Parts(parts) => {
+                let (stored, rest) = parts.split_at_mut(stored_rows);
+                let (inputs, splits) = stored.split_at_mut(r.n);
+                let rejects = &mut rest[derived_rows..];
+                for (rows, values) in [
+                    (inputs, rates),
+                    (splits, &lanes.counts[..]),
+                    (rejects, &lanes.rejects[..]),
+                ] {
+                    for (row, v) in rows.iter_mut().zip(values) {
+                        row[i..i + LANES].copy_from_slice(&block(v));
+                    }
+                }
             }
         }
     }
@@ -593,17 +668,18 @@ impl MetricsWriter<'_> {
         if envs.is_empty() {
             return;
         }
-        let (r, stride) = (self.rows, self.stride);
+        let r = self.rows;
         let (n, w, s) = (r.n, r.w, model.max_steps);
         let first = envs.start / WINDOW * WINDOW;
         let quads = (envs.start - first) / 4..(envs.end - first) / 4;
-        let at = |row: usize| row * stride + first..row * stride + first + WINDOW;
+        let span = first..first + WINDOW;
+        let (mut counts, mut times) = (self.counts.parts(), self.times.parts());
         // Rows read (rates, splits; rejects) around the rows written.
-        let (stored, rest) = self.counts.split_at_mut(r.per_agent_count(0, 0) * stride);
-        let (derived, rejects) = rest.split_at_mut(PER_AGENT_COUNTS * n * stride);
+        let (stored, rest) = counts.split_at_mut(r.per_agent_count(0, 0));
+        let (derived, rejects) = rest.split_at_mut(PER_AGENT_COUNTS * n);
         let (stored, rejects) = (&*stored, &*rejects);
-        let split = |a: usize, j: usize| window(&stored[at(r.action(a, j))]);
-        let rejected = |a: usize, j: usize| window(&rejects[at(a * w + j)]);
+        let split = |a: usize, j: usize| window(&stored[r.action(a, j)][span.clone()]);
+        let rejected = |a: usize, j: usize| window(&rejects[a * w + j][span.clone()]);
         for (node, node_times) in scratch.node_times.iter_mut().enumerate() {
             let edges = model.in_offsets[node]..model.in_offsets[node + 1];
             let senders = model.in_senders[edges.clone()].iter();
@@ -616,7 +692,7 @@ impl MetricsWriter<'_> {
                 *slot = (split(sender, index), rejected(sender, index));
             }
             let out = derived
-                .chunks_exact_mut(stride)
+                .iter_mut()
                 .skip(node)
                 .step_by(n)
                 .map(|row| window_mut(&mut row[first..first + WINDOW]));
@@ -645,7 +721,7 @@ impl MetricsWriter<'_> {
         // (A fold rather than `all`: it vectorises.)
         let same_step = steps.iter().fold(0, |differ, &t| differ | (t ^ steps[0])) == 0;
         let topology = model.built().topology();
-        let (agent_times, entry_times) = self.times.split_at_mut(PER_AGENT_TIMES * n * stride);
+        let (agent_times, entry_times) = times.split_at_mut(PER_AGENT_TIMES * n);
         for (a, &k) in model.degrees.iter().enumerate() {
             let first_slot = topology.offsets()[a] as usize;
             let links = &topology.slot_links()[first_slot..first_slot + k];
@@ -675,31 +751,31 @@ impl MetricsWriter<'_> {
                 }
             }
             let rows = AgentRows {
-                rate: window(&stored[at(r.input(a))]),
+                rate: window(&stored[r.input(a)][span.clone()]),
                 split: &|j| split(a, j),
                 rejected: &|j| rejected(a, j),
                 node_time: &scratch.node_times[a],
                 neighbours: topology.neighbours(a),
                 node_times: &scratch.node_times,
             };
-            let forward_reject_rate = window_mut(&mut derived[at(FORWARD_REJECT_RATE * n + a)]);
+            let forward_reject_rate =
+                window_mut(&mut derived[FORWARD_REJECT_RATE * n + a][span.clone()]);
             // The agent's time rows (`field·n + a`); its forwards' rows of
             // each per-entry field from `field·n·w + a·w + 1` on.
             let mut agent_rows = agent_times
-                .chunks_exact_mut(stride)
+                .iter_mut()
                 .skip(a)
                 .step_by(n)
                 .map(|row| window_mut(&mut row[first..first + WINDOW]));
             let times = core::array::from_fn(|_| agent_rows.next().expect("a row per field"));
             let mut entries = entry_times
-                .chunks_exact_mut(n * w * stride)
-                .map(|field| &mut field[(a * w + 1) * stride..]);
+                .chunks_exact_mut(n * w)
+                .map(|field| &mut field[a * w + 1..]);
             let entries = core::array::from_fn(|_| entries.next().expect("a block per field"));
             let out = AgentOut {
                 forward_reject_rate,
                 times,
                 entries,
-                stride,
                 first,
             };
             let per_env = PerEnv {
@@ -779,14 +855,13 @@ struct AgentRows<'a> {
 }
 
 /// One agent's rows (windows) that [`derive_agent`] writes.
-struct AgentOut<'a> {
+struct AgentOut<'a, 'w> {
     forward_reject_rate: &'a mut Counts,
     /// The [`PER_AGENT_TIMES`] fields.
     times: [&'a mut Times; PER_AGENT_TIMES],
-    /// Each [`PER_ENTRY_TIMES`] field's rows (`stride` long) from the
-    /// agent's first forward on, windows at `first`.
-    entries: [&'a mut [f64]; PER_ENTRY_TIMES],
-    stride: usize,
+    /// Each [`PER_ENTRY_TIMES`] field's rows from the agent's first
+    /// forward on (windows at `first`).
+    entries: [&'a mut [&'w mut [f64]]; PER_ENTRY_TIMES],
     first: usize,
 }
 
@@ -830,7 +905,7 @@ impl Delays for PerEnv<'_> {
 #[inline(never)]
 fn derive_agent<const K: usize, D: Delays>(
     rows: &AgentRows<'_>,
-    out: AgentOut<'_>,
+    out: AgentOut<'_, '_>,
     delays: &D,
     quads: Range<usize>,
 ) {
@@ -845,7 +920,6 @@ fn derive_agent<const K: usize, D: Delays>(
         forward_reject_rate,
         times,
         entries,
-        stride,
         first,
     } = out;
     let [
@@ -857,7 +931,7 @@ fn derive_agent<const K: usize, D: Delays>(
     ] = times;
     let [response_to, forward_delay_to, return_delay_to] = entries.map(|field| {
         let mut rows = field
-            .chunks_exact_mut(stride)
+            .iter_mut()
             .map(|row| window_mut(&mut row[first..first + WINDOW]));
         let rows: [&mut Times; K] =
             core::array::from_fn(|_| rows.next().expect("a row per forward"));

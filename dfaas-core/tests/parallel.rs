@@ -6,8 +6,9 @@
 use dfaas_core::config::NetworkGenerator;
 use dfaas_core::{BatchEnv, BatchEnvState, BatchMetrics, EnvConfig, EnvModel, StepMetrics};
 
-/// A 100-node ring with 40-step episodes: 90 envs make 9 runs of 10.
-fn model() -> EnvModel {
+/// A 100-node ring with 40-step episodes: 90 envs make 9 runs of 10
+/// (without metrics; with them runs are whole windows of 1024 envs).
+fn ring() -> EnvModel {
     let config = EnvConfig {
         network_generator: Some(NetworkGenerator::Ring { nodes: 100 }),
         max_steps: 40,
@@ -16,26 +17,49 @@ fn model() -> EnvModel {
     EnvModel::new(&config.build().unwrap()).unwrap()
 }
 
-/// Everything a run of 130 steps produces, stepped on `threads` threads.
-fn run(threads: usize) -> (Vec<Vec<f32>>, Vec<StepMetrics>, BatchEnvState) {
+/// The default 3-agent scenario with 7-step episodes: 2 100 envs make
+/// three runs with metrics (1024, 1024 and 52 envs).
+fn three_agents() -> EnvModel {
+    let config = EnvConfig {
+        max_steps: 7,
+        ..EnvConfig::default()
+    };
+    EnvModel::new(&config.build().unwrap()).unwrap()
+}
+
+/// Everything `steps` steps of `envs` envs of `model` produce (metrics
+/// every `metrics_every`-th step; past 1 000 envs, three of them two steps
+/// ahead), stepped on `threads` threads.
+fn run(
+    model: &EnvModel,
+    envs: usize,
+    steps: usize,
+    metrics_every: usize,
+    threads: usize,
+) -> (Vec<Vec<f32>>, Vec<StepMetrics>, BatchEnvState) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        let model = model();
         let (n, w) = (model.num_agents(), model.action_width());
-        let envs = 90;
         let mut batch = BatchEnv::new(model.clone(), envs).unwrap();
         batch.reset(5).unwrap();
-        let mut metrics = BatchMetrics::new(&model, envs);
+        let mut metrics = BatchMetrics::new(model, envs);
         let mut outputs = Vec::new();
         let mut seen = Vec::new();
-        for step in 0..130usize {
+        if envs > 1000 {
+            // Envs 1000..1003 two steps ahead: a lane block stepped env by
+            // env at their episodes' ends, inside a window of lane blocks.
+            let mut state = batch.state();
+            state.steps[1000..1003].fill(2);
+            batch.restore(state).unwrap();
+        }
+        for step in 0..steps {
             let actions: Vec<f32> = (0..envs * n * w)
                 .map(|i| ((i * 31 + step * 7) % 11) as f32 / 10.0)
                 .collect();
-            if step % 3 == 0 {
+            if step % metrics_every == 0 {
                 batch.step_with_metrics(&actions, &mut metrics).unwrap();
                 seen.extend(metrics.envs());
             } else {
@@ -55,16 +79,35 @@ fn run(threads: usize) -> (Vec<Vec<f32>>, Vec<StepMetrics>, BatchEnvState) {
     })
 }
 
+fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    v.iter()
+        .map(|r| r.iter().map(|x| x.to_bits()).collect())
+        .collect()
+}
+
 #[test]
 fn any_thread_count_gives_the_same_steps() {
-    let one = run(1);
-    let bits = |v: &[Vec<f32>]| -> Vec<Vec<u32>> {
-        v.iter()
-            .map(|r| r.iter().map(|x| x.to_bits()).collect())
-            .collect()
-    };
+    let model = ring();
+    let one = run(&model, 90, 130, 3, 1);
     for threads in [2, 3, 7] {
-        let other = run(threads);
+        let other = run(&model, 90, 130, 3, threads);
+        assert!(
+            bits(&one.0) == bits(&other.0),
+            "{threads} threads: outputs differ"
+        );
+        assert!(one.1 == other.1, "{threads} threads: metrics differ");
+        assert!(one.2 == other.2, "{threads} threads: states differ");
+    }
+}
+
+/// With metrics every step, 2 100 envs step in runs of whole windows, each
+/// recording into its part of every row: the same on any thread count.
+#[test]
+fn metrics_recorded_in_runs_are_the_same_on_any_thread_count() {
+    let model = three_agents();
+    let one = run(&model, 2100, 12, 1, 1);
+    for threads in [2, 3, 7] {
+        let other = run(&model, 2100, 12, 1, threads);
         assert!(
             bits(&one.0) == bits(&other.0),
             "{threads} threads: outputs differ"

@@ -13,9 +13,14 @@
 //! for it is the first of the new episode (the terminated episode needs no
 //! bootstrap value, since episodes terminate and are never truncated).
 //!
+//! A step writes the next observations into a spare buffer and swaps it
+//! in; with metrics, the observations stepped from go to the
+//! [`BatchMetrics`] by a swap as well (no copy).
+//!
 //! With the `parallel` feature a step runs consecutive envs in runs (of at
-//! least [`MIN_RUN`] agent-steps, a few per thread) on the threads of the
-//! current rayon pool — choose their number with
+//! least `MIN_RUN` agent-steps, a few per thread; with metrics, of whole
+//! windows of envs, each recording into its part of the rows) on the
+//! threads of the current rayon pool — choose their number with
 //! `rayon::ThreadPoolBuilder::num_threads(..).build()?.install(|| …)` or
 //! `RAYON_NUM_THREADS` — each with its own scratch. Every env's step is
 //! computed alone, so the results, the metrics and the error reported (the

@@ -1,8 +1,15 @@
 //! [`BatchMetrics`]: every per-step metric of every env of a batch, field
 //! by field with the envs innermost (`[agent][env]`, `[agent][entry][env]`),
 //! so that the lane step stores eight envs of a value at once and a sum
-//! over envs reads one contiguous row. Env `e`'s values are the
-//! [`StepMetrics`] of its step ([`BatchMetrics::env`]), bit for bit.
+//! over envs reads one contiguous row; the observations env-major, as the
+//! batch's. Env `e`'s values are the [`StepMetrics`] of its step
+//! ([`BatchMetrics::env`]), bit for bit.
+//!
+//! The lane step stores only what it computed (rates, splits, rejects);
+//! once a window of [`WINDOW`] envs has stepped,
+//! [`MetricsWriter::finish_window`] derives every other field from those,
+//! row by row and four envs at a time. The per-env step records each env
+//! with [`StepMetrics::record`], which stays the definition.
 //!
 //! Units as in [`StepMetrics`]: counts in requests per step; response
 //! times in the unit of the service times; network delays in ms.
@@ -44,7 +51,7 @@ const PER_ENTRY_TIMES: usize = 3;
 /// `[agent]`, actions `[agent][w]`, the [`PER_AGENT_COUNTS`] fields
 /// `[agent]`, forward rejects `[agent][w]`. Time rows: the
 /// [`PER_AGENT_TIMES`] fields `[agent]`, then the [`PER_ENTRY_TIMES`]
-/// fields `[agent][w]`. Observation rows: `[agent][ow]`.
+/// fields `[agent][w]`. Observations are not rows: `[env][agent][ow]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Rows {
     n: usize,
